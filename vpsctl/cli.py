@@ -1,0 +1,138 @@
+"""The ``vpsctl`` command line: parse, call the pipeline, pick a view, map to an exit code.
+
+stdout carries data (the merged spec, schemas); stderr carries progress and errors. The
+one catch-all is :func:`main`: a :class:`VpsctlError` prints its message and exits 1; any
+other exception is a bug, reported without its arguments (they might hold a value).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import traceback
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from vpsctl import views
+from vpsctl.errors import VpsctlError
+from vpsctl.spec import generate as secrets_generate
+from vpsctl.spec.loader import load_spec
+from vpsctl.spec.schema import schemas
+
+DEFAULT_INVENTORY = Path("inventory/prod")
+
+
+def _inventory(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "-i",
+        "--inventory",
+        type=Path,
+        default=DEFAULT_INVENTORY,
+        help="inventory directory (default: inventory/prod)",
+    )
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    """Load and validate everything; print nothing but errors."""
+    load_spec(args.inventory)
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """Print the merged spec with every secret masked."""
+    spec = load_spec(args.inventory)
+    data = views.merged(spec)
+    sys.stdout.write(json.dumps(data, indent=2) + "\n" if args.json else views.to_yaml(data))
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    """Print (or write) the JSON Schemas of host.yaml and stack files."""
+    found = schemas()
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        for name, schema in found.items():
+            path = args.out / f"{name}.schema.json"
+            path.write_text(json.dumps(schema, indent=2) + "\n", encoding="utf-8")
+            print(f"wrote {path}", file=sys.stderr)
+        return 0
+    chosen = found if args.which is None else found[args.which]
+    sys.stdout.write(json.dumps(chosen, indent=2) + "\n")
+    return 0
+
+
+def cmd_secrets_generate(args: argparse.Namespace) -> int:
+    """Fill missing secrets with fresh values; list the ones only a third party issues."""
+    report = secrets_generate.generate(args.inventory)
+    views.print_generate_report(report, sys.stderr)
+    return 0
+
+
+def cmd_secrets_example(args: argparse.Namespace) -> int:
+    """Print a secrets.env.example listing every key the inventory needs."""
+    sys.stdout.write(secrets_generate.example(args.inventory))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every command."""
+    parser = argparse.ArgumentParser(
+        prog="vpsctl", description="Declarative infrastructure for a small studio on one VPS."
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("validate", help="load and validate the spec; print only errors")
+    _inventory(p)
+    p.set_defaults(func=cmd_validate)
+
+    p = sub.add_parser("show", help="the merged spec, secrets masked")
+    _inventory(p)
+    p.add_argument("--json", action="store_true", help="print JSON instead of YAML")
+    p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("schema", help="JSON Schema of host.yaml and stack files")
+    p.add_argument("which", nargs="?", choices=["host", "stack"], help="only this schema")
+    p.add_argument("--out", type=Path, help="write <which>.schema.json files into this directory")
+    p.set_defaults(func=cmd_schema)
+
+    p = sub.add_parser("secrets", help="manage secrets.env")
+    secrets_sub = p.add_subparsers(dest="secrets_command", required=True, metavar="ACTION")
+    g = secrets_sub.add_parser(
+        "generate", help="fill missing secrets with fresh valid values; never overwrite"
+    )
+    _inventory(g)
+    g.set_defaults(func=cmd_secrets_generate)
+    e = secrets_sub.add_parser("example", help="print a secrets.env.example for the inventory")
+    _inventory(e)
+    e.set_defaults(func=cmd_secrets_example)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``vpsctl`` console script."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    func: Callable[[argparse.Namespace], int] = args.func
+    try:
+        return func(args)
+    except VpsctlError as exc:
+        print(str(exc), file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the one boundary: a bug, reported, never a value
+        print(
+            f"vpsctl: internal error ({exc.__class__.__name__}); this is a bug. "
+            "Run with VPSCTL_DEBUG=1 for the traceback.",
+            file=sys.stderr,
+        )
+        if os.environ.get("VPSCTL_DEBUG"):
+            traceback.print_exc()
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

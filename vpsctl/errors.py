@@ -1,0 +1,50 @@
+"""The one exception tree of vpsctl.
+
+::
+
+    VpsctlError                 a user-facing failure: the CLI prints it and exits 1
+     └── SpecError              the inventory/stack files are invalid; carries every Problem
+
+Anything else that escapes to the CLI is a bug: the CLI prints a pointer to it (and a
+traceback with ``VPSCTL_DEBUG=1``), never a secret, since secret values only ever live in
+:class:`vpsctl.spec.secrets.Secret` objects whose ``repr`` is masked.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+
+class VpsctlError(Exception):
+    """A failure the user can act on; its message is safe to print."""
+
+
+@dataclass(frozen=True, order=True)
+class Problem:
+    """One error in the user's files: where it is and what would be valid."""
+
+    file: str
+    line: int
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        where = f"{self.file}:{self.line}" if self.line else self.file
+        return f"{where}: {self.path}: {self.message}" if self.path else f"{where}: {self.message}"
+
+
+class SpecError(VpsctlError):
+    """The spec is invalid. ``problems`` holds all of them, sorted by file and line."""
+
+    def __init__(self, problems: list[Problem]) -> None:
+        self.problems = sorted(set(problems))
+        super().__init__("\n".join(str(p) for p in self.problems))
+
+
+def display_path(path: Path) -> str:
+    """A path as the user would type it: relative to the working directory when possible."""
+    try:
+        return str(path.resolve().relative_to(Path.cwd().resolve()))
+    except ValueError:
+        return str(path)

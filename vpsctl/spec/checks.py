@@ -1,0 +1,637 @@
+"""Checks across files: what no single model can know alone.
+
+Each ``_check_*`` function is one rule and yields its own problems, located in the file the
+operator must edit. No message quotes a secret's value (see :func:`secrets.describe`).
+"""
+
+from __future__ import annotations
+
+import difflib
+import ipaddress
+from collections.abc import Iterator
+from pathlib import Path
+
+from vpsctl.errors import Problem
+from vpsctl.spec.envfile import SecretsFile
+from vpsctl.spec.environment import Setting, effective, hazards
+from vpsctl.spec.models import (
+    ConfigMount,
+    MysqlBackup,
+    VolumeBackup,
+    VolumeMount,
+)
+from vpsctl.spec.studio import DOMAIN_REF, SECRET_REF, Spec
+from vpsctl.spec.units import human_size
+
+EDGE_PORTS = (80, 443)
+
+
+def check(spec: Spec) -> list[Problem]:
+    """Every cross-file problem of ``spec``."""
+    rules = (
+        _check_required_secrets,
+        _check_secret_kinds,
+        _check_secret_declarations,
+        _check_stripe_modes,
+        _check_env_values,
+        _check_effective_environment,
+        _check_memory,
+        _check_domains,
+        _check_routes,
+        _check_probes,
+        _check_ports,
+        _check_depends_on,
+        _check_mounts_and_configs,
+        _check_backups,
+        _check_edge,
+        _check_firewall,
+    )
+    return [problem for rule in rules for problem in rule(spec)]
+
+
+def _suggest(name: str, candidates: list[str]) -> str:
+    close = difflib.get_close_matches(name, candidates, n=1)
+    return f"; did you mean '{close[0]}'?" if close else ""
+
+
+# ── secrets ─────────────────────────────────────────────────────────────────────────────
+
+
+def secrets_file_problems(secrets: SecretsFile) -> list[Problem]:
+    """Empty and bare values in secrets.env, whoever uses them."""
+    out = []
+    for entry in secrets.entries.values():
+        if entry.value is None:
+            out.append(
+                Problem(
+                    secrets.file,
+                    entry.line,
+                    entry.name,
+                    "no value: a bare key is unset; write KEY=value or delete the line",
+                )
+            )
+        elif entry.value.reveal() == "":
+            out.append(
+                Problem(
+                    secrets.file,
+                    entry.line,
+                    entry.name,
+                    "empty value: an empty secret overrides nothing and fails at runtime; "
+                    "set a value or delete the line",
+                )
+            )
+    return out
+
+
+def _check_required_secrets(spec: Spec) -> Iterator[Problem]:
+    secrets = spec.secrets_file
+    if not secrets.exists:
+        yield Problem(
+            secrets.file,
+            0,
+            "",
+            "file not found; create it with `vpsctl secrets generate -i "
+            f"{spec.inventory}` and add the externally issued values it lists",
+        )
+        return
+    required = spec.required_secrets()
+    # a near-miss of a required name is a likely typo; another required name is not
+    present = [name for name in secrets.entries if name not in required]
+    for name, (stack, kind) in required.items():
+        if name in secrets.entries:
+            continue
+        line, _ = spec.stack_docs[stack].locate(("secrets", name))
+        source = f"{spec.stack_docs[stack].file}:{line}"
+        if kind.is_external():
+            where = f"; get it from: {kind.obtain}" if kind.obtain else ""
+            how = f"issued externally, add it by hand{where}"
+        else:
+            how = "run `vpsctl secrets generate` to create it"
+        yield Problem(
+            secrets.file,
+            0,
+            name,
+            f"missing: stack {stack} needs {kind.spec_text()} (declared at {source}); "
+            f"{how}{_suggest(name, present)}",
+        )
+
+
+def _check_secret_kinds(spec: Spec) -> Iterator[Problem]:
+    for name, (_stack, kind) in spec.required_secrets().items():
+        entry = spec.secrets_file.entries.get(name)
+        if entry is None or entry.value is None or entry.value.reveal() == "":
+            continue  # reported as missing or empty already
+        message = kind.check(entry.value.reveal())
+        if message:
+            yield Problem(spec.secrets_file.file, entry.line, name, message)
+
+
+def _check_secret_declarations(spec: Spec) -> Iterator[Problem]:
+    kinds: dict[str, tuple[str, str]] = {}
+    for stack_name, stack in spec.stacks.items():
+        for name, kind in stack.secrets.items():
+            described = kind.model_dump_json(exclude={"description", "obtain"})
+            if name in kinds and kinds[name][1] != described:
+                yield spec.problem_in_stack(
+                    stack_name,
+                    ("secrets", name),
+                    f"declared with another kind by stack {kinds[name][0]}; a shared secret "
+                    "needs one kind",
+                )
+            kinds.setdefault(name, (stack_name, described))
+        used: set[str] = set()
+        for service_name, service in stack.services.items():
+            for var, name in service.secrets.items():
+                used.add(name)
+                if name not in stack.secrets:
+                    yield spec.problem_in_stack(
+                        stack_name,
+                        ("services", service_name, "secrets", var),
+                        f"secret {name} is not declared in this stack's `secrets` (with its "
+                        f"kind); declared: {', '.join(stack.secrets) or '(none)'}"
+                        f"{_suggest(name, list(stack.secrets))}",
+                    )
+            for key, value in service.env.items():
+                for match in SECRET_REF.finditer(value):
+                    used.add(match.group(1))
+                    if match.group(1) not in stack.secrets:
+                        yield spec.problem_in_stack(
+                            stack_name,
+                            ("services", service_name, "env", key),
+                            f"{{secret.{match.group(1)}}} is not declared in this stack's "
+                            f"`secrets`; declared: {', '.join(stack.secrets) or '(none)'}",
+                        )
+        for backup in stack.backups:
+            if isinstance(backup, MysqlBackup):
+                used.add(backup.password_secret)
+        for name in stack.secrets:
+            if name not in used:
+                yield spec.problem_in_stack(
+                    stack_name,
+                    ("secrets", name),
+                    "declared but no service uses it; remove it or reference it from a "
+                    "service's `secrets`",
+                )
+
+
+def _check_stripe_modes(spec: Spec) -> Iterator[Problem]:
+    wanted = spec.host.stripe_mode
+    for stack_name, stack in spec.stacks.items():
+        modes: dict[str, list[str]] = {}
+        for name, kind in stack.secrets.items():
+            value = spec.secret(name)
+            mode = kind.stripe_mode(value.reveal()) if value is not None else None
+            if mode is not None:
+                modes.setdefault(mode, []).append(name)
+        if len(modes) > 1:
+            detail = "; ".join(f"{m}: {', '.join(names)}" for m, names in sorted(modes.items()))
+            yield spec.problem_in_stack(
+                stack_name,
+                ("secrets",),
+                f"test and live Stripe keys are mixed in one app ({detail}); use keys of one mode",
+            )
+        if wanted is not None:
+            for mode, names in modes.items():
+                if mode != wanted:
+                    yield spec.problem_in_host(
+                        ("stripe_mode",),
+                        f"this environment takes {wanted} Stripe keys, but stack {stack_name} "
+                        f"has {mode} ones: {', '.join(names)}",
+                    )
+
+
+# ── environment ─────────────────────────────────────────────────────────────────────────
+
+
+def _check_env_values(spec: Spec) -> Iterator[Problem]:
+    for stack_name, stack in spec.stacks.items():
+        domains = spec.host.stacks[stack_name].domains
+        for service_name, service in stack.services.items():
+            for key, value in service.env.items():
+                loc = ("services", service_name, "env", key)
+                if value == "":
+                    yield spec.problem_in_stack(
+                        stack_name,
+                        loc,
+                        "empty value: apps do not treat empty as unset (Plausible crashes on "
+                        "an empty optional variable); omit the variable instead",
+                    )
+                if "${" in value:
+                    yield spec.problem_in_stack(
+                        stack_name,
+                        loc,
+                        "`${…}` is not expanded: values are literal and never read from a "
+                        "shell; put secrets in `secrets` (or {secret.NAME}) and domains as "
+                        "{domain.KEY}",
+                    )
+                for match in DOMAIN_REF.finditer(value):
+                    if match.group(1) not in domains:
+                        yield spec.problem_in_stack(
+                            stack_name,
+                            loc,
+                            f"{{domain.{match.group(1)}}} is not a domain of stack "
+                            f"{stack_name} in {spec.host_doc.file}; defined: "
+                            f"{', '.join(domains) or '(none)'}",
+                        )
+                rest = SECRET_REF.sub("", DOMAIN_REF.sub("", value))
+                if "{domain" in rest or "{secret" in rest:
+                    yield spec.problem_in_stack(
+                        stack_name,
+                        loc,
+                        "malformed reference; write {domain.KEY} or {secret.NAME} (UPPER_CASE)",
+                    )
+
+
+def _check_effective_environment(spec: Spec) -> Iterator[Problem]:
+    """Build each container's environment as compose will and look for hazards in it."""
+    for stack_name, stack in spec.stacks.items():
+        doc = spec.stack_docs[stack_name]
+        for service_name, service in stack.services.items():
+            env_file: list[Setting] = []
+            for var, name in service.secrets.items():
+                secret = spec.secret(name)
+                if secret is None:
+                    continue  # missing secrets are reported by their own rule
+                line, _ = doc.locate(("services", service_name, "secrets", var))
+                env_file.append(Setting(var, secret.reveal(), f"secrets ({doc.file}:{line})"))
+            for key, value in service.env.items():
+                line, _ = doc.locate(("services", service_name, "env", key))
+                env_file.append(Setting(key, value, f"env ({doc.file}:{line})"))
+            chain = effective([env_file])
+            for hazard in hazards(chain):
+                if len(chain[hazard.key]) == 1:
+                    continue  # a lone empty value is reported by its own rule
+                yield spec.problem_in_stack(
+                    stack_name,
+                    ("services", service_name, "environment", hazard.key),
+                    f"effective environment: {hazard.key} {hazard.message}",
+                )
+
+
+# ── memory ──────────────────────────────────────────────────────────────────────────────
+
+
+def _check_memory(spec: Spec) -> Iterator[Problem]:
+    limits: list[tuple[int, str]] = []
+    for stack_name, stack in spec.stacks.items():
+        for service_name, service in stack.services.items():
+            if service.mem_limit is None:
+                yield spec.problem_in_stack(
+                    stack_name,
+                    ("services", service_name, "mem_limit"),
+                    "missing: every service needs a memory limit (e.g. `mem_limit: 256m`) so "
+                    "one leak cannot take the whole box down",
+                )
+            else:
+                limits.append((service.mem_limit, f"{stack_name}/{service_name}"))
+    total = sum(n for n, _ in limits)
+    host = spec.host
+    if total + host.os_reserve > host.memory:
+        biggest = sorted(limits, reverse=True)[:5]
+        listing = ", ".join(f"{name} {human_size(n)}" for n, name in biggest)
+        yield spec.problem_in_host(
+            ("memory",),
+            f"memory limits {human_size(total)} + os_reserve {human_size(host.os_reserve)} = "
+            f"{human_size(total + host.os_reserve)} exceed the box's {human_size(host.memory)} "
+            f"by {human_size(total + host.os_reserve - host.memory)}; biggest consumers: "
+            f"{listing}",
+        )
+
+
+# ── domains, routes, probes ─────────────────────────────────────────────────────────────
+
+
+def _check_domains(spec: Spec) -> Iterator[Problem]:
+    for stack_name, stack in spec.stacks.items():
+        domains = spec.host.stacks[stack_name].domains
+        used = stack.domain_keys()
+        used.extend(
+            m.group(1)
+            for service in stack.services.values()
+            for value in service.env.values()
+            for m in DOMAIN_REF.finditer(value)
+        )
+        for key in domains:
+            if key not in used:
+                yield spec.problem_in_host(
+                    ("stacks", stack_name, "domains", key),
+                    f"stack {stack_name} uses no domain '{key}'; it uses: "
+                    f"{', '.join(dict.fromkeys(used)) or '(none)'}",
+                )
+        placed = [("routes", i, r.domain) for i, r in enumerate(stack.routes)]
+        placed += [("probes", i, p.domain) for i, p in enumerate(stack.probes)]
+        for kind, index, key in placed:
+            if key not in domains:
+                yield spec.problem_in_stack(
+                    stack_name, (kind, index, "domain"), _undefined_domain(spec, stack_name, key)
+                )
+        for index, redirect in enumerate(stack.redirects):
+            for field in ("domain", "to"):
+                key = getattr(redirect, field)
+                if key not in domains:
+                    yield spec.problem_in_stack(
+                        stack_name,
+                        ("redirects", index, field),
+                        _undefined_domain(spec, stack_name, key),
+                    )
+
+
+def _undefined_domain(spec: Spec, stack: str, key: str) -> str:
+    domains = spec.host.stacks[stack].domains
+    return (
+        f"domain '{key}' is not defined for stack {stack} in {spec.host_doc.file} "
+        f"(stacks.{stack}.domains); defined: {', '.join(domains) or '(none)'}"
+    )
+
+
+def _covers(prefix: str, path: str) -> bool:
+    """Whether a Caddy path prefix ``prefix`` matches requests for ``path``."""
+    if prefix == "/":
+        return True
+    return path == prefix or path.startswith(prefix.rstrip("/") + "/")
+
+
+def _check_routes(spec: Spec) -> Iterator[Problem]:
+    seen: dict[tuple[str, str], str] = {}
+    redirects: list[tuple[str, str, str]] = []  # hostname, path prefix, where
+    for stack_name, stack in spec.stacks.items():
+        doc = spec.stack_docs[stack_name]
+        for index, redirect in enumerate(stack.redirects):
+            host = spec.domain(stack_name, redirect.domain)
+            if host is not None:
+                line, _ = doc.locate(("redirects", index))
+                redirects.append((host, redirect.path, f"{doc.file}:{line}"))
+    for stack_name, stack in spec.stacks.items():
+        doc = spec.stack_docs[stack_name]
+        entries = [("routes", i, r.domain, r.path) for i, r in enumerate(stack.routes)]
+        entries += [("redirects", i, r.domain, r.path) for i, r in enumerate(stack.redirects)]
+        for kind, index, key, path in entries:
+            host = spec.domain(stack_name, key)
+            if host is None:
+                continue
+            line, _ = doc.locate((kind, index))
+            where = f"{doc.file}:{line}"
+            if (host, path) in seen:
+                yield spec.problem_in_stack(
+                    stack_name,
+                    (kind, index, "path"),
+                    f"{host}{path} is already served by {seen[host, path]}; each domain+path "
+                    "may appear once",
+                )
+            seen.setdefault((host, path), where)
+        for index, route in enumerate(stack.routes):
+            service = stack.services.get(route.service)
+            if service is None:
+                yield spec.problem_in_stack(
+                    stack_name,
+                    ("routes", index, "upstream"),
+                    f"no service '{route.service}' in this stack; services: "
+                    f"{', '.join(stack.services)}{_suggest(route.service, list(stack.services))}",
+                )
+            elif service.expose and route.port not in service.expose:
+                yield spec.problem_in_stack(
+                    stack_name,
+                    ("routes", index, "upstream"),
+                    f"{route.service} does not listen on {route.port}; its `expose`: "
+                    f"{', '.join(map(str, service.expose))}",
+                )
+            host = spec.domain(stack_name, route.domain)
+            if route.webhook and host is not None:
+                for r_host, r_path, r_where in redirects:
+                    if r_host == host and _covers(r_path, route.path):
+                        yield spec.problem_in_stack(
+                            stack_name,
+                            ("routes", index),
+                            f"webhook route {host}{route.path} is behind the redirect at "
+                            f"{r_where}; Stripe treats any 3xx as a failed delivery: serve "
+                            "the webhook path directly",
+                        )
+
+
+def _check_probes(spec: Spec) -> Iterator[Problem]:
+    for stack_name, stack in spec.stacks.items():
+        names: set[str] = set()
+        for index, probe in enumerate(stack.probes):
+            if probe.name in names:
+                yield spec.problem_in_stack(
+                    stack_name, ("probes", index, "name"), f"probe '{probe.name}' twice"
+                )
+            names.add(probe.name)
+            host = spec.domain(stack_name, probe.domain)
+            if host is None:
+                continue
+            routed = [r for r in stack.routes if r.domain == probe.domain]
+            if not any(_covers(r.path, probe.path) for r in routed):
+                yield spec.problem_in_stack(
+                    stack_name,
+                    ("probes", index, "path"),
+                    f"no route of this stack serves {host}{probe.path}",
+                )
+        for index, route in enumerate(stack.routes):
+            if route.webhook and not any(
+                p.domain == route.domain and p.path.startswith(route.path) and p.method == "POST"
+                for p in stack.probes
+            ):
+                yield spec.problem_in_stack(
+                    stack_name,
+                    ("routes", index),
+                    "a webhook route needs a POST probe (an unsigned POST must reach the app: "
+                    "its 400, never a redirect)",
+                )
+
+
+# ── ports, dependencies, files ──────────────────────────────────────────────────────────
+
+
+def _is_public(address: str) -> bool:
+    try:
+        return not ipaddress.ip_address(address.strip("[]")).is_loopback
+    except ValueError:
+        return True
+
+
+def _check_ports(spec: Spec) -> Iterator[Problem]:
+    for stack_name, stack in spec.stacks.items():
+        for service_name, service in stack.services.items():
+            for index, port in enumerate(service.ports):
+                if not _is_public(port.host_ip):
+                    continue
+                if stack.role == "edge" and port.published in EDGE_PORTS:
+                    continue
+                yield spec.problem_in_stack(
+                    stack_name,
+                    ("services", service_name, "ports", index),
+                    f"publishes {port.published} on {port.host_ip}: only the edge publishes, "
+                    "and only 80/443 (docker-published ports bypass the firewall); reach it "
+                    "through Caddy, or bind host_ip: 127.0.0.1",
+                )
+
+
+def _check_depends_on(spec: Spec) -> Iterator[Problem]:
+    for stack_name, stack in spec.stacks.items():
+        for service_name, service in stack.services.items():
+            for index, dep in enumerate(service.depends_on):
+                if dep == service_name:
+                    yield spec.problem_in_stack(
+                        stack_name,
+                        ("services", service_name, "depends_on", index),
+                        "a service cannot depend on itself",
+                    )
+                elif dep not in stack.services:
+                    yield spec.problem_in_stack(
+                        stack_name,
+                        ("services", service_name, "depends_on", index),
+                        f"no service '{dep}' in this stack; services: "
+                        f"{', '.join(stack.services)}{_suggest(dep, list(stack.services))}",
+                    )
+        cycle = _cycle(
+            {n: [d for d in s.depends_on if d in stack.services] for n, s in stack.services.items()}
+        )
+        if cycle:
+            yield spec.problem_in_stack(
+                stack_name,
+                ("services", cycle[0], "depends_on"),
+                f"dependency cycle: {' → '.join(cycle)}",
+            )
+
+
+def _cycle(graph: dict[str, list[str]]) -> list[str] | None:
+    state: dict[str, int] = {}
+    path: list[str] = []
+
+    def visit(node: str) -> list[str] | None:
+        state[node] = 1
+        path.append(node)
+        for nxt in graph[node]:
+            if state.get(nxt) == 1:
+                return [*path[path.index(nxt) :], nxt]
+            if nxt not in state and (found := visit(nxt)):
+                return found
+        path.pop()
+        state[node] = 2
+        return None
+
+    for node in graph:
+        if node not in state and (found := visit(node)):
+            return found
+    return None
+
+
+def _check_mounts_and_configs(spec: Spec) -> Iterator[Problem]:
+    for stack_name, stack in spec.stacks.items():
+        base = spec.stack_files[stack_name].parent
+        for name, config in stack.configs.items():
+            source = base / config.source
+            if stack.role == "edge" and name == "Caddyfile":
+                yield spec.problem_in_stack(
+                    stack_name,
+                    ("configs", name),
+                    "the edge's Caddyfile is rendered from every stack's routes; do not ship one",
+                )
+            elif not Path(source).is_file():
+                yield spec.problem_in_stack(
+                    stack_name,
+                    ("configs", name, "source"),
+                    f"no such file: {source}",
+                )
+        for service_name, service in stack.services.items():
+            for index, mount in enumerate(service.volumes):
+                if not isinstance(mount, ConfigMount):
+                    continue
+                if stack.role == "edge" and mount.config == "caddy":
+                    continue  # the rendered Caddyfile's directory
+                if mount.config in stack.configs or any(
+                    name.startswith(mount.config + "/") for name in stack.configs
+                ):
+                    continue
+                yield spec.problem_in_stack(
+                    stack_name,
+                    ("services", service_name, "volumes", index, "config"),
+                    f"'{mount.config}' is neither a file nor a directory of this stack's "
+                    f"configs: {', '.join(stack.configs) or '(none)'}",
+                )
+
+
+def _check_backups(spec: Spec) -> Iterator[Problem]:
+    for stack_name, stack in spec.stacks.items():
+        volumes = stack.volumes()
+        for index, backup in enumerate(stack.backups):
+            if isinstance(backup, VolumeBackup):
+                if backup.volume not in volumes:
+                    yield spec.problem_in_stack(
+                        stack_name,
+                        ("backups", index, "volume"),
+                        f"no volume '{backup.volume}' is mounted by this stack; volumes: "
+                        f"{', '.join(volumes) or '(none)'}",
+                    )
+            elif backup.service not in stack.services:
+                yield spec.problem_in_stack(
+                    stack_name,
+                    ("backups", index, "service"),
+                    f"no service '{backup.service}' in this stack; services: "
+                    f"{', '.join(stack.services)}",
+                )
+            if isinstance(backup, MysqlBackup) and backup.password_secret not in stack.secrets:
+                yield spec.problem_in_stack(
+                    stack_name,
+                    ("backups", index, "password_secret"),
+                    f"secret {backup.password_secret} is not declared in this stack's `secrets`",
+                )
+
+
+def _check_edge(spec: Spec) -> Iterator[Problem]:
+    edges = [name for name, stack in spec.stacks.items() if stack.role == "edge"]
+    routed = [name for name, stack in spec.stacks.items() if stack.routes or stack.redirects]
+    if routed and len(edges) != 1:
+        yield spec.problem_in_host(
+            ("stacks",),
+            f"stacks {', '.join(routed)} have routes, so exactly one stack with role: edge "
+            f"(Caddy) must run here; found {len(edges)}: {', '.join(edges) or '(none)'}",
+        )
+    for name in edges:
+        stack = spec.stacks[name]
+        mounts = [
+            m
+            for s in stack.services.values()
+            for m in s.volumes
+            if isinstance(m, ConfigMount) and m.config == "caddy"
+        ]
+        if not mounts:
+            yield spec.problem_in_stack(
+                name,
+                ("services",),
+                "the edge must mount the rendered Caddyfile's directory: "
+                "`volumes: [{config: caddy, target: /etc/caddy}]`",
+            )
+        data = [
+            m
+            for s in stack.services.values()
+            for m in s.volumes
+            if isinstance(m, VolumeMount) and m.target == "/data"
+        ]
+        if not data:
+            yield spec.problem_in_stack(
+                name,
+                ("services",),
+                "the edge needs a named volume at /data: it holds the certificates and the "
+                "ACME account, which a rebuild must restore",
+            )
+
+
+def _check_firewall(spec: Spec) -> Iterator[Problem]:
+    host = spec.host
+    if host.ssh_port not in host.open_ports:
+        yield spec.problem_in_host(
+            ("open_ports",),
+            f"the SSH port {host.ssh_port} is not open: the firewall would lock vpsctl out; "
+            f"add {host.ssh_port}",
+        )
+    for stack in spec.stacks.values():
+        for service in stack.services.values():
+            for port in service.ports:
+                if _is_public(port.host_ip) and port.published not in host.open_ports:
+                    yield spec.problem_in_host(
+                        ("open_ports",),
+                        f"port {port.published} is published by the edge but not open in "
+                        "the firewall",
+                    )

@@ -1,0 +1,116 @@
+"""``secrets.env``: read with python-dotenv's parser, keeping each key's line.
+
+Values are taken literally: no ``${VAR}`` expansion (python-dotenv's ``dotenv_values``
+would expand it, and so would compose; a secret is the bytes the operator wrote).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+from dotenv.parser import parse_stream
+
+from vpsctl.errors import Problem, display_path
+from vpsctl.spec.secrets import SECRET_NAME, Secret
+
+
+@dataclass(frozen=True)
+class SecretLine:
+    """A key of secrets.env, its value (``None`` for a bare ``KEY`` line) and its line."""
+
+    name: str
+    value: Secret | None
+    line: int
+
+
+@dataclass
+class SecretsFile:
+    """What secrets.env holds; ``exists`` is false when there is no file yet."""
+
+    file: str
+    exists: bool
+    entries: dict[str, SecretLine]
+
+
+def read_secrets(path: Path) -> tuple[SecretsFile, list[Problem]]:
+    """Parse ``path``; every problem names the line, never a value."""
+    shown = display_path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return SecretsFile(shown, False, {}), []
+    except (OSError, UnicodeDecodeError) as exc:
+        return SecretsFile(shown, False, {}), [
+            Problem(shown, 0, "", f"cannot read: {exc.__class__.__name__}")
+        ]
+    problems: list[Problem] = []
+    entries: dict[str, SecretLine] = {}
+    for binding in parse_stream(io.StringIO(text)):
+        line = binding.original.line
+        if binding.error:
+            problems.append(
+                Problem(
+                    shown, line, "", "cannot parse this line; expected KEY=value or a # comment"
+                )
+            )
+            continue
+        if binding.key is None:
+            continue
+        name = binding.key
+        if not re.match(SECRET_NAME, name):
+            problems.append(
+                Problem(shown, line, name, "a key is UPPER_CASE letters, digits and '_'")
+            )
+            continue
+        if name in entries:
+            problems.append(
+                Problem(
+                    shown,
+                    line,
+                    name,
+                    f"set twice (first on line {entries[name].line}); keep one: tools disagree "
+                    "on which one wins",
+                )
+            )
+            continue
+        value = None if binding.value is None else Secret(binding.value)
+        entries[name] = SecretLine(name, value, line)
+    return SecretsFile(shown, True, entries), problems
+
+
+def write_secrets(
+    path: Path, values: dict[str, str], comments: dict[str, str], existing: SecretsFile
+) -> None:
+    """Give each key of ``values`` its value in ``path`` (created 0600).
+
+    Keys that ``existing`` holds with an empty or bare value are filled on their own line;
+    new keys are appended. No other line changes. Values are single-quoted: the generated
+    alphabets never contain a quote, and python-dotenv and compose read a single-quoted
+    value back byte for byte.
+    """
+    for name, value in values.items():
+        if "'" in value or "\n" in value or "\\" in value:
+            raise ValueError(f"generated value for {name} cannot be single-quoted")
+    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    appended: list[str] = []
+    for name, value in values.items():
+        entry = existing.entries.get(name)
+        if entry is not None and entry.value is not None and entry.value.reveal():
+            raise ValueError(f"{name} already has a value; vpsctl never overwrites one")
+        if entry is not None:
+            lines[entry.line - 1] = f"{name}='{value}'"
+            continue
+        if comments.get(name):
+            appended.append(f"# {comments[name]}")
+        appended.append(f"{name}='{value}'")
+    text = "\n".join([*lines, *appended]) + "\n"
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    tmp.chmod(0o600)
+    tmp.replace(path)

@@ -1,0 +1,489 @@
+"""The typed spec: ``inventory/<env>/host.yaml`` (:class:`Host`) and ``stacks/<name>.yaml``
+(:class:`Stack`). Field descriptions become the JSON Schema that editors show.
+
+Models check what one file can know on its own; checks that need several files (a route's
+domain in host.yaml, a secret's value in secrets.env) live in :mod:`vpsctl.spec.checks`.
+"""
+
+from __future__ import annotations
+
+import difflib
+import re
+import zoneinfo
+from functools import cache
+from typing import Annotated, Any, Literal
+
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    PlainSerializer,
+    StringConstraints,
+    Tag,
+    WithJsonSchema,
+    field_validator,
+    model_validator,
+)
+
+from vpsctl.spec.base import Model, discriminator, presence_discriminator, tag
+from vpsctl.spec.secrets import SECRET_NAME, SecretKind
+from vpsctl.spec.units import SIZE_HINT, check_duration, format_size, parse_size
+
+# ── scalar types ────────────────────────────────────────────────────────────────────────
+
+StackName = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,30}$"),
+    Field(description="lowercase letters, digits and '-', starting with a letter"),
+]
+ServiceName = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,40}$"),
+    Field(description="lowercase letters, digits and '-', starting with a letter"),
+]
+VolumeName = ServiceName
+DomainKey = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,30}$"),
+    Field(description="a key into this stack's `domains` in host.yaml, e.g. `app` or `www`"),
+]
+EnvKey = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$"),
+    Field(description="an environment variable name: letters, digits, '_'"),
+]
+SecretName = Annotated[
+    str,
+    StringConstraints(pattern=SECRET_NAME),
+    Field(description="a key of secrets.env: UPPER_CASE letters, digits, '_'"),
+]
+Port = Annotated[int, Field(ge=1, le=65535)]
+AbsPath = Annotated[
+    str,
+    StringConstraints(pattern=r"^/[^\x00]*$"),
+    Field(description="an absolute path inside the container"),
+]
+UrlPath = Annotated[
+    str,
+    StringConstraints(pattern=r"^/[A-Za-z0-9._~!$&'()*+,;=:@%/-]*$"),
+    Field(description="a URL path starting with '/'"),
+]
+
+
+def _size(value: Any) -> int:
+    return parse_size(value)
+
+
+MemSize = Annotated[
+    int,
+    BeforeValidator(_size),
+    PlainSerializer(format_size, return_type=str),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": r"^\d+(\.\d+)?\s*[kKmMgGtT]?[iI]?[bB]?$",
+            "description": SIZE_HINT,
+        }
+    ),
+]
+Duration = Annotated[str, AfterValidator(check_duration)]
+
+
+def _env_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return str(value)
+    if isinstance(value, str):
+        return value
+    raise ValueError("must be a string, number or boolean (quote anything else)")
+
+
+EnvValue = Annotated[
+    str,
+    BeforeValidator(_env_value),
+    WithJsonSchema({"type": ["string", "number", "boolean"]}),
+]
+
+# An image is pinned: a tag that names a version, or a digest. `latest` or no tag is not.
+_IMAGE = re.compile(
+    r"^(?P<repo>[a-z0-9]+(?:[._/-][a-z0-9]+)*(?::\d+)?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*)"
+    r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
+    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
+)
+
+
+def _image(ref: str) -> str:
+    match = _IMAGE.match(ref)
+    if not match:
+        raise ValueError(f"'{ref}' is not an image reference like ghost:6.10.3-alpine")
+    tag_, digest = match.group("tag"), match.group("digest")
+    if digest:
+        return ref
+    if tag_ is None:
+        raise ValueError(
+            f"'{ref}' has no tag: pin a version (e.g. {ref}:1.2.3) or a digest (@sha256:…)"
+        )
+    if tag_ == "latest" or not any(c.isdigit() for c in tag_):
+        raise ValueError(
+            f"tag '{tag_}' is not a version: pin a version tag (e.g. :1.2.3) or a digest "
+            "(@sha256:…), so a redeploy cannot silently change what runs"
+        )
+    return ref
+
+
+ImageRef = Annotated[str, AfterValidator(_image)]
+
+
+@cache
+def _zones() -> frozenset[str]:
+    return frozenset(zoneinfo.available_timezones())
+
+
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$"
+)
+
+
+def _hostname(name: str) -> str:
+    if not _HOSTNAME.match(name):
+        raise ValueError(
+            f"'{name}' is not a fully qualified lowercase host name like blog.example.com"
+        )
+    return name
+
+
+Hostname = Annotated[str, AfterValidator(_hostname)]
+
+# ── stack files ─────────────────────────────────────────────────────────────────────────
+
+
+class Healthcheck(Model):
+    """How Docker decides the service is healthy (compose `healthcheck`)."""
+
+    test: list[str] = Field(
+        min_length=2,
+        description='["CMD", "prog", "arg", …] or ["CMD-SHELL", "a shell command"]',
+    )
+    interval: Duration = "10s"
+    timeout: Duration = "5s"
+    retries: int = Field(5, ge=1, le=100)
+    start_period: Duration = "30s"
+
+    @field_validator("test")
+    @classmethod
+    def _form(cls, test: list[str]) -> list[str]:
+        if test[0] not in ("CMD", "CMD-SHELL"):
+            raise ValueError('must start with "CMD" or "CMD-SHELL"')
+        if any(not part for part in test):
+            raise ValueError("no element may be empty")
+        return test
+
+
+class VolumeMount(Model):
+    """A named docker volume of this stack mounted into the service."""
+
+    volume: VolumeName
+    target: AbsPath
+    read_only: bool = False
+
+
+class ConfigMount(Model):
+    """A file or a directory of this stack's `configs` mounted into the service.
+
+    Mount a directory where the program watches it (Caddy): editors and uploads replace a
+    file's inode, and a single-file bind mount keeps showing the old file.
+    """
+
+    config: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")]
+    target: AbsPath
+    read_only: bool = True
+
+
+Mount = Annotated[
+    Annotated[VolumeMount, Tag(tag("volume"))] | Annotated[ConfigMount, Tag(tag("config"))],
+    presence_discriminator(("volume", "config"), "a mount"),
+]
+
+
+class PortPublish(Model):
+    """A port published on the host. Only the edge may publish on a public address."""
+
+    target: Port
+    published: Port
+    host_ip: str = Field(
+        "0.0.0.0",  # noqa: S104 - compose's own default, which checks refuse outside the edge
+        description="address on the host; compose's default 0.0.0.0 is public",
+    )
+    protocol: Literal["tcp", "udp"] = "tcp"
+
+
+class Service(Model):
+    """One container of the stack."""
+
+    image: ImageRef = Field(description="pinned: name:version-tag or name@sha256:digest")
+    command: list[str] | None = Field(None, description="argv, overriding the image's CMD")
+    user: str | None = None
+    env: dict[EnvKey, EnvValue] = Field(
+        default_factory=dict,
+        description="plain configuration; `{domain.KEY}` is replaced by this stack's domain",
+    )
+    secrets: dict[EnvKey, SecretName] = Field(
+        default_factory=dict,
+        description="container variable → key of secrets.env declared in the stack's `secrets`",
+    )
+    volumes: list[Mount] = Field(default_factory=list)
+    ports: list[PortPublish] = Field(default_factory=list)
+    expose: list[Port] = Field(
+        default_factory=list, description="ports the service listens on (checked against routes)"
+    )
+    healthcheck: Healthcheck
+    mem_limit: MemSize | None = Field(None, description="hard memory limit, e.g. 256m; required")
+    depends_on: list[ServiceName] = Field(default_factory=list)
+    restart: Literal["unless-stopped", "always", "on-failure", "no"] = "unless-stopped"
+    stop_grace_period: Duration | None = None
+
+
+class ConfigFile(Model):
+    """A file shipped with the stack, taken from `source` (relative to the stack file)."""
+
+    source: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")]
+
+
+class Route(Model):
+    """A path of one of the stack's domains, proxied by Caddy to a service."""
+
+    domain: DomainKey
+    path: UrlPath = Field("/", description="path prefix; `/` is the whole site")
+    upstream: Annotated[
+        str,
+        StringConstraints(pattern=r"^[a-z][a-z0-9-]*:\d{1,5}$"),
+        Field(description="service:port of this stack"),
+    ]
+    webhook: bool = Field(
+        False, description="a path that must never redirect (Stripe fails any 3xx)"
+    )
+
+    @property
+    def service(self) -> str:
+        """The upstream's service name."""
+        return self.upstream.split(":", 1)[0]
+
+    @property
+    def port(self) -> int:
+        """The upstream's port."""
+        return int(self.upstream.split(":", 1)[1])
+
+
+class Redirect(Model):
+    """Caddy answers requests under `domain` + `path` with a redirect to domain `to`."""
+
+    domain: DomainKey
+    path: UrlPath = "/"
+    to: DomainKey
+    status: Literal[301, 302, 307, 308] = 308
+
+
+class CountCheck(Model):
+    """The body must contain `pattern` at least `min` times."""
+
+    pattern: Annotated[str, StringConstraints(min_length=1)]
+    min: int = Field(1, ge=1)
+
+
+class Probe(Model):
+    """An HTTP request through Caddy that must answer as expected (apply's gate, the audit)."""
+
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]*$")]
+    domain: DomainKey
+    path: UrlPath = "/"
+    method: Literal["GET", "HEAD", "POST"] = "GET"
+    status: int = Field(200, ge=100, le=599)
+    body_contains: list[Annotated[str, StringConstraints(min_length=1)]] = Field(
+        default_factory=list
+    )
+    json_fields: list[
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9_]+(\.[A-Za-z0-9_]+)*$")]
+    ] = Field(default_factory=list, description="dotted paths that must exist and be non-empty")
+    min_count: CountCheck | None = None
+    allow_empty_body: bool = False
+
+    @model_validator(mode="after")
+    def _redirects_are_not_ok(self) -> Probe:
+        if 300 <= self.status < 400:
+            raise ValueError(
+                "a probe expecting a redirect proves nothing about the app; probe the target"
+            )
+        return self
+
+
+class SqliteBackup(Model):
+    """A product's SQLite database, copied with the online backup API."""
+
+    kind: Literal["sqlite"]
+    service: ServiceName
+    path: AbsPath = Field(description="the database file inside the container")
+
+
+class PostgresBackup(Model):
+    """A Postgres database, dumped with pg_dump."""
+
+    kind: Literal["postgres"]
+    service: ServiceName
+    database: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+    user: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")] = "postgres"
+
+
+class MysqlBackup(Model):
+    """A MySQL database, dumped with mysqldump --single-transaction."""
+
+    kind: Literal["mysql"]
+    service: ServiceName
+    database: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+    password_secret: SecretName = Field(description="secrets.env key of the root password")
+
+
+class ClickhouseBackup(Model):
+    """ClickHouse tables, with ClickHouse's own BACKUP."""
+
+    kind: Literal["clickhouse"]
+    service: ServiceName
+    database: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+
+
+class VolumeBackup(Model):
+    """A whole named volume (Caddy's certificates, Ghost's content, uploads)."""
+
+    kind: Literal["volume"]
+    volume: VolumeName
+
+
+Backup = Annotated[
+    Annotated[SqliteBackup, Tag(tag("sqlite"))]
+    | Annotated[PostgresBackup, Tag(tag("postgres"))]
+    | Annotated[MysqlBackup, Tag(tag("mysql"))]
+    | Annotated[ClickhouseBackup, Tag(tag("clickhouse"))]
+    | Annotated[VolumeBackup, Tag(tag("volume"))],
+    discriminator("kind", ("sqlite", "postgres", "mysql", "clickhouse", "volume"), "a backup"),
+]
+
+
+class Stack(Model):
+    """A docker compose stack: ``stacks/<name>.yaml``."""
+
+    description: str | None = None
+    role: Literal["app", "edge"] = Field(
+        "app", description="`edge` is the Caddy stack: it serves every stack's routes"
+    )
+    secrets: dict[SecretName, SecretKind] = Field(
+        default_factory=dict, description="every secrets.env key the stack uses, with its kind"
+    )
+    services: dict[ServiceName, Service] = Field(min_length=1)
+    configs: dict[
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")],
+        ConfigFile,
+    ] = Field(default_factory=dict, description="files under the stack's config/ on the host")
+    routes: list[Route] = Field(default_factory=list)
+    redirects: list[Redirect] = Field(default_factory=list)
+    probes: list[Probe] = Field(default_factory=list)
+    backups: list[Backup] = Field(default_factory=list)
+
+    def volumes(self) -> list[str]:
+        """Named volumes the services mount, in first-use order."""
+        seen: dict[str, None] = {}
+        for service in self.services.values():
+            for mount in service.volumes:
+                if isinstance(mount, VolumeMount):
+                    seen.setdefault(mount.volume)
+        return list(seen)
+
+    def domain_keys(self) -> list[str]:
+        """Every domain key the stack's routes, redirects and probes use."""
+        keys: dict[str, None] = {}
+        for domain in [r.domain for r in self.routes] + [p.domain for p in self.probes]:
+            keys.setdefault(domain)
+        for redirect in self.redirects:
+            keys.setdefault(redirect.domain)
+            keys.setdefault(redirect.to)
+        return list(keys)
+
+
+# ── host.yaml ───────────────────────────────────────────────────────────────────────────
+
+
+class Ssh(Model):
+    """How vpsctl reaches the box."""
+
+    address: Annotated[str, StringConstraints(min_length=1, pattern=r"^[A-Za-z0-9.:-]+$")]
+    port: Port = 22
+    user: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]*$")] = "root"
+    key: Annotated[str, StringConstraints(min_length=1)] = Field(
+        description="private key file; `~` is expanded"
+    )
+
+
+class Sandbox(Model):
+    """This environment is a local sandbox VPS (`vpsctl sandbox up --name NAME`)."""
+
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,30}$")] = "default"
+
+
+class HostStack(Model):
+    """A stack placed on this host, with this environment's settings."""
+
+    domains: dict[DomainKey, Hostname] = Field(
+        default_factory=dict, description="the host names behind the stack's domain keys"
+    )
+
+
+class Host(Model):
+    """``inventory/<env>/host.yaml``: the box and what runs on it."""
+
+    name: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
+    ssh: Ssh | None = Field(None, description="required unless `sandbox` is set")
+    sandbox: Sandbox | None = Field(
+        None, description="a local sandbox box: connection from `vpsctl sandbox up`"
+    )
+    memory: MemSize = Field(description="RAM the box really has (an 8 GB VPS shows ~7.7 GiB)")
+    os_reserve: MemSize = Field(
+        1536 * 1024**2, description="kept free of mem_limits for the OS, dockerd and page cache"
+    )
+    swap: MemSize = Field(description="size of the swap file; 0 for none")
+    swappiness: int = Field(10, ge=0, le=100)
+    timezone: str
+    open_ports: list[Port] = Field(
+        default_factory=lambda: [22, 80, 443], description="the firewall allows only these"
+    )
+    tls: Literal["acme", "internal"] = Field(
+        "acme", description="`internal`: Caddy's own CA, for boxes without public DNS"
+    )
+    acme_email: Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = (
+        None
+    )
+    stripe_mode: Literal["live", "test"] | None = Field(
+        None, description="if set, every Stripe key must be of this mode"
+    )
+    stacks_dir: str = Field("../../stacks", description="where stack files are, from this file")
+    stacks: dict[StackName, HostStack] = Field(min_length=1)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, zone: str) -> str:
+        if zone not in _zones():
+            close = difflib.get_close_matches(zone, sorted(_zones()), n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else " like Europe/Berlin or UTC"
+            raise ValueError(f"unknown time zone '{zone}': expected an IANA name{hint}")
+        return zone
+
+    @model_validator(mode="after")
+    def _reachable(self) -> Host:
+        if (self.ssh is None) == (self.sandbox is None):
+            raise ValueError("give exactly one of `ssh` (a real box) or `sandbox` (a local one)")
+        if self.tls == "acme" and self.acme_email is None:
+            raise ValueError("`acme_email` is required with tls: acme (Let's Encrypt account)")
+        return self
+
+    @property
+    def ssh_port(self) -> int:
+        """The port sshd listens on inside the box."""
+        return self.ssh.port if self.ssh is not None else 22

@@ -1,0 +1,154 @@
+"""YAML files as plain data plus the line of every node, so errors point at the user's file.
+
+ruamel.yaml's round-trip loader is a safe loader (it never constructs arbitrary Python
+objects) that also records the line and column of every key and item. We convert its tree
+to plain ``dict``/``list``/scalars for pydantic and keep a map from each node's path to its
+line. Any explicit tag (``!!python/object``, ``!foo``) is refused: a spec is plain data.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ruamel.yaml import YAML
+from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.constructor import DuplicateKeyError
+from ruamel.yaml.error import MarkedYAMLError, YAMLError
+
+from vpsctl.errors import Problem, display_path
+
+Loc = tuple[str | int, ...]
+
+
+@dataclass
+class YamlDoc:
+    """A loaded YAML file: its plain data and the 1-based line of every node by path."""
+
+    file: str
+    data: Any
+    lines: dict[Loc, int] = field(default_factory=dict)
+
+    def locate(self, loc: tuple[Any, ...]) -> tuple[int, str]:
+        """Map a pydantic-style ``loc`` to (line, dotted path) in this file.
+
+        Elements of ``loc`` that are union tags (written ``<name>`` by our models) are
+        skipped. An element that is not in the data (a missing key) still appears in the
+        dotted path; the line is then the one of its parent.
+        """
+        node: Any = self.data
+        walked: list[str | int] = []
+        line = self.lines.get((), 1)
+        descending = True
+        for elem in loc:
+            if isinstance(elem, str) and (
+                (elem.startswith("<") and elem.endswith(">")) or elem == "[key]"
+            ):
+                continue
+            walked.append(elem)
+            if not descending:
+                continue
+            in_map = isinstance(node, dict) and elem in node
+            in_seq = isinstance(node, list) and isinstance(elem, int) and 0 <= elem < len(node)
+            if in_map or in_seq:
+                node = node[elem]
+            else:
+                descending = False
+                continue
+            line = self.lines.get(tuple(walked), line)
+        return line, dotted(walked)
+
+    def problem(self, loc: tuple[Any, ...], message: str) -> Problem:
+        """A :class:`Problem` at ``loc`` of this file."""
+        line, path = self.locate(loc)
+        return Problem(self.file, line, path, message)
+
+
+def dotted(loc: tuple[str | int, ...] | list[str | int]) -> str:
+    """``("services", "app", "volumes", 0)`` → ``services.app.volumes[0]``."""
+    out = ""
+    for elem in loc:
+        if isinstance(elem, int):
+            out += f"[{elem}]"
+        else:
+            out += f".{elem}" if out else str(elem)
+    return out
+
+
+class _Refused(Exception):
+    def __init__(self, loc: Loc, message: str) -> None:
+        super().__init__(message)
+        self.loc = loc
+        self.message = message
+
+
+def load_yaml(path: Path) -> tuple[YamlDoc | None, list[Problem]]:
+    """Load ``path``; return the document, or ``None`` and the problems that stopped it."""
+    shown = display_path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None, [Problem(shown, 0, "", "file not found")]
+    except (OSError, UnicodeDecodeError) as exc:
+        return None, [Problem(shown, 0, "", f"cannot read: {exc.__class__.__name__}: {exc}")]
+    return parse_yaml(text, shown)
+
+
+def parse_yaml(text: str, shown: str) -> tuple[YamlDoc | None, list[Problem]]:
+    """Parse YAML ``text`` that came from the file named ``shown``."""
+    yaml = YAML(typ="rt")
+    try:
+        tree = yaml.load(text)
+    except DuplicateKeyError as exc:
+        mark = exc.problem_mark
+        line = mark.line + 1 if mark is not None else 0
+        return None, [Problem(shown, line, "", f"{exc.problem}; every key may appear once")]
+    except MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark is not None else 0
+        what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+        return None, [Problem(shown, line, "", f"malformed YAML: {what}")]
+    except YAMLError as exc:
+        return None, [Problem(shown, 0, "", f"malformed YAML: {exc}")]
+    doc = YamlDoc(file=shown, data=None, lines={(): 1})
+    try:
+        doc.data = _plain(tree, (), doc.lines)
+    except _Refused as refused:
+        line, path = doc.locate(refused.loc)
+        return None, [Problem(shown, line, path, refused.message)]
+    if doc.data is None:
+        doc.data = {}
+    return doc, []
+
+
+def _plain(node: Any, loc: Loc, lines: dict[Loc, int]) -> Any:
+    if isinstance(node, CommentedMap):
+        out: dict[Any, Any] = {}
+        for key, value in node.items():
+            if not isinstance(key, str | int) or isinstance(key, bool):
+                raise _Refused(loc, f"keys must be strings, got {type(key).__name__}")
+            key_line = node.lc.key(key)[0] + 1
+            lines[(*loc, key)] = key_line
+            out[key] = _plain(value, (*loc, key), lines)
+        return out
+    if isinstance(node, CommentedSeq):
+        items: list[Any] = []
+        for index, value in enumerate(node):
+            lines[(*loc, index)] = node.lc.item(index)[0] + 1
+            items.append(_plain(value, (*loc, index), lines))
+        return items
+    if hasattr(node, "tag") and getattr(node.tag, "value", None):
+        raise _Refused(loc, f"YAML tags are not allowed (found {node.tag.value}); write plain data")
+    if isinstance(node, bool) or node is None:
+        return node
+    if isinstance(node, int):
+        return int(node)
+    if isinstance(node, float):
+        return float(node)
+    if isinstance(node, str):
+        return str(node)
+    if isinstance(node, dt.date | dt.datetime):
+        raise _Refused(loc, "this is read as a date; quote it if you mean a string")
+    raise _Refused(loc, f"unsupported YAML value of type {type(node).__name__}")
