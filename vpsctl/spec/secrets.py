@@ -165,7 +165,9 @@ class Regex(_Kind):
     pattern: str
     hint: str = Field(description="What a valid value looks like, in words.")
     example: str | None = Field(
-        None, description="a valid, harmless value: what a sandbox environment gets"
+        None,
+        description="a valid, harmless value for sandbox environments; `{random}` in it "
+        "becomes 12 random lowercase letters and digits",
     )
 
     @field_validator("pattern")
@@ -179,9 +181,13 @@ class Regex(_Kind):
 
     @model_validator(mode="after")
     def _example_matches(self) -> Regex:
-        if self.example is not None and re.fullmatch(self.pattern, self.example) is None:
+        if self.example is not None and re.fullmatch(self.pattern, self._sample()) is None:
             raise ValueError("`example` does not match `pattern`")
         return self
+
+    def _sample(self) -> str:
+        token = _token(12, string.ascii_lowercase + string.digits)
+        return (self.example or "").replace("{random}", token)
 
     def spec_text(self) -> str:
         return self.hint
@@ -192,7 +198,7 @@ class Regex(_Kind):
         return None
 
     def generate(self, sandbox: bool) -> str | None:
-        return self.example if sandbox else None
+        return self._sample() if sandbox and self.example is not None else None
 
 
 _STRIPE_SECRET = re.compile(r"(sk|rk)_(test|live)_[A-Za-z0-9]{16,}")

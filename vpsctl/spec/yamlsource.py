@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -23,9 +24,12 @@ from vpsctl.errors import Problem, display_path
 Loc = tuple[str | int, ...]
 
 
-@dataclass
+@dataclass(frozen=True)
 class YamlDoc:
-    """A loaded YAML file: its plain data and the 1-based line of every node by path."""
+    """A loaded YAML file: its plain data and the 1-based line of every node by path.
+
+    Parsed documents are cached by content and shared: treat ``data`` as read-only.
+    """
 
     file: str
     data: Any
@@ -96,8 +100,23 @@ def load_yaml(path: Path) -> tuple[YamlDoc | None, list[Problem]]:
     return parse_yaml(text, shown)
 
 
+@lru_cache(maxsize=128)
+def _parse_cached(text: str, shown: str) -> tuple[YamlDoc | None, tuple[Problem, ...]]:
+    doc, problems = _parse(text, shown)
+    return doc, tuple(problems)
+
+
 def parse_yaml(text: str, shown: str) -> tuple[YamlDoc | None, list[Problem]]:
-    """Parse YAML ``text`` that came from the file named ``shown``."""
+    """Parse YAML ``text`` that came from the file named ``shown``.
+
+    ruamel's pure-Python round-trip parser costs ~10 ms per stack file; the same text is
+    parsed once per process (``plan`` and ``apply`` load the spec more than once).
+    """
+    doc, problems = _parse_cached(text, shown)
+    return doc, list(problems)
+
+
+def _parse(text: str, shown: str) -> tuple[YamlDoc | None, list[Problem]]:
     yaml = YAML(typ="rt")
     try:
         tree = yaml.load(text)
@@ -112,15 +131,13 @@ def parse_yaml(text: str, shown: str) -> tuple[YamlDoc | None, list[Problem]]:
         return None, [Problem(shown, line, "", f"malformed YAML: {what}")]
     except YAMLError as exc:
         return None, [Problem(shown, 0, "", f"malformed YAML: {exc}")]
-    doc = YamlDoc(file=shown, data=None, lines={(): 1})
+    lines: dict[Loc, int] = {(): 1}
     try:
-        doc.data = _plain(tree, (), doc.lines)
+        data = _plain(tree, (), lines)
     except _Refused as refused:
-        line, path = doc.locate(refused.loc)
-        return None, [Problem(shown, line, path, refused.message)]
-    if doc.data is None:
-        doc.data = {}
-    return doc, []
+        line = lines.get(refused.loc, 1)
+        return None, [Problem(shown, line, dotted(refused.loc), refused.message)]
+    return YamlDoc(file=shown, data={} if data is None else data, lines=lines), []
 
 
 def _plain(node: Any, loc: Loc, lines: dict[Loc, int]) -> Any:

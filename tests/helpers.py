@@ -1,0 +1,54 @@
+"""Test helpers: a CLI runner that scans every output for every secret value it could see."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+from dotenv import dotenv_values
+
+from vpsctl.cli import main
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class Result:
+    """What one CLI run printed and returned."""
+
+    code: int
+    out: str
+    err: str
+
+
+def secret_values(root: Path) -> set[str]:
+    """Every value of every secrets.env below ``root`` (values under 6 bytes are too short
+    to scan for without false alarms)."""
+    values: set[str] = set()
+    for path in root.rglob("secrets.env"):
+        for value in dotenv_values(path, interpolate=False).values():
+            if value and len(value) >= 6:
+                values.add(value)
+    return values
+
+
+def assert_no_secrets(root: Path, *outputs: str) -> None:
+    """Fail if any output contains any secret value found below ``root``."""
+    for value in secret_values(root):
+        for output in outputs:
+            assert value not in output, "a secret value leaked into the output"
+
+
+def run_cli(root: Path, *args: str) -> Result:
+    """Run ``vpsctl ARGS`` in-process with ``root`` as the working directory, then check
+    that neither stdout nor stderr holds a secret value (before or after the run)."""
+    before = secret_values(root)
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(root), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    for value in before | secret_values(root):
+        assert value not in out.getvalue(), "a secret value leaked to stdout"
+        assert value not in err.getvalue(), "a secret value leaked to stderr"
+    return Result(code, out.getvalue(), err.getvalue())
