@@ -45,6 +45,8 @@ def check(spec: Spec) -> list[Problem]:
         _check_backups,
         _check_edge,
         _check_firewall,
+        _check_host_access,
+        _check_secrets_in_urls,
     )
     return [problem for rule in rules for problem in rule(spec)]
 
@@ -58,8 +60,17 @@ def _suggest(name: str, candidates: list[str]) -> str:
 
 
 def secrets_file_problems(secrets: SecretsFile) -> list[Problem]:
-    """Empty and bare values in secrets.env, whoever uses them."""
+    """Empty and bare values in secrets.env, whoever uses them; a file others can read."""
     out = []
+    if secrets.exists and secrets.mode & 0o077:
+        out.append(
+            Problem(
+                secrets.file,
+                0,
+                "",
+                f"readable by others (mode {secrets.mode:04o}); run `chmod 600 {secrets.file}`",
+            )
+        )
     for entry in secrets.entries.values():
         if entry.value is None:
             out.append(
@@ -635,3 +646,50 @@ def _check_firewall(spec: Spec) -> Iterator[Problem]:
                         f"port {port.published} is published by the edge but not open in "
                         "the firewall",
                     )
+
+
+def _check_host_access(spec: Spec) -> Iterator[Problem]:
+    host = spec.host
+    if host.ssh is None and host.sandbox is None:
+        yield spec.problem_in_host(
+            ("ssh",),
+            "required: how to reach the box (address, port, user, key), or `sandbox: {name: …}` "
+            "for a local sandbox VPS",
+        )
+    elif host.ssh is not None and host.sandbox is not None:
+        yield spec.problem_in_host(
+            ("sandbox",),
+            "give `ssh` (a real box) or `sandbox` (a local one), not both",
+        )
+    if host.tls == "acme" and host.acme_email is None:
+        yield spec.problem_in_host(
+            ("acme_email",),
+            "required with tls: acme: the Let's Encrypt account's address (or tls: internal "
+            "for a box without public DNS)",
+        )
+
+
+_URL_SAFE = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
+
+
+def _check_secrets_in_urls(spec: Spec) -> Iterator[Problem]:
+    """A secret spliced into a URL (a database password) must need no percent-encoding."""
+    for stack_name, stack in spec.stacks.items():
+        doc = spec.stack_docs[stack_name]
+        for service_name, service in stack.services.items():
+            for key, value in service.env.items():
+                if "://" not in value:
+                    continue
+                for match in SECRET_REF.finditer(value):
+                    entry = spec.secrets_file.entries.get(match.group(1))
+                    if entry is None or entry.value is None:
+                        continue
+                    if not set(entry.value.reveal()) <= _URL_SAFE:
+                        line, _ = doc.locate(("services", service_name, "env", key))
+                        yield Problem(
+                            spec.secrets_file.file,
+                            entry.line,
+                            entry.name,
+                            f"is spliced into a URL ({doc.file}:{line}) but holds characters "
+                            "that URLs must percent-encode; use only letters, digits and - . _ ~",
+                        )

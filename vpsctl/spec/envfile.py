@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import os
 import re
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -34,6 +35,7 @@ class SecretsFile:
     file: str
     exists: bool
     entries: dict[str, SecretLine]
+    mode: int = 0o600
 
 
 def read_secrets(path: Path) -> tuple[SecretsFile, list[Problem]]:
@@ -41,6 +43,7 @@ def read_secrets(path: Path) -> tuple[SecretsFile, list[Problem]]:
     shown = display_path(path)
     try:
         text = path.read_text(encoding="utf-8")
+        mode = stat.S_IMODE(path.stat().st_mode)
     except FileNotFoundError:
         return SecretsFile(shown, False, {}), []
     except (OSError, UnicodeDecodeError) as exc:
@@ -79,7 +82,7 @@ def read_secrets(path: Path) -> tuple[SecretsFile, list[Problem]]:
             continue
         value = None if binding.value is None else Secret(binding.value)
         entries[name] = SecretLine(name, value, line)
-    return SecretsFile(shown, True, entries), problems
+    return SecretsFile(shown, True, entries, mode), problems
 
 
 def write_secrets(

@@ -22,7 +22,6 @@ from pydantic import (
     Tag,
     WithJsonSchema,
     field_validator,
-    model_validator,
 )
 
 from vpsctl.spec.base import Model, discriminator, presence_discriminator, tag
@@ -308,13 +307,15 @@ class Probe(Model):
     min_count: CountCheck | None = None
     allow_empty_body: bool = False
 
-    @model_validator(mode="after")
-    def _redirects_are_not_ok(self) -> Probe:
-        if 300 <= self.status < 400:
+    @field_validator("status")
+    @classmethod
+    def _redirects_are_not_ok(cls, status: int) -> int:
+        if 300 <= status < 400:
             raise ValueError(
-                "a probe expecting a redirect proves nothing about the app; probe the target"
+                f"{status} is a redirect: a probe expecting one proves nothing about the app; "
+                "probe the target (expect 2xx, or the app's own 4xx)"
             )
-        return self
+        return status
 
 
 class SqliteBackup(Model):
@@ -474,14 +475,6 @@ class Host(Model):
             hint = f"; did you mean {', '.join(close)}?" if close else " like Europe/Berlin or UTC"
             raise ValueError(f"unknown time zone '{zone}': expected an IANA name{hint}")
         return zone
-
-    @model_validator(mode="after")
-    def _reachable(self) -> Host:
-        if (self.ssh is None) == (self.sandbox is None):
-            raise ValueError("give exactly one of `ssh` (a real box) or `sandbox` (a local one)")
-        if self.tls == "acme" and self.acme_email is None:
-            raise ValueError("`acme_email` is required with tls: acme (Let's Encrypt account)")
-        return self
 
     @property
     def ssh_port(self) -> int:
