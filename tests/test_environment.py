@@ -25,6 +25,7 @@ def test_empty_environment_entry_shadows_a_real_secret() -> None:
     messages = [h.message for h in found]
     assert "is EMPTY in the container's environment" in messages
     assert any("shadowed by an empty one from environment" in m for m in messages)
+    assert any(m.startswith("has a non-empty value from env_file") for m in messages)
 
 
 def test_bare_environment_key_takes_the_shell_or_is_unset() -> None:

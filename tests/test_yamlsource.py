@@ -36,12 +36,15 @@ def test_missing_key_points_at_parent_and_union_tags_are_skipped() -> None:
     assert doc.locate(("services", "[key]")) == (2, "services")
 
 
-def test_duplicate_key_names_the_second_line() -> None:
+def test_duplicate_key_names_both_lines_and_the_path() -> None:
     doc, problems = parse_yaml("a: 1\nb: 2\na: 3\n", "f.yaml")
     assert doc is None
     assert [str(p) for p in problems] == [
-        'f.yaml:3: found duplicate key "a" with value "3" (original value: "1"); '
-        "every key may appear once"
+        'f.yaml:3: a: duplicate key "a" (first on line 1); every key may appear once'
+    ]
+    doc, problems = parse_yaml("s:\n  x:\n    k: 1\n  y: 2\n  x:\n    k: 2\n", "f.yaml")
+    assert [str(p) for p in problems] == [
+        'f.yaml:5: s.x: duplicate key "x" (first on line 2); every key may appear once'
     ]
 
 
@@ -52,6 +55,9 @@ def test_tags_are_refused() -> None:
     assert problems[0].line == 2
     assert problems[0].path == "a.b"
     assert "YAML tags are not allowed" in problems[0].message
+    for text in ("a: !!python/object/apply:os.system [x]\n", "a: !!python/object:X {k: 1}\n"):
+        doc, problems = parse_yaml(text, "f.yaml")
+        assert doc is None and problems[0].path == "a", text
 
 
 def test_dates_are_not_silently_converted() -> None:
@@ -67,11 +73,22 @@ def test_yaml_12_keeps_yes_a_string_and_empty_is_a_mapping() -> None:
     assert empty is not None and empty.data == {} and not problems
 
 
-def test_malformed_yaml_has_a_line() -> None:
+def test_malformed_yaml_points_at_where_the_construct_began() -> None:
     doc, problems = parse_yaml("a: [1,\nb: 2\n", "f.yaml")
     assert doc is None
-    assert problems[0].line >= 2
-    assert problems[0].message.startswith("malformed YAML")
+    assert problems[0].line == 1  # the unclosed `[`, not where the parser gave up
+    assert problems[0].message.startswith("malformed YAML: while parsing a flow sequence")
+    assert problems[0].message.endswith("(line 3)")
+
+
+def test_numbers_that_lose_their_spelling_are_refused() -> None:
+    doc, problems = parse_yaml("v: 2.10\nw: [1e3]\nok: 2.5\n", "f.yaml")
+    assert doc is None
+    assert str(problems[0]) == (
+        "f.yaml:1: v: 2.10 is read as the number 2.1; quote it if you mean a string"
+    )
+    doc, problems = parse_yaml("ok: 2.5\nalso: [0.25, 3]\n", "f.yaml")
+    assert doc is not None and doc.data == {"ok": 2.5, "also": [0.25, 3]}
 
 
 def test_dotted() -> None:

@@ -35,6 +35,7 @@ def discriminator(field: str, values: Iterable[str], what: str) -> Discriminator
         pick,
         custom_error_type="invalid_kind",
         custom_error_message=f"{what}: `{field}` must be one of {', '.join(known)}",
+        custom_error_context={"field": field},
     )
 
 

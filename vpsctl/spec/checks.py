@@ -11,7 +11,7 @@ import ipaddress
 from collections.abc import Iterator
 from pathlib import Path
 
-from vpsctl.errors import Problem
+from vpsctl.errors import Problem, display_path
 from vpsctl.spec.envfile import SecretsFile
 from vpsctl.spec.environment import Setting, effective, hazards
 from vpsctl.spec.models import (
@@ -254,27 +254,33 @@ def _check_env_values(spec: Spec) -> Iterator[Problem]:
 
 
 def _check_effective_environment(spec: Spec) -> Iterator[Problem]:
-    """Build each container's environment as compose will and look for hazards in it."""
+    """Build each container's environment as compose will and look for shadowing in it.
+
+    Empty values are not reported here: the rules for env values and secrets.env name them
+    where they are written.
+    """
     for stack_name, stack in spec.stacks.items():
         doc = spec.stack_docs[stack_name]
         for service_name, service in stack.services.items():
+            # The rendered env file lists secrets first, then plain env: a later line wins.
             env_file: list[Setting] = []
             for var, name in service.secrets.items():
                 secret = spec.secret(name)
                 if secret is None:
                     continue  # missing secrets are reported by their own rule
-                line, _ = doc.locate(("services", service_name, "secrets", var))
-                env_file.append(Setting(var, secret.reveal(), f"secrets ({doc.file}:{line})"))
+                loc = ("services", service_name, "secrets", var)
+                line, _ = doc.locate(loc)
+                env_file.append(Setting(var, secret.reveal(), f"secrets ({doc.file}:{line})", loc))
             for key, value in service.env.items():
-                line, _ = doc.locate(("services", service_name, "env", key))
-                env_file.append(Setting(key, value, f"env ({doc.file}:{line})"))
-            chain = effective([env_file])
-            for hazard in hazards(chain):
-                if len(chain[hazard.key]) == 1:
-                    continue  # a lone empty value is reported by its own rule
+                loc = ("services", service_name, "env", key)
+                line, _ = doc.locate(loc)
+                env_file.append(Setting(key, value, f"env ({doc.file}:{line})", loc))
+            for hazard in hazards(effective([env_file])):
+                if "EMPTY" in hazard.message or "unset" in hazard.message:
+                    continue
                 yield spec.problem_in_stack(
                     stack_name,
-                    ("services", service_name, "environment", hazard.key),
+                    hazard.setting.loc,
                     f"effective environment: {hazard.key} {hazard.message}",
                 )
 
@@ -421,13 +427,18 @@ def _check_routes(spec: Spec) -> Iterator[Problem]:
 
 def _check_probes(spec: Spec) -> Iterator[Problem]:
     for stack_name, stack in spec.stacks.items():
-        names: set[str] = set()
+        names: dict[str, int] = {}
         for index, probe in enumerate(stack.probes):
             if probe.name in names:
+                doc = spec.stack_docs[stack_name]
+                first, _ = doc.locate(("probes", names[probe.name]))
                 yield spec.problem_in_stack(
-                    stack_name, ("probes", index, "name"), f"probe '{probe.name}' twice"
+                    stack_name,
+                    ("probes", index, "name"),
+                    f"probe '{probe.name}' twice (first at {doc.file}:{first}); give each probe "
+                    "of a stack its own name",
                 )
-            names.add(probe.name)
+            names.setdefault(probe.name, index)
             host = spec.domain(stack_name, probe.domain)
             if host is None:
                 continue
@@ -496,7 +507,10 @@ def _check_depends_on(spec: Spec) -> Iterator[Problem]:
                         f"{', '.join(stack.services)}{_suggest(dep, list(stack.services))}",
                     )
         cycle = _cycle(
-            {n: [d for d in s.depends_on if d in stack.services] for n, s in stack.services.items()}
+            {
+                n: [d for d in s.depends_on if d in stack.services and d != n]
+                for n, s in stack.services.items()
+            }
         )
         if cycle:
             yield spec.problem_in_stack(
@@ -543,7 +557,8 @@ def _check_mounts_and_configs(spec: Spec) -> Iterator[Problem]:
                 yield spec.problem_in_stack(
                     stack_name,
                     ("configs", name, "source"),
-                    f"no such file: {source}",
+                    f"no such file: {display_path(source)} (sources are relative to the stack "
+                    "file)",
                 )
         for service_name, service in stack.services.items():
             for index, mount in enumerate(service.volumes):
@@ -586,7 +601,8 @@ def _check_backups(spec: Spec) -> Iterator[Problem]:
                 yield spec.problem_in_stack(
                     stack_name,
                     ("backups", index, "password_secret"),
-                    f"secret {backup.password_secret} is not declared in this stack's `secrets`",
+                    f"secret {backup.password_secret} is not declared in this stack's `secrets`; "
+                    f"declared: {', '.join(stack.secrets) or '(none)'}",
                 )
 
 
@@ -638,6 +654,8 @@ def _check_firewall(spec: Spec) -> Iterator[Problem]:
             f"add {host.ssh_port}",
         )
     for stack in spec.stacks.values():
+        if stack.role != "edge":
+            continue  # anything else publishing publicly is an error of its own
         for service in stack.services.values():
             for port in service.ports:
                 if _is_public(port.host_ip) and port.published not in host.open_ports:

@@ -53,7 +53,11 @@ def read_secrets(path: Path) -> tuple[SecretsFile, list[Problem]]:
     problems: list[Problem] = []
     entries: dict[str, SecretLine] = {}
     for binding in parse_stream(io.StringIO(text)):
-        line = binding.original.line
+        # python-dotenv counts the blank lines before a binding as part of it
+        original = binding.original.string
+        line = binding.original.line + original[: len(original) - len(original.lstrip())].count(
+            "\n"
+        )
         if binding.error:
             problems.append(
                 Problem(

@@ -22,11 +22,13 @@ from dataclasses import dataclass
 
 @dataclass(frozen=True)
 class Setting:
-    """One assignment of a variable by one source (``where`` names it for messages)."""
+    """One assignment of a variable by one source (``where`` names it for messages; ``loc``
+    is where the spec sets it, for locating errors)."""
 
     key: str
     value: str | None
     where: str
+    loc: tuple[str | int, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -35,7 +37,7 @@ class Hazard:
 
     key: str
     message: str
-    where: str
+    setting: Setting
 
 
 def effective(
@@ -55,7 +57,9 @@ def effective(
             chain.setdefault(setting.key, []).append(setting)
     for setting in environment:
         value = setting.value if setting.value is not None else shell.get(setting.key)
-        chain.setdefault(setting.key, []).append(Setting(setting.key, value, setting.where))
+        chain.setdefault(setting.key, []).append(
+            Setting(setting.key, value, setting.where, setting.loc)
+        )
     return chain
 
 
@@ -65,17 +69,17 @@ def hazards(chain: Mapping[str, Sequence[Setting]]) -> list[Hazard]:
     for key, settings in chain.items():
         last = settings[-1]
         if last.value is None:
-            found.append(Hazard(key, "is left unset (a bare key with nothing to take)", last.where))
+            found.append(Hazard(key, "is left unset (a bare key with nothing to take)", last))
         elif last.value == "":
-            found.append(Hazard(key, "is EMPTY in the container's environment", last.where))
+            found.append(Hazard(key, "is EMPTY in the container's environment", last))
         for earlier in settings[:-1]:
             if earlier.value and not last.value:
                 found.append(
                     Hazard(
                         key,
-                        f"a non-empty value from {earlier.where} is shadowed by an empty one "
+                        f"has a non-empty value from {earlier.where} shadowed by an empty one "
                         f"from {last.where}",
-                        last.where,
+                        last,
                     )
                 )
             else:
@@ -84,7 +88,7 @@ def hazards(chain: Mapping[str, Sequence[Setting]]) -> list[Hazard]:
                         key,
                         f"is set by {earlier.where} and again by {last.where}; the later one "
                         "silently wins: set it in one place",
-                        last.where,
+                        last,
                     )
                 )
     return found

@@ -64,6 +64,15 @@ def load_spec(inventory: Path, *, secrets: bool = True) -> Spec:
         raise SpecError(problems)
 
     stacks_dir = (host_path.parent / host.stacks_dir).resolve()
+    if not stacks_dir.is_dir():
+        problems.append(
+            host_doc.problem(
+                ("stacks_dir",),
+                f"no such directory: {display_path(stacks_dir)} (relative to this file; the "
+                "default ../../stacks suits inventory/<env>/host.yaml)",
+            )
+        )
+        raise SpecError(problems)
     known = available_stacks(stacks_dir)
     stacks: dict[str, Stack] = {}
     docs: dict[str, YamlDoc] = {}

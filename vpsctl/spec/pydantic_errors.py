@@ -16,7 +16,15 @@ from vpsctl.spec.yamlsource import YamlDoc
 
 def problems_from(exc: ValidationError, doc: YamlDoc, root: type[BaseModel]) -> list[Problem]:
     """One :class:`Problem` per pydantic error of validating ``doc.data`` as ``root``."""
-    return [doc.problem(err["loc"], _message(err, root)) for err in exc.errors()]
+    return [doc.problem(_loc(err), _message(err, root)) for err in exc.errors()]
+
+
+def _loc(err: ErrorDetails) -> tuple[Any, ...]:
+    """Where the error is; a bad union tag points at the tag field when it is present."""
+    field = (err.get("ctx") or {}).get("field")
+    if field is not None and isinstance(err["input"], dict) and field in err["input"]:
+        return (*err["loc"], field)
+    return tuple(err["loc"])
 
 
 def _message(err: ErrorDetails, root: type[BaseModel]) -> str:

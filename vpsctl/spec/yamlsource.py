@@ -9,6 +9,7 @@ line. Any explicit tag (``!!python/object``, ``!foo``) is refused: a spec is pla
 from __future__ import annotations
 
 import datetime as dt
+import re
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -121,48 +122,116 @@ def _parse(text: str, shown: str) -> tuple[YamlDoc | None, list[Problem]]:
     try:
         tree = yaml.load(text)
     except DuplicateKeyError as exc:
-        mark = exc.problem_mark
-        line = mark.line + 1 if mark is not None else 0
-        return None, [Problem(shown, line, "", f"{exc.problem}; every key may appear once")]
+        return None, [_duplicate_key(text, shown, exc)]
     except MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark is not None else 0
-        what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
-        return None, [Problem(shown, line, "", f"malformed YAML: {what}")]
+        return None, [_malformed(shown, exc)]
     except YAMLError as exc:
         return None, [Problem(shown, 0, "", f"malformed YAML: {exc}")]
     lines: dict[Loc, int] = {(): 1}
     try:
-        data = _plain(tree, (), lines)
+        data = _plain(tree, (), lines, _Source(text.splitlines(), None))
     except _Refused as refused:
         line = lines.get(refused.loc, 1)
         return None, [Problem(shown, line, dotted(refused.loc), refused.message)]
+    if isinstance(tree, CommentedMap) and tree:
+        lines[()] = tree.lc.key(next(iter(tree)))[0] + 1  # the first key, not a comment above it
     return YamlDoc(file=shown, data={} if data is None else data, lines=lines), []
 
 
-def _plain(node: Any, loc: Loc, lines: dict[Loc, int]) -> Any:
+def _malformed(shown: str, exc: MarkedYAMLError) -> Problem:
+    # The context mark is where the broken construct began (an unclosed `{`); the problem
+    # mark is where the parser gave up, often lines later.
+    mark = exc.context_mark or exc.problem_mark
+    line = mark.line + 1 if mark is not None else 0
+    what = " ".join(str(p) for p in (exc.context, exc.problem) if p)
+    context, problem = exc.context_mark, exc.problem_mark
+    if context is not None and problem is not None and problem.line != context.line:
+        what += f" (line {problem.line + 1})"
+    return Problem(shown, line, "", f"malformed YAML: {what}")
+
+
+def _duplicate_key(text: str, shown: str, exc: DuplicateKeyError) -> Problem:
+    match = re.search(r'found duplicate key "(.*?)"', str(exc.problem))
+    key = match.group(1) if match else "?"
+    second = exc.problem_mark.line + 1 if exc.problem_mark is not None else 0
+    start = exc.context_mark.line if exc.context_mark is not None else -1
+    # Parse again, keeping the first occurrence, to name the mapping and the first line.
+    lenient = YAML(typ="rt")
+    lenient.allow_duplicate_keys = True
+    found = _find_mapping(lenient.load(text), (), start, key)
+    if found is None:
+        return Problem(shown, second, "", f'duplicate key "{key}"; every key may appear once')
+    loc, first = found
+    return Problem(
+        shown,
+        second,
+        dotted((*loc, key)),
+        f'duplicate key "{key}" (first on line {first}); every key may appear once',
+    )
+
+
+def _find_mapping(node: Any, loc: Loc, start: int, key: str) -> tuple[Loc, int] | None:
+    if isinstance(node, CommentedMap):
+        if node.lc.line == start and key in node:
+            return loc, node.lc.key(key)[0] + 1
+        children: list[tuple[str | int, Any]] = list(node.items())
+    elif isinstance(node, CommentedSeq):
+        children = list(enumerate(node))
+    else:
+        return None
+    for name, child in children:
+        found = _find_mapping(child, (*loc, name), start, key)
+        if found is not None:
+            return found
+    return None
+
+
+@dataclass(frozen=True)
+class _Source:
+    """The source lines, and where the current scalar starts (for its literal text)."""
+
+    lines: list[str]
+    pos: tuple[int, int] | None
+
+    def at(self, pos: tuple[int, int]) -> _Source:
+        return _Source(self.lines, pos)
+
+    def token(self) -> str | None:
+        if self.pos is None or self.pos[0] >= len(self.lines):
+            return None
+        match = re.match(r"[^\s,\]}#]+", self.lines[self.pos[0]][self.pos[1] :])
+        return match.group(0) if match else None
+
+
+def _plain(node: Any, loc: Loc, lines: dict[Loc, int], src: _Source) -> Any:
+    tag = getattr(node, "tag", None)
+    if tag is not None and getattr(tag, "value", None):
+        raise _Refused(loc, f"YAML tags are not allowed (found {tag.value}); write plain data")
     if isinstance(node, CommentedMap):
         out: dict[Any, Any] = {}
         for key, value in node.items():
             if not isinstance(key, str | int) or isinstance(key, bool):
                 raise _Refused(loc, f"keys must be strings, got {type(key).__name__}")
-            key_line = node.lc.key(key)[0] + 1
-            lines[(*loc, key)] = key_line
-            out[key] = _plain(value, (*loc, key), lines)
+            lines[(*loc, key)] = node.lc.key(key)[0] + 1
+            out[key] = _plain(value, (*loc, key), lines, src.at(node.lc.value(key)))
         return out
     if isinstance(node, CommentedSeq):
         items: list[Any] = []
         for index, value in enumerate(node):
             lines[(*loc, index)] = node.lc.item(index)[0] + 1
-            items.append(_plain(value, (*loc, index), lines))
+            items.append(_plain(value, (*loc, index), lines, src.at(node.lc.item(index))))
         return items
-    if hasattr(node, "tag") and getattr(node.tag, "value", None):
-        raise _Refused(loc, f"YAML tags are not allowed (found {node.tag.value}); write plain data")
     if isinstance(node, bool) or node is None:
         return node
     if isinstance(node, int):
         return int(node)
     if isinstance(node, float):
+        written = src.token()
+        if written is not None and written != str(float(node)):
+            raise _Refused(
+                loc,
+                f"{written} is read as the number {float(node)}; quote it if you mean a string",
+            )
         return float(node)
     if isinstance(node, str):
         return str(node)
