@@ -1,0 +1,139 @@
+"""The Docker engine of the machine vpsctl runs on (for sandboxes and stand-in images).
+
+A fresh machine has a docker client but no engine and no systemd: :func:`ensure_engine`
+starts ``dockerd`` in the background when it is not answering. Images are built from a
+debootstrapped Debian root filesystem (no registry can be reached), cached by tag.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from vpsctl.errors import VpsctlError
+
+DEBIAN_MIRROR = "http://deb.debian.org/debian"
+DOCKERD_LOG = Path("/var/log/vpsctl-dockerd.log")
+
+
+class DockerError(VpsctlError):
+    """The local Docker engine is missing, does not start, or a command failed."""
+
+
+def docker(*args: str, check: bool = True, input_: bytes | None = None) -> str:
+    """Run ``docker ARGS`` and return its stdout; raise :class:`DockerError` on failure."""
+    try:
+        proc = subprocess.run(
+            ["docker", *args], input=input_, capture_output=True, check=False, timeout=1800
+        )
+    except FileNotFoundError:
+        raise DockerError("no docker client on PATH; install Debian's docker.io") from None
+    if check and proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip()
+        raise DockerError(f"docker {' '.join(args[:2])} failed: {err[-800:]}")
+    return proc.stdout.decode(errors="replace")
+
+
+def engine_running() -> bool:
+    """Whether a Docker engine answers on this machine."""
+    try:
+        return (
+            subprocess.run(
+                ["docker", "info", "--format", "{{.ServerVersion}}"],
+                capture_output=True,
+                check=False,
+                timeout=20,
+            ).returncode
+            == 0
+        )
+    except (FileNotFoundError, subprocess.TimeoutExpired):
+        return False
+
+
+def ensure_engine(timeout: float = 90.0) -> None:
+    """Start ``dockerd`` in the background unless an engine already answers."""
+    if engine_running():
+        return
+    if shutil.which("dockerd") is None:
+        raise DockerError(
+            "no Docker engine here: install it with `apt-get install -y docker.io` "
+            "(`make test` and `make demo` do)"
+        )
+    DOCKERD_LOG.parent.mkdir(parents=True, exist_ok=True)
+    with DOCKERD_LOG.open("ab") as log:
+        subprocess.Popen(
+            ["dockerd"], stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if engine_running():
+            return
+        time.sleep(0.5)
+    raise DockerError(f"dockerd did not answer within {timeout:.0f}s; see {DOCKERD_LOG}")
+
+
+def image_exists(tag: str) -> bool:
+    """Whether the local engine has an image called ``tag``."""
+    return (
+        subprocess.run(
+            ["docker", "image", "inspect", tag], capture_output=True, check=False, timeout=60
+        ).returncode
+        == 0
+    )
+
+
+def debootstrap_image(
+    tag: str, include: Sequence[str] = (), suite: str = "trixie", variant: str = "minbase"
+) -> None:
+    """Import a debootstrapped Debian ``suite`` as image ``tag``, unless it exists already."""
+    ensure_engine()
+    if image_exists(tag):
+        return
+    if shutil.which("debootstrap") is None:
+        raise DockerError("debootstrap is missing: `apt-get install -y debootstrap`")
+    with tempfile.TemporaryDirectory(prefix="vpsctl-rootfs-", dir="/var/tmp") as tmp:
+        root = Path(tmp) / "root"
+        cmd = ["debootstrap", f"--variant={variant}"]
+        if include:
+            cmd.append("--include=" + ",".join(include))
+        cmd += [suite, str(root), DEBIAN_MIRROR]
+        proc = subprocess.run(cmd, capture_output=True, check=False, timeout=1800)
+        if proc.returncode != 0:
+            raise DockerError(
+                f"debootstrap {suite} failed: {proc.stderr.decode(errors='replace')[-800:]}"
+            )
+        tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
+        try:
+            imported = subprocess.run(
+                ["docker", "import", "-", tag],
+                stdin=tar.stdout,
+                capture_output=True,
+                check=False,
+                timeout=1800,
+            )
+        finally:
+            if tar.stdout is not None:
+                tar.stdout.close()
+            tar.wait()
+        if imported.returncode != 0:
+            raise DockerError(f"docker import failed: {imported.stderr.decode()[-800:]}")
+
+
+def build_image(tag: str, context: Path, build_args: dict[str, str] | None = None) -> None:
+    """``docker build -t TAG CONTEXT`` with ``build_args``; output only on failure."""
+    ensure_engine()
+    args = ["build", "-t", tag]
+    for key, value in (build_args or {}).items():
+        args += ["--build-arg", f"{key}={value}"]
+    env = {**os.environ, "DOCKER_BUILDKIT": "0"}
+    proc = subprocess.run(
+        ["docker", *args, str(context)], capture_output=True, check=False, timeout=3600, env=env
+    )
+    if proc.returncode != 0:
+        out = (proc.stdout + proc.stderr).decode(errors="replace")
+        raise DockerError(f"docker build of {tag} failed:\n{out[-2000:]}")
