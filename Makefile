@@ -7,9 +7,10 @@ STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
 .PHONY: install demo test test-unit lint bench schemas clean
 
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tools/get-compose.sh
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	tools/get-compose.sh $(VENV)/tools
 	@rm -f $(VENV)/.installed-*; touch $@
 
 install: $(STAMP)

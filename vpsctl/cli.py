@@ -17,6 +17,7 @@ from pathlib import Path
 
 from vpsctl import views
 from vpsctl.errors import VpsctlError
+from vpsctl.render import render, write_tree
 from vpsctl.spec import generate as secrets_generate
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.schema import schemas
@@ -46,6 +47,34 @@ def cmd_show(args: argparse.Namespace) -> int:
     data = views.merged(spec)
     sys.stdout.write(json.dumps(data, indent=2) + "\n" if args.json else views.to_yaml(data))
     return 0
+
+
+def cmd_render(args: argparse.Namespace) -> int:
+    """Write the desired files locally, laid out as they will sit on the host."""
+    desired = render(load_spec(args.inventory))
+    written = write_tree(desired, args.out)
+    print(f"wrote {written} files under {args.out}", file=sys.stderr)
+    return 0
+
+
+def cmd_plan(args: argparse.Namespace) -> int:
+    """Diff the rendered spec against the live host; exit 2 when there are changes."""
+    from vpsctl import targets  # noqa: PLC0415 - pyinfra loads only for commands that connect
+    from vpsctl.plan import make_plan, redact  # noqa: PLC0415
+
+    spec = load_spec(args.inventory)
+    desired = render(spec)
+    print(f"reading {spec.host.name} …", file=sys.stderr)
+    facts = targets.read_facts(spec)
+    plan = make_plan(spec.host.name, desired, facts)
+    data = plan.to_json()
+    secrets = spec.secret_values()
+    text = json.dumps(data, indent=2) + "\n" if args.json else views.plan_text(plan, args.verbose)
+    sys.stdout.write(redact(text, secrets))
+    if args.out is not None:
+        args.out.write_text(redact(json.dumps(data, indent=2) + "\n", secrets), encoding="utf-8")
+        print(f"saved plan {data['plan_hash'][:12]} to {args.out}", file=sys.stderr)
+    return 2 if plan.changes else 0
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -91,6 +120,18 @@ def build_parser() -> argparse.ArgumentParser:
     _inventory(p)
     p.add_argument("--json", action="store_true", help="print JSON instead of YAML")
     p.set_defaults(func=cmd_show)
+
+    p = sub.add_parser("render", help="write the desired files as they will sit on the host")
+    _inventory(p)
+    p.add_argument("--out", type=Path, required=True, help="directory to write the tree into")
+    p.set_defaults(func=cmd_render)
+
+    p = sub.add_parser("plan", help="diff-before-apply against the live host (exit 2: changes)")
+    _inventory(p)
+    p.add_argument("--out", type=Path, help="save the plan for `vpsctl apply PLANFILE`")
+    p.add_argument("--json", action="store_true", help="print the plan as JSON")
+    p.add_argument("-v", "--verbose", action="store_true", help="list unchanged items too")
+    p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("schema", help="JSON Schema of host.yaml and stack files")
     p.add_argument("which", nargs="?", choices=["host", "stack"], help="only this schema")

@@ -7,6 +7,7 @@ from typing import IO, Any
 
 from ruamel.yaml import YAML
 
+from vpsctl.plan import Plan
 from vpsctl.spec.generate import GenerateReport
 from vpsctl.spec.studio import Spec
 
@@ -61,3 +62,43 @@ def print_generate_report(report: GenerateReport, out: IO[str]) -> None:
                 f"  - {name}: {kind}" + (f"\n      get it from: {obtain}" if obtain else ""),
                 file=out,
             )
+
+
+_FILE_MARK = {"create": "+", "update": "~", "delete": "-", "unchanged": "="}
+_STACK_MARK = {"start": "+", "recreate": "~", "reload": "~", "none": "=", "remove": "-"}
+
+
+def plan_text(plan: Plan, verbose: bool = False) -> str:
+    """The plan as a review: notes, images, file diffs (masked), stack actions, summary.
+
+    Unchanged items are listed with their reason only with ``verbose``; otherwise counted.
+    """
+    out = [f"Host {plan.host}: {plan.note}", ""]
+    if plan.images:
+        out.append("Images:")
+        out += [f"  + {i.action} {i.ref} ({i.reason})" for i in plan.images]
+        out.append("")
+    changed = [f for f in plan.files if f.action != "unchanged"]
+    unchanged = [f for f in plan.files if f.action == "unchanged"]
+    if changed:
+        out.append("Files:")
+        for f in changed:
+            mode = f" mode {f.mode}" if f.mode else ""
+            out.append(f"  {_FILE_MARK[f.action]} {f.action} {f.path}{mode} ({f.reason})")
+            out += ["      " + line for line in f.diff.splitlines()]
+        out.append("")
+    if unchanged:
+        if verbose:
+            out.append("Unchanged files:")
+            out += [f"  = {f.path} ({f.reason})" for f in unchanged]
+        else:
+            out.append(f"Unchanged: {len(unchanged)} files (sha256, mode and owner match)")
+        out.append("")
+    if plan.stacks:
+        out.append("Stacks:")
+        for s in plan.stacks:
+            services = f" [{', '.join(s.services)}]" if s.services else ""
+            out.append(f"  {_STACK_MARK[s.action]} {s.stack}: {s.action}{services} ({s.reason})")
+        out.append("")
+    out.append(plan.summary())
+    return "\n".join(out) + "\n"

@@ -47,6 +47,8 @@ def check(spec: Spec) -> list[Problem]:
         _check_firewall,
         _check_host_access,
         _check_secrets_in_urls,
+        _check_env_file_safe,
+        _check_images,
     )
     return [problem for rule in rules for problem in rule(spec)]
 
@@ -711,3 +713,60 @@ def _check_secrets_in_urls(spec: Spec) -> Iterator[Problem]:
                             f"is spliced into a URL ({doc.file}:{line}) but holds characters "
                             "that URLs must percent-encode; use only letters, digits and - . _ ~",
                         )
+
+
+def _check_env_file_safe(spec: Spec) -> Iterator[Problem]:
+    """Values travel in single-quoted env-file lines: a quote or a newline cannot."""
+    bad = ("'", "\n", "\r")
+    for stack_name, stack in spec.stacks.items():
+        for service_name, service in stack.services.items():
+            for key, value in service.env.items():
+                if any(c in value for c in bad):
+                    yield spec.problem_in_stack(
+                        stack_name,
+                        ("services", service_name, "env", key),
+                        "contains a single quote or a line break, which an env file cannot "
+                        "carry unambiguously (compose and other readers disagree); remove it",
+                    )
+    for name in spec.required_secrets():
+        entry = spec.secrets_file.entries.get(name)
+        if entry is None or entry.value is None:
+            continue
+        if any(c in entry.value.reveal() for c in bad):
+            yield Problem(
+                spec.secrets_file.file,
+                entry.line,
+                name,
+                "contains a single quote or a line break, which an env file cannot carry "
+                "unambiguously; choose a value without them",
+            )
+
+
+def _check_images(spec: Spec) -> Iterator[Problem]:
+    host = spec.host
+    used: dict[str, None] = {}
+    for stack in spec.stacks.values():
+        for service in stack.services.values():
+            used.setdefault(service.image)
+    standins_dir = (spec.inventory / "host.yaml").parent / host.standins_dir
+    for ref, mapped in host.images.items():
+        if ref not in used:
+            yield spec.problem_in_host(
+                ("images", ref),
+                f"no stack here uses image {ref}; images in use: {', '.join(used)}"
+                f"{_suggest(ref, list(used))}",
+            )
+        if not (standins_dir / mapped.standin / "Dockerfile").is_file():
+            yield spec.problem_in_host(
+                ("images", ref, "standin"),
+                f"no stand-in '{mapped.standin}': {display_path(standins_dir / mapped.standin)}"
+                "/Dockerfile does not exist",
+            )
+    if spec.is_sandbox:
+        for ref in used:
+            if ref not in host.images:
+                yield spec.problem_in_host(
+                    ("images",),
+                    f"a sandbox cannot pull from a registry: map image {ref} to a stand-in "
+                    "(images: {REF: {standin: NAME}})",
+                )

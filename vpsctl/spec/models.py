@@ -437,6 +437,16 @@ class HostStack(Model):
     )
 
 
+class StandinImage(Model):
+    """A locally built image (``standins/<standin>/``) taking the place of a registry image."""
+
+    standin: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]*$")]
+    args: dict[
+        Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]*$")],
+        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]+$")],
+    ] = Field(default_factory=dict, description="docker build arguments")
+
+
 class Host(Model):
     """``inventory/<env>/host.yaml``: the box and what runs on it."""
 
@@ -465,6 +475,14 @@ class Host(Model):
         None, description="if set, every Stripe key must be of this mode"
     )
     stacks_dir: str = Field("../../stacks", description="where stack files are, from this file")
+    images: dict[str, StandinImage] = Field(
+        default_factory=dict,
+        description="image (as stack files name it) → local stand-in that vpsctl builds and ships "
+        "to the box instead (boxes that cannot reach a registry, like the sandbox)",
+    )
+    standins_dir: str = Field(
+        "../../standins", description="where stand-in build contexts are, from this file"
+    )
     stacks: dict[StackName, HostStack] = Field(min_length=1)
 
     @field_validator("timezone")

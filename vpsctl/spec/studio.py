@@ -84,3 +84,12 @@ class Spec:
     def problem_in_host(self, loc: tuple[Any, ...], message: str) -> Problem:
         """A problem at ``loc`` of host.yaml."""
         return self.host_doc.problem(loc, message)
+
+    def secret_values(self) -> list[str]:
+        """Every secret value of secrets.env, longest first (for redacting output)."""
+        values = {
+            e.value.reveal()
+            for e in self.secrets_file.entries.values()
+            if e.value is not None and e.value.reveal()
+        }
+        return sorted(values, key=len, reverse=True)

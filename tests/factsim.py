@@ -1,0 +1,98 @@
+"""Host facts as the facts script prints them, synthesized for plan tests.
+
+The format is the one :data:`vpsctl.facts.FACTS_SCRIPT` prints; ``tests/e2e`` runs the
+real script on a sandbox box and checks it parses to the same facts as this does.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from dataclasses import dataclass, field
+
+from vpsctl.facts import MANIFEST
+from vpsctl.render import Desired
+
+
+@dataclass
+class SimHost:
+    """A host's managed files, manifest, containers and images."""
+
+    files: dict[str, tuple[bytes, int, str]] = field(default_factory=dict)  # content, mode, owner
+    manifest: dict[str, object] | None = None
+    containers: list[dict[str, str]] = field(default_factory=list)
+    images: list[str] = field(default_factory=list)
+    docker: str | None = None
+
+    def output(self) -> str:
+        """What the facts script would print on this host."""
+        lines = ["@@vpsctl-facts 1"]
+        if self.manifest is not None:
+            lines += ["@@manifest", base64.b64encode(json.dumps(self.manifest).encode()).decode()]
+        for path in sorted(self.files):
+            content, mode, owner = self.files[path]
+            sha = hashlib.sha256(content).hexdigest()
+            lines.append(f"@@file {mode:o} {owner} {len(content)} {sha} {path}")
+            lines.append(base64.b64encode(content).decode())
+        if self.docker is not None:
+            lines += [f"@@docker {self.docker}", "@@compose 2.26.1", "@@containers"]
+            for c in self.containers:
+                labels = ",".join(
+                    f"{k}={v}"
+                    for k, v in {
+                        "com.docker.compose.project": c["project"],
+                        "com.docker.compose.service": c["service"],
+                        "dev.vpsctl.stack": c.get("stack", c["project"]),
+                    }.items()
+                )
+                lines.append(
+                    json.dumps(
+                        {
+                            "Names": f"{c['project']}-{c['service']}-1",
+                            "Labels": labels,
+                            "State": c.get("state", "running"),
+                            "Status": c.get("status", "Up 5 minutes (healthy)"),
+                            "Image": c.get("image", ""),
+                        }
+                    )
+                )
+            lines.append("@@images")
+            for ref in self.images:
+                repo, _, tag = ref.rpartition(":")
+                lines.append(json.dumps({"Repository": repo, "Tag": tag, "ID": "sha256:x"}))
+        lines.append("@@end")
+        return "\n".join(lines) + "\n"
+
+
+def bare() -> SimHost:
+    """A fresh VPS: nothing of vpsctl's, no docker."""
+    return SimHost()
+
+
+def converged(desired: Desired) -> SimHost:
+    """A host where the last apply put exactly ``desired`` in place and everything runs."""
+    host = SimHost(docker="26.1.5+dfsg1")
+    for path, f in desired.files.items():
+        host.files[path] = (f.content, f.mode, "root:root")
+    host.manifest = manifest_of(desired)
+    for name, stack in desired.stacks.items():
+        for service in stack.services:
+            host.containers.append({"project": name, "service": service})
+        host.images += [i.ref for i in stack.images]
+    return host
+
+
+def manifest_of(desired: Desired) -> dict[str, object]:
+    """The manifest apply writes after converging to ``desired``."""
+    return {
+        "format": 1,
+        "files": {
+            p: {"sha256": f.sha256, "mode": f"{f.mode:04o}"} for p, f in desired.files.items()
+        },
+        "stacks": {
+            n: {"hash": s.hash, "services": s.services, "files": list(s.files)}
+            for n, s in desired.stacks.items()
+        },
+        "path": MANIFEST,
+    }

@@ -1,0 +1,382 @@
+"""The plan: desired state against the host's facts, as data. Pure: no I/O here.
+
+Every item carries an action and a reason, including items that do not change ("unchanged:
+sha256 matches"), so a reviewer sees why nothing happens as well as what will. Diffs of env
+files are per key, and a secret's value appears only as ``changed (sha256:ab12…→9f33…,
+44→44 bytes)``. As a second line of defence, :func:`redact` removes any known secret value
+from any text a plan view prints.
+
+A saved plan (``--out plan.json``) records the hash of the rendered inputs and, per file,
+the hash the host had; ``apply PLANFILE`` re-reads both and refuses ("stale plan: …")
+naming whatever moved.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from vpsctl.facts import HostFacts
+from vpsctl.render import STACKS_ROOT, Desired, DesiredFile, parse_env_file
+from vpsctl.spec.secrets import fingerprint
+
+PLAN_FORMAT = "vpsctl-plan/1"
+MASK = "<redacted>"
+
+
+@dataclass(frozen=True)
+class FileChange:
+    """One managed file: create, update, delete or unchanged, and why."""
+
+    path: str
+    stack: str
+    action: str  # create | update | delete | unchanged
+    reason: str
+    old_sha256: str | None
+    new_sha256: str | None
+    mode: str | None
+    diff: str  # unified diff, secrets masked; empty when unchanged
+
+
+@dataclass(frozen=True)
+class StackChange:
+    """What happens to one compose project."""
+
+    stack: str
+    action: str  # start | recreate | reload | none | remove
+    reason: str
+    services: tuple[str, ...] = ()  # the services that get (re)created
+
+
+@dataclass(frozen=True)
+class ImageChange:
+    """An image the box lacks: shipped from here (a local stand-in) or pulled."""
+
+    ref: str
+    stack: str
+    action: str  # ship | pull
+    reason: str
+
+
+@dataclass
+class Plan:
+    """The reviewed plan: what apply will do, exactly, and what it was computed against."""
+
+    host: str
+    reachable: bool
+    note: str
+    files: list[FileChange] = field(default_factory=list)
+    stacks: list[StackChange] = field(default_factory=list)
+    images: list[ImageChange] = field(default_factory=list)
+    inputs_hash: str = ""
+    facts_hash: str = ""
+
+    @property
+    def changes(self) -> bool:
+        """Whether applying this plan would change anything."""
+        return bool(
+            [f for f in self.files if f.action != "unchanged"]
+            or [s for s in self.stacks if s.action != "none"]
+            or self.images
+        )
+
+    def counts(self) -> tuple[int, int, int]:
+        """(to add, to change, to remove) over files, stacks and images."""
+        add = sum(f.action == "create" for f in self.files)
+        add += sum(s.action == "start" for s in self.stacks) + len(self.images)
+        change = sum(f.action == "update" for f in self.files)
+        change += sum(s.action in ("recreate", "reload") for s in self.stacks)
+        remove = sum(f.action == "delete" for f in self.files)
+        remove += sum(s.action == "remove" for s in self.stacks)
+        return add, change, remove
+
+    def summary(self) -> str:
+        """``Plan: 3 to add, 1 to change, 0 to remove.`` or ``No changes. …``."""
+        if not self.changes:
+            return "No changes. The host matches the spec."
+        add, change, remove = self.counts()
+        return f"Plan: {add} to add, {change} to change, {remove} to remove."
+
+    def to_json(self) -> dict[str, Any]:
+        """The plan as JSON data, with its own hash (what apply and the journal refer to)."""
+        data: dict[str, Any] = {
+            "format": PLAN_FORMAT,
+            "host": self.host,
+            "reachable": self.reachable,
+            "note": self.note,
+            "inputs_hash": self.inputs_hash,
+            "facts_hash": self.facts_hash,
+            "summary": self.summary(),
+            "changes": self.changes,
+            "files": [asdict(f) for f in self.files],
+            "stacks": [asdict(s) | {"services": list(s.services)} for s in self.stacks],
+            "images": [asdict(i) for i in self.images],
+        }
+        data["plan_hash"] = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        return data
+
+
+def make_plan(host: str, desired: Desired, facts: HostFacts) -> Plan:
+    """Compare ``desired`` with ``facts``; every difference and every match, with a reason."""
+    if not facts.reachable:
+        note = f"host unreachable ({facts.error}); showing everything as to-create"
+    elif facts.bare:
+        note = "host is bare: never provisioned by vpsctl; everything is to-create"
+    else:
+        note = f"host reached: docker {facts.docker or 'not installed'}, {len(facts.files)} "
+        note += "managed files"
+    plan = Plan(
+        host=host,
+        reachable=facts.reachable,
+        note=note,
+        inputs_hash=desired.inputs_hash,
+        facts_hash=facts.digest() if facts.reachable else "",
+    )
+    secrets = desired.secret_values()
+    plan.files = _file_changes(desired, facts, secrets)
+    plan.images = _image_changes(desired, facts)
+    plan.stacks = _stack_changes(desired, facts, plan.files, plan.images)
+    return plan
+
+
+# ── files ────────────────────────────────────────────────────────────────────────────────
+
+
+def _file_changes(desired: Desired, facts: HostFacts, secrets: list[str]) -> list[FileChange]:
+    changes: list[FileChange] = []
+    managed = _managed_paths(facts)
+    for path, want in desired.files.items():
+        have = facts.files.get(path)
+        mode = f"{want.mode:04o}"
+        if have is None:
+            diff = _diff(None, want, secrets)
+            changes.append(
+                FileChange(
+                    path, want.stack, "create", "not on the host", None, want.sha256, mode, diff
+                )
+            )
+        elif have.sha256 != want.sha256:
+            edited = _edited_on_host(facts, path, have.sha256)
+            reason = "edited on the host since the last apply" if edited else "content differs"
+            changes.append(
+                FileChange(
+                    path,
+                    want.stack,
+                    "update",
+                    reason,
+                    have.sha256,
+                    want.sha256,
+                    mode,
+                    _diff(have.content, want, secrets),
+                )
+            )
+        elif have.mode != want.mode or have.owner != "root:root":
+            changes.append(
+                FileChange(
+                    path,
+                    want.stack,
+                    "update",
+                    f"mode/owner {have.mode:04o} {have.owner} → {mode} root:root",
+                    have.sha256,
+                    want.sha256,
+                    mode,
+                    "",
+                )
+            )
+        else:
+            changes.append(
+                FileChange(
+                    path,
+                    want.stack,
+                    "unchanged",
+                    "sha256, mode and owner match",
+                    have.sha256,
+                    want.sha256,
+                    mode,
+                    "",
+                )
+            )
+    for path in sorted(managed - set(desired.files)):
+        have = facts.files.get(path)
+        if have is None:
+            continue  # listed in the manifest but already gone
+        stack = _stack_of(path)
+        old = DesiredFile(path, b"", have.mode, stack, "env" if "/env/" in path else "other")
+        changes.append(
+            FileChange(
+                path,
+                stack,
+                "delete",
+                "no longer declared by the spec",
+                have.sha256,
+                None,
+                None,
+                _diff(have.content, old, secrets, deleting=True),
+            )
+        )
+    return changes
+
+
+def _managed_paths(facts: HostFacts) -> set[str]:
+    """Files vpsctl manages on the host: its manifest, and anything under its stacks tree."""
+    paths = set(facts.files)
+    if facts.manifest:
+        paths |= set(facts.manifest.get("files", {}))
+    return paths
+
+
+def _edited_on_host(facts: HostFacts, path: str, sha: str) -> bool:
+    recorded = (facts.manifest or {}).get("files", {}).get(path, {})
+    return bool(recorded) and recorded.get("sha256") != sha
+
+
+def _stack_of(path: str) -> str:
+    rest = path.removeprefix(STACKS_ROOT + "/")
+    return rest.split("/", 1)[0] if rest != path else ""
+
+
+def _diff(old: bytes | None, want: DesiredFile, secrets: list[str], deleting: bool = False) -> str:
+    if want.kind == "env":
+        return _env_diff(old, b"" if deleting else want.content, want.secret_keys, deleting)
+    old_text = _text(old)
+    new_text = "" if deleting else _text(want.content)
+    if old_text is None or new_text is None:
+        return "(binary or large file: content differs)\n"
+    lines = difflib.unified_diff(
+        old_text.splitlines(keepends=True),
+        new_text.splitlines(keepends=True),
+        f"host:{want.path}",
+        f"spec:{want.path}",
+    )
+    return redact("".join(_terminated(lines)), secrets)
+
+
+def _text(content: bytes | None) -> str | None:
+    if content is None:
+        return ""
+    try:
+        return content.decode()
+    except UnicodeDecodeError:
+        return None
+
+
+def _terminated(lines: Any) -> Any:
+    for line in lines:
+        yield line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
+
+
+def _env_diff(old: bytes | None, new: bytes, secret_keys: frozenset[str], deleting: bool) -> str:
+    """Per-key changes of an env file. Plain config shows its values; a secret (and any key
+    the spec no longer declares, which may have been one) shows only a fingerprint."""
+    before = parse_env_file(old or b"")
+    after = parse_env_file(new)
+    out: list[str] = []
+    for key in sorted(set(before) | set(after)):
+        masked = key in secret_keys or key not in after or deleting
+        if key not in before:
+            shown = _secret_desc(after[key]) if masked else repr(after[key])
+            out.append(f"+ {key} = {shown}")
+        elif key not in after:
+            out.append(f"- {key} (removed; was {_secret_desc(before[key])})")
+        elif before[key] != after[key]:
+            if masked:
+                out.append(
+                    f"~ {key}: changed ({fingerprint(before[key])}→{fingerprint(after[key])[7:]}, "
+                    f"{len(before[key].encode())}→{len(after[key].encode())} bytes)"
+                )
+            else:
+                out.append(f"~ {key}: {before[key]!r} → {after[key]!r}")
+    return "".join(line + "\n" for line in out)
+
+
+def _secret_desc(value: str) -> str:
+    return f"secret ({fingerprint(value)}, {len(value.encode())} bytes)"
+
+
+def redact(text: str, secrets: list[str]) -> str:
+    """``text`` with every known secret value (longest first) replaced by a mask."""
+    for value in secrets:
+        if len(value) >= 6:
+            text = text.replace(value, MASK)
+    return text
+
+
+# ── images and stacks ────────────────────────────────────────────────────────────────────
+
+
+def _image_changes(desired: Desired, facts: HostFacts) -> list[ImageChange]:
+    changes: list[ImageChange] = []
+    seen: set[str] = set()
+    for stack in desired.stacks.values():
+        for image in stack.images:
+            if image.ref in facts.images or image.ref in seen:
+                continue
+            seen.add(image.ref)
+            if image.source == "local":
+                reason = f"stand-in '{image.standin}' is not on the box; vpsctl ships it"
+                changes.append(ImageChange(image.ref, stack.name, "ship", reason))
+            else:
+                changes.append(
+                    ImageChange(image.ref, stack.name, "pull", "not on the box; pulled at apply")
+                )
+    return changes
+
+
+def _stack_changes(
+    desired: Desired, facts: HostFacts, files: list[FileChange], images: list[ImageChange]
+) -> list[StackChange]:
+    projects = facts.projects()
+    recorded = (facts.manifest or {}).get("stacks", {})
+    changed_files = {f.path for f in files if f.action in ("create", "update")}
+    missing_images = {i.ref for i in images}
+    out: list[StackChange] = []
+    for name, stack in desired.stacks.items():
+        containers = projects.get(name, [])
+        running = {c.service for c in containers if c.state == "running"}
+        stack_changed = [p for p in stack.files if p in changed_files]
+        lacking = [i.ref for i in stack.images if i.ref in missing_images]
+        if not containers:
+            reason = "not running on the host" if facts.reachable else "host not reached"
+            out.append(StackChange(name, "start", reason, tuple(stack.services)))
+            continue
+        old_services = recorded.get(name, {}).get("services", {})
+        touched = tuple(s for s, digest in stack.services.items() if old_services.get(s) != digest)
+        down = tuple(s for s in stack.services if s not in running)
+        only_caddyfile = bool(stack_changed) and all(
+            p.endswith("/Caddyfile") for p in stack_changed
+        )
+        if stack.role == "edge" and only_caddyfile and not touched and not down:
+            out.append(StackChange(name, "reload", "Caddyfile changed: validated, then reloaded"))
+        elif stack_changed or lacking or touched or down:
+            services = tuple(dict.fromkeys([*touched, *down]))
+            parts = []
+            if stack_changed:
+                parts.append(f"{len(stack_changed)} file(s) changed")
+            if lacking:
+                parts.append(f"image(s) missing: {', '.join(lacking)}")
+            if down:
+                parts.append(f"not running: {', '.join(down)}")
+            out.append(
+                StackChange(name, "recreate", "; ".join(parts), services or tuple(stack.services))
+            )
+        else:
+            out.append(
+                StackChange(
+                    name,
+                    "none",
+                    f"unchanged: {len(stack.files)} files, images and "
+                    f"{len(running)} running services match",
+                )
+            )
+    for name in sorted((set(projects) | set(recorded)) - set(desired.stacks)):
+        owned = any(c.labels.get("dev.vpsctl.stack") == name for c in projects.get(name, []))
+        if owned or name in recorded:
+            out.append(
+                StackChange(
+                    name, "remove", "no longer declared: stopped and removed; its volumes are kept"
+                )
+            )
+    return out

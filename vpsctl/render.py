@@ -1,0 +1,439 @@
+"""Render the validated spec into the exact files the host needs: a pure function of the spec.
+
+Layout on the host (``HOST_ROOT``)::
+
+    /opt/vpsctl/stacks/<stack>/compose.yaml          0644  compose project <stack>
+    /opt/vpsctl/stacks/<stack>/env/<service>.env     0600  every value the container gets
+    /opt/vpsctl/stacks/<stack>/config/<name>         0644  shipped config files
+    /opt/vpsctl/stacks/edge/config/caddy/Caddyfile   0644  built from every stack's routes
+
+Python builds a view of each file; the jinja2 templates under ``templates/`` only lay it out
+(``StrictUndefined``: a missing value is an error, never an empty string). Compose files
+carry no interpolation: every string is JSON-quoted and every ``$`` doubled, and values reach
+containers only through the env files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from vpsctl import standins
+from vpsctl.spec.models import ConfigMount, Service, Stack, VolumeMount
+from vpsctl.spec.secrets import Secret
+from vpsctl.spec.studio import Spec
+from vpsctl.spec.units import format_size
+
+HOST_ROOT = "/opt/vpsctl"
+STACKS_ROOT = f"{HOST_ROOT}/stacks"
+EDGE_NETWORK = "vpsctl-edge"
+CADDY_CONFIG = "caddy"  # the edge's config directory holding the rendered Caddyfile
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+
+LABEL_STACK = "dev.vpsctl.stack"
+LABEL_CONFIG = "dev.vpsctl.config-hash"
+
+
+@dataclass(frozen=True)
+class DesiredFile:
+    """One file as it must sit on the host."""
+
+    path: str
+    content: bytes
+    mode: int
+    stack: str
+    kind: str  # compose | env | config | caddyfile
+    secret_keys: frozenset[str] = frozenset()  # env files: keys whose values are secret
+
+    @property
+    def sha256(self) -> str:
+        """Hex sha256 of the content."""
+        return hashlib.sha256(self.content).hexdigest()
+
+    @property
+    def sensitive(self) -> bool:
+        """Whether the file holds secret values (diffs of it are masked)."""
+        return self.kind == "env"
+
+
+@dataclass(frozen=True)
+class Image:
+    """An image a stack runs: ``ref`` as compose names it, and how the box gets it."""
+
+    ref: str
+    source: str  # "registry" (pulled by the box) or "local" (a stand-in vpsctl ships)
+    standin: str | None = None
+    args: tuple[tuple[str, str], ...] = ()
+
+
+@dataclass(frozen=True)
+class DesiredStack:
+    """A compose project: its files, images, and a hash per service for change detection."""
+
+    name: str
+    role: str
+    files: tuple[str, ...]
+    images: tuple[Image, ...]
+    services: dict[str, str]  # service → hash of everything that defines its container
+    hash: str
+
+
+@dataclass
+class Desired:
+    """Everything the host must hold, in apply order (dependencies first, the edge last)."""
+
+    files: dict[str, DesiredFile] = field(default_factory=dict)
+    stacks: dict[str, DesiredStack] = field(default_factory=dict)
+
+    @property
+    def inputs_hash(self) -> str:
+        """A hash of every desired file's path, mode and content."""
+        digest = hashlib.sha256()
+        for path in sorted(self.files):
+            f = self.files[path]
+            digest.update(f"{path}\0{f.mode:o}\0{f.sha256}\n".encode())
+        return digest.hexdigest()
+
+    def secret_values(self) -> list[str]:
+        """Every secret value rendered into an env file (for output redaction)."""
+        values: set[str] = set()
+        for f in self.files.values():
+            if f.kind == "env":
+                for key, value in parse_env_file(f.content).items():
+                    if key in f.secret_keys and value:
+                        values.add(value)
+        return sorted(values, key=len, reverse=True)
+
+
+def _q(value: Any) -> str:
+    """A compose-safe YAML scalar: JSON (a subset of YAML) with ``$`` doubled."""
+    return json.dumps(_dollars(value), ensure_ascii=False)
+
+
+def _dollars(value: Any) -> Any:
+    if isinstance(value, str):
+        return value.replace("$", "$$")
+    if isinstance(value, list):
+        return [_dollars(v) for v in value]
+    return value
+
+
+@cache
+def _environment() -> jinja2.Environment:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # noqa: S701 - YAML, env files and a Caddyfile, not HTML
+    )
+    env.filters["q"] = _q
+    return env
+
+
+def stack_dir(stack: str) -> str:
+    """The stack's directory on the host."""
+    return f"{STACKS_ROOT}/{stack}"
+
+
+def parse_env_file(content: bytes) -> dict[str, str]:
+    """Read back an env file as vpsctl renders it (``KEY='value'`` lines)."""
+    out: dict[str, str] = {}
+    for line in content.decode(errors="replace").splitlines():
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        if len(value) >= 2 and value[0] == value[-1] == "'":
+            value = value[1:-1]
+        out[key] = value
+    return out
+
+
+def render(spec: Spec) -> Desired:
+    """The desired state of the host for ``spec``."""
+    env = _environment()
+    desired = Desired()
+    standins_dir = (spec.inventory / "host.yaml").parent / spec.host.standins_dir
+    for name in apply_order(spec):
+        stack = spec.stacks[name]
+        files: list[DesiredFile] = []
+        configs = _config_files(spec, name, stack)
+        files.extend(configs.values())
+        services: list[dict[str, Any]] = []
+        service_hashes: dict[str, str] = {}
+        images: dict[str, Image] = {}
+        for service_name, service in stack.services.items():
+            env_file = _env_file(spec, name, service_name, env)
+            if env_file is not None:
+                files.append(env_file)
+            image = _image(spec, standins_dir, service.image)
+            images.setdefault(image.ref, image)
+            mounted = _mounted_configs(service, configs)
+            view = _service_view(
+                spec,
+                stack_name=name,
+                stack=stack,
+                service_name=service_name,
+                service=service,
+                image=image,
+                env_file=env_file,
+                mounted=mounted,
+            )
+            services.append(view)
+            service_hashes[service_name] = _hash_json(
+                {
+                    "compose": view,
+                    "env": env_file.sha256 if env_file else None,
+                    "configs": sorted(f.sha256 for f in mounted),
+                }
+            )
+        compose = env.get_template("compose.yaml.j2").render(
+            stack={"name": name, "services": services, "volumes": stack.volumes()},
+            edge_network=EDGE_NETWORK,
+        )
+        files.insert(
+            0,
+            DesiredFile(
+                f"{stack_dir(name)}/compose.yaml", compose.encode(), 0o644, name, "compose"
+            ),
+        )
+        if stack.role == "edge":
+            caddyfile = render_caddyfile(spec, env)
+            files.append(
+                DesiredFile(
+                    f"{stack_dir(name)}/config/{CADDY_CONFIG}/Caddyfile",
+                    caddyfile.encode(),
+                    0o644,
+                    name,
+                    "caddyfile",
+                )
+            )
+        for f in files:
+            desired.files[f.path] = f
+        desired.stacks[name] = DesiredStack(
+            name=name,
+            role=stack.role,
+            files=tuple(f.path for f in files),
+            images=tuple(images.values()),
+            services=service_hashes,
+            hash=_hash_json({p.path: p.sha256 for p in files}),
+        )
+    return desired
+
+
+def write_tree(desired: Desired, out: Path) -> int:
+    """Write every desired file under ``out`` (``out/opt/vpsctl/…``) with its mode.
+
+    Files are created with their final mode from the start: an env file is never readable
+    by others, not even for a moment.
+    """
+    for f in desired.files.values():
+        target = out / f.path.lstrip("/")
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, f.mode)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(f.content)
+        target.chmod(f.mode)
+    return len(desired.files)
+
+
+def apply_order(spec: Spec) -> list[str]:
+    """Stacks in the order apply converges them: as placed in host.yaml, the edge last.
+
+    The edge goes last so that Caddy's first start already finds every upstream.
+    """
+    names = list(spec.host.stacks)
+    return [n for n in names if spec.stacks[n].role != "edge"] + [
+        n for n in names if spec.stacks[n].role == "edge"
+    ]
+
+
+def _hash_json(data: Any) -> str:
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def _image(spec: Spec, standins_dir: Path, ref: str) -> Image:
+    mapped = spec.host.images.get(ref)
+    if mapped is None:
+        return Image(ref=ref, source="registry")
+    args = dict(mapped.args)
+    tag = standins.local_tag(standins_dir, mapped.standin, args)
+    return Image(ref=tag, source="local", standin=mapped.standin, args=tuple(sorted(args.items())))
+
+
+def _config_files(spec: Spec, name: str, stack: Stack) -> dict[str, DesiredFile]:
+    base = spec.stack_files[name].parent
+    out: dict[str, DesiredFile] = {}
+    for config_name, config in sorted(stack.configs.items()):
+        content = (base / config.source).read_bytes()
+        out[config_name] = DesiredFile(
+            f"{stack_dir(name)}/config/{config_name}", content, 0o644, name, "config"
+        )
+    return out
+
+
+def _mounted_configs(service: Service, configs: dict[str, DesiredFile]) -> list[DesiredFile]:
+    mounted: list[DesiredFile] = []
+    for mount in service.volumes:
+        if isinstance(mount, ConfigMount):
+            mounted.extend(
+                f
+                for n, f in configs.items()
+                if n == mount.config or n.startswith(mount.config + "/")
+            )
+    return mounted
+
+
+def _env_file(
+    spec: Spec, stack: str, service_name: str, env: jinja2.Environment
+) -> DesiredFile | None:
+    values = spec.environment(stack, service_name)
+    if not values:
+        return None
+    entries: list[tuple[str, str]] = []
+    secret_keys: set[str] = set()
+    for key, value in values.items():
+        if isinstance(value, Secret):
+            secret_keys.add(key)
+            entries.append((key, value.reveal()))
+        else:
+            entries.append((key, value))
+    for key, value in entries:
+        if "'" in value or "\n" in value:  # checks refuse these; never render them
+            raise ValueError(f"{stack}/{service_name}: {key} cannot be written to an env file")
+    content = env.get_template("service.env.j2").render(entries=entries)
+    return DesiredFile(
+        f"{stack_dir(stack)}/env/{service_name}.env",
+        content.encode(),
+        0o600,
+        stack,
+        "env",
+        frozenset(secret_keys),
+    )
+
+
+def _service_view(
+    spec: Spec,
+    *,
+    stack_name: str,
+    stack: Stack,
+    service_name: str,
+    service: Service,
+    image: Image,
+    env_file: DesiredFile | None,
+    mounted: list[DesiredFile],
+) -> dict[str, Any]:
+    volumes: list[str] = []
+    for mount in service.volumes:
+        if isinstance(mount, VolumeMount):
+            volumes.append(f"{mount.volume}:{mount.target}" + (":ro" if mount.read_only else ""))
+        else:
+            volumes.append(
+                f"./config/{mount.config}:{mount.target}" + (":ro" if mount.read_only else "")
+            )
+    routed = {r.service for r in stack.routes}
+    labels = [(LABEL_STACK, stack_name)]
+    config_files = [f for f in mounted if f.kind == "config"]
+    if config_files:
+        # Bind-mounted files do not change the container's definition: this label does, so
+        # compose recreates the service when a file it mounts changes.
+        labels.append((LABEL_CONFIG, _hash_json(sorted(f.sha256 for f in config_files))[:16]))
+    health = service.healthcheck
+    return {
+        "name": service_name,
+        "image": image.ref,
+        "command": service.command,
+        "user": service.user,
+        "env_file": f"./env/{service_name}.env" if env_file is not None else None,
+        "volumes": volumes,
+        "ports": [f"{p.host_ip}:{p.published}:{p.target}/{p.protocol}" for p in service.ports],
+        "expose": [str(p) for p in service.expose],
+        "healthcheck": {
+            "test": health.test,
+            "interval": health.interval,
+            "timeout": health.timeout,
+            "retries": health.retries,
+            "start_period": health.start_period,
+        },
+        "mem_limit": format_size(service.mem_limit or 0),
+        "restart": service.restart,
+        "stop_grace_period": service.stop_grace_period,
+        "depends_on": service.depends_on,
+        "edge_alias": (
+            f"{stack_name}-{service_name}"
+            if service_name in routed or stack.role == "edge"
+            else None
+        ),
+        "labels": labels,
+    }
+
+
+def upstream_host(stack: str, service: str) -> str:
+    """How Caddy reaches a service on the shared edge network."""
+    return f"{stack}-{service}"
+
+
+def render_caddyfile(spec: Spec, env: jinja2.Environment | None = None) -> str:
+    """The edge's Caddyfile: one site per host name, longest path prefix first."""
+    env = env or _environment()
+    sites: dict[str, dict[str, Any]] = {}
+    for stack_name in apply_order(spec):
+        stack = spec.stacks[stack_name]
+        entries: list[tuple[str, str, dict[str, Any]]] = []
+        for route in stack.routes:
+            host = spec.domain(stack_name, route.domain)
+            entries.append(
+                (
+                    host or "",
+                    route.path,
+                    {
+                        "upstream": f"{upstream_host(stack_name, route.service)}:{route.port}",
+                        "redirect": None,
+                        "webhook": route.webhook,
+                    },
+                )
+            )
+        for redirect in stack.redirects:
+            host = spec.domain(stack_name, redirect.domain)
+            target = spec.domain(stack_name, redirect.to)
+            entries.append(
+                (
+                    host or "",
+                    redirect.path,
+                    {"upstream": None, "redirect": f"https://{target}", "status": redirect.status},
+                )
+            )
+        for host, path, handler in entries:
+            site = sites.setdefault(host, {"host": host, "stacks": [], "handlers": []})
+            if stack_name not in site["stacks"]:
+                site["stacks"].append(stack_name)
+            handler["path"] = path
+            site["handlers"].append(handler)
+    rendered_sites = []
+    for host in sorted(sites):
+        site = sites[host]
+        # Caddy runs the first `handle` that matches: most specific prefix first, `/` last.
+        handlers = sorted(site["handlers"], key=lambda h: (-len(h["path"]), h["path"]))
+        for index, handler in enumerate(handlers):
+            path = handler["path"]
+            handler["name"] = f"p{index}"
+            handler["matcher"] = None if path == "/" else f"{path} {path.rstrip('/')}/*"
+            handler.setdefault("status", 308)
+        rendered_sites.append(
+            {
+                "host": host,
+                "comment": "stack " + ", ".join(site["stacks"]),
+                "handlers": handlers,
+            }
+        )
+    return env.get_template("Caddyfile.j2").render(
+        sites=rendered_sites,
+        email=spec.host.acme_email if spec.host.tls == "acme" else None,
+        local_certs=spec.host.tls == "internal",
+    )

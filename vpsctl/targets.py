@@ -1,0 +1,52 @@
+"""Which box an inventory means, and how to reach it: host.yaml's `ssh`, or a sandbox's
+recorded connection (``vpsctl sandbox up``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from vpsctl.errors import VpsctlError
+from vpsctl.facts import HostFacts, unreachable
+from vpsctl.remote import Target
+from vpsctl.remote import read_facts as _read_facts
+from vpsctl.spec.studio import Spec
+
+STATE_DIR = Path(".vpsctl")
+
+
+def target(spec: Spec) -> Target:
+    """The SSH target of ``spec``'s host; raises when a sandbox is not up."""
+    host = spec.host
+    if host.sandbox is not None:
+        from vpsctl import sandbox  # noqa: PLC0415 - docker helpers only for sandboxes
+
+        info = sandbox.load(host.sandbox.name)
+        return Target(
+            name=host.name,
+            address=info.address,
+            port=info.ssh_port,
+            user=info.user,
+            key=info.key_path,
+            known_hosts=info.known_hosts_path,
+        )
+    assert host.ssh is not None  # checks guarantee one of ssh/sandbox
+    known_hosts = STATE_DIR / "known_hosts"
+    known_hosts.parent.mkdir(parents=True, exist_ok=True)
+    known_hosts.touch(mode=0o600, exist_ok=True)
+    return Target(
+        name=host.name,
+        address=host.ssh.address,
+        port=host.ssh.port,
+        user=host.ssh.user,
+        key=Path(host.ssh.key).expanduser(),
+        known_hosts=known_hosts,
+    )
+
+
+def read_facts(spec: Spec) -> HostFacts:
+    """The host's facts, or an unreachable-host fact saying why."""
+    try:
+        where = target(spec)
+    except VpsctlError as exc:
+        return unreachable(str(exc))
+    return _read_facts(where)
