@@ -748,7 +748,7 @@ def _check_images(spec: Spec) -> Iterator[Problem]:
     for stack in spec.stacks.values():
         for service in stack.services.values():
             used.setdefault(service.image)
-    standins_dir = (spec.inventory / "host.yaml").parent / host.standins_dir
+    standins_dir = ((spec.inventory / "host.yaml").parent / host.standins_dir).resolve()
     for ref, mapped in host.images.items():
         if ref not in used:
             yield spec.problem_in_host(
@@ -762,7 +762,7 @@ def _check_images(spec: Spec) -> Iterator[Problem]:
                 f"no stand-in '{mapped.standin}': {display_path(standins_dir / mapped.standin)}"
                 "/Dockerfile does not exist",
             )
-    if spec.is_sandbox:
+    if spec.is_sandbox and host.ssh is None:  # both set is an error of its own
         for ref in used:
             if ref not in host.images:
                 yield spec.problem_in_host(
