@@ -15,7 +15,7 @@ import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from vpsctl import views
+from vpsctl import sandbox, views
 from vpsctl.errors import VpsctlError
 from vpsctl.render import render, write_tree
 from vpsctl.spec import generate as secrets_generate
@@ -77,6 +77,20 @@ def cmd_plan(args: argparse.Namespace) -> int:
     return 2 if plan.changes else 0
 
 
+def cmd_apply(args: argparse.Namespace) -> int:
+    """Converge the host. Until the apply issue lands, only the bootstrap phase exists."""
+    from vpsctl import apply  # noqa: PLC0415 - pyinfra loads only for commands that connect
+
+    if args.only != "bootstrap":
+        raise VpsctlError(
+            "vpsctl apply: only `--only bootstrap` is implemented so far; applying the "
+            "stacks is the next issue"
+        )
+    spec = load_spec(args.inventory)
+    apply.bootstrap(spec, sys.stderr)
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     """Print (or write) the JSON Schemas of host.yaml and stack files."""
     found = schemas()
@@ -132,6 +146,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
     p.add_argument("-v", "--verbose", action="store_true", help="list unchanged items too")
     p.set_defaults(func=cmd_plan)
+
+    p = sub.add_parser("apply", help="converge the host to the spec")
+    _inventory(p)
+    p.add_argument("--only", choices=["bootstrap"], help="run only this phase")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask before changing")
+    p.set_defaults(func=cmd_apply)
+
+    sandbox.add_parser(sub)
 
     p = sub.add_parser("schema", help="JSON Schema of host.yaml and stack files")
     p.add_argument("which", nargs="?", choices=["host", "stack"], help="only this schema")

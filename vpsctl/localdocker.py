@@ -7,6 +7,7 @@ debootstrapped Debian root filesystem (no registry can be reached), cached by ta
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -14,6 +15,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from vpsctl.errors import VpsctlError
 
@@ -25,14 +27,20 @@ class DockerError(VpsctlError):
     """The local Docker engine is missing, does not start, or a command failed."""
 
 
-def docker(*args: str, check: bool = True, input_: bytes | None = None) -> str:
+def docker(
+    *args: str, check: bool = True, input_: bytes | None = None, timeout: float = 1800
+) -> str:
     """Run ``docker ARGS`` and return its stdout; raise :class:`DockerError` on failure."""
     try:
         proc = subprocess.run(
-            ["docker", *args], input=input_, capture_output=True, check=False, timeout=1800
+            ["docker", *args], input=input_, capture_output=True, check=False, timeout=timeout
         )
     except FileNotFoundError:
         raise DockerError("no docker client on PATH; install Debian's docker.io") from None
+    except subprocess.TimeoutExpired:
+        raise DockerError(
+            f"docker {' '.join(args[:2])} did not finish within {timeout:.0f}s"
+        ) from None
     if check and proc.returncode != 0:
         err = proc.stderr.decode(errors="replace").strip()
         raise DockerError(f"docker {' '.join(args[:2])} failed: {err[-800:]}")
@@ -137,3 +145,100 @@ def build_image(tag: str, context: Path, build_args: dict[str, str] | None = Non
     if proc.returncode != 0:
         out = (proc.stdout + proc.stderr).decode(errors="replace")
         raise DockerError(f"docker build of {tag} failed:\n{out[-2000:]}")
+
+
+def docker_exec(
+    container: str, argv: Sequence[str], input_: bytes | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``docker exec [-i] CONTAINER ARGV``; the completed process, whatever its exit code.
+
+    Raises :class:`DockerError` only when the command does not finish within ``timeout``.
+    """
+    cmd = ["docker", "exec", *(["-i"] if input_ is not None else []), container, *argv]
+    try:
+        proc = subprocess.run(cmd, input=input_, capture_output=True, check=False, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise DockerError(
+            f"`{' '.join(argv)}` in {container} did not finish within {timeout:.0f}s"
+        ) from None
+    return subprocess.CompletedProcess(
+        proc.args,
+        proc.returncode,
+        proc.stdout.decode(errors="replace"),
+        proc.stderr.decode(errors="replace"),
+    )
+
+
+def inspect_container(name: str) -> dict[str, Any] | None:
+    """``docker container inspect NAME`` as a dict, or None when there is no such container."""
+    try:
+        proc = subprocess.run(
+            ["docker", "container", "inspect", name], capture_output=True, check=False, timeout=60
+        )
+    except subprocess.TimeoutExpired:
+        raise DockerError(f"docker container inspect {name} did not answer within 60s") from None
+    if proc.returncode != 0:
+        err = proc.stderr.decode(errors="replace").strip()
+        if "no such" in err.lower():
+            return None
+        raise DockerError(f"docker container inspect {name} failed: {err[-800:]}")
+    found: list[dict[str, Any]] = json.loads(proc.stdout)
+    return found[0] if found else None
+
+
+def container_logs(name: str, tail: int = 40) -> str:
+    """The last ``tail`` lines a container wrote (stdout and stderr); empty if unavailable."""
+    try:
+        proc = subprocess.run(
+            ["docker", "logs", "--tail", str(tail), name],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            check=False,
+            timeout=30,
+        )
+    except subprocess.TimeoutExpired:
+        return ""
+    return proc.stdout.decode(errors="replace") if proc.returncode == 0 else ""
+
+
+def remove_container(name: str) -> bool:
+    """``docker rm -f -v NAME``; False when there was no such container."""
+    proc = subprocess.run(
+        ["docker", "rm", "-f", "-v", name], capture_output=True, check=False, timeout=120
+    )
+    if proc.returncode == 0:
+        return True
+    err = proc.stderr.decode(errors="replace").strip()
+    if "no such" in err.lower():
+        return False
+    raise DockerError(f"docker rm -f {name} failed: {err[-800:]}")
+
+
+def remove_volume(name: str, timeout: float = 30) -> bool:
+    """``docker volume rm NAME``, retried while a just-removed container still holds it.
+
+    False when there was no such volume.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        proc = subprocess.run(
+            ["docker", "volume", "rm", name], capture_output=True, check=False, timeout=120
+        )
+        if proc.returncode == 0:
+            return True
+        err = proc.stderr.decode(errors="replace").strip()
+        if "no such" in err.lower():
+            return False
+        if "in use" not in err.lower() or time.monotonic() > deadline:
+            raise DockerError(f"docker volume rm {name} failed: {err[-800:]}")
+        time.sleep(0.5)
+
+
+def volume_exists(name: str) -> bool:
+    """Whether the local engine has a volume called ``name``."""
+    return (
+        subprocess.run(
+            ["docker", "volume", "inspect", name], capture_output=True, check=False, timeout=60
+        ).returncode
+        == 0
+    )

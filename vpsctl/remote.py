@@ -9,7 +9,9 @@ command), and host keys checked against a known_hosts file vpsctl records.
 from __future__ import annotations
 
 import socket
+import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -17,10 +19,13 @@ from typing import Any
 
 from pyinfra.api.command import StringCommand
 from pyinfra.api.config import Config
+from pyinfra.api.deploy import add_deploy
 from pyinfra.api.exceptions import ConnectError
 from pyinfra.api.inventory import Inventory
+from pyinfra.api.operations import run_ops
 from pyinfra.api.state import State
 
+from vpsctl import localdocker
 from vpsctl.errors import VpsctlError
 from vpsctl.facts import FACTS_SCRIPT, FactsError, HostFacts, parse, unreachable
 
@@ -39,6 +44,28 @@ class Target:
     user: str
     key: Path
     known_hosts: Path | None = None
+
+
+@dataclass(frozen=True)
+class OpResult:
+    """One pyinfra operation of a deploy: its name and whether it changed the host."""
+
+    name: str
+    changed: bool
+    ok: bool
+    error: str = ""
+
+
+@dataclass(frozen=True)
+class DeployReport:
+    """What a deploy did, operation by operation."""
+
+    ops: tuple[OpResult, ...]
+
+    @property
+    def changed(self) -> list[str]:
+        """Names of the operations that changed the host."""
+        return [op.name for op in self.ops if op.changed]
 
 
 @dataclass(frozen=True)
@@ -90,6 +117,7 @@ class Session:
         transport = client.get_transport() if client is not None else None
         if transport is not None:
             transport.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._state.activate_host(self._host)
         return self
 
     def __exit__(
@@ -107,6 +135,61 @@ class Session:
             StringCommand(command), _timeout=timeout, print_output=False
         )
         return Result(bool(ok), output.stdout, output.stderr)
+
+    def ship_image(self, tag: str, progress: Callable[[int, int], None] | None = None) -> int:
+        """``docker save TAG`` here, piped into ``docker load`` on the host; bytes sent.
+
+        For boxes that cannot reach a registry: the image travels over this SSH
+        connection, with ``progress(sent, estimated_total)`` called as bytes go out.
+        """
+        client = getattr(self._host.connector, "client", None)
+        transport = client.get_transport() if client is not None else None
+        if transport is None:
+            raise RemoteError(f"no SSH transport to {self.target.name}")
+        size = int(localdocker.docker("image", "inspect", "--format", "{{.Size}}", tag).strip())
+        save = subprocess.Popen(["docker", "save", tag], stdout=subprocess.PIPE)
+        channel = transport.open_session()
+        sent = 0
+        try:
+            channel.exec_command("docker load")
+            assert save.stdout is not None
+            while chunk := save.stdout.read(1 << 20):
+                channel.sendall(chunk)
+                sent += len(chunk)
+                if progress is not None:
+                    progress(sent, max(size, sent))
+            channel.shutdown_write()
+            status = channel.recv_exit_status()
+            output = channel.makefile_stderr("rb").read().decode(errors="replace")
+        finally:
+            channel.close()
+            if save.stdout is not None:
+                save.stdout.close()
+            save.wait()
+        if save.returncode != 0:
+            raise RemoteError(f"docker save {tag} failed here (exit {save.returncode})")
+        if status != 0:
+            raise RemoteError(f"docker load of {tag} failed on {self.target.name}: {output[-500:]}")
+        return sent
+
+    def deploy(self, func: Any, **kwargs: Any) -> DeployReport:
+        """Run a pyinfra deploy (``deploys/``) on the host; raise naming a failed operation."""
+        add_deploy(self._state, func, **kwargs)
+        run_ops(self._state)
+        ops: list[OpResult] = []
+        for op_hash in self._state.get_op_order():  # type: ignore[no-untyped-call]
+            names = sorted(self._state.get_op_meta(op_hash).names) or [op_hash]
+            data = self._state.get_op_data_for_host(self._host, op_hash)
+            meta = data.operation_meta
+            finished = meta.is_complete()
+            ok = finished and meta.did_succeed()
+            error = ""
+            if finished and not ok:
+                error = "\n".join(meta.stderr_lines[-15:] or meta.stdout_lines[-15:])
+            ops.append(OpResult(names[0], finished and ok and meta.did_change(), ok, error))
+            if finished and not ok:
+                raise RemoteError(f"{names[0]} failed on {self.target.name}:\n{error}")
+        return DeployReport(tuple(ops))
 
 
 def read_facts(target: Target) -> HostFacts:

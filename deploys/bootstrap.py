@@ -1,0 +1,233 @@
+"""Bootstrap: a bare Debian 13 or Ubuntu 22.04/24.04 host → ready for the studio.
+
+Packages (Docker and compose v2 from the distribution, sqlite3, restic, …), Docker enabled,
+a swap file and ``vm.swappiness``, the time zone, unattended security upgrades, SSH keys
+only, and a firewall that allows only the spec's open ports, docker-published ports
+included. Every step is idempotent: a second run changes nothing.
+
+vpsctl runs it through its pyinfra adapter (``vpsctl apply --only bootstrap``). It also runs
+with the pyinfra CLI by hand, reading the settings from host data::
+
+    pyinfra --data vpsctl_bootstrap='{"timezone": "UTC", "swap_bytes": 1073741824, ...}' \\
+        @ssh/203.0.113.24 deploys/bootstrap.py
+
+Inside a container (the sandbox VPS), ``swapon`` and ``sysctl -w`` would change the kernel
+of the machine hosting it, so there the swap file and the sysctl file are written but not
+activated; a real VPS gets both.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import jinja2
+from pyinfra.api.deploy import deploy
+from pyinfra.context import ctx_host, host
+from pyinfra.facts.files import File
+from pyinfra.facts.server import Command, LinuxDistribution
+from pyinfra.operations import apt, files, server, systemd
+
+TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+SWAPFILE = "/swapfile"
+
+# The Docker CLI and the compose v2 plugin, by distribution and major release: what each
+# one calls them (Debian 13 split the CLI out of docker.io; Ubuntu ships it inside).
+DOCKER_PACKAGES = {
+    ("debian", 13): ["docker-cli", "docker-compose"],
+    ("ubuntu", 24): ["docker-compose-v2"],
+    ("ubuntu", 22): ["docker-compose-v2"],
+}
+# Debian 12's docker-compose is 1.29 (Python, compose v1): not what vpsctl drives.
+
+BASE_PACKAGES = [
+    "ca-certificates",
+    "curl",
+    "docker.io",
+    "iptables",
+    "restic",
+    "sqlite3",
+    "unattended-upgrades",
+]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """What the bootstrap needs from the spec."""
+
+    timezone: str
+    swap_bytes: int
+    swappiness: int
+    open_ports: tuple[int, ...]
+    udp_ports: tuple[int, ...] = (443,)
+
+    def to_json(self) -> str:
+        """For ``pyinfra --data vpsctl_bootstrap=…``."""
+        return json.dumps(asdict(self))
+
+    @classmethod
+    def from_data(cls, data: Any) -> Settings:
+        """From host data (a JSON string or a mapping)."""
+        raw = json.loads(data) if isinstance(data, str) else dict(data)
+        raw["open_ports"] = tuple(raw["open_ports"])
+        raw["udp_ports"] = tuple(raw.get("udp_ports", (443,)))
+        return cls(**raw)
+
+
+def _render(name: str, **data: Any) -> io.BytesIO:
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(TEMPLATES),
+        undefined=jinja2.StrictUndefined,
+        keep_trailing_newline=True,
+        autoescape=False,  # noqa: S701 - shell scripts and config files, not HTML
+    )
+    return io.BytesIO(env.get_template(name).render(**data).encode())
+
+
+def _asset(name: str) -> io.BytesIO:
+    # In-memory bytes, never paths: pyinfra caches local checksums by path per process.
+    return io.BytesIO((TEMPLATES / name).read_bytes())
+
+
+def docker_packages() -> list[str]:
+    """The Docker CLI and compose v2 packages of the host's distribution."""
+    distro = host.get_fact(LinuxDistribution)
+    name = str(distro.get("name") or "").lower()
+    key = (name.split()[0] if name else "", int(distro.get("major") or 0))
+    if key not in DOCKER_PACKAGES:
+        raise RuntimeError(
+            f"unsupported host OS {distro.get('name')} {distro.get('major')}: vpsctl needs "
+            "docker compose v2 from the distribution (Debian 13, Ubuntu 22.04/24.04)"
+        )
+    return DOCKER_PACKAGES[key]
+
+
+def bootstrap_ops(settings: Settings) -> None:
+    """Take the current host from bare to ready; changes nothing when it already is."""
+    in_container = bool(
+        host.get_fact(Command, command="systemd-detect-virt --container || true").strip()
+        not in ("", "none")
+    )
+
+    apt.packages(
+        name="Packages: docker, compose v2, restic, sqlite3, unattended-upgrades",
+        packages=[*BASE_PACKAGES, *docker_packages()],
+        update=True,
+        cache_time=24 * 3600,
+        no_recommends=True,
+    )
+    systemd.service(name="Docker enabled and running", service="docker", running=True, enabled=True)
+
+    server.timezone(name=f"Time zone {settings.timezone}", timezone=settings.timezone)
+
+    files.put(
+        name="Unattended security upgrades",
+        src=_asset("20auto-upgrades"),
+        dest="/etc/apt/apt.conf.d/20auto-upgrades",
+        mode="644",
+    )
+
+    _swap(settings, in_container)
+    _ssh()
+    _firewall(settings)
+
+
+def _swap(settings: Settings, in_container: bool) -> None:
+    if settings.swap_bytes > 0:
+        existing = host.get_fact(File, path=SWAPFILE)
+        if not existing or existing.get("size") != settings.swap_bytes:
+            server.shell(
+                name=f"Swap file of {settings.swap_bytes // 1024**2} MiB",
+                commands=[
+                    f"swapoff {SWAPFILE} 2>/dev/null || true",
+                    f"rm -f {SWAPFILE}",
+                    f"fallocate -l {settings.swap_bytes} {SWAPFILE} || "
+                    f"dd if=/dev/zero of={SWAPFILE} bs=1M count={settings.swap_bytes // 1024**2}",
+                    f"chmod 600 {SWAPFILE}",
+                    f"mkswap {SWAPFILE} >/dev/null",
+                ],
+            )
+        files.line(
+            name="Swap file in fstab",
+            path="/etc/fstab",
+            line=f"{SWAPFILE} none swap sw 0 0",
+        )
+        if not in_container:
+            active = host.get_fact(Command, command="cat /proc/swaps")
+            if SWAPFILE not in active:
+                server.shell(name="Swap on", commands=[f"swapon {SWAPFILE}"])
+    sysctl = files.put(
+        name=f"vm.swappiness = {settings.swappiness}",
+        src=io.BytesIO(f"vm.swappiness = {settings.swappiness}\n".encode()),
+        dest="/etc/sysctl.d/60-vpsctl.conf",
+        mode="644",
+    )
+    if not in_container:
+        server.shell(
+            name="Apply sysctl settings",
+            commands=["sysctl -p /etc/sysctl.d/60-vpsctl.conf"],
+            _if=sysctl.did_change,
+        )
+
+
+def _ssh() -> None:
+    config = files.put(
+        name="SSH: keys only",
+        src=_asset("sshd-vpsctl.conf"),
+        dest="/etc/ssh/sshd_config.d/10-vpsctl.conf",
+        mode="644",
+    )
+    server.shell(name="SSH config is valid", commands=["sshd -t"], _if=config.did_change)
+    systemd.service(name="SSH reloaded", service="ssh", reloaded=True, _if=config.did_change)
+
+
+def _firewall(settings: Settings) -> None:
+    script = files.put(
+        name=f"Firewall: only {', '.join(map(str, settings.open_ports))} from outside",
+        src=_render(
+            "vpsctl-firewall.sh.j2",
+            ports=list(settings.open_ports),
+            udp_ports=list(settings.udp_ports),
+        ),
+        dest="/usr/local/sbin/vpsctl-firewall",
+        mode="755",
+    )
+    unit = files.put(
+        name="Firewall unit",
+        src=_asset("vpsctl-firewall.service"),
+        dest="/etc/systemd/system/vpsctl-firewall.service",
+        mode="644",
+    )
+    dropin = files.put(
+        name="Firewall re-applied after docker starts",
+        src=_asset("docker-firewall.conf"),
+        dest="/etc/systemd/system/docker.service.d/20-vpsctl-firewall.conf",
+        mode="644",
+    )
+    systemd.daemon_reload(
+        name="systemd reload", _if=lambda: unit.did_change() or dropin.did_change()
+    )
+    systemd.service(
+        name="Firewall enabled and applied",
+        service="vpsctl-firewall",
+        running=True,
+        enabled=True,
+        restarted=True,
+        _if=lambda: script.did_change() or unit.did_change(),
+    )
+    systemd.service(
+        name="Firewall enabled",
+        service="vpsctl-firewall",
+        running=True,
+        enabled=True,
+    )
+
+
+# What vpsctl's adapter hands to pyinfra's add_deploy.
+bootstrap: Any = deploy("vpsctl bootstrap")(bootstrap_ops)
+
+if ctx_host.isset() and host.data.get("vpsctl_bootstrap") is not None:  # type: ignore[no-untyped-call]
+    bootstrap_ops(Settings.from_data(host.data.get("vpsctl_bootstrap")))  # the pyinfra CLI
