@@ -78,17 +78,33 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 
 def cmd_apply(args: argparse.Namespace) -> int:
-    """Converge the host. Until the apply issue lands, only the bootstrap phase exists."""
-    from vpsctl import apply  # noqa: PLC0415 - pyinfra loads only for commands that connect
+    """Converge the host: show the plan, ask (unless -y), apply exactly that, report."""
+    from vpsctl import apply, targets  # noqa: PLC0415 - pyinfra loads only when connecting
+    from vpsctl.plan import redact  # noqa: PLC0415
+    from vpsctl.remote import Session  # noqa: PLC0415
 
-    if args.only != "bootstrap":
-        raise VpsctlError(
-            "vpsctl apply: only `--only bootstrap` is implemented so far; applying the "
-            "stacks is the next issue"
-        )
+    saved = apply.load_plan_file(args.planfile) if args.planfile else None
     spec = load_spec(args.inventory)
-    apply.bootstrap(spec, sys.stderr)
-    return 0
+    if args.only == "bootstrap":
+        apply.bootstrap(spec, sys.stderr)
+        return 0
+    with Session(targets.target(spec)) as session:
+        applier = apply.Applier(spec, session, sys.stderr, destroy_data=args.destroy_data)
+        plan = applier.plan
+        if saved is not None:
+            apply.check_stale(saved, plan, applier.desired, applier.facts)
+        sys.stdout.write(redact(views.plan_text(plan), spec.secret_values()))
+        sys.stdout.flush()
+        if plan.changes and not args.yes and saved is None:
+            if not sys.stdin.isatty():
+                raise VpsctlError("apply: not a terminal to ask on; review the plan and pass -y")
+            print("Apply these changes? [y/N] ", end="", file=sys.stderr, flush=True)
+            if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+                print("apply: nothing changed", file=sys.stderr)
+                return 1
+        result = applier.apply()
+    print(views.apply_text(result), file=sys.stderr, end="")
+    return 0 if result.ok else 1
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -149,8 +165,12 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("apply", help="converge the host to the spec")
     _inventory(p)
+    p.add_argument("planfile", nargs="?", type=Path, help="a saved plan: apply exactly it")
     p.add_argument("--only", choices=["bootstrap"], help="run only this phase")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask before changing")
+    p.add_argument(
+        "--destroy-data", action="store_true", help="also delete the volumes of removed stacks"
+    )
     p.set_defaults(func=cmd_apply)
 
     sandbox.add_parser(sub)

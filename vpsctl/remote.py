@@ -8,8 +8,10 @@ command), and host keys checked against a known_hosts file vpsctl records.
 
 from __future__ import annotations
 
+import io
 import socket
 import subprocess
+import tarfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -136,18 +138,68 @@ class Session:
         )
         return Result(bool(ok), output.stdout, output.stderr)
 
-    def ship_image(self, tag: str, progress: Callable[[int, int], None] | None = None) -> int:
-        """``docker save TAG`` here, piped into ``docker load`` on the host; bytes sent.
-
-        For boxes that cannot reach a registry: the image travels over this SSH
-        connection, with ``progress(sent, estimated_total)`` called as bytes go out.
-        """
+    def _transport(self) -> Any:
         client = getattr(self._host.connector, "client", None)
         transport = client.get_transport() if client is not None else None
         if transport is None:
             raise RemoteError(f"no SSH transport to {self.target.name}")
-        size = int(localdocker.docker("image", "inspect", "--format", "{{.Size}}", tag).strip())
-        save = subprocess.Popen(["docker", "save", tag], stdout=subprocess.PIPE)
+        return transport
+
+    def feed(self, command: str, data: bytes, timeout: int = 600) -> Result:
+        """Run ``command`` on the host with ``data`` on its stdin."""
+        self.commands += 1
+        channel = self._transport().open_session()
+        try:
+            channel.settimeout(timeout)
+            channel.exec_command(command)
+            channel.sendall(data)
+            channel.shutdown_write()
+            stdout = channel.makefile("rb").read().decode(errors="replace")
+            stderr = channel.makefile_stderr("rb").read().decode(errors="replace")
+            status = channel.recv_exit_status()
+        finally:
+            channel.close()
+        return Result(status == 0, stdout, stderr)
+
+    def put_files(self, files: list[tuple[str, bytes, int]]) -> None:
+        """Write ``(path, content, mode)`` files owned by root, in ONE command.
+
+        The files travel as one tar stream; each lands with its mode from the start (an
+        env file is never readable by others, not even for a moment).
+        """
+        if not files:
+            return
+        buffer = io.BytesIO()
+        with tarfile.open(fileobj=buffer, mode="w") as tar:
+            for path, content, mode in files:
+                info = tarfile.TarInfo(path.lstrip("/"))
+                info.size = len(content)
+                info.mode = mode
+                info.uid = info.gid = 0
+                info.uname = info.gname = "root"
+                info.mtime = int(time.time())
+                tar.addfile(info, io.BytesIO(content))
+        result = self.feed("tar -x -p -f - -C / --no-overwrite-dir", buffer.getvalue())
+        if not result.ok:
+            raise RemoteError(f"writing files on {self.target.name} failed: {result.stderr[-500:]}")
+
+    def ship_image(self, tag: str, progress: Callable[[int, int], None] | None = None) -> int:
+        """Ship one image; see :meth:`ship_images`."""
+        return self.ship_images([tag], progress)
+
+    def ship_images(
+        self, tags: list[str], progress: Callable[[int, int], None] | None = None
+    ) -> int:
+        """``docker save TAGS`` here, piped into ``docker load`` on the host; bytes sent.
+
+        For boxes that cannot reach a registry: the images travel over this SSH connection
+        as ONE archive, so layers they share are sent once; ``progress(sent,
+        estimated_total)`` is called as bytes go out.
+        """
+        transport = self._transport()
+        sizes = localdocker.docker("image", "inspect", "--format", "{{.Size}}", *tags)
+        size = sum(int(line) for line in sizes.split())
+        save = subprocess.Popen(["docker", "save", *tags], stdout=subprocess.PIPE)
         channel = transport.open_session()
         sent = 0
         try:
@@ -166,10 +218,13 @@ class Session:
             if save.stdout is not None:
                 save.stdout.close()
             save.wait()
+        names = ", ".join(tags)
         if save.returncode != 0:
-            raise RemoteError(f"docker save {tag} failed here (exit {save.returncode})")
+            raise RemoteError(f"docker save {names} failed here (exit {save.returncode})")
         if status != 0:
-            raise RemoteError(f"docker load of {tag} failed on {self.target.name}: {output[-500:]}")
+            raise RemoteError(
+                f"docker load of {names} failed on {self.target.name}: {output[-500:]}"
+            )
         return sent
 
     def deploy(self, func: Any, **kwargs: Any) -> DeployReport:

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import io
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 from ruamel.yaml import YAML
 
 from vpsctl.plan import Plan
+
+if TYPE_CHECKING:
+    from vpsctl.apply import ApplyResult
 from vpsctl.spec.generate import GenerateReport
 from vpsctl.spec.studio import Spec
 
@@ -101,4 +104,17 @@ def plan_text(plan: Plan, verbose: bool = False) -> str:
             out.append(f"  {_STACK_MARK[s.action]} {s.stack}: {s.action}{services} ({s.reason})")
         out.append("")
     out.append(plan.summary())
+    return "\n".join(out) + "\n"
+
+
+def apply_text(result: ApplyResult) -> str:
+    """One line per stack, then the verdict."""
+    out = []
+    for o in result.outcomes:
+        if o.result == "unchanged":
+            continue
+        detail = f": {o.detail}" if o.detail else ""
+        out.append(f"  {o.stack}: {o.action} → {o.result} ({o.seconds:.1f}s){detail}")
+    verdict = "apply: ok" if result.ok else "apply: FAILED (see above; rolled back where it could)"
+    out.append(f"{verdict} in {result.seconds:.1f}s — {result.plan.summary()}")
     return "\n".join(out) + "\n"

@@ -1,0 +1,59 @@
+"""Fixtures for end-to-end tests on sandbox boxes: a private state dir, a box per module,
+and a copy of the example studio pointed at it."""
+
+from __future__ import annotations
+
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import ROOT, run_cli
+from vpsctl import sandbox
+from vpsctl.remote import Session, Target
+from vpsctl.sandbox import SandboxInfo
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+@pytest.fixture(scope="session")
+def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """Sandbox state for this test run only (``VPSCTL_STATE_DIR``)."""
+    path = tmp_path_factory.mktemp("vpsctl-state")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("VPSCTL_STATE_DIR", str(path))
+        yield path
+
+
+def make_box(prefix: str) -> SandboxInfo:
+    return sandbox.up(unique(prefix))
+
+
+def target_of(info: SandboxInfo) -> Target:
+    return Target(
+        info.name, info.address, info.ssh_port, info.user, info.key_path, info.known_hosts_path
+    )
+
+
+def on_box(info: SandboxInfo, command: str, timeout: int = 120) -> str:
+    """Run ``command`` on the box; fail the test if it fails."""
+    with Session(target_of(info)) as session:
+        result = session.run(command, timeout=timeout)
+    assert result.ok, f"{command}: {result.stderr[-800:]}"
+    return result.stdout
+
+
+def studio_for(root: Path, box: SandboxInfo) -> Path:
+    """A copy of the example studio whose sandbox inventory points at ``box``, with fresh
+    secrets."""
+    for name in ("stacks", "inventory", "standins"):
+        shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("secrets.env"))
+    host = root / "inventory/sandbox/host.yaml"
+    host.write_text(host.read_text().replace("  name: default\n", f"  name: {box.name}\n"))
+    result = run_cli(root, "secrets", "generate", "-i", "inventory/sandbox")
+    assert result.code == 0, result.err
+    return root
