@@ -688,6 +688,9 @@ def _run_argv(name: str, image: str) -> list[str]:
         f"{LABEL}={name}",
         "--cap-add=ALL",
         "--cap-drop=SYS_RESOURCE",
+        # The clock is the machine's, not the box's: with CAP_SYS_TIME, the box's first
+        # `timedatectl set-timezone` warped this machine's clock by the zone's offset.
+        "--cap-drop=SYS_TIME",
         "--security-opt",
         "seccomp=unconfined",
         "--security-opt",

@@ -114,6 +114,8 @@ def test_box_runs_with_the_sandbox_recipe(box: SandboxInfo) -> None:
     assert host["Memory"] == 8 * 1024**3
     assert host["CgroupnsMode"] == "host"
     assert {"SYS_RESOURCE", "CAP_SYS_RESOURCE"} & set(host["CapDrop"])
+    # the box must not set this machine's clock (timedatectl warped it once)
+    assert {"SYS_TIME", "CAP_SYS_TIME"} & set(host["CapDrop"])
     mounts = {m["Destination"]: m for m in inspected["Mounts"]}
     assert mounts["/var/lib/docker"]["Name"] == box.volume
     assert mounts["/sys/fs/cgroup"]["RW"] is True
