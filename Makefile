@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell sha256sum pyproject.toml | cut -c1-12)
 
-.PHONY: install demo test test-unit lint bench schemas clean
+.PHONY: install system demo test test-unit lint bench schemas clean
 
 $(STAMP): pyproject.toml tools/get-compose.sh
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -15,14 +15,24 @@ $(STAMP): pyproject.toml tools/get-compose.sh
 
 install: $(STAMP)
 
+# A Docker engine and debootstrap on this machine, for the sandbox VPS and the stand-in
+# images (a fresh machine has only a docker client). vpsctl starts dockerd when needed.
+system:
+	@if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then \
+	  echo "installing docker.io and debootstrap (Debian packages)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+	    docker.io debootstrap >/dev/null; \
+	fi
+
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
 # Everything installed, every test run (lint first: strict typing is part of the contract).
-test: lint
-	$(BIN)/python -m pytest
+# The end-to-end tests build the stand-in images and run sandbox boxes on this machine.
+test: lint system
+	$(BIN)/python -m pytest --durations=15
 
 test-unit: install
 	$(BIN)/python -m pytest -m "not e2e"
@@ -34,13 +44,21 @@ bench: install
 schemas: install
 	$(BIN)/vpsctl schema --out schemas
 
-# Until the sandbox, apply and audit issues land, the demo shows the spec pipeline on the
-# sandbox inventory: fresh secrets, validation, and the merged spec with secrets masked.
-demo: install
+# The example studio on a local sandbox VPS: a box, fresh secrets, a full apply (bootstrap,
+# stand-in images shipped, every stack health-gated through Caddy), then a plan that must
+# find nothing left to do.
+demo: install system
+	$(BIN)/vpsctl sandbox up
 	$(BIN)/vpsctl secrets generate -i inventory/sandbox
-	$(BIN)/vpsctl validate -i inventory/sandbox
-	$(BIN)/vpsctl show -i inventory/sandbox | head -n 60
-	@echo "demo: inventory/sandbox is valid. Full spec: $(BIN)/vpsctl show -i inventory/sandbox" >&2
+	$(BIN)/vpsctl apply -i inventory/sandbox -y
+	$(BIN)/vpsctl plan -i inventory/sandbox
+	@echo "" >&2
+	@echo "demo: the studio runs on the sandbox box. Look at it:" >&2
+	@echo "  $(BIN)/vpsctl sandbox status                  # connection, ports" >&2
+	@echo "  $(BIN)/vpsctl plan -i inventory/sandbox -v    # every file and stack, and why" >&2
+	@echo "  ssh -i .vpsctl/sandboxes/default.key -p PORT root@127.0.0.1 docker ps" >&2
+	@echo "  curl -k --resolve documint.lumen.test:HTTPS_PORT:127.0.0.1 https://documint.lumen.test:HTTPS_PORT/" >&2
+	@echo "  $(BIN)/vpsctl sandbox down                    # remove the box and its volumes" >&2
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

@@ -316,7 +316,7 @@ class Applier:
             now = time.monotonic()
             if now - last[0] > 2 or sent >= total:
                 last[0] = now
-                self.say(f"  ship {ref}: {sent / 1e6:.1f}/{total / 1e6:.1f} MB")
+                self.say(f"  ship {ref}: {sent / 1e6:.1f} MB sent (at most {total / 1e6:.0f} MB)")
 
         return report
 

@@ -360,6 +360,7 @@ def _service_view(
             "timeout": health.timeout,
             "retries": health.retries,
             "start_period": health.start_period,
+            "start_interval": health.start_interval,
         },
         "mem_limit": format_size(service.mem_limit or 0),
         "restart": service.restart,

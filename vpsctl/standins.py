@@ -7,9 +7,10 @@ carries a hash of its build context and arguments, so a changed stand-in is rebu
 re-shipped, and an unchanged one never is.
 
 Every stand-in's Dockerfile starts ``FROM vpsctl-standin-base:trixie``, a debootstrapped
-Debian with :data:`BASE_PACKAGES`. That tag always points at the base built from the
-current package list (the debootstrapped image is cached under a tag naming a hash of the
-list), and the base's identity is part of every stand-in's tag.
+Debian with :data:`BASE_PACKAGES`, slimmed and flattened. That tag always points at the base
+built from the current package list (cached as ``vpsctl-standin-base:trixie-<base_id>``),
+and the base's identity is part of every stand-in's tag: change the list, and every
+stand-in is rebuilt on the new base.
 
 A build context must be self-contained, except for files a *stager* adds while copying it
 to a scratch directory for ``docker build``: the Caddy stand-in gets the statically linked
@@ -47,24 +48,6 @@ BASE_PACKAGES = (
     "sqlite3",
     "wget",
 )
-
-# What each registry image of the studio is replaced with: repository → (stand-in, args).
-# Tags are ignored (every tag of a repository gets the same stand-in), except that the
-# Postgres stand-in records the tag it stands for in a label (PG_TAG).
-PRODUCTS = {
-    "ghcr.io/lumen-studio/documint": "DocuMint",
-    "ghcr.io/lumen-studio/cronping": "CronPing",
-    "ghcr.io/lumen-studio/flagbit": "FlagBit",
-    "ghcr.io/lumen-studio/webhookvault": "WebhookVault",
-}
-SIMPLE = {
-    "mysql": "mysql",
-    "clickhouse/clickhouse-server": "clickhouse",
-    "ghcr.io/plausible/community-edition": "plausible",
-    "ghost": "ghost",
-    "listmonk/listmonk": "listmonk",
-    "caddy": "caddy",
-}
 
 # not a valid build-arg name, so it never collides with a real one
 _BASE_ARG = "vpsctl.base"
@@ -180,29 +163,15 @@ def _flatten(container: str, tag: str) -> None:
         raise StandinError(f"flattening the base image failed: {imported.stderr.decode()[-800:]}")
 
 
-def standin_for(image: str) -> tuple[str, dict[str, str]] | None:
-    """The stand-in (name and build args) that replaces registry ``image``, if any."""
-    ref = image.split("@", 1)[0]
-    repo, _, tag = ref.rpartition(":") if ":" in ref.rsplit("/", 1)[-1] else (ref, "", "")
-    repo = repo.removeprefix("docker.io/").removeprefix("library/")
-    if repo in PRODUCTS:
-        return "product", {"PRODUCT": PRODUCTS[repo]}
-    if repo == "postgres":
-        return "postgres", ({"PG_TAG": tag} if tag else {})
-    if repo in SIMPLE:
-        return SIMPLE[repo], {}
-    return None
-
-
 def build(standins_dir: Path, name: str, args: dict[str, str]) -> str:
     """Build stand-in ``name`` unless an image with its tag exists; return the tag."""
     tag = local_tag(standins_dir, name, args)
     if localdocker.image_exists(tag):
         return tag
-    ensure_base()
     context = standins_dir / name
     if not (context / "Dockerfile").is_file():
         raise StandinError(f"no stand-in called {name!r}: {context}/Dockerfile is missing")
+    ensure_base()
     with tempfile.TemporaryDirectory(prefix=f"vpsctl-standin-{name}-") as tmp:
         stage = Path(tmp) / name
         stage.mkdir()
@@ -228,7 +197,7 @@ def _caddy_version_of(binary: Path) -> str | None:
         out = subprocess.run(
             [str(binary), "version"], capture_output=True, check=False, timeout=30
         ).stdout.decode(errors="replace")
-    except OSError:
+    except (OSError, subprocess.TimeoutExpired):
         return None
     return out.split(" ", 1)[0].strip() or None
 

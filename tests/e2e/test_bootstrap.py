@@ -13,7 +13,7 @@ import pytest
 
 from tests.e2e.conftest import make_box, on_box, studio_for, target_of
 from tests.helpers import run_cli
-from vpsctl import localdocker, sandbox, standins
+from vpsctl import sandbox, standins
 from vpsctl.remote import Session
 from vpsctl.sandbox import SandboxInfo
 
@@ -58,7 +58,7 @@ def test_box_is_ready_for_the_studio(box: SandboxInfo, bootstrapped: Path) -> No
         on_box(box, tool)
     assert on_box(box, "stat -c '%a %s' /swapfile").split() == ["600", str(1024**3)]
     assert "/swapfile none swap sw 0 0" in on_box(box, "cat /etc/fstab")
-    assert on_box(box, "cat /etc/sysctl.d/60-vpsctl.conf") == "vm.swappiness = 10\n"
+    assert on_box(box, "cat /etc/sysctl.d/60-vpsctl.conf").strip() == "vm.swappiness = 10"
     assert on_box(box, "readlink /etc/localtime").strip().endswith("Europe/Berlin")
     sshd = on_box(box, "sshd -T")
     assert "passwordauthentication no" in sshd
@@ -81,8 +81,7 @@ def answers(port: int) -> bool:
 def test_only_22_80_443_answer_from_outside(box: SandboxInfo, bootstrapped: Path) -> None:
     """A docker-published port and a host listener both answer inside the box and are
     dropped from outside; a docker-published 80 answers from outside."""
-    tag = standins.BASE_IMAGE
-    localdocker.debootstrap_image(tag, include=standins.BASE_PACKAGES)
+    tag = standins.ensure_base()
     with Session(target_of(box)) as session:
         session.ship_image(tag)
     on_box(

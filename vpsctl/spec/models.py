@@ -168,6 +168,11 @@ class Healthcheck(Model):
     timeout: Duration = "5s"
     retries: int = Field(5, ge=1, le=100)
     start_period: Duration = "30s"
+    start_interval: Duration = Field(
+        "1s",
+        description="how often to check during start_period (Docker 25+): a started service "
+        "is seen healthy within a second, not after a whole interval",
+    )
 
     @field_validator("test")
     @classmethod

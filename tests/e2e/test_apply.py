@@ -1,0 +1,298 @@
+"""apply, end to end on a sandbox box: the whole example studio converged onto a fresh box,
+then every change the apply issue names, each against the live box.
+
+The tests share one box and run in file order; each leaves the studio converged and
+healthy for the next. Outputs of every CLI run are scanned for every secret value.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import make_box, on_box, studio_for
+from tests.helpers import ROOT, Result, assert_no_secrets, run_cli
+from vpsctl import apply as apply_module
+from vpsctl import sandbox
+from vpsctl.remote import Session
+from vpsctl.render import render
+from vpsctl.sandbox import SandboxInfo
+from vpsctl.spec.loader import load_spec
+
+pytestmark = pytest.mark.e2e
+
+INV = "inventory/sandbox"
+
+
+@pytest.fixture(scope="module")
+def box(state_dir: Path) -> Iterator[SandboxInfo]:
+    info = make_box("apply")
+    try:
+        yield info
+    finally:
+        sandbox.down(info.name)
+
+
+@pytest.fixture(scope="module")
+def studio(box: SandboxInfo, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The example studio applied onto the fresh box (issue criterion 1)."""
+    root = studio_for(tmp_path_factory.mktemp("studio"), box)
+    started = time.monotonic()
+    result = run_cli(root, "apply", "-i", INV, "-y")
+    took = time.monotonic() - started
+    assert result.code == 0, result.err[-6000:]
+    print(f"fresh-box apply: {took:.1f}s")
+    return root
+
+
+def containers(box: SandboxInfo) -> dict[str, tuple[str, str]]:
+    """name → (id, started at) of every compose container on the box."""
+    out = on_box(
+        box,
+        "docker ps -q --filter label=com.docker.compose.project | xargs -r docker inspect "
+        "--format '{{.Name}} {{.Id}} {{.State.StartedAt}}'",
+    )
+    return {n.lstrip("/"): (i, s) for n, i, s in (line.split() for line in out.splitlines())}
+
+
+def apply(root: Path, *args: str) -> Result:
+    return run_cli(root, "apply", "-i", INV, "-y", *args)
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert text.count(old) == 1, old
+    path.write_text(text.replace(old, new))
+
+
+def all_probes_pass(root: Path) -> None:
+    """Every probe of the studio passes through Caddy (plan reads; the probes judge)."""
+    spec = load_spec(root / INV)
+    from vpsctl import probes, targets  # noqa: PLC0415
+
+    found = probes.targets_for(spec)
+    with Session(targets.target(spec)) as session:
+        output = session.run(probes.script(found, verify_tls=False)).stdout
+    failed = [f"{r.target.label}: {r.detail}" for r in probes.parse(output, found) if not r.ok]
+    assert not failed, failed
+
+
+def test_fresh_box_every_stack_healthy_and_every_probe_passes(
+    box: SandboxInfo, studio: Path
+) -> None:
+    status = on_box(box, "docker ps --format '{{.Names}} {{.Status}}'")
+    names = {line.split()[0] for line in status.splitlines()}
+    assert len(names) == 12, status
+    assert all("(healthy)" in line for line in status.splitlines()), status
+    all_probes_pass(studio)
+    plan = run_cli(studio, "plan", "-i", INV)
+    assert plan.code == 0, plan.out[-3000:]
+    journal = on_box(box, "tail -n 1 /opt/vpsctl/journal.log")
+    assert json.loads(journal)["result"] == "ok"
+
+
+def test_second_apply_changes_and_restarts_nothing(box: SandboxInfo, studio: Path) -> None:
+    before = containers(box)
+    again = apply(studio)
+    assert again.code == 0, again.err
+    assert "No changes. The host matches the spec." in again.out
+    assert containers(box) == before  # same ids, same start times
+
+
+def test_one_env_value_restarts_that_stack_only(box: SandboxInfo, studio: Path) -> None:
+    before = containers(box)
+    edit(studio / "stacks/cronping.yaml", "PING_GRACE_SECONDS: 120", "PING_GRACE_SECONDS: 90")
+    secrets = studio / INV / "secrets.env"
+    old = load_spec(studio / INV).secret("CRONPING_SESSION_SECRET")
+    assert old is not None
+    edit(secrets, old.reveal(), "S" * 80)
+    plan = run_cli(studio, "plan", "-i", INV)
+    assert plan.code == 2
+    assert "~ update /opt/vpsctl/stacks/cronping/env/app.env" in plan.out
+    assert "~ PING_GRACE_SECONDS: '120' → '90'" in plan.out
+    assert "~ SESSION_SECRET: changed (sha256:" in plan.out
+    assert "~ cronping: recreate [app]" in plan.out
+    assert plan.out.count("update /opt/vpsctl") == 1
+    assert_no_secrets(studio, plan.out, plan.err)
+    assert old.reveal() not in plan.out and "S" * 80 not in plan.out
+    result = apply(studio)
+    assert result.code == 0, result.err
+    after = containers(box)
+    restarted = {name for name in before if before[name] != after.get(name)}
+    assert restarted == {"cronping-app-1"}
+
+
+def test_new_image_failing_its_health_check_is_rolled_back(box: SandboxInfo, studio: Path) -> None:
+    before = containers(box)
+    host = studio / INV / "host.yaml"
+    original = host.read_text()
+    # an image that never answers the product's health check (it serves ClickHouse's port)
+    edit(
+        host,
+        "ghcr.io/lumen-studio/documint:2.4.1: {standin: product, args: {PRODUCT: DocuMint}}",
+        "ghcr.io/lumen-studio/documint:2.4.1: {standin: clickhouse}",
+    )
+    result = apply(studio)
+    assert result.code == 1, result.err[-3000:]
+    assert "documint: recreate → rolled back" in result.err
+    assert "documint: FAILED" in result.err
+    host.write_text(original)
+    after = containers(box)
+    assert after["documint-app-1"][0] != before["documint-app-1"][0]  # back, recreated
+    all_probes_pass(studio)  # the old version serves
+    assert run_cli(studio, "plan", "-i", INV).code == 0  # and the host matches the spec
+
+
+def test_caddyfile_that_caddy_rejects_is_never_loaded(box: SandboxInfo, studio: Path) -> None:
+    caddyfile = "/opt/vpsctl/stacks/edge/config/caddy/Caddyfile"
+    served = on_box(box, f"sha256sum {caddyfile}")
+    spec = load_spec(studio / INV)
+    from vpsctl import targets  # noqa: PLC0415
+
+    with Session(targets.target(spec)) as session:
+        applier = apply_module.Applier(
+            spec,
+            session,
+            sys.stderr,
+            caddyfile=lambda b: b + b"\nbroken {\n\tno_such_directive\n}\n",
+        )
+        result = applier.apply()
+    edge = next(o for o in result.outcomes if o.stack == "edge")
+    assert edge.result == "failed" and "rejected by Caddy" in edge.detail
+    assert on_box(box, f"sha256sum {caddyfile}") == served
+    assert on_box(box, f"ls {caddyfile}.next 2>/dev/null || echo gone").strip() == "gone"
+    all_probes_pass(studio)
+
+
+def test_removed_stack_is_stopped_and_its_volume_kept(box: SandboxInfo, studio: Path) -> None:
+    host = studio / INV / "host.yaml"
+    original = host.read_text()
+    edit(
+        host,
+        "  flagbit:\n    domains: {app: flagbit.lumen.test, www: www.flagbit.lumen.test, "
+        "api: api.flagbit.lumen.test}\n",
+        "",
+    )
+    result = apply(studio)
+    assert result.code == 0, result.err
+    assert "flagbit: remove → removed" in result.err
+    assert "flagbit" not in on_box(box, "docker ps -a --format '{{.Names}}'")
+    assert on_box(box, "ls /opt/vpsctl/stacks").split().count("flagbit") == 0
+    assert "flagbit_data" in on_box(box, "docker volume ls --format '{{.Name}}'")
+    host.write_text(original)
+    back = apply(studio)
+    assert back.code == 0, back.err
+    all_probes_pass(studio)
+
+
+def test_saved_plan_is_refused_after_a_host_edit(box: SandboxInfo, studio: Path) -> None:
+    edit(studio / "stacks/cronping.yaml", "PING_GRACE_SECONDS: 90", "PING_GRACE_SECONDS: 60")
+    saved = run_cli(studio, "plan", "-i", INV, "--out", "plan.json")
+    assert saved.code == 2
+    compose = "/opt/vpsctl/stacks/ghost/compose.yaml"
+    on_box(box, f"echo '# edited by hand' >> {compose}")
+    edited = on_box(box, f"sha256sum {compose}")
+    refused = run_cli(studio, "apply", "-i", INV, "plan.json")
+    assert refused.code == 1
+    assert (
+        f"stale plan: host changed: {compose} was edited on the host since the plan" in refused.err
+    )
+    assert on_box(box, f"sha256sum {compose}") == edited  # nothing changed
+    assert "PING_GRACE_SECONDS='90'" in on_box(box, "cat /opt/vpsctl/stacks/cronping/env/app.env")
+    fresh = run_cli(studio, "plan", "-i", INV, "--out", "plan.json")
+    assert fresh.code == 2
+    applied = run_cli(studio, "apply", "-i", INV, "plan.json")
+    assert applied.code == 0, applied.err
+    assert "# edited by hand" not in on_box(box, f"cat {compose}")
+
+
+def test_killed_connection_mid_apply_converges_next_time(box: SandboxInfo, studio: Path) -> None:
+    edit(
+        studio / "stacks/listmonk.yaml",
+        "LISTMONK_db__ssl_mode: disable",
+        "LISTMONK_db__ssl_mode: disable\n      TZ: Europe/Berlin",
+    )
+    proc = subprocess.Popen(
+        [str(ROOT / ".venv/bin/vpsctl"), "apply", "-i", INV, "-y"],
+        cwd=studio,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+    )
+    assert proc.stderr is not None
+    os.set_blocking(proc.stderr.fileno(), False)
+    deadline = time.monotonic() + 120
+    seen = b""
+    while time.monotonic() < deadline and b"listmonk: recreate" not in seen:
+        seen += proc.stderr.read() or b""
+        time.sleep(0.2)
+    assert b"listmonk: recreate" in seen, seen.decode(errors="replace")[-2000:]
+    time.sleep(1.5)  # mid-way: files uploaded, compose up running
+    proc.send_signal(signal.SIGKILL)  # the SSH connection dies with the process
+    proc.wait(timeout=30)
+    result = apply(studio)
+    assert result.code == 0, result.err
+    assert run_cli(studio, "plan", "-i", INV).code == 0
+    all_probes_pass(studio)
+
+
+def test_empty_export_in_the_login_shell_cannot_blank_a_secret(
+    box: SandboxInfo, studio: Path
+) -> None:
+    on_box(
+        box,
+        "echo 'export STRIPE_WEBHOOK_SECRET=' >> /root/.profile; "
+        "echo 'STRIPE_WEBHOOK_SECRET=' >> /etc/environment",
+    )
+    edit(studio / "stacks/documint.yaml", "PDF_RENDERER: builtin", "PDF_RENDERER: standard")
+    result = apply(studio)
+    assert result.code == 0, result.err
+    secret = load_spec(studio / INV).secret("DOCUMINT_STRIPE_WEBHOOK_SECRET")
+    assert secret is not None
+    inside = on_box(box, "docker exec documint-app-1 printenv STRIPE_WEBHOOK_SECRET | sha256sum")
+    assert inside.split()[0] == hashlib.sha256((secret.reveal() + "\n").encode()).hexdigest()
+    # and the product verifies a Stripe-signed webhook with it, through Caddy
+    body = '{"type":"checkout.session.completed"}'
+    stamp = str(int(time.time()))
+    signature = hmac.new(secret.reveal().encode(), f"{stamp}.{body}".encode(), "sha256").hexdigest()
+    code = on_box(
+        box,
+        "curl -sk -o /dev/null -w '%{http_code}' --resolve documint.lumen.test:443:127.0.0.1 "
+        f"-H 'Stripe-Signature: t={stamp},v1={signature}' -H 'Content-Type: application/json' "
+        f"--data '{body}' https://documint.lumen.test/webhooks/stripe",
+    )
+    assert code == "200"
+
+
+def test_env_files_are_private_and_only_the_edge_listens_outside(
+    box: SandboxInfo, studio: Path
+) -> None:
+    modes = on_box(box, "stat -c '%a %U %G %n' /opt/vpsctl/stacks/*/env/*.env")
+    lines = modes.splitlines()
+    desired = render(load_spec(studio / INV))
+    assert len(lines) == sum(f.kind == "env" for f in desired.files.values())
+    assert all(line.startswith("600 root root ") for line in lines), modes
+    published = on_box(box, "docker ps --format '{{.Names}} {{.Ports}}'")
+    for line in published.splitlines():
+        name, _, ports = line.partition(" ")
+        if "->" in ports:
+            assert name == "edge-caddy-1", line
+    listening = on_box(box, "ss -Htlnu | awk '{print $5}'")
+    outside = {
+        addr.rsplit(":", 1)[1]
+        for addr in listening.split()
+        if not addr.startswith(("127.", "[::1]"))
+    }
+    assert outside <= {"22", "80", "443"}, listening
+    journal = on_box(box, "cat /opt/vpsctl/journal.log")
+    assert_no_secrets(studio, journal)
+    assert all(json.loads(line)["plan_hash"] for line in journal.splitlines())
