@@ -42,6 +42,7 @@ from pyinfra.connectors.ssh import SSHConnector  # noqa: E402
 from pyinfra.operations import files  # noqa: E402
 
 from bench.latency import DelayProxy  # noqa: E402
+from bench.report import write_section  # noqa: E402
 from vpsctl import sandbox  # noqa: E402
 from vpsctl.apply import Applier  # noqa: E402
 from vpsctl.facts import FACTS_SCRIPT, parse  # noqa: E402
@@ -266,14 +267,7 @@ def main() -> None:
     report = "\n".join(lines)
     print(report)
     if args.write:
-        text = args.write.read_text() if args.write.exists() else "# Benchmarks\n\n"
-        if SECTION in text:
-            head, _, rest = text.partition(SECTION)
-            tail = rest.split("\n## ", 1)
-            text = head + report + ("\n## " + tail[1] if len(tail) > 1 else "")
-        else:
-            text = text.rstrip("\n") + "\n\n" + report
-        args.write.write_text(text)
+        write_section(args.write, SECTION, report)
 
 
 if __name__ == "__main__":

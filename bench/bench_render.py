@@ -24,6 +24,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import write_section  # noqa: E402
 from tests import factsim  # noqa: E402
 from vpsctl.facts import HostFacts, parse  # noqa: E402
 from vpsctl.plan import make_plan  # noqa: E402
@@ -140,14 +141,7 @@ def main() -> None:
     report = "\n".join(lines)
     print(report)
     if args.write:
-        text = args.write.read_text() if args.write.exists() else "# Benchmarks\n\n"
-        if SECTION in text:
-            head, _, rest = text.partition(SECTION)
-            tail = rest.split("\n## ", 1)
-            text = head + report + ("\n## " + tail[1] if len(tail) > 1 else "")
-        else:
-            text = text.rstrip("\n") + "\n\n" + report
-        args.write.write_text(text)
+        write_section(args.write, SECTION, report)
 
 
 def fill_secrets(inventory: Path) -> None:

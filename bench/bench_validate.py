@@ -23,6 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from bench.report import write_section  # noqa: E402
 from vpsctl.spec.generate import generate  # noqa: E402
 from vpsctl.spec.loader import load_spec  # noqa: E402
 from vpsctl.spec.yamlsource import _parse_cached  # noqa: E402
@@ -47,7 +48,7 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for name in ("stacks", "inventory"):
+        for name in ("stacks", "inventory", "standins"):
             shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("secrets.env"))
         inventory = root / "inventory/sandbox"
         generate(inventory)
@@ -105,14 +106,7 @@ def main() -> None:
     report = "\n".join(lines)
     print(report)
     if args.write:
-        text = args.write.read_text() if args.write.exists() else "# Benchmarks\n\n"
-        if SECTION in text:
-            head, _, rest = text.partition(SECTION)
-            tail = rest.split("\n## ", 1)
-            text = head + report + ("\n## " + tail[1] if len(tail) > 1 else "")
-        else:
-            text = text.rstrip("\n") + "\n\n" + report
-        args.write.write_text(text)
+        write_section(args.write, SECTION, report)
 
 
 if __name__ == "__main__":

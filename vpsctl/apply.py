@@ -253,7 +253,11 @@ class Applier:
         self.images()
         changes = {s.stack: s for s in self.plan.stacks}
         deferred: list[str] = []
-        edge_up = self.edge_running()
+        # A stack is probed through Caddy right away only when Caddy already routes to it as
+        # the spec says: the edge runs and has nothing to change in this run.
+        edge_up = self.edge_running() and all(
+            changes[n].action == "none" for n, s in self.desired.stacks.items() if s.role == "edge"
+        )
         for name, stack in self.desired.stacks.items():
             change = changes[name]
             if change.action == "none":

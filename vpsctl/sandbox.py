@@ -41,11 +41,10 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import paramiko
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+if TYPE_CHECKING:  # paramiko and cryptography load only when a box is used, not per command
+    import paramiko
 
 from vpsctl import localdocker
 from vpsctl.errors import VpsctlError, display_path
@@ -394,6 +393,9 @@ def _prune_images(keep: str) -> None:
 
 def _ensure_key(name: str) -> str:
     """Create sandbox ``name``'s ed25519 key pair unless it exists; return the public line."""
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey  # noqa: PLC0415
+
     path = key_path(name)
     comment = f"vpsctl-sandbox-{name}"
     if path.exists():
@@ -440,6 +442,8 @@ def _ssh_connect(
     host_keys: tuple[str, ...],
     timeout: float,
 ) -> paramiko.SSHClient:
+    import paramiko  # noqa: PLC0415
+
     client = paramiko.SSHClient()
     known = client.get_host_keys()
     for line in host_keys:
@@ -477,6 +481,8 @@ def _ssh_probe(
     timeout: float,
 ) -> str | None:
     """None when sshd lets us in with the key (host key verified) and runs a command; else why."""
+    import paramiko  # noqa: PLC0415
+
     try:
         client = _ssh_connect(
             address, port, user=user, key_file=key_file, host_keys=host_keys, timeout=timeout

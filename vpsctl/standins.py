@@ -49,6 +49,9 @@ BASE_PACKAGES = (
     "wget",
 )
 
+# Files every build context gets at its root (the small HTTP server base of the Python
+# stand-ins), kept once in the repository.
+SHARED = "_shared"
 # not a valid build-arg name, so it never collides with a real one
 _BASE_ARG = "vpsctl.base"
 _SKIPPED_DIRS = {"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
@@ -66,16 +69,20 @@ def _context_files(context: Path) -> Iterator[Path]:
             yield path
 
 
-def context_hash(context: Path, args: dict[str, str]) -> str:
-    """A short hash of every file under ``context`` (paths and bytes) and the build args.
+def context_hash(context: Path, args: dict[str, str], shared: Path | None = None) -> str:
+    """A short hash of every file under ``context`` and ``shared`` (paths and bytes) and the
+    build args.
 
     Python and linter caches (``__pycache__``, ``*.pyc``) are not part of a context: they
     are neither hashed nor sent to ``docker build``.
     """
     digest = hashlib.sha256()
-    for path in _context_files(context):
-        digest.update(str(path.relative_to(context)).encode() + b"\0")
-        digest.update(path.read_bytes() + b"\0")
+    for root in (context, shared):
+        if root is None or not root.is_dir():
+            continue
+        for path in _context_files(root):
+            digest.update(str(path.relative_to(root)).encode() + b"\0")
+            digest.update(path.read_bytes() + b"\0")
     for key, value in sorted(args.items()):
         digest.update(f"{key}={value}\0".encode())
     return digest.hexdigest()[:12]
@@ -118,7 +125,8 @@ def local_tag(standins_dir: Path, name: str, args: dict[str, str]) -> str:
     """
     suffix = "-".join(v.lower() for _, v in sorted(args.items()))
     repo = f"vpsctl-standin/{name}" + (f"-{suffix}" if suffix else "")
-    return f"{repo}:{context_hash(standins_dir / name, {**args, _BASE_ARG: base_id()})}"
+    args = {**args, _BASE_ARG: base_id()}
+    return f"{repo}:{context_hash(standins_dir / name, args, standins_dir / SHARED)}"
 
 
 def ensure_base() -> str:
@@ -175,10 +183,13 @@ def build(standins_dir: Path, name: str, args: dict[str, str]) -> str:
     with tempfile.TemporaryDirectory(prefix=f"vpsctl-standin-{name}-") as tmp:
         stage = Path(tmp) / name
         stage.mkdir()
-        for path in _context_files(context):
-            target = stage / path.relative_to(context)
-            target.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(path, target)
+        for root in (standins_dir / SHARED, context):  # a context's own file wins
+            if not root.is_dir():
+                continue
+            for path in _context_files(root):
+                target = stage / path.relative_to(root)
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(path, target)
         stager = STAGERS.get(name)
         if stager is not None:
             stager(context, stage)

@@ -305,12 +305,17 @@ def assert_no_secrets(text: str, values: list[str]) -> None:
 # ── the shared HTTP plumbing and the tags ─────────────────────────────────────────────────
 
 
-def test_httpbase_copies_are_identical() -> None:
-    """Every Python stand-in carries its own copy of httpbase.py (contexts are
-    self-contained); the copies must not drift apart."""
-    copies = {p.parent.name: p.read_bytes() for p in STANDINS.glob("*/httpbase.py")}
-    assert len(copies) == 5, sorted(copies)
-    assert len(set(copies.values())) == 1, "standins/*/httpbase.py differ"
+def test_shared_files_are_part_of_every_tag(tmp_path: Path) -> None:
+    """httpbase.py lives once, in standins/_shared/, and is staged into every context at
+    build time: changing it must change (and so rebuild) every stand-in."""
+    assert not list(STANDINS.glob("*/httpbase.py"))[1:], "one copy only, in _shared/"
+    copy = tmp_path / "standins"
+    shutil.copytree(STANDINS, copy)
+    before = {n: standins.local_tag(copy, n, {}) for n in ("ghost", "listmonk", "caddy")}
+    shared = copy / standins.SHARED / "httpbase.py"
+    shared.write_text(shared.read_text() + "\n# changed\n")
+    after = {n: standins.local_tag(copy, n, {}) for n in ("ghost", "listmonk", "caddy")}
+    assert all(before[n] != after[n] for n in before)
 
 
 def test_tags_are_deterministic_and_name_the_base(tmp_path: Path) -> None:
