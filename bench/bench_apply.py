@@ -4,9 +4,11 @@ Measured in one run, on one fresh sandbox box:
 - the fresh-box apply (bootstrap, stand-ins shipped, every stack health-gated), once;
 - a no-op plan and a no-op apply of the converged studio (in-process: load with a warm
   YAML cache, render, read the host, plan — and for apply, everything it then checks);
-- a naive pyinfra deploy of the same rendered files, one ``files.put`` per file, in dry
-  mode (what ``pyinfra --dry`` runs: the change detection), in-process and through the
-  pyinfra CLI;
+- a naive pyinfra deploy of the same rendered files, one ``files.put`` per file: its change
+  detection in-process (the prepare phase, the commands counted), and a real no-op run of
+  the pyinfra CLI (``pyinfra -y``: the files are identical, nothing changes). pyinfra 3's
+  ``--dry`` skips change detection altogether ("Skipping change detection"), so a ``--dry``
+  run measures nothing but connecting;
 each at loopback latency and behind a proxy adding 25 ms each way (a 50 ms RTT VPS), with
 the number of SSH commands each one sends.
 
@@ -45,6 +47,7 @@ from bench.latency import DelayProxy  # noqa: E402
 from bench.report import write_section  # noqa: E402
 from vpsctl import sandbox  # noqa: E402
 from vpsctl.apply import Applier  # noqa: E402
+from vpsctl.audit import audit  # noqa: E402
 from vpsctl.facts import FACTS_SCRIPT, parse  # noqa: E402
 from vpsctl.plan import make_plan  # noqa: E402
 from vpsctl.remote import Session, Target  # noqa: E402
@@ -113,6 +116,14 @@ def noop_apply(inventory: Path, target: Target) -> int:
         return session.commands
 
 
+def full_audit(inventory: Path, target: Target) -> int:
+    spec = load_spec(inventory)
+    with Session(target) as session:
+        report = audit(spec, session)
+        assert report.ok, report.summary()
+        return session.commands
+
+
 def naive_dry(desired: Desired, target: Target) -> int:
     """One files.put per rendered file, prepare phase only (what --dry runs)."""
     data = {
@@ -159,7 +170,6 @@ def naive_cli(desired: Desired, target: Target, tmp: Path) -> float:
     deploy.write_text("\n".join(lines) + "\n")
     cmd = [
         str(ROOT / ".venv/bin/pyinfra"),
-        "--dry",
         "-y",
         "--user",
         target.user,
@@ -220,8 +230,17 @@ def main() -> None:
                     plans, plan_cmds = timed(partial(noop_plan, inventory, target), args.runs)
                     applies, apply_cmds = timed(partial(noop_apply, inventory, target), args.runs)
                     naives, naive_cmds = timed(partial(naive_dry, desired, target), args.runs)
+                    audits, audit_cmds = timed(partial(full_audit, inventory, target), args.runs)
                     cli = [naive_cli(desired, target, tmp) for _ in range(max(2, args.runs // 3))]
                 median = statistics.median
+                rows.append(
+                    (
+                        f"audit of the whole studio (~80 checks), {rtt}",
+                        f"{median(audits) * 1000:.0f} ms",
+                        f"{audit_cmds} SSH commands",
+                        f"{median(audits) / median(plans):.1f}x",
+                    )
+                )
                 rows += [
                     (
                         f"no-op plan, {rtt}",
@@ -242,7 +261,8 @@ def main() -> None:
                         f"{median(naives) / median(plans):.1f}x",
                     ),
                     (
-                        f"naive pyinfra CLI --dry (process included), {rtt}",
+                        f"naive pyinfra CLI, a real no-op run of the same {len(desired.files)} "
+                        f"files.put (process included), {rtt}",
                         f"{median(cli) * 1000:.0f} ms",
                         "-",
                         f"{median(cli) / median(plans):.1f}x",

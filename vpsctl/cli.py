@@ -79,7 +79,7 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     """Converge the host: show the plan, ask (unless -y), apply exactly that, report."""
-    from vpsctl import apply, targets  # noqa: PLC0415 - pyinfra loads only when connecting
+    from vpsctl import apply, audit, targets  # noqa: PLC0415 - pyinfra loads only when connecting
     from vpsctl.plan import redact  # noqa: PLC0415
     from vpsctl.remote import Session  # noqa: PLC0415
 
@@ -103,8 +103,31 @@ def cmd_apply(args: argparse.Namespace) -> int:
                 print("apply: nothing changed", file=sys.stderr)
                 return 1
         result = applier.apply()
-    print(views.apply_text(result), file=sys.stderr, end="")
-    return 0 if result.ok else 1
+        print(views.apply_text(result), file=sys.stderr, end="")
+        # the audit closes every apply: a deploy that "succeeded" while serving empty pages
+        # is exactly what it is for
+        report = audit.audit(spec, session, applier.desired) if plan.changes else None
+    if report is not None:
+        print(redact(views.audit_text(report), spec.secret_values()), file=sys.stderr, end="")
+    return 0 if result.ok and (report is None or report.ok) else 1
+
+
+def cmd_audit(args: argparse.Namespace) -> int:
+    """Prove the box healthy: exit 0 only when no check fails."""
+    from vpsctl import audit, targets  # noqa: PLC0415 - pyinfra loads only when connecting
+    from vpsctl.plan import redact  # noqa: PLC0415
+    from vpsctl.remote import Session  # noqa: PLC0415
+
+    spec = load_spec(args.inventory)
+    with Session(targets.target(spec)) as session:
+        report = audit.audit(spec, session)
+    text = (
+        json.dumps(report.to_json(), indent=2) + "\n"
+        if args.json
+        else views.audit_text(report, args.verbose)
+    )
+    sys.stdout.write(redact(text, spec.secret_values()))
+    return 0 if report.ok else 1
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
@@ -172,6 +195,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--destroy-data", action="store_true", help="also delete the volumes of removed stacks"
     )
     p.set_defaults(func=cmd_apply)
+
+    p = sub.add_parser("audit", help="prove the box healthy (exit 1 when a check fails)")
+    _inventory(p)
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.add_argument("-v", "--verbose", action="store_true", help="list passing checks too")
+    p.set_defaults(func=cmd_audit)
 
     sandbox.add_parser(sub)
 

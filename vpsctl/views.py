@@ -11,6 +11,8 @@ from vpsctl.plan import Plan
 
 if TYPE_CHECKING:
     from vpsctl.apply import ApplyResult
+    from vpsctl.audit import Check as AuditCheck
+    from vpsctl.audit import Report as AuditReport
 from vpsctl.spec.generate import GenerateReport
 from vpsctl.spec.studio import Spec
 
@@ -117,4 +119,33 @@ def apply_text(result: ApplyResult) -> str:
         out.append(f"  {o.stack}: {o.action} → {o.result} ({o.seconds:.1f}s){detail}")
     verdict = "apply: ok" if result.ok else "apply: FAILED (see above; rolled back where it could)"
     out.append(f"{verdict} in {result.seconds:.1f}s — {result.plan.summary()}")
+    return "\n".join(out) + "\n"
+
+
+def audit_text(report: AuditReport, verbose: bool = False) -> str:
+    """The audit as a table grouped by stack (host last): verdict, check, value, threshold.
+
+    Without ``verbose``, a group whose checks all pass is one line.
+    """
+    groups: dict[str, list[AuditCheck]] = {}
+    for check in report.checks:
+        groups.setdefault(check.group, []).append(check)
+    order = sorted(groups, key=lambda g: (g == "host", g))
+    out: list[str] = []
+    for group in order:
+        checks = groups[group]
+        if not verbose and all(c.status == "ok" for c in checks):
+            out.append(f"{group}: ok ({len(checks)} checks)")
+            continue
+        out.append(f"{group}:")
+        width = max(len(c.name) for c in checks)
+        for c in checks:
+            if c.status == "ok" and not verbose:
+                continue
+            bar = f"  [{c.threshold}]" if c.threshold else ""
+            out.append(f"  {c.status:<4}  {c.name:<{width}}  {c.value}{bar}")
+        hidden = sum(c.status == "ok" for c in checks) if not verbose else 0
+        if hidden:
+            out.append(f"  ok    … and {hidden} more checks")
+    out.append(report.summary())
     return "\n".join(out) + "\n"

@@ -177,6 +177,15 @@ def _check_secret_declarations(spec: Spec) -> Iterator[Problem]:
         for backup in stack.backups:
             if isinstance(backup, MysqlBackup):
                 used.add(backup.password_secret)
+        if stack.ghost_content is not None:
+            used.add(stack.ghost_content.content_api_key)
+            if stack.ghost_content.content_api_key not in stack.secrets:
+                yield spec.problem_in_stack(
+                    stack_name,
+                    ("ghost_content", "content_api_key"),
+                    f"secret {stack.ghost_content.content_api_key} is not declared in this "
+                    f"stack's `secrets`; declared: {', '.join(stack.secrets) or '(none)'}",
+                )
         for name in stack.secrets:
             if name not in used:
                 yield spec.problem_in_stack(
@@ -339,6 +348,13 @@ def _check_domains(spec: Spec) -> Iterator[Problem]:
                 )
         placed = [("routes", i, r.domain) for i, r in enumerate(stack.routes)]
         placed += [("probes", i, p.domain) for i, p in enumerate(stack.probes)]
+        ghost = stack.ghost_content
+        if ghost is not None and ghost.domain not in domains:
+            yield spec.problem_in_stack(
+                stack_name,
+                ("ghost_content", "domain"),
+                _undefined_domain(spec, stack_name, ghost.domain),
+            )
         for kind, index, key in placed:
             if key not in domains:
                 yield spec.problem_in_stack(

@@ -374,6 +374,14 @@ Backup = Annotated[
 ]
 
 
+class GhostContent(Model):
+    """Audit Ghost's content: the Content API's post total must equal the sitemap's
+    ``<loc>`` count, must not drop between audits, and no published post may be empty."""
+
+    domain: DomainKey
+    content_api_key: SecretName = Field(description="secrets.env key of a Content API key")
+
+
 class Stack(Model):
     """A docker compose stack: ``stacks/<name>.yaml``."""
 
@@ -393,6 +401,7 @@ class Stack(Model):
     redirects: list[Redirect] = Field(default_factory=list)
     probes: list[Probe] = Field(default_factory=list)
     backups: list[Backup] = Field(default_factory=list)
+    ghost_content: GhostContent | None = None
 
     def volumes(self) -> list[str]:
         """Named volumes the services mount, in first-use order."""
@@ -408,6 +417,8 @@ class Stack(Model):
         keys: dict[str, None] = {}
         for domain in [r.domain for r in self.routes] + [p.domain for p in self.probes]:
             keys.setdefault(domain)
+        if self.ghost_content is not None:
+            keys.setdefault(self.ghost_content.domain)
         for redirect in self.redirects:
             keys.setdefault(redirect.domain)
             keys.setdefault(redirect.to)
@@ -440,6 +451,20 @@ class HostStack(Model):
     domains: dict[DomainKey, Hostname] = Field(
         default_factory=dict, description="the host names behind the stack's domain keys"
     )
+
+
+class AuditThresholds(Model):
+    """When the audit warns and when it fails."""
+
+    disk_warn_percent: int = Field(80, ge=1, le=100)
+    disk_fail_percent: int = Field(90, ge=1, le=100)
+    inode_fail_percent: int = Field(90, ge=1, le=100)
+    memory_available_warn_percent: int = Field(10, ge=0, le=100)
+    swap_used_warn_percent: int = Field(50, ge=0, le=100)
+    load_warn_per_core: float = Field(2.0, gt=0)
+    restarts_fail: int = Field(3, ge=1, description="restart count that means crash-looping")
+    backup_max_age_hours: int = Field(26, ge=1, description="a nightly backup, with slack")
+    cert_min_days: int = Field(14, ge=1, description="days left on a publicly issued cert")
 
 
 class StandinImage(Model):
@@ -489,6 +514,7 @@ class Host(Model):
         "../../standins", description="where stand-in build contexts are, from this file"
     )
     stacks: dict[StackName, HostStack] = Field(min_length=1)
+    audit: AuditThresholds = Field(default_factory=AuditThresholds)
 
     @field_validator("timezone")
     @classmethod

@@ -167,7 +167,7 @@ class Regex(_Kind):
     example: str | None = Field(
         None,
         description="a valid, harmless value for sandbox environments; `{random}` in it "
-        "becomes 12 random lowercase letters and digits",
+        "becomes 12 random lowercase hex digits",
     )
 
     @field_validator("pattern")
@@ -186,7 +186,7 @@ class Regex(_Kind):
         return self
 
     def _sample(self) -> str:
-        token = _token(12, string.ascii_lowercase + string.digits)
+        token = _token(12, "0123456789abcdef")
         return (self.example or "").replace("{random}", token)
 
     def spec_text(self) -> str:
