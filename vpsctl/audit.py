@@ -369,14 +369,14 @@ def _containers(spec: Spec, facts: AuditFacts) -> list[Check]:
                 Check(name, label, OK if good else FAIL, f"{status}, {health}", "running, healthy")
             )
             restarts = c["restarts"]
+            looping = restarts >= limits.restarts_fail
             checks.append(
                 Check(
                     name,
                     f"{label} restarts",
-                    WARN if restarts >= limits.restarts_warn else OK,
-                    f"{restarts}"
-                    + (" (crash-looping?)" if restarts >= limits.restarts_warn else ""),
-                    f"< {limits.restarts_warn}",
+                    FAIL if looping else OK,
+                    f"{restarts}" + (" (crash-looping)" if looping else ""),
+                    f"< {limits.restarts_fail} since it was created",
                 )
             )
             if state.get("OOMKilled"):
