@@ -1,0 +1,297 @@
+"""audit, end to end on a sandbox box: a healthy studio audits green, and each failure the
+audit issue names is caught and named by its own test, then repaired.
+
+The tests share one box with the studio applied and run in file order; each leaves the box
+healthy again (most by running apply, which repairs drift). Every CLI output is scanned for
+every secret value.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import make_box, on_box, studio_for
+from tests.helpers import run_cli
+from vpsctl import sandbox
+from vpsctl.sandbox import SandboxInfo
+
+pytestmark = pytest.mark.e2e
+
+INV = "inventory/sandbox"
+PRODUCT = "vpsctl-standin/product-documint"
+
+
+@pytest.fixture(scope="module")
+def box(state_dir: Path) -> Iterator[SandboxInfo]:
+    info = make_box("audit")
+    try:
+        yield info
+    finally:
+        sandbox.down(info.name)
+
+
+@pytest.fixture(scope="module")
+def studio(box: SandboxInfo, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = studio_for(tmp_path_factory.mktemp("studio"), box)
+    result = run_cli(root, "apply", "-i", INV, "-y")
+    assert result.code == 0, result.err[-4000:]
+    assert "audit lumen-sandbox: healthy:" in result.err  # apply ends with the audit
+    return root
+
+
+def audit(root: Path) -> tuple[int, dict[str, Any]]:
+    result = run_cli(root, "audit", "-i", INV, "--json")
+    assert result.code in (0, 1), result.err
+    data: dict[str, Any] = json.loads(result.out)
+    assert data["ok"] == (result.code == 0)
+    return result.code, data
+
+
+def failures(data: dict[str, Any]) -> list[tuple[str, str, str]]:
+    return [(c["group"], c["name"], c["value"]) for c in data["checks"] if c["status"] == "FAIL"]
+
+
+def assert_green(root: Path) -> None:
+    code, data = audit(root)
+    assert code == 0, failures(data)
+
+
+def repair(root: Path) -> None:
+    """apply puts the spec back (drift, stopped or extra services); the audit is then green."""
+    result = run_cli(root, "apply", "-i", INV, "-y")
+    assert result.code == 0, result.err[-3000:]
+    assert_green(root)
+
+
+def wait_healthy(box: SandboxInfo, container: str, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status = on_box(box, f"docker inspect -f '{{{{.State.Health.Status}}}}' {container}")
+        if status.strip() == "healthy":
+            return
+        time.sleep(1)
+    raise AssertionError(f"{container} did not become healthy")
+
+
+def compose_up(box: SandboxInfo, stack: str, extra: str = "") -> None:
+    on_box(
+        box,
+        f"cd /opt/vpsctl/stacks/{stack} && env -i PATH=/usr/bin:/bin "
+        f"docker compose -p {stack} up -d --wait {extra}",
+        timeout=180,
+    )
+
+
+def test_healthy_studio_audits_green_in_seconds(box: SandboxInfo, studio: Path) -> None:
+    code, data = audit(studio)
+    assert code == 0, failures(data)
+    assert data["counts"]["ok"] > 60
+    assert data["seconds"] < 20
+    groups = {c["group"] for c in data["checks"]}
+    assert {"documint", "ghost", "plausible", "listmonk", "edge", "host"} <= groups
+    text = run_cli(studio, "audit", "-i", INV)
+    assert text.code == 0 and "audit lumen-sandbox: healthy:" in text.out
+
+
+def test_stopped_container(box: SandboxInfo, studio: Path) -> None:
+    on_box(box, "docker stop cronping-app-1")
+    code, data = audit(studio)
+    assert code == 1
+    assert any(
+        g == "cronping" and n == "container cronping/app" and v.startswith("exited")
+        for g, n, v in failures(data)
+    ), failures(data)
+    repair(studio)
+
+
+def test_crash_looping_container(box: SandboxInfo, studio: Path) -> None:
+    for count in range(1, 4):
+        # the app exits (as a crash would); its restart policy brings it back, counting
+        on_box(
+            box,
+            "docker exec flagbit-app-1 python3 -c "
+            "'import os, signal; os.kill(1, signal.SIGTERM)' || true",
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            restarts = on_box(box, "docker inspect -f '{{.RestartCount}}' flagbit-app-1")
+            if int(restarts) >= count:
+                break
+            time.sleep(0.5)
+        wait_healthy(box, "flagbit-app-1")
+    code, data = audit(studio)
+    assert code == 1
+    assert any(
+        n == "container flagbit/app restarts" and "crash-looping" in v for _, n, v in failures(data)
+    ), failures(data)
+    compose_up(box, "flagbit", "--force-recreate")  # a new container starts counting at 0
+    assert_green(studio)
+
+
+def test_ghost_post_with_an_empty_body_then_the_count_dropping(
+    box: SandboxInfo, studio: Path
+) -> None:
+    """The Admin API drops `markdown`: the post is published with no body. Deleting it then
+    makes the post count drop, which the next audit names too."""
+    post = on_box(
+        box,
+        "curl -sk --resolve blog.lumen.test:443:127.0.0.1 -H 'Authorization: Ghost e2e' "
+        "-H 'Content-Type: application/json' --data "
+        '\'{"posts":[{"title":"Launch","markdown":"# We launched","status":"published"}]}\' '
+        "https://blog.lumen.test/ghost/api/admin/posts/",
+    )
+    post_id = json.loads(post)["posts"][0]["id"]
+    code, data = audit(studio)
+    assert code == 1
+    assert any(
+        n == "ghost posts: none published with an empty body" and v.startswith("1 empty")
+        for _, n, v in failures(data)
+    ), failures(data)
+    on_box(
+        box,
+        "curl -sk -X DELETE --resolve blog.lumen.test:443:127.0.0.1 -H 'Authorization: Ghost e2e' "
+        f"https://blog.lumen.test/ghost/api/admin/posts/{post_id}/",
+    )
+    code, data = audit(studio)
+    assert code == 1
+    assert ("ghost", "ghost posts: no drop since the last audit", "2 → 1") in failures(data)
+    assert_green(studio)  # reported once: the next audit compares with the new count
+
+
+def test_product_answering_200_with_an_empty_body(box: SandboxInfo, studio: Path) -> None:
+    """The outage found hours later: the app answers, with nothing. A stand-in behind the
+    product's network alias serves empty 200s."""
+    on_box(box, "docker stop documint-app-1")
+    server = (
+        "import http.server as h\n"
+        "class E(h.BaseHTTPRequestHandler):\n"
+        "    def do_GET(self):\n"
+        "        self.send_response(200); self.send_header('Content-Length', '0'); "
+        "self.end_headers()\n"
+        "h.HTTPServer(('', 8080), E).serve_forever()\n"
+    )
+    image = on_box(box, f"docker images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' {PRODUCT}")
+    on_box(box, f"cat > /root/empty.py <<'EOF'\n{server}EOF")
+    on_box(
+        box,
+        "docker run -d --name empty-pages --network vpsctl-edge --network-alias documint-app "
+        f"-v /root/empty.py:/empty.py:ro --entrypoint python3 {image.split()[0]} /empty.py "
+        "&& sleep 2",
+    )
+    code, data = audit(studio)
+    assert code == 1
+    assert any(
+        g == "documint" and n == "route GET https://documint.lumen.test/" and v == "empty body"
+        for g, n, v in failures(data)
+    ), failures(data)
+    on_box(box, "docker rm -f empty-pages")
+    repair(studio)
+
+
+def test_webhook_route_that_redirects_and_the_edited_caddyfile(
+    box: SandboxInfo, studio: Path
+) -> None:
+    caddyfile = "/opt/vpsctl/stacks/edge/config/caddy/Caddyfile"
+    on_box(
+        box,
+        f"sed -i 's|^documint.lumen.test {{|documint.lumen.test {{\\n\\tredir /webhooks/* "
+        f"https://documint.lumen.test/billing/stripe 308|' {caddyfile} && "
+        "docker exec edge-caddy-1 caddy reload --config /etc/caddy/Caddyfile --adapter caddyfile",
+    )
+    code, data = audit(studio)
+    assert code == 1
+    found = failures(data)
+    assert any(
+        n == "route POST https://documint.lumen.test/webhooks/stripe" and "redirect" in v
+        for _, n, v in found
+    ), found
+    assert any(n == f"file {caddyfile}" and v.startswith("differs") for _, n, v in found)
+    repair(studio)
+
+
+def test_file_edited_by_hand(box: SandboxInfo, studio: Path) -> None:
+    compose = "/opt/vpsctl/stacks/listmonk/compose.yaml"
+    on_box(box, f"echo '# tuned by hand' >> {compose}")
+    code, data = audit(studio)
+    assert code == 1
+    assert any(n == "config drift" and v.startswith("1 of ") for _, n, v in failures(data)), (
+        failures(data)
+    )
+    assert any(n == f"file {compose}" for _, n, _ in failures(data))
+    repair(studio)
+
+
+def test_extra_container_started_by_hand(box: SandboxInfo, studio: Path) -> None:
+    image = on_box(box, f"docker images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' {PRODUCT}")
+    on_box(box, f"docker run -d --name intruder --entrypoint sleep {image.split()[0]} 600")
+    code, data = audit(studio)
+    assert code == 1
+    assert any(g == "host" and n == "container intruder" for g, n, _ in failures(data))
+    on_box(box, "docker rm -f intruder")
+    assert_green(studio)
+
+
+def test_service_with_an_empty_env_value(box: SandboxInfo, studio: Path) -> None:
+    env = "/opt/vpsctl/stacks/cronping/env/app.env"
+    on_box(box, f"echo \"FEATURE_FLAGS=''\" >> {env}")
+    compose_up(box, "cronping")
+    code, data = audit(studio)
+    assert code == 1
+    assert ("cronping", "container cronping/app environment", "empty: FEATURE_FLAGS") in (
+        failures(data)
+    )
+    repair(studio)
+
+
+def test_disk_past_its_threshold(box: SandboxInfo, studio: Path) -> None:
+    """A file filling a test volume pushes disk use past a threshold set just above the
+    current use (the box's disk is this machine's; a few GB are enough)."""
+    total, used = (
+        int(x) for x in on_box(box, "df -B1 --output=size,used /var/lib/docker | tail -n 1").split()
+    )
+    percent = -(-100 * used // total)  # rounded up, as df shows it
+    host = studio / INV / "host.yaml"
+    original = host.read_text()
+    host.write_text(
+        original + f"audit: {{disk_warn_percent: {percent + 1}, "
+        f"disk_fail_percent: {percent + 1}}}\n"
+    )
+    fill = (percent + 1) * total // 100 - used + total // 200
+    on_box(
+        box,
+        "docker volume create audit-filler >/dev/null && fallocate -l "
+        f"{fill} /var/lib/docker/volumes/audit-filler/_data/fill",
+    )
+    try:
+        code, data = audit(studio)
+        assert code == 1
+        assert any(n == "disk /var/lib/docker" for _, n, _ in failures(data)), failures(data)
+    finally:
+        on_box(box, "docker volume rm -f audit-filler >/dev/null")
+        host.write_text(original)
+    assert_green(studio)
+
+
+def test_backup_older_than_its_threshold(box: SandboxInfo, studio: Path) -> None:
+    on_box(
+        box,
+        "mkdir -p /opt/vpsctl/backup && echo $(( $(date +%s) - 30 * 3600 )) "
+        "> /opt/vpsctl/backup/last-success",
+    )
+    code, data = audit(studio)
+    assert code == 1
+    assert any(
+        n == "last successful backup" and v.startswith("30.0h") for _, n, v in failures(data)
+    ), failures(data)
+    on_box(box, "date +%s > /opt/vpsctl/backup/last-success")
+    code, data = audit(studio)
+    assert code == 0
+    backup = next(c for c in data["checks"] if c["name"] == "last successful backup")
+    assert backup["status"] == "ok"
+    on_box(box, "rm -f /opt/vpsctl/backup/last-success")
