@@ -45,16 +45,18 @@ schemas: install
 	$(BIN)/vpsctl schema --out schemas
 
 # The example studio on a local sandbox VPS: a box, fresh secrets, a full apply (bootstrap,
-# stand-in images shipped, every stack health-gated through Caddy), then a plan that must
-# find nothing left to do.
+# stand-in images shipped, every stack health-gated through Caddy, the audit at its end),
+# the audit again on its own, and a plan that must find nothing left to do.
 demo: install system
 	$(BIN)/vpsctl sandbox up
 	$(BIN)/vpsctl secrets generate -i inventory/sandbox
 	$(BIN)/vpsctl apply -i inventory/sandbox -y
+	$(BIN)/vpsctl audit -i inventory/sandbox
 	$(BIN)/vpsctl plan -i inventory/sandbox
+	$(BIN)/vpsctl sandbox status
 	@echo "" >&2
 	@echo "demo: the studio runs on the sandbox box. Look at it:" >&2
-	@echo "  $(BIN)/vpsctl sandbox status                  # connection, ports" >&2
+	@echo "  $(BIN)/vpsctl audit -i inventory/sandbox -v   # every check, its value and bar" >&2
 	@echo "  $(BIN)/vpsctl plan -i inventory/sandbox -v    # every file and stack, and why" >&2
 	@echo "  ssh -i .vpsctl/sandboxes/default.key -p PORT root@127.0.0.1 docker ps" >&2
 	@echo "  curl -k --resolve documint.lumen.test:HTTPS_PORT:127.0.0.1 https://documint.lumen.test:HTTPS_PORT/" >&2

@@ -6,6 +6,7 @@ from __future__ import annotations
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,16 @@ def state_dir(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
 
 def make_box(prefix: str) -> SandboxInfo:
     return sandbox.up(unique(prefix))
+
+
+@contextmanager
+def running_box(prefix: str) -> Iterator[SandboxInfo]:
+    """A fresh box for one test module, removed with its volumes afterwards."""
+    info = make_box(prefix)
+    try:
+        yield info
+    finally:
+        sandbox.down(info.name)
 
 
 def target_of(info: SandboxInfo) -> Target:

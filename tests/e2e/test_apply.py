@@ -20,10 +20,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import make_box, on_box, studio_for
+from tests.e2e.conftest import on_box, running_box, studio_for
 from tests.helpers import ROOT, Result, assert_no_secrets, run_cli
 from vpsctl import apply as apply_module
-from vpsctl import sandbox
 from vpsctl.remote import Session
 from vpsctl.render import render
 from vpsctl.sandbox import SandboxInfo
@@ -36,11 +35,8 @@ INV = "inventory/sandbox"
 
 @pytest.fixture(scope="module")
 def box(state_dir: Path) -> Iterator[SandboxInfo]:
-    info = make_box("apply")
-    try:
+    with running_box("apply") as info:
         yield info
-    finally:
-        sandbox.down(info.name)
 
 
 @pytest.fixture(scope="module")

@@ -16,9 +16,8 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import make_box, on_box, studio_for
+from tests.e2e.conftest import on_box, running_box, studio_for
 from tests.helpers import run_cli
-from vpsctl import sandbox
 from vpsctl.sandbox import SandboxInfo
 
 pytestmark = pytest.mark.e2e
@@ -29,11 +28,8 @@ PRODUCT = "vpsctl-standin/product-documint"
 
 @pytest.fixture(scope="module")
 def box(state_dir: Path) -> Iterator[SandboxInfo]:
-    info = make_box("audit")
-    try:
+    with running_box("audit") as info:
         yield info
-    finally:
-        sandbox.down(info.name)
 
 
 @pytest.fixture(scope="module")

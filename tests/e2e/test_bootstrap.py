@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import make_box, on_box, studio_for, target_of
+from tests.e2e.conftest import on_box, running_box, studio_for, target_of
 from tests.helpers import run_cli
-from vpsctl import sandbox, standins
+from vpsctl import standins
 from vpsctl.remote import Session
 from vpsctl.sandbox import SandboxInfo
 
@@ -22,11 +22,8 @@ pytestmark = pytest.mark.e2e
 
 @pytest.fixture(scope="module")
 def box(state_dir: Path) -> Iterator[SandboxInfo]:
-    info = make_box("boot")
-    try:
+    with running_box("boot") as info:
         yield info
-    finally:
-        sandbox.down(info.name)
 
 
 @pytest.fixture(scope="module")
