@@ -5,6 +5,7 @@ import base64
 import pytest
 from pydantic import TypeAdapter, ValidationError
 
+from vpsctl.errors import masked, register_secrets
 from vpsctl.spec.secrets import (
     Base64Bytes,
     MinBytes,
@@ -123,3 +124,13 @@ def test_regex_example_must_match() -> None:
         Regex(kind="regex", pattern="[0-9]+", hint="digits", example="abc")
     with pytest.raises(ValidationError, match="not a valid regular expression"):
         Regex(kind="regex", pattern="([", hint="broken")
+
+
+def test_error_boundary_masks_every_loaded_secret() -> None:
+    register_secrets(["a-registered-secret-value", "short"])
+    assert masked("compose said: a-registered-secret-value leaked") == (
+        "compose said: <redacted> leaked"
+    )
+    assert (
+        masked("short stays: too short to mask safely") == "short stays: too short to mask safely"
+    )

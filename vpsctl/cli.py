@@ -16,7 +16,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from vpsctl import sandbox, views
-from vpsctl.errors import VpsctlError
+from vpsctl.errors import VpsctlError, forget_secrets, masked
 from vpsctl.render import render, write_tree
 from vpsctl.spec import generate as secrets_generate
 from vpsctl.spec.loader import load_spec
@@ -227,10 +227,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    forget_secrets()  # one command, one set of secrets to mask
     try:
         return func(args)
     except VpsctlError as exc:
-        print(str(exc), file=sys.stderr)
+        print(masked(str(exc)), file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

@@ -48,3 +48,26 @@ def display_path(path: Path) -> str:
         return str(path.resolve().relative_to(Path.cwd().resolve()))
     except ValueError:
         return str(path)
+
+
+# Every secret value loaded in this process (registered by the loaded Spec): the CLI's one
+# error boundary masks them in any message, whatever layer built it (a remote command's
+# stderr, a log line quoted in a failure).
+_KNOWN_SECRETS: set[str] = set()
+
+
+def forget_secrets() -> None:
+    """Start a new command with no registered secrets."""
+    _KNOWN_SECRETS.clear()
+
+
+def register_secrets(values: list[str]) -> None:
+    """Remember ``values`` as secrets to mask in any error message."""
+    _KNOWN_SECRETS.update(v for v in values if len(v) >= 6)
+
+
+def masked(text: str) -> str:
+    """``text`` with every registered secret value replaced by ``<redacted>``."""
+    for value in sorted(_KNOWN_SECRETS, key=len, reverse=True):
+        text = text.replace(value, "<redacted>")
+    return text

@@ -11,7 +11,7 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from vpsctl.errors import Problem, SpecError, display_path
+from vpsctl.errors import Problem, SpecError, display_path, register_secrets
 from vpsctl.spec import checks
 from vpsctl.spec.envfile import read_secrets
 from vpsctl.spec.models import Host, Stack
@@ -99,6 +99,7 @@ def load_spec(inventory: Path, *, secrets: bool = True) -> Spec:
     if len(stacks) != len(host.stacks):
         raise SpecError(problems)
     spec = Spec(inventory, host, host_doc, stacks, docs, files, secrets_file)
+    register_secrets(spec.secret_values())
     if secrets:
         problems.extend(checks.check(spec))
     if problems:
