@@ -51,12 +51,12 @@ demo: install system
 	$(BIN)/vpsctl sandbox up
 	$(BIN)/vpsctl secrets generate -i inventory/sandbox
 	$(BIN)/vpsctl apply -i inventory/sandbox -y
-	$(BIN)/vpsctl audit -i inventory/sandbox
+	$(BIN)/vpsctl audit -i inventory/sandbox --brief
 	$(BIN)/vpsctl plan -i inventory/sandbox
 	$(BIN)/vpsctl sandbox status
 	@echo "" >&2
 	@echo "demo: the studio runs on the sandbox box. Look at it:" >&2
-	@echo "  $(BIN)/vpsctl audit -i inventory/sandbox -v   # every check, its value and bar" >&2
+	@echo "  $(BIN)/vpsctl audit -i inventory/sandbox      # every check, its value and bar" >&2
 	@echo "  $(BIN)/vpsctl plan -i inventory/sandbox -v    # every file and stack, and why" >&2
 	@echo "  ssh -i .vpsctl/sandboxes/default.key -p PORT root@127.0.0.1 docker ps" >&2
 	@echo "  curl -k --resolve documint.lumen.test:HTTPS_PORT:127.0.0.1 https://documint.lumen.test:HTTPS_PORT/" >&2

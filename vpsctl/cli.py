@@ -124,7 +124,7 @@ def cmd_audit(args: argparse.Namespace) -> int:
     text = (
         json.dumps(report.to_json(), indent=2) + "\n"
         if args.json
-        else views.audit_text(report, args.verbose)
+        else views.audit_text(report, verbose=not args.brief)
     )
     sys.stdout.write(redact(text, spec.secret_values()))
     return 0 if report.ok else 1
@@ -199,7 +199,9 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("audit", help="prove the box healthy (exit 1 when a check fails)")
     _inventory(p)
     p.add_argument("--json", action="store_true", help="print the report as JSON")
-    p.add_argument("-v", "--verbose", action="store_true", help="list passing checks too")
+    p.add_argument(
+        "--brief", action="store_true", help="one line for each stack whose checks all pass"
+    )
     p.set_defaults(func=cmd_audit)
 
     sandbox.add_parser(sub)
