@@ -60,10 +60,6 @@ class StalePlan(VpsctlError):
     """A saved plan no longer matches the inputs or the host."""
 
 
-class ApplyFailed(VpsctlError):
-    """apply finished, but some stacks were rolled back or could not be converged."""
-
-
 def _deploy_module(name: str) -> ModuleType:
     """Load ``deploys/<name>.py`` (a pyinfra deploy file, also runnable by the pyinfra CLI)."""
     qualified = f"vpsctl_deploys.{name}"

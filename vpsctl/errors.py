@@ -3,7 +3,13 @@
 ::
 
     VpsctlError                 a user-facing failure: the CLI prints it and exits 1
-     └── SpecError              the inventory/stack files are invalid; carries every Problem
+     ├── SpecError              the inventory/stack files are invalid; carries every Problem
+     ├── RemoteError            (remote) the host is unreachable or a remote step failed
+     ├── StalePlan              (apply) a saved plan no longer matches the inputs or the host
+     ├── DockerError            (localdocker) this machine's engine, builds, images
+     │    └── StandinError      (standins) a stand-in cannot be prepared or built
+     └── SandboxError           (sandbox) a sandbox box cannot be made or reached
+          └── SandboxNotFound   no such sandbox: `vpsctl sandbox up --name N`
 
 Anything else that escapes to the CLI is a bug: the CLI prints a pointer to it (and a
 traceback with ``VPSCTL_DEBUG=1``), never a secret, since secret values only ever live in
