@@ -252,3 +252,28 @@ def test_plan_of_a_sandbox_that_is_not_up_says_so(
     assert result.code == 2, result.err
     assert "host unreachable" in result.out
     assert "vpsctl sandbox up" in result.out
+
+
+FIXTURES = ROOT / "tests" / "fixtures" / "facts"
+
+
+def test_recorded_facts_of_a_fresh_debian13_box(prod: Path) -> None:
+    """The facts script's real output on a fresh sandbox box (recorded), planned against."""
+    facts = parse((FIXTURES / "debian13-bare.txt").read_text())
+    assert facts.bare and facts.docker is None and facts.compose is None
+    plan = make_plan("lumen-prod", desired_of(prod), facts)
+    assert plan.note.startswith("host is bare")
+    assert {f.action for f in plan.files} == {"create"}
+    assert {s.action for s in plan.stacks} == {"start"}
+
+
+def test_recorded_facts_of_a_bootstrapped_box(prod: Path) -> None:
+    """Recorded right after the bootstrap deploy: docker and compose v2 from Debian 13, the
+    edge network, nothing of the studio yet."""
+    facts = parse((FIXTURES / "debian13-bootstrapped.txt").read_text())
+    assert facts.docker is not None and facts.docker.startswith("26.")
+    assert facts.compose is not None and facts.compose.startswith("2.")
+    assert facts.containers == [] and facts.manifest is None and facts.bare
+    plan = make_plan("lumen-prod", desired_of(prod), facts)
+    assert {i.action for i in plan.images} == {"pull"}
+    assert plan.summary().startswith("Plan: ")
