@@ -48,6 +48,7 @@ from vpsctl.spec.studio import Spec
 
 DEPLOYS = Path(__file__).resolve().parent.parent / "deploys"
 JOURNAL = f"{HOST_ROOT}/journal.log"
+LOCK = "/run/vpsctl/apply.lock"  # held while an apply runs (see Session.hold_lock)
 PREVIOUS = f"{HOST_ROOT}/previous"  # outside the stacks tree: never mistaken for a managed file
 # compose runs with nothing from the login shell: a variable exported empty there (the
 # outage) cannot reach a container, even through a future `${…}`.
@@ -229,6 +230,13 @@ class Applier:
     # ── the phases ───────────────────────────────────────────────────────────────────────
 
     def apply(self) -> ApplyResult:
+        lock = self.session.hold_lock(LOCK, "apply")
+        try:
+            return self._apply()
+        finally:
+            lock.close()
+
+    def _apply(self) -> ApplyResult:
         started = time.monotonic()
         result = ApplyResult(self.plan)
         settings_hash = _settings_hash(bootstrap_settings(self.spec))

@@ -9,6 +9,7 @@ command), and host keys checked against a known_hosts file vpsctl records.
 from __future__ import annotations
 
 import io
+import shlex
 import socket
 import subprocess
 import tarfile
@@ -182,6 +183,27 @@ class Session:
         result = self.feed("tar -x -p -f - -C / --no-overwrite-dir", buffer.getvalue())
         if not result.ok:
             raise RemoteError(f"writing files on {self.target.name} failed: {result.stderr[-500:]}")
+
+    def hold_lock(self, path: str, what: str) -> Any:
+        """Take an exclusive lock on the host for as long as this SSH connection lives.
+
+        ``flock`` holds it while ``cat`` reads this channel's stdin: when vpsctl ends, or
+        its connection dies mid-way, the channel closes, cat sees EOF and the lock is
+        released. Returns the channel (close it to release); raises when someone holds it.
+        """
+        channel = self._transport().open_session()
+        channel.exec_command(
+            f"mkdir -p {shlex.quote(str(Path(path).parent))} && flock -n {shlex.quote(path)} "
+            "sh -c 'echo locked; exec cat >/dev/null'"
+        )
+        answer = channel.makefile("rb").readline().decode().strip()
+        if answer != "locked":
+            channel.close()
+            raise RemoteError(
+                f"another vpsctl {what} is running on {self.target.name} (it holds {path}); "
+                "wait for it, or find it in the journal"
+            )
+        return channel
 
     def ship_image(self, tag: str, progress: Callable[[int, int], None] | None = None) -> int:
         """Ship one image; see :meth:`ship_images`."""

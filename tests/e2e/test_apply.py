@@ -293,3 +293,24 @@ def test_env_files_are_private_and_only_the_edge_listens_outside(
     journal = on_box(box, "cat /opt/vpsctl/journal.log")
     assert_no_secrets(studio, journal)
     assert all(json.loads(line)["plan_hash"] for line in journal.splitlines())
+
+
+def test_a_second_apply_is_refused_while_one_runs(box: SandboxInfo, studio: Path) -> None:
+    """The lock lives as long as the holder's SSH connection: held, a second apply refuses
+    and changes nothing; released (even by a dropped connection), applies run again."""
+    from vpsctl import targets  # noqa: PLC0415
+
+    edit(studio / "stacks/cronping.yaml", "PING_GRACE_SECONDS: 60", "PING_GRACE_SECONDS: 45")
+    spec = load_spec(studio / INV)
+    with Session(targets.target(spec)) as holder:
+        channel = holder.hold_lock(apply_module.LOCK, "apply")
+        refused = apply(studio)
+        assert refused.code == 1
+        assert "another vpsctl apply is running" in refused.err
+        assert "PING_GRACE_SECONDS='60'" in on_box(
+            box, "cat /opt/vpsctl/stacks/cronping/env/app.env"
+        )
+        channel.close()
+    result = apply(studio)
+    assert result.code == 0, result.err
+    assert "PING_GRACE_SECONDS='45'" in on_box(box, "cat /opt/vpsctl/stacks/cronping/env/app.env")
