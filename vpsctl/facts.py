@@ -92,7 +92,6 @@ class HostFacts:
     compose: str | None = None
     containers: list[Container] = field(default_factory=list)
     images: set[str] = field(default_factory=set)
-    seconds: float = 0.0  # how long the read took
 
     @property
     def bare(self) -> bool:

@@ -271,7 +271,6 @@ class Session:
 
 def read_facts(target: Target) -> HostFacts:
     """The host's facts in ONE remote command; an unreachable host is a fact, not a crash."""
-    started = time.monotonic()
     try:
         with Session(target) as session:
             result = session.run(FACTS_SCRIPT, timeout=120)
@@ -283,5 +282,4 @@ def read_facts(target: Target) -> HostFacts:
         facts = parse(result.stdout)
     except FactsError as exc:
         return unreachable(str(exc))
-    facts.seconds = time.monotonic() - started
     return facts

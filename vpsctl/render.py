@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -26,6 +25,7 @@ from typing import Any
 import jinja2
 
 from vpsctl import standins
+from vpsctl.localfiles import write_atomic
 from vpsctl.spec.models import ConfigMount, Service, Stack, VolumeMount
 from vpsctl.spec.secrets import Secret
 from vpsctl.spec.studio import Spec
@@ -234,12 +234,7 @@ def write_tree(desired: Desired, out: Path) -> int:
     by others, not even for a moment.
     """
     for f in desired.files.values():
-        target = out / f.path.lstrip("/")
-        target.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, f.mode)
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(f.content)
-        target.chmod(f.mode)
+        write_atomic(out / f.path.lstrip("/"), f.content, f.mode)
     return len(desired.files)
 
 

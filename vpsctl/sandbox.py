@@ -48,6 +48,7 @@ if TYPE_CHECKING:  # paramiko and cryptography load only when a box is used, not
 
 from vpsctl import localdocker
 from vpsctl.errors import VpsctlError, display_path
+from vpsctl.localfiles import write_atomic
 
 CONTEXT = Path(__file__).resolve().parent.parent / "sandbox"
 SUITE = "trixie"
@@ -311,19 +312,6 @@ def _locked(what: str, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
             fcntl.flock(handle.fileno(), fcntl.LOCK_UN)
 
 
-def _write_private(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` atomically to ``path`` with ``mode`` from the first byte on."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    try:
-        os.write(fd, data)
-        os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
-    tmp.replace(path)
-
-
 # --- the image -------------------------------------------------------------------------------
 
 
@@ -407,7 +395,7 @@ def _ensure_key(name: str) -> str:
             raise SandboxError(f"{display_path(path)} is not an ed25519 key")
     else:
         key = Ed25519PrivateKey.generate()
-        _write_private(
+        write_atomic(
             path,
             key.private_bytes(
                 serialization.Encoding.PEM,
@@ -419,7 +407,7 @@ def _ensure_key(name: str) -> str:
         serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH
     )
     line = f"{public.decode()} {comment}"
-    _write_private(path.with_name(path.name + ".pub"), (line + "\n").encode(), 0o644)
+    write_atomic(path.with_name(path.name + ".pub"), (line + "\n").encode(), 0o644)
     return line
 
 
@@ -629,9 +617,9 @@ def _wait_ssh(
 
 def _record(info: SandboxInfo) -> None:
     known = "".join(line + "\n" for line in info.host_keys).encode()
-    _write_private(info.known_hosts_path, known, 0o644)
+    write_atomic(info.known_hosts_path, known, 0o644)
     data = json.dumps(info.to_json(), indent=2) + "\n"
-    _write_private(state_path(info.name), data.encode(), 0o644)
+    write_atomic(state_path(info.name), data.encode(), 0o644)
 
 
 def _read_record(name: str) -> SandboxInfo | None:

@@ -7,7 +7,6 @@ would expand it, and so would compose; a secret is the bytes the operator wrote)
 from __future__ import annotations
 
 import io
-import os
 import re
 import stat
 from dataclasses import dataclass
@@ -16,6 +15,7 @@ from pathlib import Path
 from dotenv.parser import parse_stream
 
 from vpsctl.errors import Problem, display_path
+from vpsctl.localfiles import write_atomic
 from vpsctl.spec.secrets import SECRET_NAME, Secret
 
 
@@ -115,9 +115,4 @@ def write_secrets(
             appended.append(f"# {comments[name]}")
         appended.append(f"{name}='{value}'")
     text = "\n".join([*lines, *appended]) + "\n"
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    tmp.chmod(0o600)
-    tmp.replace(path)
+    write_atomic(path, text.encode(), 0o600)
