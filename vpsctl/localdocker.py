@@ -73,10 +73,14 @@ def ensure_engine(timeout: float = 90.0) -> None:
             "(`make test` and `make demo` do)"
         )
     DOCKERD_LOG.parent.mkdir(parents=True, exist_ok=True)
-    with DOCKERD_LOG.open("ab") as log:
-        subprocess.Popen(
-            ["dockerd"], stdout=log, stderr=log, stdin=subprocess.DEVNULL, start_new_session=True
-        )
+    # dockerd must outlive this process, so nothing here may hold (and later drop) a
+    # Popen for it: an orphaned Popen object warns "subprocess is still running" when
+    # collected. A shell backgrounds it and exits at once; we wait for that shell only.
+    subprocess.run(
+        ["sh", "-c", 'setsid dockerd </dev/null >>"$1" 2>&1 &', "sh", str(DOCKERD_LOG)],
+        check=True,
+        timeout=30,
+    )
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if engine_running():
