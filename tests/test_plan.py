@@ -248,6 +248,15 @@ def test_plan_of_a_sandbox_that_is_not_up_says_so(
 ) -> None:
     monkeypatch.setenv("VPSCTL_STATE_DIR", str(studio / "state"))
     run_cli(studio, "secrets", "generate", "-i", "inventory/sandbox")
+    host = studio / "inventory/sandbox/host.yaml"
+    # the backup sandbox first: without it, no backup file can be rendered
+    no_backup = run_cli(studio, "plan", "-i", "inventory/sandbox")
+    assert no_backup.code == 1 and no_backup.out == ""
+    assert "host.yaml: backup.repository.sandbox:" in no_backup.err
+    assert "`vpsctl sandbox up --name backup`" in no_backup.err
+    text = host.read_text()
+    start = text.index("backup:\n")
+    host.write_text(text[:start] + text[text.index("\n\n", start) + 2 :])
     result = run_cli(studio, "plan", "-i", "inventory/sandbox")
     assert result.code == 2, result.err
     assert "host unreachable" in result.out

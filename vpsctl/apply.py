@@ -31,14 +31,14 @@ from pathlib import Path
 from types import ModuleType
 from typing import IO, Any
 
-from vpsctl import probes, standins, targets
+from vpsctl import backupfiles, probes, standins, targets
 from vpsctl.errors import VpsctlError
 from vpsctl.facts import FACTS_SCRIPT, MANIFEST, HostFacts, parse
+from vpsctl.layout import HOST_ROOT
 from vpsctl.plan import Plan, StackChange, make_plan, redact
 from vpsctl.remote import DeployReport, RemoteError, Session
 from vpsctl.render import (
     EDGE_NETWORK,
-    HOST_ROOT,
     Desired,
     DesiredFile,
     render,
@@ -136,6 +136,7 @@ class ApplyResult:
     outcomes: list[StackOutcome] = field(default_factory=list)
     bootstrapped: bool = False
     seconds: float = 0.0
+    phases: dict[str, float] = field(default_factory=dict)  # phase → seconds
 
     @property
     def ok(self) -> bool:
@@ -196,13 +197,19 @@ class Applier:
         spec: Spec,
         session: Session,
         out: IO[str],
+        *,
         destroy_data: bool = False,
         caddyfile: Callable[[bytes], bytes] | None = None,
+        before_stacks: Callable[[Applier], None] | None = None,
     ) -> None:
         self.spec = spec
         self.session = session
         self.out = out
         self.destroy_data = destroy_data
+        # a rebuild restores files (volumes, SQLite, Caddy's certificates) here: after the
+        # bootstrap and the backup files, before any stack first starts
+        self.before_stacks = before_stacks
+        self.snapshots: dict[str, str] = {}  # stack → its pre-apply snapshot
         self.secrets = spec.secret_values()
         self.desired = render(spec)
         if caddyfile is not None:  # tests inject a Caddyfile Caddy rejects
@@ -254,7 +261,16 @@ class Applier:
         )
         if not ok:
             raise RemoteError(f"cannot create the docker network {EDGE_NETWORK}: {output}")
+        self.host_files()
+        result.phases["bootstrap"] = time.monotonic() - started
+        mark = time.monotonic()
         self.images()
+        result.phases["images"] = time.monotonic() - mark
+        if self.before_stacks is not None:
+            mark = time.monotonic()
+            self.before_stacks(self)
+            result.phases["before stacks"] = time.monotonic() - mark
+        mark = time.monotonic()
         changes = {s.stack: s for s in self.plan.stacks}
         deferred: list[str] = []
         # A stack is probed through Caddy right away only when Caddy already routes to it as
@@ -286,9 +302,32 @@ class Applier:
         self.delete_stale_files()
         if self.plan.changes or result.bootstrapped:
             self.write_manifest(result, settings_hash)
+        result.phases["stacks"] = time.monotonic() - mark
         result.seconds = time.monotonic() - started
         self.journal(result)
         return result
+
+    def host_files(self) -> None:
+        """The box's own files (the backup script, its password and key, the timers): upload
+        what changed, and (re)link and enable the timers when a unit changed."""
+        changed = [
+            self.desired.files[f.path]
+            for f in self.plan.files
+            if f.stack == "" and f.action in ("create", "update")
+        ]
+        if not changed:
+            return
+        self.session.put_files([(f.path, f.content, f.mode) for f in changed])
+        self.say(f"host: {len(changed)} backup file(s) installed")
+        units = [f"{backupfiles.SYSTEMD_DIR}/{u}" for u in backupfiles.UNITS]
+        if any(f.path in units for f in changed):
+            ok, output = self.run(
+                f"systemctl link {' '.join(units)} >/dev/null && systemctl daemon-reload && "
+                f"systemctl enable --now {' '.join(backupfiles.TIMERS)} 2>&1"
+            )
+            if not ok:
+                raise RemoteError(f"enabling the backup timers failed: {output[-400:]}")
+            self.say(f"host: timers enabled: {', '.join(backupfiles.TIMERS)}")
 
     def images(self) -> None:
         """Build and ship the stand-ins the box lacks (one archive: shared layers go once),
@@ -354,6 +393,16 @@ class Applier:
                 "the new Caddyfile was rejected by Caddy; the old config keeps serving",
                 time.monotonic() - started,
             )
+        if self.needs_snapshot(name, change):
+            ok, detail = self.pre_apply_snapshot(name)
+            if not ok:
+                return StackOutcome(
+                    name,
+                    change.action,
+                    "failed",
+                    f"the pre-apply snapshot of its data failed, so nothing was changed: {detail}",
+                    time.monotonic() - started,
+                )
         # keep the previous version of every file that changes, until the stack is healthy
         paths = " ".join(shlex.quote(f.path) for f in files)
         self.run(
@@ -383,6 +432,33 @@ class Applier:
         seconds = time.monotonic() - started
         self.say(f"{name}: {change.action} done in {seconds:.1f}s")
         return StackOutcome(name, change.action, "applied", "", seconds)
+
+    def needs_snapshot(self, name: str, change: StackChange) -> bool:
+        """Whether this change swaps the image of a running stack whose data is backed up:
+        then its data is snapshotted first, and a rollback puts that data back too."""
+        if self.spec.host.backup is None or not self.spec.stacks[name].backups:
+            return False
+        running = self.facts.projects().get(name, [])
+        if change.action != "recreate" or not any(c.state == "running" for c in running):
+            return False
+        if any(i.stack == name for i in self.plan.images):
+            return True
+        services = self.spec.stacks[name].services
+        return any(c.service in services and c.image != services[c.service].image for c in running)
+
+    def pre_apply_snapshot(self, name: str) -> tuple[bool, str]:
+        self.say(f"{name}: its image changes: snapshot of its data first")
+        ok, output = self.run(f"{backupfiles.SCRIPT} backup pre-apply {name}", timeout=3600)
+        snapshot = next(
+            (line.split()[1] for line in output.splitlines() if line.startswith("@@snapshot ")),
+            None,
+        )
+        if not ok or snapshot is None:
+            fail = next((ln[7:] for ln in output.splitlines() if ln.startswith("@@fail ")), "")
+            return False, fail or self.last_lines(output, 4)
+        self.snapshots[name] = snapshot
+        self.say(f"{name}: pre-apply snapshot {snapshot[:8]}")
+        return True, snapshot
 
     def steady_stacks(self) -> list[str]:
         """Stacks this run leaves as they were (their probes judge a change of the edge)."""
@@ -444,6 +520,19 @@ class Applier:
         self.run(f"cp -a {previous}/. / && rm -rf {previous}")
         if created:
             self.run("rm -f " + " ".join(shlex.quote(p) for p in created))
+        snapshot = self.snapshots.get(name)
+        if snapshot is not None:
+            # the new version may have migrated the data: the old one gets its own back
+            ok, output = self.run(
+                f"{backupfiles.SCRIPT} restore {snapshot} all {name}", timeout=3600
+            )
+            self.say(
+                f"{name}: data restored from the pre-apply snapshot {snapshot[:8]}"
+                if ok
+                else f"{name}: restoring the pre-apply snapshot {snapshot[:8]} FAILED: "
+                f"{self.last_lines(output, 4)}; `vpsctl restore --snapshot {snapshot} "
+                f"--stack {name}` retries"
+            )
         if change.action == "reload":
             self.reload_caddy(name)
         else:
@@ -528,6 +617,10 @@ class Applier:
             for f in self.plan.files
             if f.action == "delete" and f.stack not in removed_stacks
         ]
+        if any(p.startswith(backupfiles.SYSTEMD_DIR + "/") for p in paths):
+            # the backup is no longer declared: stop its timers before their units go
+            units = " ".join(backupfiles.UNITS)
+            self.run(f"systemctl disable --now {units} >/dev/null 2>&1; systemctl daemon-reload")
         if paths:
             self.run("rm -f " + " ".join(shlex.quote(p) for p in paths))
 
@@ -557,6 +650,9 @@ class Applier:
                 for path in old_stacks[name].get("files", []):
                     if path in old_files:
                         files[path] = old_files[path]
+        for path in self.desired.host_files:
+            f = self.desired.files[path]
+            files[path] = {"sha256": f.sha256, "mode": f"{f.mode:04o}"}
         manifest = {
             "format": 1,
             "host": self.spec.host.name,

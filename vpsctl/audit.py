@@ -26,14 +26,15 @@ import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from vpsctl import probes
+from vpsctl import backupfiles, probes
 from vpsctl.facts import FACTS_SCRIPT, HostFacts, parse
+from vpsctl.layout import HOST_ROOT
 from vpsctl.remote import RemoteError, Session
-from vpsctl.render import HOST_ROOT, Desired, render
+from vpsctl.render import Desired, render
 from vpsctl.spec.studio import Spec
 
 STATE = f"{HOST_ROOT}/audit/state.json"
-BACKUP_RECORD = f"{HOST_ROOT}/backup/last-success"
+BACKUP_RECORD = backupfiles.RECORD  # written by the box's vpsctl-backup
 OK, WARN, FAIL = "ok", "warn", "FAIL"
 
 
@@ -501,7 +502,17 @@ def _host(spec: Spec, facts: AuditFacts) -> list[Check]:
             f"warn {limits.load_warn_per_core}",
         )
     )
-    if facts.backup is None:
+    if spec.host.backup is None:
+        checks.append(
+            Check(
+                "host",
+                "last successful backup",
+                WARN,
+                "no backup in host.yaml",
+                f"within {limits.backup_max_age_hours}h",
+            )
+        )
+    elif facts.backup is None:
         checks.append(
             Check(
                 "host",

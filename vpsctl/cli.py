@@ -130,6 +130,71 @@ def cmd_audit(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_backup(args: argparse.Namespace) -> int:
+    """Snapshot every stack's data (consistent dumps, volumes) to the restic repository."""
+    from vpsctl import recovery, targets  # noqa: PLC0415 - pyinfra loads only when connecting
+    from vpsctl.remote import Session  # noqa: PLC0415
+
+    spec = load_spec(args.inventory)
+    if args.list or args.check:
+        with Session(targets.target(spec)) as session:
+            backups = recovery.Backups(spec, session)
+            backups.check_installed()
+            if args.check:
+                print("restic check (reading 1/10 of the data) …", file=sys.stderr)
+                backups.check(args.check_subset)
+                print("repository check: ok", file=sys.stderr)
+            if args.list:
+                found = backups.snapshots()
+                if args.json:
+                    sys.stdout.write(json.dumps([vars(s) for s in found], indent=2) + "\n")
+                else:
+                    for snap in found:
+                        stacks = " ".join(snap.stacks)
+                        print(f"{snap.id[:8]}  {snap.time[:19]}  {snap.kind:<9} {stacks}")
+        return 0
+    report = recovery.run_backup(spec, args.init, args.stack, sys.stderr)
+    if args.json:
+        sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
+    else:
+        print(views.backup_text(report), end="")
+    return 0
+
+
+def cmd_restore(args: argparse.Namespace) -> int:
+    """Put a snapshot's data back (stop, restore, start), then audit."""
+    from vpsctl import recovery  # noqa: PLC0415 - pyinfra loads only when connecting
+    from vpsctl.plan import redact  # noqa: PLC0415
+
+    spec = load_spec(args.inventory)
+    _, report = recovery.run_restore(spec, args.snapshot, args.stack, args.yes, sys.stderr)
+    print(redact(views.audit_text(report), spec.secret_values()), file=sys.stderr, end="")
+    return 0 if report.ok else 1
+
+
+def cmd_rebuild(args: argparse.Namespace) -> int:
+    """Disaster recovery onto a fresh box: bootstrap, apply, restore, audit, timed."""
+    from vpsctl import recovery  # noqa: PLC0415 - pyinfra loads only when connecting
+
+    spec = load_spec(args.inventory)
+    rebuild = recovery.run_rebuild(spec, args.snapshot, sys.stderr, force=args.force)
+    if args.json:
+        sys.stdout.write(json.dumps(rebuild.to_json(), indent=2) + "\n")
+    else:
+        sys.stdout.write(rebuild.text())
+    return 0 if rebuild.ok else 1
+
+
+def cmd_drill(args: argparse.Namespace) -> int:
+    """Rehearse the rebuild on a throwaway sandbox box; compare row counts; tear down."""
+    from vpsctl import recovery  # noqa: PLC0415 - pyinfra loads only when connecting
+
+    spec = load_spec(args.inventory)
+    drill = recovery.run_drill(spec, sys.stderr, keep=args.keep)
+    sys.stdout.write(drill.text())
+    return 0 if drill.ok else 1
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     """Print (or write) the JSON Schemas of host.yaml and stack files."""
     found = schemas()
@@ -156,6 +221,39 @@ def cmd_secrets_example(args: argparse.Namespace) -> int:
     """Print a secrets.env.example listing every key the inventory needs."""
     sys.stdout.write(secrets_generate.example(args.inventory))
     return 0
+
+
+def _recovery_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("backup", help="snapshot every stack's data to the restic repository")
+    _inventory(p)
+    p.add_argument("--init", action="store_true", help="create the repository if it is missing")
+    p.add_argument("--stack", action="append", default=[], help="only this stack (repeatable)")
+    p.add_argument("--list", action="store_true", help="list this host's snapshots instead")
+    p.add_argument("--check", action="store_true", help="run `restic check` instead")
+    p.add_argument(
+        "--check-subset", default="1/10", help="how much data --check reads (default 1/10)"
+    )
+    p.add_argument("--json", action="store_true", help="print the result as JSON")
+    p.set_defaults(func=cmd_backup)
+
+    p = sub.add_parser("restore", help="put a snapshot's data back, then audit")
+    _inventory(p)
+    p.add_argument("--snapshot", help="snapshot id or prefix (default: the newest)")
+    p.add_argument("--stack", action="append", default=[], help="only this stack (repeatable)")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask before replacing data")
+    p.set_defaults(func=cmd_restore)
+
+    p = sub.add_parser("rebuild", help="disaster recovery onto a fresh box, with its RTO")
+    _inventory(p)
+    p.add_argument("--snapshot", help="snapshot id or prefix (default: the newest)")
+    p.add_argument("--force", action="store_true", help="even if the box already runs stacks")
+    p.add_argument("--json", action="store_true", help="print the report as JSON")
+    p.set_defaults(func=cmd_rebuild)
+
+    p = sub.add_parser("drill", help="rehearse the rebuild on a throwaway sandbox box")
+    _inventory(p)
+    p.add_argument("--keep", action="store_true", help="leave the drill box up afterwards")
+    p.set_defaults(func=cmd_drill)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -204,6 +302,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_audit)
 
+    _recovery_parsers(sub)
     sandbox.add_parser(sub)
 
     p = sub.add_parser("schema", help="JSON Schema of host.yaml and stack files")

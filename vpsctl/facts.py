@@ -18,7 +18,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from vpsctl.render import HOST_ROOT, STACKS_ROOT
+from vpsctl.layout import HOST_FILES, HOST_ROOT, STACKS_ROOT
 
 MANIFEST = f"{HOST_ROOT}/manifest.json"
 MAX_CONTENT = 256 * 1024
@@ -29,15 +29,15 @@ FACTS_SCRIPT = f"""\
 set -u
 echo '@@vpsctl-facts 1'
 if [ -f {MANIFEST} ]; then echo '@@manifest'; base64 -w0 < {MANIFEST}; echo; fi
-if [ -d {STACKS_ROOT} ]; then
-  find {STACKS_ROOT} -type f 2>/dev/null | sort | while IFS= read -r f; do
+for d in {STACKS_ROOT} {HOST_FILES}; do [ -d "$d" ] && echo "$d"; done | while read -r d; do
+  find "$d" -type f 2>/dev/null | sort | while IFS= read -r f; do
     size=$(stat -c %s "$f")
     printf '@@file %s %s %s %s %s\\n' "$(stat -c %a "$f")" "$(stat -c %U:%G "$f")" "$size" \
       "$(sha256sum < "$f" | cut -d' ' -f1)" "$f"
     if [ "$size" -le {MAX_CONTENT} ]; then base64 -w0 < "$f"; fi
     echo
   done
-fi
+done
 if command -v docker >/dev/null 2>&1; then
   echo "@@docker $(docker version --format '{{{{.Server.Version}}}}' 2>/dev/null || echo none)"
   echo "@@compose $(docker compose version --short 2>/dev/null || echo none)"

@@ -20,7 +20,8 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from vpsctl.facts import HostFacts
-from vpsctl.render import STACKS_ROOT, Desired, DesiredFile, parse_env_file
+from vpsctl.layout import HOST_FILES, STACKS_ROOT
+from vpsctl.render import Desired, DesiredFile, parse_env_file
 from vpsctl.spec.secrets import fingerprint
 
 PLAN_FORMAT = "vpsctl-plan/1"
@@ -204,7 +205,7 @@ def _file_changes(desired: Desired, facts: HostFacts, secrets: list[str]) -> lis
         if have is None:
             continue  # listed in the manifest but already gone
         stack = _stack_of(path)
-        old = DesiredFile(path, b"", have.mode, stack, "env" if "/env/" in path else "other")
+        old = DesiredFile(path, b"", have.mode, stack, _kind_of(path, have.mode))
         changes.append(
             FileChange(
                 path,
@@ -238,7 +239,27 @@ def _stack_of(path: str) -> str:
     return rest.split("/", 1)[0] if rest != path else ""
 
 
+def _kind_of(path: str, mode: int) -> str:
+    """What a file the spec no longer declares held, as far as masking its diff goes."""
+    if "/env/" in path:
+        return "env"
+    if path.startswith(HOST_FILES + "/") and not mode & 0o077:
+        return "secret"  # the box's private files (a password, a key)
+    return "other"
+
+
 def _diff(old: bytes | None, want: DesiredFile, secrets: list[str], deleting: bool = False) -> str:
+    if want.kind == "secret":
+        before = (old or b"").decode(errors="replace")
+        after = want.content.decode(errors="replace")
+        if deleting:
+            return f"- (secret file removed; was {_secret_desc(before)})\n"
+        if old is None:
+            return f"+ (secret file: {_secret_desc(after)})\n"
+        return (
+            f"~ (secret file: changed ({fingerprint(before)}→{fingerprint(after)[7:]}, "
+            f"{len(old)}→{len(want.content)} bytes))\n"
+        )
     if want.kind == "env":
         return _env_diff(old, b"" if deleting else want.content, want.secret_keys, deleting)
     old_text = _text(old)

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
@@ -24,15 +25,14 @@ from typing import Any
 
 import jinja2
 
-from vpsctl import standins
+from vpsctl import backupfiles, standins
+from vpsctl.layout import STACKS_ROOT
 from vpsctl.localfiles import write_atomic
 from vpsctl.spec.models import ConfigMount, Service, Stack, VolumeMount
 from vpsctl.spec.secrets import Secret
 from vpsctl.spec.studio import Spec
 from vpsctl.spec.units import format_size
 
-HOST_ROOT = "/opt/vpsctl"
-STACKS_ROOT = f"{HOST_ROOT}/stacks"
 EDGE_NETWORK = "vpsctl-edge"
 CADDY_CONFIG = "caddy"  # the edge's config directory holding the rendered Caddyfile
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
@@ -49,7 +49,7 @@ class DesiredFile:
     content: bytes
     mode: int
     stack: str
-    kind: str  # compose | env | config | caddyfile
+    kind: str  # compose | env | config | caddyfile; host files: script | secret | unit
     secret_keys: frozenset[str] = frozenset()  # env files: keys whose values are secret
 
     @property
@@ -60,7 +60,7 @@ class DesiredFile:
     @property
     def sensitive(self) -> bool:
         """Whether the file holds secret values (diffs of it are masked)."""
-        return self.kind == "env"
+        return self.kind in ("env", "secret")
 
 
 @dataclass(frozen=True)
@@ -91,6 +91,8 @@ class Desired:
 
     files: dict[str, DesiredFile] = field(default_factory=dict)
     stacks: dict[str, DesiredStack] = field(default_factory=dict)
+    # the box's own files (backup script, password, timers): stack "" in ``files``
+    host_files: tuple[str, ...] = ()
 
     @property
     def inputs_hash(self) -> str:
@@ -109,6 +111,8 @@ class Desired:
                 for key, value in parse_env_file(f.content).items():
                     if key in f.secret_keys and value:
                         values.add(value)
+            elif f.kind == "secret":
+                values.add(f.content.decode(errors="replace"))
         return sorted(values, key=len, reverse=True)
 
 
@@ -134,6 +138,7 @@ def _environment() -> jinja2.Environment:
         autoescape=False,  # noqa: S701 - YAML, env files and a Caddyfile, not HTML
     )
     env.filters["q"] = _q
+    env.filters["sh"] = lambda value: shlex.quote(str(value))
     return env
 
 
@@ -155,10 +160,21 @@ def parse_env_file(content: bytes) -> dict[str, str]:
     return out
 
 
-def render(spec: Spec) -> Desired:
-    """The desired state of the host for ``spec``."""
+def render(spec: Spec, repository: backupfiles.Repository | None = None) -> Desired:
+    """The desired state of the host for ``spec``.
+
+    With a ``backup`` in host.yaml, the backup files need the resolved repository: given, or
+    resolved here (host.yaml's key file, or the backup sandbox's record).
+    """
     env = _environment()
     desired = Desired()
+    if spec.host.backup is not None:
+        repo = repository or backupfiles.resolve(spec)
+        assert repo is not None
+        host_files = backupfiles.render_files(spec, repo, env, STACKS_ROOT, apply_order(spec))
+        for path, content, mode, kind in host_files:
+            desired.files[path] = DesiredFile(path, content, mode, "", kind)
+        desired.host_files = tuple(path for path, *_ in host_files)
     standins_dir = (spec.inventory / "host.yaml").parent / spec.host.standins_dir
     for name in apply_order(spec):
         stack = spec.stacks[name]

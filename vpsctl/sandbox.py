@@ -233,6 +233,21 @@ class SandboxInfo:
 # --- names and paths -------------------------------------------------------------------------
 
 
+def internal_address(info: SandboxInfo) -> str:
+    """The box's address on the docker bridge: where another box reaches it (a backup host
+    for SFTP); the published ports on 127.0.0.1 are this machine's only."""
+    address = localdocker.docker(
+        "inspect",
+        "--format",
+        "{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}",
+        info.container_id,
+        timeout=60,
+    ).split()
+    if not address:
+        raise SandboxError(f"sandbox {info.name} has no address on a docker network")
+    return address[0]
+
+
 def check_name(name: str) -> str:
     """``name`` if it is a valid sandbox name (it becomes part of container and host names)."""
     if not NAME_RE.match(name):

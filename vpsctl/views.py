@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     from vpsctl.audit import Report as AuditReport
 from vpsctl.spec.generate import GenerateReport
 from vpsctl.spec.studio import Spec
+from vpsctl.spec.units import human_size
 
 
 def merged(spec: Spec) -> dict[str, Any]:
@@ -148,4 +149,27 @@ def audit_text(report: AuditReport, verbose: bool = False) -> str:
         if hidden:
             out.append(f"  ok    … and {hidden} more checks")
     out.append(report.summary())
+    return "\n".join(out) + "\n"
+
+
+def backup_text(report: Any) -> str:
+    """``vpsctl backup``'s report: each item, the snapshot, what it added."""
+    out = [f"snapshot {report.snapshot[:8]} ({report.seconds:.1f}s)"]
+    for item in report.items:
+        out.append(
+            f"  {item['stack']:<13} {item['item']:<34} {human_size(item['bytes']):>9}  "
+            f"{item['detail']}"
+        )
+    summary = report.summary
+    if summary:
+        out.append(
+            f"  {summary.get('total_files_processed', 0)} files, "
+            f"{human_size(summary.get('total_bytes_processed', 0))} read, "
+            f"{human_size(summary.get('data_added', 0))} added to the repository"
+        )
+    if report.secrets_snapshot:
+        out.append(
+            f"  secrets.env: snapshot {report.secrets_snapshot[:8]} "
+            "(encrypted by restic, tagged vpsctl-secrets)"
+        )
     return "\n".join(out) + "\n"

@@ -17,10 +17,12 @@ from vpsctl.spec.environment import Setting, effective, hazards
 from vpsctl.spec.models import (
     ConfigMount,
     MysqlBackup,
+    SftpRepository,
     VolumeBackup,
     VolumeMount,
+    volume_holding,
 )
-from vpsctl.spec.studio import DOMAIN_REF, SECRET_REF, Spec
+from vpsctl.spec.studio import DOMAIN_REF, HOST_OWNER, SECRET_REF, Spec
 from vpsctl.spec.units import human_size
 
 EDGE_PORTS = (80, 443)
@@ -113,8 +115,7 @@ def _check_required_secrets(spec: Spec) -> Iterator[Problem]:
     for name, (stack, kind) in required.items():
         if name in secrets.entries:
             continue
-        line, _ = spec.stack_docs[stack].locate(("secrets", name))
-        source = f"{spec.stack_docs[stack].file}:{line}"
+        source = spec.declared_at(name, stack)
         if kind.is_external():
             where = f"; get it from: {kind.obtain}" if kind.obtain else ""
             how = f"issued externally, add it by hand{where}"
@@ -124,9 +125,13 @@ def _check_required_secrets(spec: Spec) -> Iterator[Problem]:
             secrets.file,
             0,
             name,
-            f"missing: stack {stack} needs {kind.spec_text()} (declared at {source}); "
+            f"missing: {_owner(stack)} needs {kind.spec_text()} (declared at {source}); "
             f"{how}{_suggest(name, present)}",
         )
+
+
+def _owner(owner: str) -> str:
+    return "host.yaml's backup" if owner == HOST_OWNER else f"stack {owner}"
 
 
 def _check_secret_kinds(spec: Spec) -> Iterator[Problem]:
@@ -608,20 +613,49 @@ def _check_backups(spec: Spec) -> Iterator[Problem]:
                         f"no volume '{backup.volume}' is mounted by this stack; volumes: "
                         f"{', '.join(volumes) or '(none)'}",
                     )
-            elif backup.service not in stack.services:
+                continue
+            if backup.service not in stack.services:
                 yield spec.problem_in_stack(
                     stack_name,
                     ("backups", index, "service"),
                     f"no service '{backup.service}' in this stack; services: "
                     f"{', '.join(stack.services)}",
                 )
-            if isinstance(backup, MysqlBackup) and backup.password_secret not in stack.secrets:
-                yield spec.problem_in_stack(
-                    stack_name,
-                    ("backups", index, "password_secret"),
-                    f"secret {backup.password_secret} is not declared in this stack's `secrets`; "
-                    f"declared: {', '.join(stack.secrets) or '(none)'}",
-                )
+                continue
+            service = stack.services[backup.service]
+            if isinstance(backup, MysqlBackup):
+                if backup.password_secret not in stack.secrets:
+                    yield spec.problem_in_stack(
+                        stack_name,
+                        ("backups", index, "password_secret"),
+                        f"secret {backup.password_secret} is not declared in this stack's "
+                        f"`secrets`; declared: {', '.join(stack.secrets) or '(none)'}",
+                    )
+                elif backup.password_secret not in service.secrets.values():
+                    yield spec.problem_in_stack(
+                        stack_name,
+                        ("backups", index, "password_secret"),
+                        f"service {backup.service} does not get {backup.password_secret} in its "
+                        "`secrets`: mysqldump runs in the container and reads the password from "
+                        "its environment (e.g. `MYSQL_ROOT_PASSWORD: "
+                        f"{backup.password_secret}`)",
+                    )
+            inside = {"sqlite": "path", "clickhouse": "dir"}.get(backup.kind)
+            if inside is not None:
+                path = getattr(backup, inside)
+                if volume_holding(service.volumes, path) is None:
+                    mounted = [
+                        f"{m.target} ({m.volume})"
+                        for m in service.volumes
+                        if isinstance(m, VolumeMount)
+                    ]
+                    yield spec.problem_in_stack(
+                        stack_name,
+                        ("backups", index, inside),
+                        f"{path} is on no named volume of service {backup.service}, so the "
+                        "backup could not reach it from the host; volumes mounted: "
+                        f"{', '.join(mounted) or '(none)'}",
+                    )
 
 
 def _check_edge(spec: Spec) -> Iterator[Problem]:
@@ -697,11 +731,45 @@ def _check_host_access(spec: Spec) -> Iterator[Problem]:
             ("sandbox",),
             "give `ssh` (a real box) or `sandbox` (a local one), not both",
         )
+    yield from _check_backup_repository(spec)
     if host.tls == "acme" and host.acme_email is None:
         yield spec.problem_in_host(
             ("acme_email",),
             "required with tls: acme: the Let's Encrypt account's address (or tls: internal "
             "for a box without public DNS)",
+        )
+
+
+def _check_backup_repository(spec: Spec) -> Iterator[Problem]:
+    backup = spec.host.backup
+    if backup is None or not isinstance(backup.repository, SftpRepository):
+        return
+    repo = backup.repository
+    loc = ("backup", "repository")
+    if repo.sandbox is not None:
+        for name in ("address", "key", "host_key"):
+            if getattr(repo, name) is not None:
+                yield spec.problem_in_host(
+                    (*loc, name),
+                    f"`{name}` comes from the sandbox's record with `sandbox: {repo.sandbox}`; "
+                    "give one or the other",
+                )
+        return
+    if repo.address is None:
+        yield spec.problem_in_host(
+            (*loc, "address"),
+            "required: the backup host's address (or `sandbox: NAME` for a local sandbox box)",
+        )
+    if repo.key is None:
+        yield spec.problem_in_host(
+            (*loc, "key"),
+            "required: a private key file that the box logs in to the backup host with",
+        )
+    if repo.host_key is None:
+        yield spec.problem_in_host(
+            (*loc, "host_key"),
+            "required: the backup host's SSH host key (`ssh-keyscan -t ed25519 HOST`, checked "
+            "by hand), so that the box never sends backups to an impostor",
         )
 
 

@@ -210,6 +210,21 @@ Mount = Annotated[
 ]
 
 
+def volume_holding(mounts: list[Any], path: str) -> tuple[VolumeMount, str] | None:
+    """The named-volume mount under which ``path`` (inside the container) lies, and the
+    path relative to the volume's root; ``None`` when no volume holds it."""
+    best: tuple[VolumeMount, str] | None = None
+    for mount in mounts:
+        if not isinstance(mount, VolumeMount):
+            continue
+        root = mount.target.rstrip("/")
+        if path == root or path.startswith(root + "/"):
+            rel = path[len(root) :].lstrip("/")
+            if best is None or len(mount.target) > len(best[0].target):
+                best = (mount, rel)
+    return best
+
+
 class PortPublish(Model):
     """A port published on the host. Only the edge may publish on a public address."""
 
@@ -355,6 +370,10 @@ class ClickhouseBackup(Model):
     kind: Literal["clickhouse"]
     service: ServiceName
     database: Annotated[str, StringConstraints(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")]
+    dir: AbsPath = Field(
+        "/var/lib/clickhouse/backups",
+        description="a `backups.allowed_path` of the server's config, on one of its volumes",
+    )
 
 
 class VolumeBackup(Model):
@@ -467,6 +486,81 @@ class AuditThresholds(Model):
     cert_min_days: int = Field(14, ge=1, description="days left on a publicly issued cert")
 
 
+class Retention(Model):
+    """Which snapshots ``restic forget --prune`` keeps after each nightly backup."""
+
+    last: int = Field(3, ge=1, description="the most recent snapshots, whatever their age")
+    daily: int = Field(7, ge=0)
+    weekly: int = Field(4, ge=0)
+    monthly: int = Field(6, ge=0)
+
+
+OnCalendar = Annotated[
+    str,
+    StringConstraints(pattern=r"^[A-Za-z0-9*:,./~ -]{1,80}$"),
+    Field(description="a systemd OnCalendar expression, e.g. `*-*-* 03:30:00` or `daily`"),
+]
+HostKey = Annotated[
+    str,
+    StringConstraints(pattern=r"^(ssh-ed25519|ecdsa-sha2-nistp256|ssh-rsa) [A-Za-z0-9+/=]{40,}$"),
+    Field(description="the backup server's SSH host key: `ssh-ed25519 AAAA…`"),
+]
+
+
+class SftpRepository(Model):
+    """A restic repository on another host, over SFTP: off the box, as a backup must be."""
+
+    kind: Literal["sftp"]
+    address: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9.:-]+$")] | None = Field(
+        None, description="the backup host; required unless `sandbox` is set"
+    )
+    port: Port = 22
+    user: Annotated[str, StringConstraints(pattern=r"^[a-z_][a-z0-9_-]*$")] = "root"
+    key: Annotated[str, StringConstraints(min_length=1)] | None = Field(
+        None,
+        description="private key file (here) that the box logs in with; vpsctl installs it on "
+        "the box, 0600; `~` is expanded",
+    )
+    host_key: HostKey | None = Field(
+        None, description="the backup host's SSH host key, verified on every connection"
+    )
+    sandbox: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,30}$")] | None = Field(
+        None,
+        description="a local sandbox box (`vpsctl sandbox up --name NAME`) as the backup host: "
+        "its address, key and host keys come from its record",
+    )
+    path: AbsPath = Field(description="the repository directory on the backup host")
+
+
+class LocalRepository(Model):
+    """A restic repository in a directory of the box itself (a mounted disk): not off-site."""
+
+    kind: Literal["local"]
+    path: AbsPath
+
+
+Repository = Annotated[
+    Annotated[SftpRepository, Tag(tag("sftp"))] | Annotated[LocalRepository, Tag(tag("local"))],
+    discriminator("kind", ("sftp", "local"), "a restic repository"),
+]
+
+
+class BackupSettings(Model):
+    """Where ``vpsctl backup`` and the nightly timer store snapshots, and for how long."""
+
+    repository: Repository
+    password_secret: SecretName = Field(
+        "RESTIC_PASSWORD",
+        description="secrets.env key of the repository password (at least 32 characters); "
+        "keep a copy outside the box and outside the repository: without it nothing restores",
+    )
+    schedule: OnCalendar = Field("*-*-* 03:30:00", description="when the nightly backup runs")
+    check_schedule: OnCalendar = Field(
+        "Sun *-*-* 05:00:00", description="when `restic check` verifies the repository"
+    )
+    keep: Retention = Field(default_factory=Retention)
+
+
 class StandinImage(Model):
     """A locally built image (``standins/<standin>/``) taking the place of a registry image."""
 
@@ -515,6 +609,9 @@ class Host(Model):
     )
     stacks: dict[StackName, HostStack] = Field(min_length=1)
     audit: AuditThresholds = Field(default_factory=AuditThresholds)
+    backup: BackupSettings | None = Field(
+        None, description="the restic repository of `vpsctl backup` and the nightly timer"
+    )
 
     @field_validator("timezone")
     @classmethod

@@ -10,9 +10,15 @@ from typing import Any
 from vpsctl.errors import Problem
 from vpsctl.spec.envfile import SecretsFile
 from vpsctl.spec.models import Host, Service, Stack
-from vpsctl.spec.secrets import Secret, SecretKind
+from vpsctl.spec.secrets import Password, Secret, SecretKind
 from vpsctl.spec.yamlsource import YamlDoc
 
+HOST_OWNER = "host.yaml"  # the owner of secrets that host.yaml, not a stack, declares
+RESTIC_PASSWORD_KIND = Password(
+    kind="password",
+    min_length=32,
+    description="the restic repository password: keep a copy outside the box",
+)
 DOMAIN_REF = re.compile(r"\{domain\.([a-z][a-z0-9_]*)\}")
 SECRET_REF = re.compile(r"\{secret\.([A-Z][A-Z0-9_]*)\}")
 
@@ -40,12 +46,23 @@ class Spec:
         return entry.value if entry is not None else None
 
     def required_secrets(self) -> dict[str, tuple[str, SecretKind]]:
-        """Every secret the placed stacks declare: name → (first declaring stack, kind)."""
+        """Every secret the placed stacks declare: name → (first declaring stack, kind); the
+        backup repository's password is declared by host.yaml (owner :data:`HOST_OWNER`)."""
         out: dict[str, tuple[str, SecretKind]] = {}
         for stack_name, stack in self.stacks.items():
             for name, kind in stack.secrets.items():
                 out.setdefault(name, (stack_name, kind))
+        if self.host.backup is not None:
+            out.setdefault(self.host.backup.password_secret, (HOST_OWNER, RESTIC_PASSWORD_KIND))
         return out
+
+    def declared_at(self, name: str, owner: str) -> str:
+        """``file:line`` where ``owner`` (a stack, or host.yaml) declares secret ``name``."""
+        if owner == HOST_OWNER:
+            line, _ = self.host_doc.locate(("backup", "password_secret"))
+            return f"{self.host_doc.file}:{line}"
+        line, _ = self.stack_docs[owner].locate(("secrets", name))
+        return f"{self.stack_docs[owner].file}:{line}"
 
     def domain(self, stack: str, key: str) -> str | None:
         """The host name behind ``key`` for ``stack`` in this environment."""

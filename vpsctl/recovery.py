@@ -1,0 +1,534 @@
+"""backup, restore, rebuild and drill: the studio's data off the box, and back onto one.
+
+The work happens on the box, in the rendered ``vpsctl-backup`` script (see
+:mod:`vpsctl.backupfiles`): dumps are made where the data is, restic streams them to the
+repository, and nothing passes through this machine but results. Python drives it over the
+one SSH session, reads its ``@@`` lines, and turns restic's failures into sentences.
+
+- ``backup``: every stack's dumps and volumes in ONE snapshot (tags ``vpsctl``,
+  ``run:<kind>``, ``stack:<name>``), then secrets.env as its own snapshot (tag
+  ``vpsctl-secrets``; it travels on stdin and is never written to the box), then
+  ``forget --prune`` by the spec's retention.
+- ``restore``: stop what uses the data, put files and databases back, start, audit.
+- ``rebuild``: a fresh box: bootstrap, backup files, images, then the files of the latest
+  snapshot (Caddy's certificates among them) BEFORE any stack first starts, the stacks,
+  the databases, the audit; the recovery time of every phase.
+- ``drill``: a rebuild onto a throwaway sandbox box from the real repository, row counts
+  compared with the snapshot's, torn down afterwards.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import shlex
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import IO, Any
+
+from vpsctl import audit, backupfiles, targets, views
+from vpsctl.apply import Applier
+from vpsctl.errors import VpsctlError
+from vpsctl.plan import redact
+from vpsctl.remote import Session
+from vpsctl.render import Desired, render
+from vpsctl.spec.loader import load_spec
+from vpsctl.spec.secrets import fingerprint
+from vpsctl.spec.studio import Spec
+
+SCRIPT = backupfiles.SCRIPT
+ID = re.compile(r"^[0-9a-f]{4,64}$")
+
+
+class BackupError(VpsctlError):
+    """A backup, restore or rebuild that could not be done; says why and what to do."""
+
+
+@dataclass
+class Output:
+    """What one run of the box's script reported."""
+
+    ok: bool
+    lines: list[str]
+    stderr: str
+    fail: tuple[str, str] | None = None  # (reason, detail)
+
+    def values(self, marker: str) -> list[str]:
+        """The rest of every line starting with ``@@marker ``."""
+        prefix = f"@@{marker} "
+        return [line[len(prefix) :] for line in self.lines if line.startswith(prefix)]
+
+
+@dataclass
+class Snapshot:
+    """A snapshot of this host in the repository."""
+
+    id: str
+    time: str
+    tags: list[str]
+
+    @property
+    def stacks(self) -> list[str]:
+        return [t.removeprefix("stack:") for t in self.tags if t.startswith("stack:")]
+
+    @property
+    def kind(self) -> str:
+        return next((t[4:] for t in self.tags if t.startswith("run:")), "?")
+
+
+@dataclass
+class BackupReport:
+    """What ``vpsctl backup`` did."""
+
+    snapshot: str
+    items: list[dict[str, Any]] = field(default_factory=list)
+    summary: dict[str, Any] = field(default_factory=dict)
+    secrets_snapshot: str | None = None
+    seconds: float = 0.0
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "snapshot": self.snapshot,
+            "items": self.items,
+            "added_bytes": self.summary.get("data_added"),
+            "total_bytes": self.summary.get("total_bytes_processed"),
+            "files": self.summary.get("total_files_processed"),
+            "secrets_snapshot": self.secrets_snapshot,
+            "seconds": round(self.seconds, 2),
+        }
+
+
+class Backups:
+    """The box's backup script, driven over one session."""
+
+    def __init__(self, spec: Spec, session: Session, desired: Desired | None = None) -> None:
+        if spec.host.backup is None:
+            raise BackupError(
+                f"{spec.host_doc.file}: no `backup:` section: host.yaml declares no restic "
+                "repository to back up to (see inventory/prod/host.yaml for one)"
+            )
+        self.spec = spec
+        self.session = session
+        self.desired = desired or render(spec)
+        self.secrets = spec.secret_values()
+        self.repository = backupfiles.resolve(spec)
+        self.recorded: list[list[str]] = []  # the snapshot's row counts, from a restore
+
+    # ── the script ───────────────────────────────────────────────────────────────────────
+
+    def call(self, args: str, timeout: int = 3600, stdin: bytes | None = None) -> Output:
+        command = f"{SCRIPT} {args}"
+        result = (
+            self.session.feed(command, stdin, timeout)
+            if stdin is not None
+            else self.session.run(command, timeout)
+        )
+        out = Output(result.ok, result.stdout.splitlines(), result.stderr)
+        failed = out.values("fail")
+        if failed:
+            reason, _, detail = failed[-1].partition(" ")
+            out.fail = (reason, detail)
+        if not result.ok:
+            raise BackupError(self.explain(out))
+        return out
+
+    def explain(self, out: Output) -> str:
+        """restic's failure, in words, with what to do; never a secret."""
+        url = self.repository.display if self.repository else "?"
+        settings = self.spec.host.backup
+        assert settings is not None
+        if out.fail is None:
+            tail = redact(out.stderr.strip()[-400:], self.secrets)
+            if "No such file" in tail and SCRIPT in tail:
+                return (
+                    f"the box has no {SCRIPT}: run `vpsctl apply -i {self.spec.inventory}` "
+                    "first (it installs the backup script and timers)"
+                )
+            return f"the backup script failed on {self.spec.host.name}: {tail}"
+        reason, detail = out.fail
+        detail = redact(detail, self.secrets)
+        password = self.spec.secret(settings.password_secret)
+        said = {
+            "repository-missing": f"there is no restic repository at {url}: "
+            f"`vpsctl backup -i {self.spec.inventory} --init` creates one. Nothing was changed.",
+            "wrong-password": f"the repository at {url} rejects the password "
+            f"{settings.password_secret} of secrets.env "
+            f"({fingerprint(password.reveal()) if password else 'missing'}): it is not this "
+            "repository's password. Nothing was changed.",
+            "unreachable": f"cannot reach the backup host of {url}: {detail}. Nothing was changed.",
+            "locked": f"the repository at {url} is locked by another restic run: {detail}",
+            "busy": detail,
+        }
+        return said.get(reason, f"{reason}: {detail}")
+
+    def check_installed(self) -> None:
+        """Refuse unless the box's backup files are exactly the rendered ones: a stale
+        password or script would back up wrongly, or to the wrong place."""
+        paths = list(self.desired.host_files)
+        result = self.session.run(
+            "sha256sum " + " ".join(shlex.quote(p) for p in paths) + " 2>/dev/null || true"
+        )
+        have = {}
+        for line in result.stdout.splitlines():
+            digest, _, path = line.partition("  ")
+            have[path] = digest
+        stale = [p for p in paths if have.get(p) != self.desired.files[p].sha256]
+        if stale:
+            raise BackupError(
+                f"the backup files on {self.spec.host.name} are missing or differ from the "
+                f"spec ({', '.join(Path(p).name for p in stale)}): run `vpsctl apply -i "
+                f"{self.spec.inventory}` first"
+            )
+
+    # ── operations ───────────────────────────────────────────────────────────────────────
+
+    def init_repository(self) -> bool:
+        """Create the repository unless it exists; whether it was created."""
+        out = self.call("init", timeout=300)
+        return "@@created" in out.lines
+
+    def backup(self, kind: str = "manual", stacks: list[str] | None = None) -> BackupReport:
+        started = time.monotonic()
+        names = " ".join(shlex.quote(s) for s in stacks or [])
+        out = self.call(f"backup {kind} {names}")
+        snapshot = out.values("snapshot")
+        if not snapshot:
+            raise BackupError(f"the backup printed no snapshot id: {out.stderr[-300:]}")
+        report = BackupReport(snapshot[-1])
+        for value in out.values("item"):
+            stack, item, size, *detail = value.split(" ")
+            report.items.append(
+                {"stack": stack, "item": item, "bytes": int(size), "detail": " ".join(detail)}
+            )
+        summaries = out.values("summary")
+        if summaries:
+            report.summary = json.loads(summaries[-1])
+        if not stacks:
+            report.secrets_snapshot = self.backup_secrets()
+        report.seconds = time.monotonic() - started
+        return report
+
+    def backup_secrets(self) -> str:
+        """secrets.env, on stdin into its own snapshot: encrypted by restic, never on disk."""
+        data = (self.spec.inventory / "secrets.env").read_bytes()
+        out = self.call("secrets", timeout=600, stdin=data)
+        ids = out.values("snapshot")
+        return ids[-1] if ids else ""
+
+    def snapshots(self) -> list[Snapshot]:
+        out = self.call("snapshots", timeout=300)
+        text = "\n".join(line for line in out.lines if not line.startswith("@@"))
+        data = json.loads(text or "[]")
+        return [
+            Snapshot(s["id"], s["time"], list(s.get("tags") or []))
+            for s in data
+            if "vpsctl" in (s.get("tags") or [])
+        ]
+
+    def pick(self, wanted: str | None, stacks: list[str]) -> Snapshot:
+        """The snapshot ``wanted`` (an id or its prefix), or the newest holding ``stacks``."""
+        found = self.snapshots()
+        if wanted is not None:
+            if not ID.match(wanted):
+                raise BackupError(f"--snapshot {wanted!r}: expected a snapshot id (hex)")
+            matches = [s for s in found if s.id.startswith(wanted)]
+            if len(matches) != 1:
+                listed = ", ".join(s.id[:8] for s in found[-5:]) or "(none)"
+                raise BackupError(
+                    f"snapshot {wanted}: {'ambiguous' if matches else 'not found'} among this "
+                    f"host's snapshots (newest: {listed})"
+                )
+            chosen = matches[0]
+        else:
+            holding = [s for s in found if all(n in s.stacks for n in stacks)]
+            if not holding:
+                where = self.repository.display if self.repository else "the repository"
+                raise BackupError(
+                    f"no snapshot of {self.spec.host.name} holds "
+                    f"{', '.join(stacks) or 'its stacks'} in {where}"
+                )
+            chosen = max(holding, key=lambda s: s.time)
+        missing = [n for n in stacks if n not in chosen.stacks]
+        if missing:
+            raise BackupError(
+                f"snapshot {chosen.id[:8]} ({chosen.kind}, {chosen.time[:19]}) holds no "
+                f"{', '.join(missing)}; it holds {', '.join(chosen.stacks)}"
+            )
+        return chosen
+
+    def restore(self, snapshot: str, phase: str, stacks: list[str]) -> list[str]:
+        """Run one restore phase; the ``@@restored`` lines."""
+        names = " ".join(shlex.quote(s) for s in stacks)
+        out = self.call(f"restore {snapshot} {phase} {names}")
+        self.recorded = [v.split("\t") for v in out.values("recorded")]
+        return out.values("restored")
+
+    def counts(self, stacks: list[str]) -> dict[tuple[str, str, str], int]:
+        """Live row counts of ``stacks``' databases, keyed (stack, item, table)."""
+        out = self.call("counts " + " ".join(shlex.quote(s) for s in stacks), timeout=600)
+        return _counts(v.split("\t") for v in out.values("count"))
+
+    def check(self, subset: str = "1/10") -> None:
+        self.call(f"check {shlex.quote(subset)}", timeout=3600)
+
+
+def _counts(rows: Any) -> dict[tuple[str, str, str], int]:
+    out: dict[tuple[str, str, str], int] = {}
+    for row in rows:
+        if len(row) == 4 and row[3].strip().isdigit():
+            out[(row[0], row[1], row[2])] = int(row[3])
+    return out
+
+
+def backed_up_stacks(spec: Spec) -> list[str]:
+    return [n for n in spec.host.stacks if spec.stacks[n].backups]
+
+
+# ── the commands ─────────────────────────────────────────────────────────────────────────
+
+
+def run_backup(spec: Spec, init: bool, stacks: list[str], out: IO[str]) -> BackupReport:
+    """``vpsctl backup``: one snapshot of every stack's data (or of ``stacks``)."""
+    unknown = [s for s in stacks if s not in backed_up_stacks(spec)]
+    if unknown:
+        raise BackupError(
+            f"--stack {', '.join(unknown)}: not a stack with backups on {spec.host.name}; "
+            f"stacks with backups: {', '.join(backed_up_stacks(spec))}"
+        )
+    with Session(targets.target(spec)) as session:
+        backups = Backups(spec, session)
+        backups.check_installed()
+        if init:
+            created = backups.init_repository()
+            print(
+                f"repository {backups.repository and backups.repository.display}: "
+                f"{'created' if created else 'exists'}",
+                file=out,
+            )
+        kind = "manual"
+        print(f"backing up {', '.join(stacks) or 'every stack'} of {spec.host.name} …", file=out)
+        return backups.backup(kind, stacks or None)
+
+
+def run_restore(
+    spec: Spec, snapshot: str | None, stacks: list[str], yes: bool, out: IO[str]
+) -> tuple[Snapshot, audit.Report]:
+    """``vpsctl restore``: put a snapshot's data back, then audit."""
+    chosen_stacks = stacks or backed_up_stacks(spec)
+    unknown = [s for s in chosen_stacks if s not in backed_up_stacks(spec)]
+    if unknown:
+        raise BackupError(
+            f"--stack {', '.join(unknown)}: not a stack with backups on {spec.host.name}; "
+            f"stacks with backups: {', '.join(backed_up_stacks(spec))}"
+        )
+    with Session(targets.target(spec)) as session:
+        backups = Backups(spec, session)
+        backups.check_installed()
+        chosen = backups.pick(snapshot, chosen_stacks)
+        print(
+            f"snapshot {chosen.id[:8]} ({chosen.kind}, {chosen.time[:19]}): restoring "
+            f"{', '.join(chosen_stacks)} onto {spec.host.name}; their current data is replaced",
+            file=out,
+        )
+        if not yes:
+            _confirm("Restore?")
+        started = time.monotonic()
+        for line in backups.restore(chosen.id, "all", chosen_stacks):
+            print(f"  restored {line}", file=out)
+        print(f"restored in {time.monotonic() - started:.1f}s; auditing …", file=out)
+        report = audit.audit(spec, session, backups.desired)
+    return chosen, report
+
+
+def _confirm(question: str) -> None:
+    if not sys.stdin.isatty():
+        raise VpsctlError("not a terminal to ask on; pass -y to go ahead")
+    print(f"{question} [y/N] ", end="", file=sys.stderr, flush=True)
+    if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+        raise VpsctlError("nothing changed")
+
+
+@dataclass
+class RebuildReport:
+    """A rebuild: the snapshot, the recovery time of each phase, the audit."""
+
+    host: str
+    snapshot: Snapshot | None = None
+    phases: dict[str, float] = field(default_factory=dict)
+    restored: list[str] = field(default_factory=list)
+    recorded: dict[tuple[str, str, str], int] = field(default_factory=dict)
+    report: audit.Report | None = None
+    apply_ok: bool = False
+
+    @property
+    def total(self) -> float:
+        return sum(self.phases.values())
+
+    @property
+    def ok(self) -> bool:
+        return self.apply_ok and self.report is not None and self.report.ok
+
+    def text(self) -> str:
+        lines = [f"recovery time of {self.host}, by phase:"]
+        lines += [f"  {name:<18} {secs:7.1f}s" for name, secs in self.phases.items()]
+        lines.append(f"  {'total':<18} {self.total:7.1f}s")
+        verdict = "green" if self.ok else "NOT green"
+        lines.append(f"rebuild {'done' if self.ok else 'FAILED'}: audit {verdict}")
+        return "\n".join(lines) + "\n"
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "host": self.host,
+            "snapshot": self.snapshot.id if self.snapshot else None,
+            "phases": {k: round(v, 2) for k, v in self.phases.items()},
+            "total_seconds": round(self.total, 2),
+            "ok": self.ok,
+            "audit": self.report.to_json() if self.report else None,
+        }
+
+
+def run_rebuild(
+    spec: Spec, snapshot: str | None, out: IO[str], force: bool = False
+) -> RebuildReport:
+    """``vpsctl rebuild``: a fresh box serving the latest backup, phase by phase, timed."""
+    rebuild = RebuildReport(spec.host.name)
+    stacks = backed_up_stacks(spec)
+    started = time.monotonic()
+    with Session(targets.target(spec)) as session:
+        connected = time.monotonic()
+
+        def restore_files(applier: Applier) -> None:
+            backups = Backups(spec, session, applier.desired)
+            mark = time.monotonic()
+            rebuild.snapshot = backups.pick(snapshot, stacks)
+            print(
+                f"restoring files of snapshot {rebuild.snapshot.id[:8]} "
+                f"({rebuild.snapshot.kind}, {rebuild.snapshot.time[:19]}) before any stack "
+                "starts …",
+                file=out,
+            )
+            rebuild.restored += backups.restore(rebuild.snapshot.id, "files", stacks)
+            rebuild.phases["restore files"] = time.monotonic() - mark
+
+        applier = Applier(spec, session, out, before_stacks=restore_files)
+        running = [n for n, cs in applier.facts.projects().items() if cs]
+        if running and not force:
+            raise BackupError(
+                f"{spec.host.name} already runs {', '.join(sorted(running))}: rebuild is for "
+                "a fresh box (use `vpsctl restore` on a live one, or --force)"
+            )
+        result = applier.apply()
+        rebuild.phases["connect"] = connected - started
+        rebuild.phases["bootstrap"] = result.phases.get("bootstrap", 0.0)
+        rebuild.phases["images"] = result.phases.get("images", 0.0)
+        rebuild.phases["restore files"] = rebuild.phases.pop("restore files", 0.0)
+        rebuild.phases["stacks up"] = result.phases.get("stacks", 0.0)
+        print(views.apply_text(result), file=out, end="")
+        rebuild.apply_ok = result.ok
+        if rebuild.snapshot is None:
+            raise BackupError("the rebuild stopped before restoring anything")
+        mark = time.monotonic()
+        backups = Backups(spec, session, applier.desired)
+        rebuild.restored += backups.restore(rebuild.snapshot.id, "databases", stacks)
+        rebuild.recorded = _counts(backups.recorded)
+        rebuild.phases["restore databases"] = time.monotonic() - mark
+        mark = time.monotonic()
+        rebuild.report = audit.audit(spec, session, applier.desired)
+        rebuild.phases["audit"] = time.monotonic() - mark
+    print(redact(views.audit_text(rebuild.report), spec.secret_values()), file=out, end="")
+    return rebuild
+
+
+# ── drill ────────────────────────────────────────────────────────────────────────────────
+
+
+@dataclass
+class DrillReport:
+    """A rehearsed rebuild: its recovery times, and the row counts compared."""
+
+    rebuild: RebuildReport
+    box: str
+    mismatches: list[str] = field(default_factory=list)
+    compared: int = 0
+
+    @property
+    def ok(self) -> bool:
+        return self.rebuild.ok and not self.mismatches and self.compared > 0
+
+    def text(self) -> str:
+        lines = [self.rebuild.text().rstrip("\n")]
+        lines.append(
+            f"row counts: {self.compared} tables compared with the snapshot, "
+            f"{len(self.mismatches)} differ"
+        )
+        lines += [f"  {m}" for m in self.mismatches]
+        lines.append(f"drill {'passed' if self.ok else 'FAILED'} (box {self.box} torn down)")
+        return "\n".join(lines) + "\n"
+
+
+@contextmanager
+def throwaway_inventory(spec: Spec, box: str, workdir: Path) -> Iterator[Path]:
+    """A copy of ``spec``'s inventory whose host is the sandbox ``box`` (same stacks,
+    domains, secrets and backup repository)."""
+    from ruamel.yaml import YAML  # noqa: PLC0415
+
+    inventory = workdir / "inventory"
+    inventory.mkdir(parents=True)
+    yaml = YAML()
+    host_file = spec.inventory / "host.yaml"
+    data = yaml.load(host_file.read_text(encoding="utf-8"))
+    data.pop("ssh", None)
+    data["sandbox"] = {"name": box}
+    data["name"] = spec.host.name  # snapshots are found by host name
+    base = host_file.resolve().parent
+    data["stacks_dir"] = str((base / spec.host.stacks_dir).resolve())
+    data["standins_dir"] = str((base / spec.host.standins_dir).resolve())
+    repo = data.get("backup", {}).get("repository", {})
+    if isinstance(repo, dict) and repo.get("key"):
+        repo["key"] = str(Path(repo["key"]).expanduser().resolve())
+    with (inventory / "host.yaml").open("w", encoding="utf-8") as fh:
+        yaml.dump(data, fh)
+    secrets = inventory / "secrets.env"
+    secrets.write_bytes((spec.inventory / "secrets.env").read_bytes())
+    secrets.chmod(0o600)
+    yield inventory
+
+
+def run_drill(spec: Spec, out: IO[str], keep: bool = False) -> DrillReport:
+    """``vpsctl drill``: rebuild onto a throwaway sandbox box from the real repository,
+    audit, compare row counts with the snapshot's, tear the box down, report."""
+    import tempfile  # noqa: PLC0415
+
+    from vpsctl import sandbox  # noqa: PLC0415 - docker helpers only for the drill
+
+    if spec.host.backup is None:
+        raise BackupError(f"{spec.host_doc.file}: no `backup:` section: nothing to drill")
+    box = f"drill-{uuid.uuid4().hex[:6]}"
+    print(f"drill: a throwaway box {box} …", file=out)
+    sandbox.up(box, progress=lambda m: print(f"  {m}", file=out))
+    try:
+        with (
+            tempfile.TemporaryDirectory(prefix="vpsctl-drill-") as tmp,
+            throwaway_inventory(spec, box, Path(tmp)) as inventory,
+        ):
+            drill_spec = load_spec(inventory)
+            rebuild = run_rebuild(drill_spec, None, out)
+            report = DrillReport(rebuild, box)
+            with Session(targets.target(drill_spec)) as session:
+                live = Backups(drill_spec, session).counts(backed_up_stacks(drill_spec))
+            for key in sorted(set(rebuild.recorded) | set(live)):
+                want, have = rebuild.recorded.get(key, 0), live.get(key, 0)
+                report.compared += 1
+                if want != have:
+                    report.mismatches.append(
+                        f"{'/'.join(key)}: {want} rows in the snapshot, {have} restored"
+                    )
+    finally:
+        if not keep:
+            sandbox.down(box, progress=lambda m: print(f"  {m}", file=out))
+    return report
