@@ -285,6 +285,17 @@ def _counts(rows: Any) -> dict[tuple[str, str, str], int]:
     return out
 
 
+def compare_counts(
+    recorded: dict[tuple[str, str, str], int], live: dict[tuple[str, str, str], int]
+) -> list[str]:
+    """Every table whose live row count differs from the snapshot's (absent counts as 0)."""
+    return [
+        f"{'/'.join(key)}: {recorded.get(key, 0)} rows in the snapshot, {live.get(key, 0)} now"
+        for key in sorted(set(recorded) | set(live))
+        if recorded.get(key, 0) != live.get(key, 0)
+    ]
+
+
 def backed_up_stacks(spec: Spec) -> list[str]:
     return [n for n in spec.host.stacks if spec.stacks[n].backups]
 
@@ -340,7 +351,15 @@ def run_restore(
         started = time.monotonic()
         for line in backups.restore(chosen.id, "all", chosen_stacks):
             print(f"  restored {line}", file=out)
-        print(f"restored in {time.monotonic() - started:.1f}s; auditing …", file=out)
+        print(f"restored in {time.monotonic() - started:.1f}s", file=out)
+        differ = compare_counts(_counts(backups.recorded), backups.counts(chosen_stacks))
+        if differ:  # rows written since the restore, or a restore that went wrong
+            print("row counts differ from the snapshot:", file=out)
+            for line in differ:
+                print(f"  {line}", file=out)
+        else:
+            print(f"row counts match the snapshot ({len(backups.recorded)} tables)", file=out)
+        print("auditing …", file=out)
         report = audit.audit(spec, session, backups.desired)
     return chosen, report
 
@@ -520,14 +539,12 @@ def run_drill(spec: Spec, out: IO[str], keep: bool = False) -> DrillReport:
             rebuild = run_rebuild(drill_spec, None, out)
             report = DrillReport(rebuild, box)
             with Session(targets.target(drill_spec)) as session:
+                # the drill box must never back up into the real repository under the real
+                # host's name: its timers go before anything else
+                session.run(f"systemctl disable --now {' '.join(backupfiles.TIMERS)}")
                 live = Backups(drill_spec, session).counts(backed_up_stacks(drill_spec))
-            for key in sorted(set(rebuild.recorded) | set(live)):
-                want, have = rebuild.recorded.get(key, 0), live.get(key, 0)
-                report.compared += 1
-                if want != have:
-                    report.mismatches.append(
-                        f"{'/'.join(key)}: {want} rows in the snapshot, {have} restored"
-                    )
+            report.compared = len(set(rebuild.recorded) | set(live))
+            report.mismatches = compare_counts(rebuild.recorded, live)
     finally:
         if not keep:
             sandbox.down(box, progress=lambda m: print(f"  {m}", file=out))

@@ -58,13 +58,22 @@ def on_box(info: SandboxInfo, command: str, timeout: int = 120) -> str:
     return result.stdout
 
 
-def studio_for(root: Path, box: SandboxInfo) -> Path:
+def studio_for(root: Path, box: SandboxInfo, backup: SandboxInfo | None = None) -> Path:
     """A copy of the example studio whose sandbox inventory points at ``box``, with fresh
-    secrets."""
+    secrets; its backups go to the sandbox ``backup``, or the copy declares none."""
     for name in ("stacks", "inventory", "standins"):
         shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("secrets.env"))
     host = root / "inventory/sandbox/host.yaml"
-    host.write_text(host.read_text().replace("  name: default\n", f"  name: {box.name}\n"))
+    text = host.read_text().replace("  name: default\n", f"  name: {box.name}\n")
+    start = text.index("\nbackup:\n")
+    end = text.index("\n\n", start + 1)
+    if backup is None:
+        text = text[:start] + text[end:]
+    else:
+        section = text[start:end].replace("sandbox: backup,", f"sandbox: {backup.name},")
+        assert backup.name in section
+        text = text[:start] + section + text[end:]
+    host.write_text(text)
     result = run_cli(root, "secrets", "generate", "-i", "inventory/sandbox")
     assert result.code == 0, result.err
     return root

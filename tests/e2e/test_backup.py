@@ -1,0 +1,476 @@
+"""Backups, restore and the disaster-recovery rebuild, end to end on three sandbox boxes:
+the studio's box, a backup host reached over SFTP, and a fresh box to rebuild onto.
+
+The tests run in file order and build on each other: data is written into every product,
+Ghost, Listmonk and Plausible; backed up; damaged and restored; the source box destroyed and
+rebuilt elsewhere. Every CLI output is scanned for every secret value (``run_cli``).
+"""
+
+from __future__ import annotations
+
+import json
+import shlex
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.e2e.conftest import make_box, on_box, running_box, studio_for
+from tests.helpers import Result, run_cli
+from vpsctl import sandbox
+from vpsctl.sandbox import SandboxInfo
+
+pytestmark = pytest.mark.e2e
+
+INV = "inventory/sandbox"
+SCRIPT = "/opt/vpsctl/host/backup/vpsctl-backup"
+REPO = "/srv/restic/lumen-sandbox"
+PRODUCTS = ("documint", "cronping", "flagbit", "webhookvault")
+
+
+@pytest.fixture(scope="module")
+def backup_host(state_dir: Path) -> Iterator[SandboxInfo]:
+    with running_box("bkp") as info:
+        yield info
+
+
+@pytest.fixture(scope="module")
+def source(state_dir: Path) -> Iterator[SandboxInfo]:
+    """The studio's box; the rebuild test destroys it (and the finalizer makes sure)."""
+    info = make_box("src")
+    yield info
+    sandbox.down(info.name)
+
+
+@pytest.fixture(scope="module")
+def studio(
+    source: SandboxInfo, backup_host: SandboxInfo, tmp_path_factory: pytest.TempPathFactory
+) -> Path:
+    root = studio_for(tmp_path_factory.mktemp("studio"), source, backup=backup_host)
+    result = run_cli(root, "apply", "-i", INV, "-y")
+    assert result.code == 0, result.err[-4000:]
+    write_data(source, root)
+    return root
+
+
+# ── helpers ──────────────────────────────────────────────────────────────────────────────
+
+
+def curl(host: str, *args: str) -> str:
+    """A curl on the box, through Caddy, as a visitor reaches ``host``."""
+    return shlex.join(
+        ["curl", "-sk", "--fail-with-body", "--resolve", f"{host}:443:127.0.0.1", *args]
+    )
+
+
+def listmonk_auth() -> str:
+    # read on the box: the password never leaves it, not even into this test's argv
+    return (
+        "PW=$(grep -o \"LISTMONK_ADMIN_PASSWORD='[^']*'\" "
+        '/opt/vpsctl/stacks/listmonk/env/listmonk.env | cut -d"\'" -f2); '
+    )
+
+
+def write_data(box: SandboxInfo, root: Path) -> None:
+    """Records into every product, posts into Ghost, subscribers into Listmonk, events into
+    Plausible: through Caddy, as users would."""
+    commands = []
+    for product in PRODUCTS:
+        for n in range(3):
+            commands.append(
+                curl(
+                    f"{product}.lumen.test",
+                    "-H",
+                    "Content-Type: application/json",
+                    "--data",
+                    json.dumps({"n": n, "product": product}),
+                    f"https://{product}.lumen.test/api/records",
+                )
+            )
+    for title in ("Backups matter", "Restores matter more"):
+        post = {"posts": [{"title": title, "html": f"<p>{title}</p>", "status": "published"}]}
+        commands.append(
+            curl(
+                "blog.lumen.test",
+                "-H",
+                "Authorization: Ghost e2e",
+                "-H",
+                "Content-Type: application/json",
+                "--data",
+                json.dumps(post),
+                "https://blog.lumen.test/ghost/api/admin/posts/?source=html",
+            )
+        )
+    for who in ("ada", "grace", "linus"):
+        subscriber = {"email": f"{who}@lumen.test", "name": who, "lists": [1]}
+        commands.append(
+            listmonk_auth()
+            + curl(
+                "lists.lumen.test",
+                "-H",
+                "Content-Type: application/json",
+                "--data",
+                json.dumps(subscriber),
+                "https://lists.lumen.test/api/subscribers",
+            ).replace("curl ", 'curl -u "studio-admin:$PW" ', 1)
+        )
+    commands.append(
+        curl(
+            "stats.lumen.test",
+            "-H",
+            "Authorization: Bearer e2e",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            json.dumps({"domain": "blog.lumen.test"}),
+            "https://stats.lumen.test/api/v1/sites",
+        )
+    )
+    for n in range(5):
+        event = {
+            "name": "pageview",
+            "url": f"https://blog.lumen.test/{n}/",
+            "domain": "blog.lumen.test",
+        }
+        commands.append(
+            curl(
+                "stats.lumen.test",
+                "-A",
+                "Mozilla/5.0 (X11; Linux x86_64) e2e",
+                "-H",
+                "Content-Type: application/json",
+                "--data",
+                json.dumps(event),
+                "https://stats.lumen.test/api/event",
+            )
+        )
+    on_box(box, " >/dev/null && ".join(commands) + " >/dev/null")
+    del root
+
+
+def visible_data(box: SandboxInfo) -> dict[str, int]:
+    """What a user sees through Caddy: records per product, Ghost posts, subscribers, and
+    Plausible pageviews."""
+    out: dict[str, int] = {}
+    for product in PRODUCTS:
+        answer = on_box(
+            box, curl(f"{product}.lumen.test", f"https://{product}.lumen.test/api/records")
+        )
+        out[product] = json.loads(answer)["count"]
+    posts = on_box(
+        box,
+        curl(
+            "blog.lumen.test",
+            "https://blog.lumen.test/ghost/api/content/posts/?key=e2e0123456789&limit=all",
+        ),
+    )
+    out["ghost posts"] = json.loads(posts)["meta"]["pagination"]["total"]
+    subscribers = on_box(
+        box,
+        listmonk_auth()
+        + curl("lists.lumen.test", "https://lists.lumen.test/api/subscribers").replace(
+            "curl ", 'curl -u "studio-admin:$PW" ', 1
+        ),
+    )
+    out["subscribers"] = json.loads(subscribers)["data"]["total"]
+    stats = on_box(
+        box,
+        curl(
+            "stats.lumen.test",
+            "-H",
+            "Authorization: Bearer e2e",
+            "https://stats.lumen.test/api/v1/stats/aggregate?site_id=blog.lumen.test&metrics=pageviews",
+        ),
+    )
+    out["pageviews"] = json.loads(stats)["results"]["pageviews"]["value"]
+    return out
+
+
+def backup(root: Path, *args: str) -> Result:
+    return run_cli(root, "backup", "-i", INV, *args)
+
+
+def snapshots(root: Path) -> list[dict[str, Any]]:
+    result = backup(root, "--list", "--json")
+    assert result.code == 0, result.err
+    found: list[dict[str, Any]] = json.loads(result.out)
+    return found
+
+
+def repository_files(host: SandboxInfo) -> str:
+    """Every file of the repository on the backup host, with its size."""
+    return on_box(host, f"cd {REPO} && find . -type f -printf '%p %s\\n' | sort")
+
+
+def cert_digests(box: SandboxInfo) -> str:
+    return on_box(
+        box,
+        "cd /var/lib/docker/volumes/edge_data/_data && "
+        "find . -type f \\( -name '*.crt' -o -name '*.key' -o -name '*.json' \\) | sort | "
+        "xargs sha256sum",
+    )
+
+
+def audit_ok(root: Path) -> dict[str, Any]:
+    result = run_cli(root, "audit", "-i", INV, "--json")
+    data: dict[str, Any] = json.loads(result.out)
+    bad = [(c["group"], c["name"], c["value"]) for c in data["checks"] if c["status"] == "FAIL"]
+    assert result.code == 0, bad
+    return data
+
+
+# ── the tests, in order ──────────────────────────────────────────────────────────────────
+
+
+def test_backup_without_a_repository_is_a_clear_error(
+    studio: Path, backup_host: SandboxInfo
+) -> None:
+    result = backup(studio)
+    assert result.code == 1
+    assert "there is no restic repository at sftp:root@" in result.err
+    assert "--init` creates one. Nothing was changed." in result.err
+    assert "Traceback" not in result.err
+    assert on_box(backup_host, f"test -e {REPO} && echo there || echo absent").strip() == "absent"
+
+
+def test_backup_snapshots_every_kind_of_data_off_the_box(
+    studio: Path, source: SandboxInfo, backup_host: SandboxInfo
+) -> None:
+    result = backup(studio, "--init", "--json")
+    assert result.code == 0, result.err[-3000:]
+    assert "repository sftp:root@" in result.err and ": created" in result.err
+    report = json.loads(result.out)
+    kinds = {item["item"].split("-")[0] for item in report["items"]}
+    assert kinds == {"sqlite", "mysql", "postgres", "clickhouse", "volume"}
+    sqlite = [i for i in report["items"] if i["item"] == "sqlite-app"]
+    assert len(sqlite) == 4 and all(i["detail"] == "integrity_check ok" for i in sqlite)
+    assert report["secrets_snapshot"]
+    listed = snapshots(studio)
+    assert [s["id"] for s in listed] == [report["snapshot"]]
+    assert set(listed[0]["tags"]) >= {"vpsctl", "run:manual", "stack:ghost", "stack:edge"}
+    # the repository is encrypted: no secret value of secrets.env is readable in it
+    secrets = (studio / INV / "secrets.env").read_text()
+    values = [line.split("=", 1)[1].strip("'") for line in secrets.splitlines() if "=" in line]
+    hits = on_box(
+        backup_host,
+        f"grep -rlF {' '.join('-e ' + shlex.quote(v) for v in values)} {REPO} || echo none",
+    )
+    assert hits.strip() == "none"
+    # the nightly timer and the record the audit reads
+    assert on_box(source, "systemctl is-enabled vpsctl-backup.timer").strip() == "enabled"
+    assert on_box(source, "systemctl is-active vpsctl-backup-check.timer").strip() == "active"
+    data = audit_ok(studio)
+    check = next(c for c in data["checks"] if c["name"] == "last successful backup")
+    assert check["status"] == "ok" and check["value"].endswith("h ago")
+
+
+def test_backup_errors_are_clear_and_delete_nothing(
+    studio: Path, source: SandboxInfo, backup_host: SandboxInfo
+) -> None:
+    before = repository_files(backup_host)
+    secrets = studio / INV / "secrets.env"
+    original = secrets.read_text()
+
+    # a missing repository (moved away on the backup host)
+    on_box(backup_host, f"mv {REPO} {REPO}.away")
+    missing = backup(studio)
+    on_box(backup_host, f"mv {REPO}.away {REPO}")
+    assert missing.code == 1 and "there is no restic repository at" in missing.err
+
+    # an unreachable backup host (its sshd stopped)
+    on_box(backup_host, "systemctl stop ssh.socket ssh.service 2>/dev/null; true")
+    try:
+        unreachable = backup(studio)
+    finally:
+        on_box(backup_host, "systemctl start ssh.service")
+    assert unreachable.code == 1
+    assert "cannot reach the backup host of sftp:root@" in unreachable.err
+    assert "Nothing was changed." in unreachable.err
+
+    # a wrong repository password (installed on the box by an apply)
+    lines = [
+        "RESTIC_PASSWORD='not-the-repository-password-0123456789'"
+        if line.startswith("RESTIC_PASSWORD=")
+        else line
+        for line in original.splitlines()
+    ]
+    secrets.write_text("\n".join(lines) + "\n")
+    try:
+        applied = run_cli(studio, "apply", "-i", INV, "-y")
+        assert applied.code == 0, applied.err[-2000:]
+        assert "password" in applied.out and "secret file: changed (sha256:" in applied.out
+        wrong = backup(studio)
+    finally:
+        secrets.write_text(original)
+    assert wrong.code == 1
+    assert "rejects the password RESTIC_PASSWORD of secrets.env (sha256:" in wrong.err
+    restored = run_cli(studio, "apply", "-i", INV, "-y")
+    assert restored.code == 0, restored.err[-2000:]
+    assert repository_files(backup_host) == before  # nothing deleted, nothing added
+    assert len(snapshots(studio)) == 1
+
+
+def test_interrupted_backup_leaves_the_previous_snapshot_intact(
+    studio: Path, source: SandboxInfo
+) -> None:
+    before = snapshots(studio)
+    # enough data in a volume that the upload is still running when it is killed
+    big = "/var/lib/docker/volumes/ghost_content/_data/big.bin"
+    on_box(source, f"head -c 600M /dev/urandom > {big}")
+    try:
+        on_box(
+            source,
+            f"(setsid {SCRIPT} backup manual > /tmp/bk.out 2>&1 &); "
+            "for i in $(seq 1 600); do pgrep -f '^restic .* backup --host' >/dev/null && break; "
+            "sleep 0.1; done; sleep 1; "
+            "pkill -KILL -f '[v]psctl-backup backup'; pkill -KILL -x restic; sleep 0.5",
+            timeout=180,
+        )
+        assert snapshots(studio) == before
+        check = backup(studio, "--check", "--check-subset", "100%")
+        assert check.code == 0, check.err[-2000:]
+        assert "repository check: ok" in check.err
+    finally:
+        on_box(source, f"rm -f {big}")
+    again = backup(studio, "--json")  # the killed run's lock is stale: removed, not in the way
+    assert again.code == 0, again.err[-2000:]
+    assert len(snapshots(studio)) == len(before) + 1
+
+
+def test_backup_under_continuous_writes_restores_a_consistent_database(
+    studio: Path, source: SandboxInfo
+) -> None:
+    writer = (
+        "end=$((SECONDS+20)); while [ $SECONDS -lt $end ]; do "
+        + curl(
+            "documint.lumen.test",
+            "-o",
+            "/dev/null",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            json.dumps({"payload": "x" * 2000}),
+            "https://documint.lumen.test/api/records",
+        )
+        + " || true; done"
+    )
+    on_box(source, f"(setsid bash -c {shlex.quote(writer)} > /dev/null 2>&1 &)")
+    time.sleep(2)
+    taken = [backup(studio, "--stack", "documint", "--json") for _ in range(2)]
+    for result in taken:
+        assert result.code == 0, result.err[-2000:]
+    snapshot = json.loads(taken[-1].out)["snapshot"]
+    time.sleep(20)  # the writer is done
+    restore = run_cli(
+        studio, "restore", "-i", INV, "--snapshot", snapshot[:8], "--stack", "documint", "-y"
+    )
+    assert restore.code == 0, restore.err[-3000:]
+    db = "/var/lib/docker/volumes/documint_data/_data/documint.db"
+    assert on_box(source, f"sqlite3 {db} 'PRAGMA integrity_check'").strip() == "ok"
+    torn = on_box(source, f'sqlite3 {db} "SELECT count(*) FROM records WHERE json_valid(data) = 0"')
+    assert torn.strip() == "0"
+    assert "row counts match the snapshot" in restore.err
+    live = on_box(source, f"{SCRIPT} counts documint")
+    restored = int(next(ln.split("\t")[3] for ln in live.splitlines() if "\trecords\t" in ln))
+    assert restored > 3  # the writer's rows up to the snapshot are there
+
+
+def test_restore_puts_every_kind_of_data_back(studio: Path, source: SandboxInfo) -> None:
+    result = backup(studio, "--json")
+    assert result.code == 0, result.err[-2000:]
+    snapshot = json.loads(result.out)["snapshot"]
+    before = visible_data(source)
+    # damage: a product's table emptied, a subscriber and a Ghost post gone, events dropped
+    on_box(
+        source,
+        "sqlite3 /var/lib/docker/volumes/flagbit_data/_data/flagbit.db 'DELETE FROM records' && "
+        "cd /opt/vpsctl/stacks/listmonk && docker compose -p listmonk exec -T db "
+        "psql -U listmonk -d listmonk "
+        "-c \"DELETE FROM subscribers WHERE email='ada@lumen.test'\" && "
+        "cd /opt/vpsctl/stacks/plausible && docker compose -p plausible exec -T clickhouse "
+        "clickhouse-client --query 'TRUNCATE TABLE plausible_events_db.events_v2'",
+    )
+    damaged = visible_data(source)
+    assert damaged["flagbit"] == 0 and damaged["subscribers"] == before["subscribers"] - 1
+    assert damaged["pageviews"] == 0
+    restore = run_cli(studio, "restore", "-i", INV, "--snapshot", snapshot, "-y")
+    assert restore.code == 0, restore.err[-3000:]
+    assert "audit lumen-sandbox: healthy" in restore.err
+    assert visible_data(source) == before
+
+
+def test_image_change_snapshots_first_and_rollback_restores_the_data(
+    studio: Path, source: SandboxInfo
+) -> None:
+    host = studio / INV / "host.yaml"
+    original = host.read_text()
+    before = visible_data(source)
+    host.write_text(
+        original.replace(
+            "ghcr.io/lumen-studio/cronping:1.9.0: {standin: product, args: {PRODUCT: CronPing}}",
+            "ghcr.io/lumen-studio/cronping:1.9.0: {standin: clickhouse}",
+        )
+    )
+    try:
+        result = run_cli(studio, "apply", "-i", INV, "-y")
+    finally:
+        host.write_text(original)
+    assert result.code == 1
+    assert "cronping: its image changes: snapshot of its data first" in result.err
+    assert "cronping: data restored from the pre-apply snapshot" in result.err
+    pre = [s for s in snapshots(studio) if "run:pre-apply" in s["tags"]]
+    assert len(pre) == 1 and pre[0]["tags"].count("stack:cronping") == 1
+    assert visible_data(source) == before
+    assert run_cli(studio, "plan", "-i", INV).code == 0
+
+
+def test_rebuild_onto_a_fresh_box_serves_yesterdays_data(
+    studio: Path, source: SandboxInfo, state_dir: Path
+) -> None:
+    result = backup(studio)
+    assert result.code == 0, result.err[-2000:]
+    data = visible_data(source)
+    certs = cert_digests(source)
+    assert "local/" in certs  # Caddy's own CA and its site certificates
+    sandbox.down(source.name)  # the VPS dies
+    fresh = make_box("new")
+    try:
+        host = studio / INV / "host.yaml"
+        host.write_text(host.read_text().replace(f"name: {source.name}\n", f"name: {fresh.name}\n"))
+        rebuild = run_cli(studio, "rebuild", "-i", INV, "--json")
+        assert rebuild.code == 0, rebuild.err[-4000:]
+        report = json.loads(rebuild.out)
+        assert report["ok"] is True
+        phases = report["phases"]
+        assert list(phases) == [
+            "connect",
+            "bootstrap",
+            "images",
+            "restore files",
+            "stacks up",
+            "restore databases",
+            "audit",
+        ]
+        assert all(seconds > 0 for seconds in phases.values())
+        assert abs(report["total_seconds"] - sum(phases.values())) < 0.1
+        assert visible_data(fresh) == data
+        assert cert_digests(fresh) == certs  # the same files: Caddy never made new ones
+        audit_ok(studio)
+    finally:
+        sandbox.down(fresh.name)
+
+
+def test_drill_rehearses_the_rebuild_and_compares_row_counts(studio: Path) -> None:
+    result = run_cli(studio, "drill", "-i", INV)
+    assert result.code == 0, result.err[-4000:]
+    assert "rebuild done: audit green" in result.out
+    assert ", 0 differ" in result.out and "drill passed (box drill-" in result.out
+    compared = int(result.out.split("row counts: ")[1].split(" ")[0])
+    assert compared >= 20
+    assert not [b for b in sandbox_names() if b.startswith("drill-")]
+
+
+def sandbox_names() -> list[str]:
+    return [p.stem for p in sandbox.state_dir().glob("*.json")]
