@@ -139,32 +139,7 @@ class Backups:
 
     def explain(self, out: Output) -> str:
         """restic's failure, in words, with what to do; never a secret."""
-        url = self.repository.display if self.repository else "?"
-        settings = self.spec.host.backup
-        assert settings is not None
-        if out.fail is None:
-            tail = redact(out.stderr.strip()[-400:], self.secrets)
-            if "No such file" in tail and SCRIPT in tail:
-                return (
-                    f"the box has no {SCRIPT}: run `vpsctl apply -i {self.spec.inventory}` "
-                    "first (it installs the backup script and timers)"
-                )
-            return f"the backup script failed on {self.spec.host.name}: {tail}"
-        reason, detail = out.fail
-        detail = redact(detail, self.secrets)
-        password = self.spec.secret(settings.password_secret)
-        said = {
-            "repository-missing": f"there is no restic repository at {url}: "
-            f"`vpsctl backup -i {self.spec.inventory} --init` creates one. Nothing was changed.",
-            "wrong-password": f"the repository at {url} rejects the password "
-            f"{settings.password_secret} of secrets.env "
-            f"({fingerprint(password.reveal()) if password else 'missing'}): it is not this "
-            "repository's password. Nothing was changed.",
-            "unreachable": f"cannot reach the backup host of {url}: {detail}. Nothing was changed.",
-            "locked": f"the repository at {url} is locked by another restic run: {detail}",
-            "busy": detail,
-        }
-        return said.get(reason, f"{reason}: {detail}")
+        return explain(self.spec, self.repository, out)
 
     def check_installed(self) -> None:
         """Refuse unless the box's backup files are exactly the rendered ones: a stale
@@ -275,6 +250,36 @@ class Backups:
 
     def check(self, subset: str = "1/10") -> None:
         self.call(f"check {shlex.quote(subset)}", timeout=3600)
+
+
+def explain(spec: Spec, repository: backupfiles.Repository | None, out: Output) -> str:
+    """restic's failure, in words, with what to do; never a secret."""
+    url = repository.display if repository else "?"
+    settings = spec.host.backup
+    assert settings is not None
+    if out.fail is None:
+        tail = redact(out.stderr.strip()[-400:], spec.secret_values())
+        if "No such file" in tail and SCRIPT in tail:
+            return (
+                f"the box has no {SCRIPT}: run `vpsctl apply -i {spec.inventory}` "
+                "first (it installs the backup script and timers)"
+            )
+        return f"the backup script failed on {spec.host.name}: {tail}"
+    reason, detail = out.fail
+    detail = redact(detail, spec.secret_values())
+    password = spec.secret(settings.password_secret)
+    said = {
+        "repository-missing": f"there is no restic repository at {url}: "
+        f"`vpsctl backup -i {spec.inventory} --init` creates one. Nothing was changed.",
+        "wrong-password": f"the repository at {url} rejects the password "
+        f"{settings.password_secret} of secrets.env "
+        f"({fingerprint(password.reveal()) if password else 'missing'}): it is not this "
+        "repository's password. Nothing was changed.",
+        "unreachable": f"cannot reach the backup host of {url}: {detail}. Nothing was changed.",
+        "locked": f"the repository at {url} is locked by another restic run: {detail}",
+        "busy": detail,
+    }
+    return said.get(reason, f"{reason}: {detail}")
 
 
 def _counts(rows: Any) -> dict[tuple[str, str, str], int]:

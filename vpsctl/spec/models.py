@@ -554,9 +554,14 @@ class BackupSettings(Model):
         description="secrets.env key of the repository password (at least 32 characters); "
         "keep a copy outside the box and outside the repository: without it nothing restores",
     )
-    schedule: OnCalendar = Field("*-*-* 03:30:00", description="when the nightly backup runs")
+    schedule: OnCalendar = Field(
+        "*-*-* 03:30:00",
+        description="a systemd OnCalendar expression (like `*-*-* 03:30:00` or `daily`): when "
+        "the nightly backup runs",
+    )
     check_schedule: OnCalendar = Field(
-        "Sun *-*-* 05:00:00", description="when `restic check` verifies the repository"
+        "Sun *-*-* 05:00:00",
+        description="a systemd OnCalendar expression: when `restic check` reads the repository",
     )
     keep: Retention = Field(default_factory=Retention)
 
