@@ -21,7 +21,6 @@ import argparse
 import io
 import os
 import platform
-import shutil
 import statistics
 import subprocess
 import sys
@@ -45,6 +44,7 @@ from pyinfra.operations import files  # noqa: E402
 
 from bench.latency import DelayProxy  # noqa: E402
 from bench.report import write_section  # noqa: E402
+from tests.e2e.conftest import studio_for  # noqa: E402
 from vpsctl import sandbox  # noqa: E402
 from vpsctl.apply import Applier  # noqa: E402
 from vpsctl.audit import audit  # noqa: E402
@@ -52,7 +52,6 @@ from vpsctl.facts import FACTS_SCRIPT, parse  # noqa: E402
 from vpsctl.plan import make_plan  # noqa: E402
 from vpsctl.remote import Session, Target  # noqa: E402
 from vpsctl.render import Desired, render  # noqa: E402
-from vpsctl.spec.generate import generate  # noqa: E402
 from vpsctl.spec.loader import load_spec  # noqa: E402
 from vpsctl.spec.studio import Spec  # noqa: E402
 
@@ -201,14 +200,7 @@ def main() -> None:
         name = "bench-apply"
         info = sandbox.up(name)
         try:
-            for part in ("stacks", "inventory", "standins"):
-                shutil.copytree(
-                    ROOT / part, tmp / part, ignore=shutil.ignore_patterns("secrets.env")
-                )
-            host = tmp / "inventory/sandbox/host.yaml"
-            host.write_text(host.read_text().replace("  name: default\n", f"  name: {name}\n"))
-            inventory = tmp / "inventory/sandbox"
-            generate(inventory)
+            inventory = studio_for(tmp, info) / "inventory/sandbox"  # no backup: not measured here
             spec: Spec = load_spec(inventory)
             start = time.perf_counter()
             with via(info, 0, tmp) as direct, Session(direct) as session:

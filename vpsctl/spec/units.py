@@ -36,10 +36,14 @@ def format_size(n: int) -> str:
 
 
 def human_size(n: int) -> str:
-    """Bytes for people: ``1.5 GiB``, ``256 MiB``."""
+    """Bytes for people: ``1.5 GiB``, ``256 MiB``, ``12.4 KiB``, ``310 B``."""
     if n >= 1024**3:
         return f"{n / 1024**3:.2f} GiB".replace(".00 ", " ")
-    return f"{n / 1024**2:.0f} MiB"
+    if n >= 1024**2:
+        return f"{n / 1024**2:.0f} MiB"
+    if n >= 1024:
+        return f"{n / 1024:.1f} KiB"
+    return f"{n} B"
 
 
 _DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ns|us|ms|s|m|h))+$")
