@@ -49,8 +49,10 @@ schemas: install
 # the audit again on its own, and a plan that must find nothing left to do.
 demo: install system
 	$(BIN)/vpsctl sandbox up
+	$(BIN)/vpsctl sandbox up --name backup
 	$(BIN)/vpsctl secrets generate -i inventory/sandbox
 	$(BIN)/vpsctl apply -i inventory/sandbox -y
+	$(BIN)/vpsctl backup -i inventory/sandbox --init
 	$(BIN)/vpsctl audit -i inventory/sandbox --brief
 	$(BIN)/vpsctl plan -i inventory/sandbox
 	$(BIN)/vpsctl sandbox status
@@ -60,7 +62,9 @@ demo: install system
 	@echo "  $(BIN)/vpsctl plan -i inventory/sandbox -v    # every file and stack, and why" >&2
 	@echo "  ssh -i .vpsctl/sandboxes/default.key -p PORT root@127.0.0.1 docker ps" >&2
 	@echo "  curl -k --resolve documint.lumen.test:HTTPS_PORT:127.0.0.1 https://documint.lumen.test:HTTPS_PORT/" >&2
-	@echo "  $(BIN)/vpsctl sandbox down                    # remove the box and its volumes" >&2
+	@echo "  $(BIN)/vpsctl backup -i inventory/sandbox --list   # snapshots on the backup box" >&2
+	@echo "  $(BIN)/vpsctl drill -i inventory/sandbox      # rebuild on a throwaway box, timed" >&2
+	@echo "  $(BIN)/vpsctl sandbox down; $(BIN)/vpsctl sandbox down --name backup" >&2
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis

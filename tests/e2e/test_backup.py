@@ -330,6 +330,9 @@ def test_rebuild_onto_a_fresh_box_serves_yesterdays_data(
         assert visible_data(fresh) == data
         assert cert_digests(fresh) == certs  # the same files: Caddy never made new ones
         audit_ok(studio)
+        again = run_cli(studio, "rebuild", "-i", INV)  # a live box is no rebuild target
+        assert again.code == 1
+        assert "already runs" in again.err and "use `vpsctl restore`" in again.err
     finally:
         sandbox.down(fresh.name)
 
