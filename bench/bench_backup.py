@@ -74,8 +74,8 @@ def main() -> None:
                     f"first backup ({len(first['items'])} items, repository created)",
                     f"{took:.1f} s",
                     f"{human_size(first['total_bytes'])} read, "
-                    f"{human_size(first['added_bytes'])} added; repository "
-                    f"{human_size(int(repo))}",
+                    f"{human_size(first['added_bytes'])} new before compression; the "
+                    f"repository on the backup host: {human_size(int(repo))} (zstd)",
                 )
             )
             again: list[float] = []
@@ -88,8 +88,8 @@ def main() -> None:
                 (
                     f"backup of the unchanged studio (median of {args.runs})",
                     f"{statistics.median(again):.1f} s",
-                    f"{human_size(int(statistics.median(added)))} added (dumps re-made, "
-                    "deduplicated)",
+                    f"{human_size(int(statistics.median(added)))} new (dumps re-made, "
+                    "deduplicated; forget --prune each time)",
                 )
             )
             restores: list[float] = []

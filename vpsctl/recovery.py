@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from vpsctl import audit, backupfiles, targets, views
-from vpsctl.apply import Applier
+from vpsctl.apply import LOCK, Applier
 from vpsctl.errors import VpsctlError
 from vpsctl.plan import redact
 from vpsctl.remote import Session
@@ -353,9 +353,14 @@ def run_restore(
         )
         if not yes:
             _confirm("Restore?")
+        # no apply may change these stacks while their data is being replaced
+        lock = session.hold_lock(LOCK, "apply or restore")
         started = time.monotonic()
-        for line in backups.restore(chosen.id, "all", chosen_stacks):
-            print(f"  restored {line}", file=out)
+        try:
+            for line in backups.restore(chosen.id, "all", chosen_stacks):
+                print(f"  restored {line}", file=out)
+        finally:
+            lock.close()
         print(f"restored in {time.monotonic() - started:.1f}s", file=out)
         differ = compare_counts(_counts(backups.recorded), backups.counts(chosen_stacks))
         if differ:  # rows written since the restore, or a restore that went wrong
