@@ -502,7 +502,7 @@ def _host(spec: Spec, facts: AuditFacts) -> list[Check]:
             f"warn {limits.load_warn_per_core}",
         )
     )
-    if spec.host.backup is None:
+    if facts.backup is None and spec.host.backup is None:
         checks.append(
             Check(
                 "host",
