@@ -125,6 +125,11 @@ def test_backup_snapshots_every_kind_of_data_off_the_box(
         f"grep -rlF {' '.join('-e ' + shlex.quote(v) for v in values)} {REPO} || echo none",
     )
     assert hits.strip() == "none"
+    # sqlite3 ran as root beside apps running as uid 10001: it left them nothing of root's
+    root_owned = on_box(
+        source, "find /var/lib/docker/volumes/*_data/_data -name '*.db*' -user 0 | wc -l"
+    )
+    assert root_owned.strip() == "0"
     # the nightly timer and the record the audit reads
     assert on_box(source, "systemctl is-enabled vpsctl-backup.timer").strip() == "enabled"
     assert on_box(source, "systemctl is-active vpsctl-backup-check.timer").strip() == "active"
@@ -329,6 +334,13 @@ def test_rebuild_onto_a_fresh_box_serves_yesterdays_data(
         assert abs(report["total_seconds"] - sum(phases.values())) < 0.1
         assert visible_data(fresh) == data
         assert cert_digests(fresh) == certs  # the same files: Caddy never made new ones
+        # the products run as uid 10001: their restored database and fresh volume are theirs
+        owners = on_box(
+            fresh,
+            "stat -c '%u %n' /var/lib/docker/volumes/documint_data/_data "
+            "/var/lib/docker/volumes/documint_data/_data/documint.db*",
+        )
+        assert {line.split()[0] for line in owners.splitlines()} == {"10001"}, owners
         audit_ok(studio)
         again = run_cli(studio, "rebuild", "-i", INV)  # a live box is no rebuild target
         assert again.code == 1
