@@ -115,7 +115,6 @@ class Backups:
         self.spec = spec
         self.session = session
         self.desired = desired or render(spec)
-        self.secrets = spec.secret_values()
         self.repository = backupfiles.resolve(spec)
         self.recorded: list[list[str]] = []  # the snapshot's row counts, from a restore
 
