@@ -11,6 +11,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
+from vpsctl.backupfiles import TIMERS
 from vpsctl.facts import MANIFEST
 from vpsctl.render import Desired
 
@@ -24,6 +25,7 @@ class SimHost:
     containers: list[dict[str, str]] = field(default_factory=list)
     images: list[str] = field(default_factory=list)
     docker: str | None = None
+    timers: dict[str, str] = field(default_factory=dict)  # unit → "enabled active"
 
     def output(self) -> str:
         """What the facts script would print on this host."""
@@ -35,6 +37,8 @@ class SimHost:
             sha = hashlib.sha256(content).hexdigest()
             lines.append(f"@@file {mode:o} {owner} {len(content)} {sha} {path}")
             lines.append(base64.b64encode(content).decode())
+        for unit, state in self.timers.items():
+            lines.append(f"@@timer {unit} {state}")
         if self.docker is not None:
             lines += [f"@@docker {self.docker}", "@@compose 2.26.1", "@@containers"]
             for c in self.containers:
@@ -76,6 +80,8 @@ def converged(desired: Desired) -> SimHost:
     for path, f in desired.files.items():
         host.files[path] = (f.content, f.mode, "root:root")
     host.manifest = manifest_of(desired)
+    if desired.host_files:  # apply linked and enabled the backup timers
+        host.timers = dict.fromkeys(TIMERS, "enabled active")
     for name, stack in desired.stacks.items():
         for service in stack.services:
             host.containers.append({"project": name, "service": service})

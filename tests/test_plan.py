@@ -89,6 +89,18 @@ def test_converged_host_has_no_changes_and_says_why(prod: Path) -> None:
     assert f"Unchanged: {len(desired.files)} files" in text
 
 
+def test_a_stopped_backup_timer_is_planned_to_be_enabled_again(prod: Path) -> None:
+    desired = desired_of(prod)
+    host = factsim.converged(desired)
+    host.timers["vpsctl-backup.timer"] = "disabled inactive"
+    plan = plan_for(prod, host)
+    assert plan.changes
+    assert plan.host_actions == ["enable vpsctl-backup.timer (on the box: disabled inactive)"]
+    assert plan.summary() == "Plan: 0 to add, 1 to change, 0 to remove."
+    assert "Host:\n  ~ enable vpsctl-backup.timer" in plan_text(plan)
+    assert plan.to_json()["host_actions"] == plan.host_actions
+
+
 def test_hand_edited_file_is_shown_with_its_diff(prod: Path) -> None:
     desired = desired_of(prod)
     host = factsim.converged(desired)

@@ -315,12 +315,11 @@ class Applier:
             for f in self.plan.files
             if f.stack == "" and f.action in ("create", "update")
         ]
-        if not changed:
-            return
-        self.session.put_files([(f.path, f.content, f.mode) for f in changed])
-        self.say(f"host: {len(changed)} backup file(s) installed")
+        if changed:
+            self.session.put_files([(f.path, f.content, f.mode) for f in changed])
+            self.say(f"host: {len(changed)} backup file(s) installed")
         units = [f"{backupfiles.SYSTEMD_DIR}/{u}" for u in backupfiles.UNITS]
-        if any(f.path in units for f in changed):
+        if any(f.path in units for f in changed) or self.plan.host_actions:
             ok, output = self.run(
                 f"systemctl link {' '.join(units)} >/dev/null && systemctl daemon-reload && "
                 f"systemctl enable --now {' '.join(backupfiles.TIMERS)} 2>&1"

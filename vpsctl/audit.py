@@ -250,6 +250,7 @@ def audit(spec: Spec, session: Session, desired: Desired | None = None) -> Repor
     report.checks += _containers(spec, audit_facts)
     report.checks += _drift(desired, facts)
     report.checks += _host(spec, audit_facts)
+    report.checks += _timers(spec, facts)
     _save_state(session, audit_facts, totals)
     report.seconds = time.monotonic() - started
     return report
@@ -427,6 +428,23 @@ def _drift(desired: Desired, facts: HostFacts) -> list[Check]:
         )
     )
     return checks
+
+
+def _timers(spec: Spec, facts: HostFacts) -> list[Check]:
+    """With a backup declared, its timers must be enabled and waiting: a stopped nightly
+    timer would otherwise show only as a stale backup, a day later."""
+    if spec.host.backup is None:
+        return []
+    return [
+        Check(
+            "host",
+            f"timer {timer}",
+            OK if facts.timers.get(timer) == "enabled active" else FAIL,
+            facts.timers.get(timer) or "not installed",
+            "enabled active",
+        )
+        for timer in backupfiles.TIMERS
+    ]
 
 
 def _host(spec: Spec, facts: AuditFacts) -> list[Check]:

@@ -18,6 +18,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from vpsctl.backupfiles import TIMERS
 from vpsctl.layout import HOST_FILES, HOST_ROOT, STACKS_ROOT
 
 MANIFEST = f"{HOST_ROOT}/manifest.json"
@@ -38,6 +39,12 @@ for d in {STACKS_ROOT} {HOST_FILES}; do [ -d "$d" ] && echo "$d"; done | while r
     echo
   done
 done
+if [ -d {HOST_FILES}/systemd ]; then
+  for t in {" ".join(TIMERS)}; do
+    echo "@@timer $t $(systemctl is-enabled "$t" 2>/dev/null || true) \
+$(systemctl is-active "$t" 2>/dev/null || true)"
+  done
+fi
 if command -v docker >/dev/null 2>&1; then
   echo "@@docker $(docker version --format '{{{{.Server.Version}}}}' 2>/dev/null || echo none)"
   echo "@@compose $(docker compose version --short 2>/dev/null || echo none)"
@@ -92,6 +99,7 @@ class HostFacts:
     compose: str | None = None
     containers: list[Container] = field(default_factory=list)
     images: set[str] = field(default_factory=set)
+    timers: dict[str, str] = field(default_factory=dict)  # unit → "enabled active"
 
     @property
     def bare(self) -> bool:
@@ -115,6 +123,7 @@ class HostFacts:
                 for c in self.containers
             ),
             "images": sorted(self.images),
+            "timers": sorted(self.timers.items()),
         }
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
@@ -152,6 +161,9 @@ def parse(output: str) -> HostFacts:
         elif line.startswith("@@compose "):
             value = line.split(" ", 1)[1].strip()
             facts.compose = None if value == "none" else value
+        elif line.startswith("@@timer "):
+            name, *state = line.split()[1:]
+            facts.timers[name] = " ".join(state)
         elif line.startswith("@@"):
             section = line.strip()
         elif section == "@@containers" and line.strip():

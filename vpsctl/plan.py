@@ -19,6 +19,7 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from vpsctl.backupfiles import SYSTEMD_DIR, TIMERS
 from vpsctl.facts import HostFacts
 from vpsctl.layout import HOST_FILES, STACKS_ROOT
 from vpsctl.render import Desired, DesiredFile, parse_env_file
@@ -72,6 +73,7 @@ class Plan:
     files: list[FileChange] = field(default_factory=list)
     stacks: list[StackChange] = field(default_factory=list)
     images: list[ImageChange] = field(default_factory=list)
+    host_actions: list[str] = field(default_factory=list)  # the box's own: timers to enable
     inputs_hash: str = ""
     facts_hash: str = ""
 
@@ -82,6 +84,7 @@ class Plan:
             [f for f in self.files if f.action != "unchanged"]
             or [s for s in self.stacks if s.action != "none"]
             or self.images
+            or self.host_actions
         )
 
     def counts(self) -> tuple[int, int, int]:
@@ -90,6 +93,7 @@ class Plan:
         add += sum(s.action == "start" for s in self.stacks) + len(self.images)
         change = sum(f.action == "update" for f in self.files)
         change += sum(s.action in ("recreate", "reload") for s in self.stacks)
+        change += len(self.host_actions)
         remove = sum(f.action == "delete" for f in self.files)
         remove += sum(s.action == "remove" for s in self.stacks)
         return add, change, remove
@@ -115,6 +119,7 @@ class Plan:
             "files": [asdict(f) for f in self.files],
             "stacks": [asdict(s) | {"services": list(s.services)} for s in self.stacks],
             "images": [asdict(i) for i in self.images],
+            "host_actions": self.host_actions,
         }
         data["plan_hash"] = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
         return data
@@ -140,7 +145,23 @@ def make_plan(host: str, desired: Desired, facts: HostFacts) -> Plan:
     plan.files = _file_changes(desired, facts, secrets)
     plan.images = _image_changes(desired, facts)
     plan.stacks = _stack_changes(desired, facts, plan.files, plan.images)
+    plan.host_actions = _timer_changes(desired, facts, plan.files)
     return plan
+
+
+def _timer_changes(desired: Desired, facts: HostFacts, files: list[FileChange]) -> list[str]:
+    """Backup timers that are not enabled and running on the box although their units are
+    in place (a changed unit re-enables them anyway)."""
+    units = [p for p in desired.host_files if p.startswith(SYSTEMD_DIR + "/")]
+    if not units or not facts.reachable:
+        return []
+    if any(f.path in units and f.action != "unchanged" for f in files):
+        return []
+    return [
+        f"enable {timer} (on the box: {facts.timers.get(timer) or 'unknown'})"
+        for timer in TIMERS
+        if facts.timers.get(timer) != "enabled active"
+    ]
 
 
 # ── files ────────────────────────────────────────────────────────────────────────────────

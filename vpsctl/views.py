@@ -100,6 +100,10 @@ def plan_text(plan: Plan, verbose: bool = False) -> str:
         else:
             out.append(f"Unchanged: {len(unchanged)} files (sha256, mode and owner match)")
         out.append("")
+    if plan.host_actions:
+        out.append("Host:")
+        out += [f"  ~ {action}" for action in plan.host_actions]
+        out.append("")
     if plan.stacks:
         out.append("Stacks:")
         for s in plan.stacks:

@@ -136,6 +136,19 @@ def test_backup_snapshots_every_kind_of_data_off_the_box(
     data = audit_ok(studio)
     check = next(c for c in data["checks"] if c["name"] == "last successful backup")
     assert check["status"] == "ok" and check["value"].endswith("h ago")
+    # a stopped nightly timer is caught now, not as a stale backup tomorrow; apply restarts it
+    on_box(source, "systemctl disable --now vpsctl-backup.timer")
+    result = run_cli(studio, "audit", "-i", INV, "--json")
+    assert result.code == 1
+    failed = [c for c in json.loads(result.out)["checks"] if c["status"] == "FAIL"]
+    # (disabling a linked unit removes its link: systemd no longer knows it at all)
+    assert [c["name"] for c in failed] == ["timer vpsctl-backup.timer"]
+    assert failed[0]["value"] != "enabled active"
+    plan = run_cli(studio, "plan", "-i", INV)
+    assert plan.code == 2 and "~ enable vpsctl-backup.timer" in plan.out
+    assert run_cli(studio, "apply", "-i", INV, "-y").code == 0
+    assert on_box(source, "systemctl is-active vpsctl-backup.timer").strip() == "active"
+    audit_ok(studio)
 
 
 def test_backup_errors_are_clear_and_delete_nothing(
