@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT
+from tests.helpers import ROOT, run_cli
 from vpsctl import backupfiles
 from vpsctl.facts import HostFacts, RemoteFile
 from vpsctl.plan import make_plan
@@ -154,3 +154,14 @@ def test_row_counts_compare_with_absent_tables_as_empty() -> None:
         "ghost/mysql-ghost/users: 0 rows in the snapshot, 1 now"
     ]
     assert compare_counts(recorded, {("ghost", "mysql-ghost", "posts"): 3}) == []
+
+
+def test_an_unknown_stack_is_refused_before_any_connection(prod: Spec) -> None:
+    root = prod.inventory.parent.parent
+    for command in (["backup"], ["restore", "-y"]):
+        result = run_cli(root, *command, "-i", "inventory/prod", "--stack", "nosuch")
+        assert result.code == 1 and result.out == ""
+        assert result.err.startswith(
+            "--stack nosuch: not a stack with backups on lumen-prod; stacks with backups: "
+            "documint, cronping"
+        ), result.err

@@ -304,17 +304,24 @@ def backed_up_stacks(spec: Spec) -> list[str]:
     return [n for n in spec.host.stacks if spec.stacks[n].backups]
 
 
+def _checked_stacks(spec: Spec, stacks: list[str]) -> list[str]:
+    """``--stack`` values, refused (before any connection) unless each has backups."""
+    known = backed_up_stacks(spec)
+    unknown = [s for s in stacks if s not in known]
+    if unknown:
+        raise BackupError(
+            f"--stack {', '.join(unknown)}: not a stack with backups on {spec.host.name}; "
+            f"stacks with backups: {', '.join(known)}"
+        )
+    return stacks
+
+
 # ── the commands ─────────────────────────────────────────────────────────────────────────
 
 
 def run_backup(spec: Spec, init: bool, stacks: list[str], out: IO[str]) -> BackupReport:
     """``vpsctl backup``: one snapshot of every stack's data (or of ``stacks``)."""
-    unknown = [s for s in stacks if s not in backed_up_stacks(spec)]
-    if unknown:
-        raise BackupError(
-            f"--stack {', '.join(unknown)}: not a stack with backups on {spec.host.name}; "
-            f"stacks with backups: {', '.join(backed_up_stacks(spec))}"
-        )
+    _checked_stacks(spec, stacks)
     with Session(targets.target(spec)) as session:
         backups = Backups(spec, session)
         backups.check_installed()
@@ -325,22 +332,15 @@ def run_backup(spec: Spec, init: bool, stacks: list[str], out: IO[str]) -> Backu
                 f"{'created' if created else 'exists'}",
                 file=out,
             )
-        kind = "manual"
         print(f"backing up {', '.join(stacks) or 'every stack'} of {spec.host.name} …", file=out)
-        return backups.backup(kind, stacks or None)
+        return backups.backup("manual", stacks or None)
 
 
 def run_restore(
     spec: Spec, snapshot: str | None, stacks: list[str], yes: bool, out: IO[str]
 ) -> tuple[Snapshot, audit.Report]:
     """``vpsctl restore``: put a snapshot's data back, then audit."""
-    chosen_stacks = stacks or backed_up_stacks(spec)
-    unknown = [s for s in chosen_stacks if s not in backed_up_stacks(spec)]
-    if unknown:
-        raise BackupError(
-            f"--stack {', '.join(unknown)}: not a stack with backups on {spec.host.name}; "
-            f"stacks with backups: {', '.join(backed_up_stacks(spec))}"
-        )
+    chosen_stacks = _checked_stacks(spec, stacks) or backed_up_stacks(spec)
     with Session(targets.target(spec)) as session:
         backups = Backups(spec, session)
         backups.check_installed()
