@@ -3,7 +3,9 @@
 Packages (Docker and compose v2 from the distribution, sqlite3, restic, …), Docker enabled,
 a swap file and ``vm.swappiness``, the time zone, unattended security upgrades, SSH keys
 only, and a firewall that allows only the spec's open ports, docker-published ports
-included. Every step is idempotent: a second run changes nothing.
+included (its rules come from :mod:`vpsctl.firewall`, which the audit compares the box
+with). Every step is idempotent: a second run changes nothing. Any other OS is refused
+before anything is changed, naming what was found and what is supported.
 
 vpsctl runs it through its pyinfra adapter (``vpsctl apply --only bootstrap``). It also runs
 with the pyinfra CLI by hand, reading the settings from host data::
@@ -18,35 +20,41 @@ activated; a real VPS gets both.
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jinja2
 from pyinfra.api.deploy import deploy
 from pyinfra.context import ctx_host, host
 from pyinfra.facts.files import File
 from pyinfra.facts.server import Command, LinuxDistribution
 from pyinfra.operations import apt, files, server, systemd
 
+from vpsctl import firewall
+from vpsctl.errors import VpsctlError
+
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
 SWAPFILE = "/swapfile"
+FIREWALL = "/usr/local/sbin/vpsctl-firewall"
 
-# The Docker CLI and the compose v2 plugin, by distribution and major release: what each
-# one calls them (Debian 13 split the CLI out of docker.io; Ubuntu ships it inside).
-DOCKER_PACKAGES = {
-    ("debian", 13): ["docker-cli", "docker-compose"],
-    ("ubuntu", 24): ["docker-compose-v2"],
-    ("ubuntu", 22): ["docker-compose-v2"],
-}
+# The Docker CLI and the compose v2 plugin, by os-release ID and VERSION_ID: what each
+# release calls them (Debian 13 split the CLI out of docker.io; Ubuntu ships it inside).
 # Debian 12's docker-compose is 1.29 (Python, compose v1): not what vpsctl drives.
+DOCKER_PACKAGES = {
+    ("debian", "13"): ["docker-cli", "docker-compose"],
+    ("ubuntu", "24.04"): ["docker-compose-v2"],
+    ("ubuntu", "22.04"): ["docker-compose-v2"],
+}
+SUPPORTED = "Debian 13, Ubuntu 22.04 or Ubuntu 24.04"
 
 BASE_PACKAGES = [
     "ca-certificates",
     "curl",
     "docker.io",
+    "iproute2",  # ss: the audit reads the listening sockets
     "iptables",
     "restic",
     "sqlite3",
@@ -62,7 +70,19 @@ class Settings:
     swap_bytes: int
     swappiness: int
     open_ports: tuple[int, ...]
-    udp_ports: tuple[int, ...] = (443,)
+    udp_ports: tuple[int, ...] = ()  # only what firewall.ports_for derives from the spec
+    # The rendered firewall script's digest: part of the settings (and of the hash apply
+    # records on the box), so a vpsctl with different rules bootstraps the box again.
+    firewall_sha256: str = field(init=False, default="")
+
+    def __post_init__(self) -> None:
+        digest = hashlib.sha256(firewall.script(self.ports).encode()).hexdigest()
+        object.__setattr__(self, "firewall_sha256", digest)
+
+    @property
+    def ports(self) -> firewall.Ports:
+        """What the firewall lets in."""
+        return firewall.Ports(tuple(sorted(set(self.open_ports))), tuple(sorted(self.udp_ports)))
 
     def to_json(self) -> str:
         """For ``pyinfra --data vpsctl_bootstrap=…``."""
@@ -73,18 +93,9 @@ class Settings:
         """From host data (a JSON string or a mapping)."""
         raw = json.loads(data) if isinstance(data, str) else dict(data)
         raw["open_ports"] = tuple(raw["open_ports"])
-        raw["udp_ports"] = tuple(raw.get("udp_ports", (443,)))
+        raw["udp_ports"] = tuple(raw.get("udp_ports", ()))
+        raw.pop("firewall_sha256", None)  # derived, never taken from outside
         return cls(**raw)
-
-
-def _render(name: str, **data: Any) -> io.BytesIO:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        autoescape=False,  # noqa: S701 - shell scripts and config files, not HTML
-    )
-    return io.BytesIO(env.get_template(name).render(**data).encode())
 
 
 def _asset(name: str) -> io.BytesIO:
@@ -92,21 +103,42 @@ def _asset(name: str) -> io.BytesIO:
     return io.BytesIO((TEMPLATES / name).read_bytes())
 
 
+class UnsupportedOS(VpsctlError):
+    """The host runs an OS the bootstrap does not provision."""
+
+
+def packages_for(distro: Any) -> list[str]:
+    """The Docker CLI and compose v2 packages for pyinfra's ``LinuxDistribution`` fact (its
+    ``release_meta`` holds /etc/os-release); :class:`UnsupportedOS` for anything else."""
+    meta = (distro or {}).get("release_meta") or {}
+    os_id = str(meta.get("ID") or "").strip().lower()
+    version = str(meta.get("VERSION_ID") or "").strip()
+    key = (os_id, version)
+    if key in DOCKER_PACKAGES:
+        return DOCKER_PACKAGES[key]
+    name = (distro or {}).get("name")
+    found = str(meta.get("PRETTY_NAME") or "").strip() or " ".join(
+        str(part) for part in (name, version) if part
+    )
+    why = (
+        ": its docker-compose is v1 (1.29), and vpsctl drives compose v2"
+        if key == ("debian", "12")
+        else ""
+    )
+    raise UnsupportedOS(
+        f"unsupported host OS {found or 'unknown (no /etc/os-release)'}{why}; the bootstrap "
+        f"supports {SUPPORTED}"
+    )
+
+
 def docker_packages() -> list[str]:
     """The Docker CLI and compose v2 packages of the host's distribution."""
-    distro = host.get_fact(LinuxDistribution)
-    name = str(distro.get("name") or "").lower()
-    key = (name.split()[0] if name else "", int(distro.get("major") or 0))
-    if key not in DOCKER_PACKAGES:
-        raise RuntimeError(
-            f"unsupported host OS {distro.get('name')} {distro.get('major')}: vpsctl needs "
-            "docker compose v2 from the distribution (Debian 13, Ubuntu 22.04/24.04)"
-        )
-    return DOCKER_PACKAGES[key]
+    return packages_for(host.get_fact(LinuxDistribution))
 
 
 def bootstrap_ops(settings: Settings) -> None:
     """Take the current host from bare to ready; changes nothing when it already is."""
+    docker = docker_packages()  # first: an unsupported OS is refused before any change
     in_container = bool(
         host.get_fact(Command, command="systemd-detect-virt --container || true").strip()
         not in ("", "none")
@@ -114,7 +146,7 @@ def bootstrap_ops(settings: Settings) -> None:
 
     apt.packages(
         name="Packages: docker, compose v2, restic, sqlite3, unattended-upgrades",
-        packages=[*BASE_PACKAGES, *docker_packages()],
+        packages=[*BASE_PACKAGES, *docker],
         update=True,
         cache_time=24 * 3600,
         no_recommends=True,
@@ -186,13 +218,9 @@ def _ssh() -> None:
 
 def _firewall(settings: Settings) -> None:
     script = files.put(
-        name=f"Firewall: only {', '.join(map(str, settings.open_ports))} from outside",
-        src=_render(
-            "vpsctl-firewall.sh.j2",
-            ports=list(settings.open_ports),
-            udp_ports=list(settings.udp_ports),
-        ),
-        dest="/usr/local/sbin/vpsctl-firewall",
+        name=f"Firewall: only {settings.ports.describe()} from outside",
+        src=io.BytesIO(firewall.script(settings.ports).encode()),
+        dest=FIREWALL,
         mode="755",
     )
     unit = files.put(
@@ -210,13 +238,16 @@ def _firewall(settings: Settings) -> None:
     systemd.daemon_reload(
         name="systemd reload", _if=lambda: unit.did_change() or dropin.did_change()
     )
-    systemd.service(
-        name="Firewall enabled and applied",
-        service="vpsctl-firewall",
-        running=True,
-        enabled=True,
-        restarted=True,
-        _if=lambda: script.did_change() or unit.did_change(),
+    # The live rules, judged as the audit judges them: a box whose rules were changed by
+    # hand gets them back, and one already right is left alone.
+    live = firewall.parse(host.get_fact(Command, command=firewall.READ_SCRIPT))
+    in_place = all(verdict.ok for verdict in firewall.judge(live, settings.ports))
+    # Run by hand, not through systemctl: a failure (ip6tables missing while IPv6 is on, a
+    # rule the kernel refuses) then fails the deploy with the script's own words.
+    server.shell(
+        name="Firewall applied",
+        commands=[FIREWALL],
+        _if=lambda: not in_place or script.did_change() or unit.did_change(),
     )
     systemd.service(
         name="Firewall enabled",

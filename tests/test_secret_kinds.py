@@ -122,8 +122,73 @@ def test_kind_union_errors_name_the_valid_kinds() -> None:
 def test_regex_example_must_match() -> None:
     with pytest.raises(ValidationError, match="`example` does not match"):
         Regex(kind="regex", pattern="[0-9]+", hint="digits", example="abc")
-    with pytest.raises(ValidationError, match="not a valid regular expression"):
+    with pytest.raises(ValidationError, match=r"not a valid regular expression \(missing "):
         Regex(kind="regex", pattern="([", hint="broken")
+
+
+def test_regex_patterns_run_on_re2_in_linear_time() -> None:
+    """`(a+)+b` takes Python's backtracking `re` exponential time in the length of a value
+    without a `b` (39 s at 30 characters); RE2 answers for 100 000 characters at once. The
+    test shows RE2 is the engine by what only RE2 does: it refuses a backreference that
+    Python's `re` compiles, and it finishes `(a+)+b` on inputs `re` could not."""
+    # First what only RE2 does, so that a swap back to `re` fails here and does not hang below.
+    with pytest.raises(ValidationError, match="invalid escape sequence: \\\\1"):
+        Regex(kind="regex", pattern=r"(a)\1", hint="twice")
+    # RE2's \d is ASCII; Python's also takes U+0663 (Arabic-Indic three): check() and the
+    # example's match run on RE2 too.
+    digits = Regex(kind="regex", pattern=r"\d+", hint="digits")
+    assert digits.check("123") is None
+    assert digits.check("\u0663") is not None
+    with pytest.raises(ValidationError, match="`example` does not match"):
+        Regex(kind="regex", pattern=r"\d+", hint="digits", example="\u0663")
+    kind = Regex(kind="regex", pattern="(a+)+b", hint="a's then b", example="a" * 10_000 + "b")
+    assert kind.check("a" * 100_000 + "b") is None
+    message = kind.check("a" * 100_000)
+    assert message is not None and message.startswith("the value (100000 bytes, sha256:")
+    assert kind.check("a" * 10_000 + "c" + "a" * 10_000 + "b") is not None
+
+
+@pytest.mark.parametrize(
+    ("pattern", "detail"),
+    [
+        (r"(\w+)-\1", "invalid escape sequence: \\1"),
+        (r"(?P<x>a)(?P=x)", "invalid perl operator: (?P"),
+        (r"(?=.*@).+", "invalid perl operator: (?="),
+        (r"(?<!x)y", "invalid perl operator: (?<"),
+        (r"abc\Z", "invalid escape sequence: \\Z"),
+        ("a{2000}", "invalid repetition size"),
+    ],
+)
+def test_patterns_re2_cannot_run_are_refused_saying_why(pattern: str, detail: str) -> None:
+    with pytest.raises(ValidationError) as exc:
+        Regex(kind="regex", pattern=pattern, hint="h")
+    (error,) = exc.value.errors()
+    assert error["loc"] == ("pattern",)
+    assert detail in error["msg"]
+    assert "backreferences" in error["msg"] and "lookaround" in error["msg"]
+
+
+def test_regex_matches_the_whole_value_only() -> None:
+    kind = Regex(kind="regex", pattern="[0-9a-f]{4}", hint="4 hex digits")
+    assert kind.check("beef") is None
+    for value in ("beef\n", "beefa", "xbeef", "bee", "beef\r\n"):
+        assert kind.check(value) is not None, repr(value)
+    alternation = Regex(kind="regex", pattern="a|ab", hint="a or ab")
+    assert alternation.check("ab") is None  # fullmatch, not "the first alternative matched"
+
+
+def test_regex_pattern_length_is_bounded_and_errors_stay_short() -> None:
+    with pytest.raises(ValidationError, match=r"is 1001 characters; .*\(at most 1000\)"):
+        Regex(kind="regex", pattern="a" * 1001, hint="h")
+    with pytest.raises(ValidationError) as exc:
+        Regex(kind="regex", pattern="(" * 1000, hint="h")
+    assert len(exc.value.errors()[0]["msg"]) < 200
+
+
+def test_regex_example_must_be_one_line() -> None:
+    for example in ("x@b.cd\n", "x@b.cd\u2028", "x\x00@b.cd"):
+        with pytest.raises(ValidationError, match="control character or a line break"):
+            Regex(kind="regex", pattern=r"[^@]+@[^@]+", hint="h", example=example)
 
 
 def test_error_boundary_masks_every_loaded_secret() -> None:

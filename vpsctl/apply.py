@@ -14,6 +14,15 @@ Phases, over ONE SSH session:
    ``caddy reload``; an invalid one is never loaded and the old config keeps serving;
 6. prune stacks and files the spec no longer declares (volumes kept unless asked);
 7. write the manifest of what vpsctl manages, and append a journal line.
+
+Every remote command is checked (``Session.run`` raises unless a call site says
+``check=False`` and judges the result itself). A rollback is claimed only once checked:
+the previous files are back, the previous version came up healthy and passed the probes
+the new one failed. Anything less is ``rollback failed``: what failed, what the stack runs
+now, and what to run; the journal records it and ``vpsctl apply`` exits 1.
+
+A saved plan file (``apply PLANFILE``) is checked before anything connects: its shape, and
+its whole body against its ``plan_hash`` (see :func:`load_plan_file`).
 """
 
 from __future__ import annotations
@@ -22,21 +31,23 @@ import getpass
 import hashlib
 import importlib.util
 import json
+import re
 import shlex
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from pathlib import Path
 from types import ModuleType
 from typing import IO, Any
 
-from vpsctl import backupfiles, probes, standins, targets
-from vpsctl.errors import VpsctlError
+from vpsctl import backupfiles, firewall, probes, standins, targets
+from vpsctl.errors import VpsctlError, display_path, masked, masked_data
 from vpsctl.facts import FACTS_SCRIPT, MANIFEST, HostFacts, parse
 from vpsctl.layout import HOST_ROOT
-from vpsctl.plan import Plan, StackChange, make_plan, redact
-from vpsctl.remote import DeployReport, RemoteError, Session
+from vpsctl.plan import PLAN_FORMAT, Plan, StackChange, make_plan, plan_hash, redact
+from vpsctl.remote import Command, DeployReport, Remote, RemoteError, Session, output_tail
 from vpsctl.render import (
     EDGE_NETWORK,
     Desired,
@@ -52,8 +63,12 @@ LOCK = "/run/vpsctl/apply.lock"  # held while an apply runs (see Session.hold_lo
 PREVIOUS = f"{HOST_ROOT}/previous"  # outside the stacks tree: never mistaken for a managed file
 # compose runs with nothing from the login shell: a variable exported empty there (the
 # outage) cannot reach a container, even through a future `${…}`.
-SCRUBBED = "env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root"
+SCRUBBED_ENV = [
+    "env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin", "HOME=/root"
+]  # fmt: skip
 WAIT_TIMEOUT = 300
+# ANSI escape sequences and other control characters (newline and tab stay)
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]")
 PROBE_DEADLINE = 90.0
 
 
@@ -83,6 +98,7 @@ def bootstrap_settings(spec: Spec) -> Any:
         swap_bytes=host.swap,
         swappiness=host.swappiness,
         open_ports=tuple(host.open_ports),
+        udp_ports=firewall.ports_for(spec).udp,
     )
 
 
@@ -90,7 +106,7 @@ def _settings_hash(settings: Any) -> str:
     return hashlib.sha256(json.dumps(asdict(settings), sort_keys=True).encode()).hexdigest()
 
 
-def run_bootstrap(session: Session, spec: Spec, out: IO[str]) -> DeployReport:
+def run_bootstrap(session: Remote, spec: Spec, out: IO[str]) -> DeployReport:
     """Run the bootstrap deploy; print each change."""
     started = time.monotonic()
     print(f"bootstrap {spec.host.name} …", file=out)
@@ -117,13 +133,27 @@ def bootstrap(spec: Spec, out: IO[str]) -> DeployReport:
 # ── the result ───────────────────────────────────────────────────────────────────────────
 
 
+class StackResult(StrEnum):
+    """What became of one stack in a run."""
+
+    APPLIED = "applied"  # converged, its gate passed
+    UNCHANGED = "unchanged"
+    REMOVED = "removed"
+    FAILED = "failed"  # refused before any change (or a removal failed): it is as it was
+    ROLLED_BACK = "rolled back"  # the change failed; the previous version is back, checked
+    ROLLBACK_FAILED = "rollback failed"  # ... and putting the previous version back failed too
+
+
+CONVERGED = (StackResult.APPLIED, StackResult.UNCHANGED, StackResult.REMOVED)
+
+
 @dataclass
 class StackOutcome:
     """What happened to one stack."""
 
     stack: str
     action: str
-    result: str  # applied | rolled back | failed | unchanged | removed
+    result: StackResult
     detail: str = ""
     seconds: float = 0.0
 
@@ -134,27 +164,149 @@ class ApplyResult:
 
     plan: Plan
     outcomes: list[StackOutcome] = field(default_factory=list)
+    # failures outside any one stack's gate: the prune, the manifest, the journal
+    problems: list[str] = field(default_factory=list)
     bootstrapped: bool = False
     seconds: float = 0.0
     phases: dict[str, float] = field(default_factory=dict)  # phase → seconds
 
     @property
     def ok(self) -> bool:
-        """Whether every stack converged."""
-        return all(o.result in ("applied", "unchanged", "removed") for o in self.outcomes)
+        """Whether every stack converged and nothing else failed."""
+        return not self.problems and all(o.result in CONVERGED for o in self.outcomes)
+
+    @property
+    def rollbacks_failed(self) -> list[StackOutcome]:
+        """The stacks left in a state nobody checked: the ones to look at first."""
+        return [o for o in self.outcomes if o.result == StackResult.ROLLBACK_FAILED]
 
 
 # ── plan files ───────────────────────────────────────────────────────────────────────────
 
 
+class PlanFileError(VpsctlError):
+    """A saved plan file that cannot be trusted: unreadable, malformed, or edited."""
+
+
+# The shape of a saved plan (``Plan.to_json``): key → the JSON types its value may take.
+_OPTIONAL_STR = (str, type(None))
+_PLAN_KEYS: dict[str, tuple[type, ...]] = {
+    "format": (str,),
+    "host": (str,),
+    "reachable": (bool,),
+    "note": (str,),
+    "inputs_hash": (str,),
+    "facts_hash": (str,),
+    "summary": (str,),
+    "changes": (bool,),
+    "files": (list,),
+    "stacks": (list,),
+    "images": (list,),
+    "host_actions": (list,),
+    "plan_hash": (str,),
+}
+_ITEM_KEYS: dict[str, dict[str, tuple[type, ...]]] = {
+    "files": {
+        "path": (str,),
+        "stack": (str,),
+        "action": (str,),
+        "reason": (str,),
+        "old_sha256": _OPTIONAL_STR,
+        "new_sha256": _OPTIONAL_STR,
+        "mode": _OPTIONAL_STR,
+        "diff": (str,),
+    },
+    "stacks": {"stack": (str,), "action": (str,), "reason": (str,), "services": (list,)},
+    "images": {"ref": (str,), "stack": (str,), "action": (str,), "reason": (str,)},
+}
+_TYPE_NAMES: dict[type, str] = {
+    str: "a string",
+    bool: "true or false",
+    list: "a list",
+    dict: "a mapping",
+    int: "a number",
+    float: "a number",
+    type(None): "null",
+}
+
+
+def _expect(value: object, types: tuple[type, ...], where: str, problems: list[str]) -> bool:
+    # bool is an int in Python, and JSON has no other distinction to make here
+    if isinstance(value, types) and not (isinstance(value, bool) and bool not in types):
+        return True
+    wanted = " or ".join(_TYPE_NAMES[t] for t in types)
+    problems.append(f"{where}: expected {wanted}, found {_TYPE_NAMES.get(type(value), 'other')}")
+    return False
+
+
+def plan_file_problems(data: object) -> list[str]:
+    """Every way ``data`` (a parsed plan file) differs from the shape ``vpsctl plan --out``
+    writes: a missing key, a wrong type. Empty when it has that shape."""
+    problems: list[str] = []
+    if not _expect(data, (dict,), "the plan", problems):
+        return problems
+    assert isinstance(data, dict)
+    for key, types in _PLAN_KEYS.items():
+        if key not in data:
+            problems.append(f"{key}: missing")
+        elif _expect(data[key], types, key, problems) and key in _ITEM_KEYS:
+            for index, item in enumerate(data[key]):
+                where = f"{key}[{index}]"
+                if not _expect(item, (dict,), where, problems):
+                    continue
+                for name, item_types in _ITEM_KEYS[key].items():
+                    if name not in item:
+                        problems.append(f"{where}.{name}: missing")
+                    else:
+                        _expect(item[name], item_types, f"{where}.{name}", problems)
+    for index, value in enumerate(data.get("host_actions") or []):
+        _expect(value, (str,), f"host_actions[{index}]", problems)
+    for index, item in enumerate(data.get("stacks") or []):
+        if isinstance(item, dict) and isinstance(item.get("services"), list):
+            for n, service in enumerate(item["services"]):
+                _expect(service, (str,), f"stacks[{index}].services[{n}]", problems)
+    return problems
+
+
 def load_plan_file(path: Path) -> dict[str, Any]:
-    """A saved plan, checked for format."""
+    """A saved plan, checked before anything connects: readable JSON, the shape ``vpsctl
+    plan --out`` writes, and its whole body bound to its ``plan_hash`` (an edit to any of
+    it, a diff's text or the summary included, is refused)."""
+    where = display_path(path)
+    again = f"nothing was changed. Run `vpsctl plan --out {where}` again and review it."
     try:
-        data: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as exc:
-        raise VpsctlError(f"{path}: not a readable plan file ({exc.__class__.__name__})") from None
-    if data.get("format") != "vpsctl-plan/1":
-        raise VpsctlError(f"{path}: not a vpsctl plan (format {data.get('format')!r})")
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8 text"
+        raise PlanFileError(f"{where}: not a readable plan file ({reason})") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise PlanFileError(
+            f"{where}:{exc.lineno}: not a vpsctl plan: not JSON ({exc.msg}); {again}"
+        ) from None
+    except RecursionError:
+        raise PlanFileError(f"{where}: not a vpsctl plan: nested too deeply; {again}") from None
+    if isinstance(data, dict) and "format" in data and data["format"] != PLAN_FORMAT:
+        shown = data["format"] if isinstance(data["format"], str) else type(data["format"])
+        raise PlanFileError(
+            f"{where}: format: not a vpsctl plan (format {str(shown)[:40]!r}, expected "
+            f"{PLAN_FORMAT!r}); {again}"
+        )
+    problems = plan_file_problems(data)
+    if problems:
+        lines = [f"{where}: {problem}" for problem in problems[:10]]
+        if len(problems) > 10:
+            lines.append(f"{where}: … and {len(problems) - 10} more")
+        lines.append(f"{where}: not a plan as `vpsctl plan --out` writes it; {again}")
+        raise PlanFileError("\n".join(lines))
+    assert isinstance(data, dict)
+    if plan_hash(data) != data["plan_hash"]:
+        raise PlanFileError(
+            f"{where}: the plan file was edited after it was saved: its content no longer "
+            f"matches its plan_hash {data['plan_hash'][:12]}, so what it shows is not what "
+            f"was planned; {again}"
+        )
     return data
 
 
@@ -186,21 +338,112 @@ def check_stale(saved: dict[str, Any], plan: Plan, desired: Desired, facts: Host
         )
 
 
+# ── commands (as data: the orchestration below only sequences them) ───────────────────
+
+
+def compose_command(name: str, *args: str) -> str:
+    """``docker compose`` of stack ``name``, in its directory, with a scrubbed environment."""
+    argv = [*SCRUBBED_ENV, "docker", "compose", "-p", name, *args]
+    return f"cd {shlex.quote(stack_dir(name))} && {shlex.join(argv)}"
+
+
+def compose_up_args() -> list[str]:
+    """``up``, waiting for every healthcheck: the first gate of a change."""
+    return ["up", "-d", "--wait", "--wait-timeout", str(WAIT_TIMEOUT), "--remove-orphans",
+            "--quiet-pull"]  # fmt: skip
+
+
+def save_previous_command(previous: str, paths: list[str]) -> str:
+    """Copy each of ``paths`` that exists into a fresh ``previous`` (mode, owner and parent
+    directories kept); fails if any copy fails, so a rollback never trusts a partial copy."""
+    directory = shlex.quote(previous)
+    prepare = f"rm -rf -- {directory} && mkdir -p -- {directory}"
+    if not paths:
+        return prepare
+    words = " ".join(shlex.quote(p) for p in paths)
+    return (
+        f"{prepare} && for f in {words}; do "
+        f'if [ -e "$f" ]; then cp -p --parents -- "$f" {directory}/ || exit 1; fi; done'
+    )
+
+
+def restore_previous_command(previous: str) -> list[str]:
+    """Put the saved files back where they were."""
+    return ["cp", "-a", "--", f"{previous}/.", "/"]
+
+
+def remove_command(paths: list[str], recursive: bool = False) -> list[str]:
+    """``rm`` of ``paths`` (absent ones are fine)."""
+    return ["rm", "-rf" if recursive else "-f", "--", *paths]
+
+
+def caddy_container_command(name: str) -> list[str]:
+    """The id of the running Caddy container of the edge stack ``name``, if any."""
+    return [
+        "docker", "ps", "-q",
+        "--filter", f"label=com.docker.compose.project={name}",
+        "--filter", "label=com.docker.compose.service=caddy",
+        "--filter", "status=running",
+    ]  # fmt: skip
+
+
+def caddy_command(container: str, verb: str, config: str) -> list[str]:
+    """``caddy validate`` or ``caddy reload`` of ``config`` inside the running Caddy."""
+    return ["docker", "exec", container, "caddy", verb, "--config", config, "--adapter",
+            "caddyfile"]  # fmt: skip
+
+
+def stack_state_command(name: str) -> list[str]:
+    """Every container of stack ``name``: service, state, image, status (tab-separated)."""
+    return [
+        "docker", "ps", "-a",
+        "--filter", f"label=com.docker.compose.project={name}",
+        "--format", '{{.Label "com.docker.compose.service"}}\t{{.State}}\t{{.Image}}\t{{.Status}}',
+    ]  # fmt: skip
+
+
+class _Steps:
+    """The steps of a rollback: each one checked, its failure collected (a rollback goes
+    on with what it can still do, then says everything that failed)."""
+
+    def __init__(self, applier: Applier) -> None:
+        self.applier = applier
+        self.failed: list[str] = []
+
+    def run(self, command: Command, purpose: str, timeout: int = 600) -> bool:
+        """Run one step; whether it succeeded."""
+        try:
+            self.applier.session.run(command, timeout, purpose=purpose)
+        except RemoteError as exc:
+            self.failed.append(self.applier.clean(str(exc)))
+            return False
+        return True
+
+
 # ── apply ────────────────────────────────────────────────────────────────────────────────
 
 
 class Applier:
-    """One apply run over one SSH session."""
+    """One apply run over one session to the host (a :class:`~vpsctl.remote.Session`, or
+    any :class:`~vpsctl.remote.Remote`: tests drive it with a scripted one).
+
+    Every remote command is checked: one expected to fail says ``check=False`` and judges
+    its result; anything else that fails raises, and a stack whose change or rollback
+    failed says so in its :class:`StackOutcome`.
+    """
+
+    probe_deadline = PROBE_DEADLINE  # seconds a failing probe is retried (tests: 0)
 
     def __init__(
         self,
         spec: Spec,
-        session: Session,
+        session: Remote,
         out: IO[str],
         *,
         destroy_data: bool = False,
         caddyfile: Callable[[bytes], bytes] | None = None,
         before_stacks: Callable[[Applier], None] | None = None,
+        backup_timers: bool = True,
     ) -> None:
         self.spec = spec
         self.session = session
@@ -209,6 +452,9 @@ class Applier:
         # a rebuild restores files (volumes, SQLite, Caddy's certificates) here: after the
         # bootstrap and the backup files, before any stack first starts
         self.before_stacks = before_stacks
+        # False on a drill box: its timers are masked, never enabled, so that it can never
+        # back up into the real repository under the real host's name
+        self.backup_timers = backup_timers
         self.snapshots: dict[str, str] = {}  # stack → its pre-apply snapshot
         self.secrets = spec.secret_values()
         self.desired = render(spec)
@@ -222,24 +468,29 @@ class Applier:
         self.plan = make_plan(spec.host.name, self.desired, self.facts)
 
     def say(self, text: str) -> None:
-        print(redact(text, self.secrets), file=self.out, flush=True)
+        print(self.clean(text), file=self.out, flush=True)
 
-    def run(self, command: str, timeout: int = 600) -> tuple[bool, str]:
-        result = self.session.run(command, timeout=timeout)
-        return result.ok, (result.stdout + "\n" + result.stderr).strip()
+    def clean(self, text: str) -> str:
+        """``text`` (a command's output, an error) with every secret value masked, and no
+        terminal control sequence a container's log could carry to the operator's screen."""
+        return _CONTROL.sub("", masked(redact(text, self.secrets)))
 
     def read_facts(self) -> HostFacts:
-        result = self.session.run(FACTS_SCRIPT, timeout=120)
-        if not result.ok:
-            raise RemoteError(f"reading the host failed: {result.stderr[-300:]}")
+        result = self.session.run(FACTS_SCRIPT, timeout=120, purpose="reading the host")
         return parse(result.stdout)
 
     # ── the phases ───────────────────────────────────────────────────────────────────────
 
     def apply(self) -> ApplyResult:
+        """Converge the host to the plan; the journal records the run, even a failed one."""
         lock = self.session.hold_lock(LOCK, "apply")
         try:
             return self._apply()
+        except VpsctlError as exc:
+            # stopped before any stack's gate could judge (bootstrap, images, a hook): the
+            # stacks are as they were; the journal still says this run happened and failed
+            self.append_journal("error: " + self.clean(str(exc))[-300:], 0.0)
+            raise
         finally:
             lock.close()
 
@@ -255,12 +506,11 @@ class Applier:
         ):
             run_bootstrap(self.session, self.spec, self.out)
             result.bootstrapped = True
-        ok, output = self.run(
+        self.session.run(
             f"docker network inspect {EDGE_NETWORK} >/dev/null 2>&1 || "
-            f"docker network create {EDGE_NETWORK}"
+            f"docker network create {EDGE_NETWORK}",
+            purpose=f"creating the docker network {EDGE_NETWORK}",
         )
-        if not ok:
-            raise RemoteError(f"cannot create the docker network {EDGE_NETWORK}: {output}")
         self.host_files()
         result.phases["bootstrap"] = time.monotonic() - started
         mark = time.monotonic()
@@ -272,7 +522,7 @@ class Applier:
             result.phases["before stacks"] = time.monotonic() - mark
         mark = time.monotonic()
         changes = {s.stack: s for s in self.plan.stacks}
-        deferred: list[str] = []
+        deferred: list[StackOutcome] = []
         # A stack is probed through Caddy right away only when Caddy already routes to it as
         # the spec says: the edge runs and has nothing to change in this run.
         edge_up = self.edge_running() and all(
@@ -281,27 +531,40 @@ class Applier:
         for name, stack in self.desired.stacks.items():
             change = changes[name]
             if change.action == "none":
-                result.outcomes.append(StackOutcome(name, "none", "unchanged", change.reason))
+                result.outcomes.append(
+                    StackOutcome(name, "none", StackResult.UNCHANGED, change.reason)
+                )
                 continue
-            outcome = self.converge(name, change, probe_now=edge_up or stack.role == "edge")
+            probe_now = edge_up or stack.role == "edge"
+            outcome = self.converge(name, change, probe_now=probe_now)
             result.outcomes.append(outcome)
-            if stack.role == "edge" and outcome.result == "applied":
+            if stack.role == "edge" and outcome.result == StackResult.APPLIED:
                 edge_up = True
-            if outcome.result == "applied" and not edge_up and stack.role != "edge":
-                deferred.append(name)
-        # stacks applied before the edge first came up are probed now, through it
-        for name in deferred:
-            failures = self.probe([name])
+            if outcome.result == StackResult.APPLIED and not probe_now:
+                deferred.append(outcome)
+        # stacks applied before the edge first came up are probed now, through it; their
+        # previous files are kept until then, for a rollback
+        for outcome in deferred:
+            failures = self.probe([outcome.stack])
             if failures:
-                outcome = next(o for o in result.outcomes if o.stack == name)
-                self.rollback(name, changes[name], failures)
-                outcome.result, outcome.detail = "rolled back", failures
+                change = changes[outcome.stack]
+                outcome.result, outcome.detail = self.rollback(
+                    outcome.stack, change, failures, probe=True
+                )
+            else:
+                self.discard_previous(outcome.stack)
         for change in self.plan.stacks:
             if change.action == "remove":
                 result.outcomes.append(self.remove(change.stack))
-        self.delete_stale_files()
+        self.delete_stale_files(result)
         if self.plan.changes or result.bootstrapped:
-            self.write_manifest(result, settings_hash)
+            try:
+                self.write_manifest(result, settings_hash)
+            except RemoteError as exc:
+                result.problems.append(
+                    f"the manifest could not be written ({self.clean(str(exc))}): the next "
+                    "plan shows this run's changes again"
+                )
         result.phases["stacks"] = time.monotonic() - mark
         result.seconds = time.monotonic() - started
         self.journal(result)
@@ -309,7 +572,8 @@ class Applier:
 
     def host_files(self) -> None:
         """The box's own files (the backup script, its password and key, the timers): upload
-        what changed, and (re)link and enable the timers when a unit changed."""
+        what changed, and (re)link and enable the timers when a unit changed (or, on a drill
+        box, mask them)."""
         changed = [
             self.desired.files[f.path]
             for f in self.plan.files
@@ -318,14 +582,25 @@ class Applier:
         if changed:
             self.session.put_files([(f.path, f.content, f.mode) for f in changed])
             self.say(f"host: {len(changed)} backup file(s) installed")
+        if not self.desired.host_files:
+            return
+        timers = " ".join(backupfiles.TIMERS)
+        if not self.backup_timers:
+            # masked (linked to /dev/null) before any unit is linked: no timer of this box
+            # can ever be started, by this run or a later one
+            self.session.run(
+                f"systemctl mask -- {timers} >/dev/null && systemctl daemon-reload",
+                purpose="masking the backup timers",
+            )
+            self.say(f"host: timers masked (this box never backs up): {timers}")
+            return
         units = [f"{backupfiles.SYSTEMD_DIR}/{u}" for u in backupfiles.UNITS]
         if any(f.path in units for f in changed) or self.plan.host_actions:
-            ok, output = self.run(
+            self.session.run(
                 f"systemctl link {' '.join(units)} >/dev/null && systemctl daemon-reload && "
-                f"systemctl enable --now {' '.join(backupfiles.TIMERS)} 2>&1"
+                f"systemctl enable --now {timers} 2>&1",
+                purpose="enabling the backup timers",
             )
-            if not ok:
-                raise RemoteError(f"enabling the backup timers failed: {output[-400:]}")
             self.say(f"host: timers enabled: {', '.join(backupfiles.TIMERS)}")
 
     def images(self) -> None:
@@ -350,9 +625,11 @@ class Applier:
         for change in self.plan.images:
             if change.action == "pull":
                 self.say(f"pull {change.ref}")
-                ok, output = self.run(f"{SCRUBBED} docker pull -q {shlex.quote(change.ref)}", 1800)
-                if not ok:
-                    raise RemoteError(f"docker pull {change.ref} failed: {output[-500:]}")
+                self.session.run(
+                    shlex.join([*SCRUBBED_ENV, "docker", "pull", "-q", change.ref]),
+                    1800,
+                    purpose=f"docker pull {change.ref}",
+                )
 
     def progress(self, ref: str) -> Callable[[int, int], None]:
         """Print the bytes sent while shipping an image, every two seconds."""
@@ -378,59 +655,85 @@ class Applier:
         return [self.desired.files[p] for p in self.desired.stacks[name].files if p in changed]
 
     def converge(self, name: str, change: StackChange, probe_now: bool) -> StackOutcome:
+        """Change one stack, gate it (compose's healthchecks, then its probes when Caddy can
+        reach it now), and roll it back when the gate fails."""
         started = time.monotonic()
+
+        def outcome(result: StackResult, detail: str = "") -> StackOutcome:
+            return StackOutcome(name, change.action, result, detail, time.monotonic() - started)
+
         files = self.stack_files(name)
-        previous = f"{PREVIOUS}/{name}"
         self.say(f"{name}: {change.action} ({change.reason})")
-        caddyfile = [f for f in files if f.kind == "caddyfile"]
+        caddyfile = next((f for f in files if f.kind == "caddyfile"), None)
         others = [f for f in files if f.kind != "caddyfile"]
-        if caddyfile and not self.validate_caddyfile(name, caddyfile[0]):
-            return StackOutcome(
-                name,
-                change.action,
-                "failed",
-                "the new Caddyfile was rejected by Caddy; the old config keeps serving",
-                time.monotonic() - started,
-            )
-        if self.needs_snapshot(name, change):
-            ok, detail = self.pre_apply_snapshot(name)
-            if not ok:
-                return StackOutcome(
-                    name,
-                    change.action,
-                    "failed",
-                    f"the pre-apply snapshot of its data failed, so nothing was changed: {detail}",
-                    time.monotonic() - started,
+        # Before any change: a failure here leaves the stack exactly as it was.
+        try:
+            if caddyfile is not None and not self.validate_caddyfile(name, caddyfile):
+                return outcome(
+                    StackResult.FAILED,
+                    "the new Caddyfile was rejected by Caddy; the old config keeps serving",
                 )
-        # keep the previous version of every file that changes, until the stack is healthy
-        paths = " ".join(shlex.quote(f.path) for f in files)
-        self.run(
-            f"rm -rf {previous}; mkdir -p {previous}; for f in {paths}; do "
-            f'[ -e "$f" ] && cp -p --parents "$f" {previous}/ || true; done'
-        )
-        self.session.put_files([(f.path, f.content, f.mode) for f in others])
-        if caddyfile:
-            self.place_caddyfile(name, caddyfile[0])
+            if self.needs_snapshot(name, change):
+                ok, detail = self.pre_apply_snapshot(name)
+                if not ok:
+                    return outcome(
+                        StackResult.FAILED,
+                        "the pre-apply snapshot of its data failed, so nothing was changed: "
+                        + detail,
+                    )
+            # the previous version of every file that changes, kept until the stack is
+            # healthy (a rollback puts it back)
+            self.session.run(
+                save_previous_command(self.previous(name), [f.path for f in files]),
+                purpose=f"saving the previous files of {name}",
+            )
+        except RemoteError as exc:
+            leftover = self.remove_next_caddyfile(caddyfile)
+            detail = f"{self.clean(str(exc))}; nothing was changed{leftover}"
+            self.say(f"{name}: FAILED before any change: {detail}")
+            return outcome(StackResult.FAILED, detail)
         is_edge = self.desired.stacks[name].role == "edge"
-        if change.action == "reload":
-            ok, output = self.reload_caddy(name)
-        else:
-            ok, output = self.compose_up(name)
-            if ok and caddyfile and is_edge:
-                ok, output = self.reload_caddy(name)  # compose may not have restarted Caddy
-        failures = "" if ok else f"{change.action} failed: {self.last_lines(output)}"
-        if ok and probe_now:
+        try:
+            self.session.put_files([(f.path, f.content, f.mode) for f in others])
+            if caddyfile is not None:
+                self.place_caddyfile(caddyfile)
+            if change.action == "reload":
+                ok, output = self.reload_caddy(name)
+            else:
+                ok, output = self.compose_up(name)
+                if ok and caddyfile is not None and is_edge:
+                    ok, output = self.reload_caddy(name)  # compose may not have restarted Caddy
+            failures = "" if ok else f"{change.action} failed: {self.last_lines(output)}"
+        except RemoteError as exc:
+            failures = self.clean(str(exc))
+        if not failures and probe_now:
             # The edge's own gate: the stacks that were serving before still serve.
             failures = self.probe(self.steady_stacks() if is_edge else [name])
         if failures:
-            self.rollback(name, change, failures)
-            return StackOutcome(
-                name, change.action, "rolled back", failures, time.monotonic() - started
-            )
-        self.run(f"rm -rf {previous}")
+            return outcome(*self.rollback(name, change, failures, probe=probe_now))
+        if probe_now:
+            self.discard_previous(name)
         seconds = time.monotonic() - started
         self.say(f"{name}: {change.action} done in {seconds:.1f}s")
-        return StackOutcome(name, change.action, "applied", "", seconds)
+        return outcome(StackResult.APPLIED)
+
+    def previous(self, name: str) -> str:
+        """Where the previous version of ``name``'s changed files waits during its change."""
+        return f"{PREVIOUS}/{name}"
+
+    def discard_previous(self, name: str) -> None:
+        """The change held: its previous files are no longer needed (the next save starts
+        afresh, so a copy left behind does no harm; it is only reported)."""
+        result = self.session.run(
+            remove_command([self.previous(name)], recursive=True),
+            check=False,
+            purpose=f"removing the previous files of {name}",
+        )
+        if not result.ok:
+            self.say(
+                f"{name}: note: {self.previous(name)} could not be removed: "
+                f"{output_tail(result, 2, 200)}"
+            )
 
     def needs_snapshot(self, name: str, change: StackChange) -> bool:
         """Whether this change swaps the image of a running stack whose data is backed up:
@@ -447,14 +750,21 @@ class Applier:
 
     def pre_apply_snapshot(self, name: str) -> tuple[bool, str]:
         self.say(f"{name}: its image changes: snapshot of its data first")
-        ok, output = self.run(f"{backupfiles.SCRIPT} backup pre-apply {name}", timeout=3600)
+        # judged below from its @@ lines: a failure is the stack's outcome, not a crash
+        result = self.session.run(
+            shlex.join([backupfiles.SCRIPT, "backup", "pre-apply", name]),
+            timeout=3600,
+            check=False,
+            purpose=f"the pre-apply snapshot of {name}",
+        )
+        output = result.output
         snapshot = next(
             (line.split()[1] for line in output.splitlines() if line.startswith("@@snapshot ")),
             None,
         )
-        if not ok or snapshot is None:
+        if not result.ok or snapshot is None:
             fail = next((ln[7:] for ln in output.splitlines() if ln.startswith("@@fail ")), "")
-            return False, fail or self.last_lines(output, 4)
+            return False, self.clean(fail or self.last_lines(output, 4))
         self.snapshots[name] = snapshot
         self.say(f"{name}: pre-apply snapshot {snapshot[:8]}")
         return True, snapshot
@@ -463,18 +773,18 @@ class Applier:
         """Stacks this run leaves as they were (their probes judge a change of the edge)."""
         return [s.stack for s in self.plan.stacks if s.action == "none"]
 
-    def compose(self, name: str, args: str, timeout: int = WAIT_TIMEOUT + 60) -> tuple[bool, str]:
-        return self.run(
-            f"cd {stack_dir(name)} && {SCRUBBED} docker compose -p {name} {args}", timeout
-        )
-
     def compose_up(self, name: str) -> tuple[bool, str]:
-        return self.compose(
-            name, f"up -d --wait --wait-timeout {WAIT_TIMEOUT} --remove-orphans --quiet-pull"
+        """``compose up --wait``: whether every service came up healthy, and its output."""
+        result = self.session.run(
+            compose_command(name, *compose_up_args()),
+            WAIT_TIMEOUT + 60,
+            check=False,  # the health gate: its failure is judged by the caller
+            purpose=f"compose up of {name}",
         )
+        return result.ok, result.output
 
     def last_lines(self, output: str, count: int = 12) -> str:
-        return "\n".join(output.splitlines()[-count:])
+        return self.clean("\n".join(output.splitlines()[-count:]))
 
     def probe(self, stacks: list[str] | None) -> str:
         """Run the probes of ``stacks`` (all when None) through Caddy until they pass or the
@@ -483,69 +793,209 @@ class Applier:
         if not found:
             return ""
         verify = self.spec.host.tls == "acme"
-        deadline = time.monotonic() + PROBE_DEADLINE
+        deadline = time.monotonic() + self.probe_deadline
         while True:
-            _, output = self.run(probes.script(found, verify_tls=verify), timeout=120)
-            results = probes.parse(output, found)
+            try:
+                # judged by probes.parse: an answer missing from its output is a failed probe
+                result = self.session.run(
+                    probes.script(found, verify_tls=verify),
+                    timeout=120,
+                    check=False,
+                    purpose="the probes",
+                )
+            except RemoteError as exc:
+                return f"the probes could not run: {self.clean(str(exc))}"
+            results = probes.parse(result.stdout, found)
             failed = [r for r in results if not r.ok]
-            if not failed or time.monotonic() > deadline:
+            if not failed or time.monotonic() >= deadline:
                 break
             time.sleep(2)  # certificates and upstreams settle after a start
         for r in results:
             self.say(
                 f"  probe {r.target.label} {r.target.url}: {'ok' if r.ok else 'FAIL'} ({r.detail})"
             )
-        return "; ".join(f"{r.target.label} {r.target.url}: {r.detail}" for r in failed)
+        return self.clean("; ".join(f"{r.target.label} {r.target.url}: {r.detail}" for r in failed))
 
-    def rollback(self, name: str, change: StackChange, reason: str) -> None:
-        previous = f"{PREVIOUS}/{name}"
+    # ── rollback ─────────────────────────────────────────────────────────────────────────
+
+    def rollback(
+        self, name: str, change: StackChange, reason: str, probe: bool
+    ) -> tuple[StackResult, str]:
+        """Bring the previous version of ``name`` back, and check it: ROLLED_BACK only when
+        every step succeeded and the previous version passed the gate the new one failed
+        (compose's healthchecks, and its probes when ``probe``); else ROLLBACK_FAILED, with
+        what failed, the state the stack is in, and what to run."""
         self.say(f"{name}: FAILED ({reason}); rolling back")
-        ok, logs = self.compose(name, "logs --no-color --tail 15", timeout=60)
-        if ok and logs:
+        logs = self.session.run(
+            compose_command(name, "logs", "--no-color", "--tail", "15"),
+            60,
+            check=False,  # shown to help; the rollback does not depend on it
+            purpose=f"the logs of {name}",
+        )
+        if logs.ok and logs.output:
             self.say(
-                "  last log lines:\n" + "\n".join("    " + line for line in logs.splitlines()[-15:])
+                "  last log lines:\n"
+                + "\n".join("    " + line for line in logs.output.splitlines()[-15:])
             )
-        created = [
-            f.path
-            for f in self.stack_files(name)
-            if next(c for c in self.plan.files if c.path == f.path).action == "create"
-        ]
+        files = self.stack_files(name)
+        actions = {c.path: c.action for c in self.plan.files}
+        created = [f.path for f in files if actions.get(f.path) == "create"]
+        created += [f.path + ".next" for f in files if f.kind == "caddyfile"]
+        steps = _Steps(self)
         if change.action == "start" and not self.facts.projects().get(name):
-            self.compose(name, "down --remove-orphans", timeout=180)
+            steps.run(compose_command(name, "down", "--remove-orphans"), f"stopping new {name}")
             if created:
-                self.run("rm -f " + " ".join(shlex.quote(p) for p in created))
-            self.say(f"{name}: rolled back (removed: it was new)")
-            return
-        self.run(f"cp -a {previous}/. / && rm -rf {previous}")
-        if created:
-            self.run("rm -f " + " ".join(shlex.quote(p) for p in created))
+                steps.run(remove_command(created), f"removing the new files of {name}")
+            if not steps.failed:
+                self.say(f"{name}: rolled back (removed: it was new)")
+                return StackResult.ROLLED_BACK, f"{reason}; rolled back: removed (it was new)"
+            return self.rollback_failed(
+                name, reason, steps.failed, "its new files may still be in place", None
+            )
+        previous = self.previous(name)
+        files_back = steps.run(
+            restore_previous_command(previous), f"putting the previous files of {name} back"
+        )
+        if files_back:
+            self.discard_previous(name)
+        if created and not steps.run(remove_command(created), f"removing the new files of {name}"):
+            files_back = False
         snapshot = self.snapshots.get(name)
         if snapshot is not None:
-            # the new version may have migrated the data: the old one gets its own back
-            ok, output = self.run(
-                f"{backupfiles.SCRIPT} restore {snapshot} all {name}", timeout=3600
+            self.restore_snapshot(name, snapshot, steps)
+        if not files_back:
+            # a mix of old and new files: starting it would run something nobody planned
+            steps.failed.append("the previous version was not started: its files are not all back")
+            files_state = (
+                f"the previous files could not all be put back; a copy is kept in {previous}"
             )
-            self.say(
-                f"{name}: data restored from the pre-apply snapshot {snapshot[:8]}"
-                if ok
-                else f"{name}: restoring the pre-apply snapshot {snapshot[:8]} FAILED: "
-                f"{self.last_lines(output, 4)}; `vpsctl restore --snapshot {snapshot} "
-                f"--stack {name}` retries"
+            return self.rollback_failed(name, reason, steps.failed, files_state, snapshot)
+        checked = self.start_previous(name, change, files, probe, steps)
+        if steps.failed:
+            return self.rollback_failed(
+                name, reason, steps.failed, "the previous files are back in place", snapshot
             )
+        self.say(f"{name}: rolled back to the previous version: {checked}")
+        return StackResult.ROLLED_BACK, f"{reason}; rolled back to the previous version: {checked}"
+
+    def restore_snapshot(self, name: str, snapshot: str, steps: _Steps) -> None:
+        """Put back the data of the pre-apply snapshot: the new version may have migrated it,
+        and the old version gets its own back."""
+        restored = self.session.run(
+            shlex.join([backupfiles.SCRIPT, "restore", snapshot, "all", name]),
+            3600,
+            check=False,  # judged here: its @@fail line says why
+            purpose=f"restoring the pre-apply snapshot of {name}",
+        )
+        if restored.ok:
+            self.say(f"{name}: data restored from the pre-apply snapshot {snapshot[:8]}")
+            return
+        fail = next((ln[7:] for ln in restored.output.splitlines() if ln.startswith("@@fail ")), "")
+        steps.failed.append(
+            f"restoring its data from the pre-apply snapshot {snapshot[:8]} failed "
+            f"({self.clean(fail) or output_tail(restored, 4, 300)})"
+        )
+
+    def start_previous(
+        self, name: str, change: StackChange, files: list[DesiredFile], probe: bool, steps: _Steps
+    ) -> str:
+        """Start the previous version (its files are back) and gate it as the new one was;
+        failures go to ``steps``; returns what was checked, in words."""
+        is_edge = self.desired.stacks[name].role == "edge"
         if change.action == "reload":
-            self.reload_caddy(name)
+            started, output = self.reload_caddy(name)
+            verb = "caddy reload"
         else:
-            self.compose_up(name)
-        self.say(f"{name}: rolled back to the previous version")
+            started, output = self.compose_up(name)
+            verb = "compose up"
+            if started and is_edge and any(f.kind == "caddyfile" for f in files):
+                started, output = self.reload_caddy(name)
+                verb = "caddy reload"
+        if not started:
+            steps.failed.append(
+                f"the previous version did not start ({verb}: {self.last_lines(output, 6)})"
+            )
+            return ""
+        checked = "it is up and healthy"
+        if not probe:
+            return checked + " (its probes run once the edge is up)"
+        gate = self.steady_stacks() if is_edge else [name]
+        if not probes.targets_for(self.spec, gate):
+            return checked + " (it has no probes)"
+        failures = self.probe(gate)
+        if failures:
+            steps.failed.append(f"the previous version is up but fails its probes ({failures})")
+        return checked + " and its probes pass"
+
+    def rollback_failed(
+        self,
+        name: str,
+        reason: str,
+        failed: list[str],
+        files_state: str,
+        snapshot: str | bool | None,
+    ) -> tuple[StackResult, str]:
+        """The outcome of a rollback that did not bring back a checked previous version:
+        what failed, what the stack runs now, and what to run."""
+        inventory = display_path(self.spec.inventory)
+        todo = f"fix the cause, then run `vpsctl apply -i {inventory}`"
+        if snapshot is not None:
+            todo += (
+                f"; `vpsctl restore -i {inventory} --snapshot {snapshot} --stack {name}` puts "
+                "its data back as it was before this apply"
+            )
+        told = (
+            f"rollback FAILED: {'; '.join(failed)}. Now: {self.stack_state(name)}; "
+            f"{files_state}. To do: {todo}"
+        )
+        self.say(f"{name}: {told}")
+        return StackResult.ROLLBACK_FAILED, f"{reason}; {told}"
+
+    def stack_state(self, name: str) -> str:
+        """What the box runs of stack ``name`` now, in words (asked, not assumed)."""
+        result = self.session.run(
+            stack_state_command(name),
+            60,
+            check=False,  # its failure is itself the answer: the state is unknown
+            purpose=f"the containers of {name}",
+        )
+        if not result.ok:
+            return f"its state is unknown (docker ps failed: {output_tail(result, 2, 200)})"
+        rows = [line.split("\t") for line in result.stdout.splitlines() if line.strip()]
+        if not rows:
+            return "the stack is DOWN (no containers)"
+        rows = [row + [""] * (4 - len(row)) for row in rows]
+        listed = ", ".join(
+            f"{service}: {status or state}" + (f", image {image}" if image else "")
+            for service, state, image, status, *_ in rows
+        )
+        running = sum(row[1] == "running" for row in rows)
+        # which version runs, told by its images (when the change swapped them)
+        images = {row[2] for row in rows}
+        new = {i.ref for i in self.desired.stacks[name].images}
+        old = {c.image for c in self.facts.projects().get(name, [])}
+        if new == old or not images <= new | old:
+            version = "unchecked"
+        elif images <= new:
+            version = "the NEW version, which failed its gate"
+        elif images <= old:
+            version = "the previous version, unchecked"
+        else:
+            version = "a mix of the previous and the new version"
+        if not running:
+            return f"the stack is DOWN ({listed})"
+        if running < len(rows):
+            return f"the stack is partly up, {version} ({listed})"
+        return f"its containers run {version} ({listed})"
 
     # ── the edge ─────────────────────────────────────────────────────────────────────────
 
     def caddy_container(self, name: str) -> str | None:
-        ok, output = self.run(
-            f"docker ps -q --filter label=com.docker.compose.project={name} "
-            "--filter label=com.docker.compose.service=caddy --filter status=running"
+        result = self.session.run(
+            caddy_container_command(name), purpose=f"finding the running Caddy of {name}"
         )
-        return output.splitlines()[0] if ok and output else None
+        lines = result.stdout.split()
+        return lines[0] if lines else None
 
     def caddy_image(self, name: str) -> str:
         for image in self.desired.stacks[name].images:
@@ -560,68 +1010,120 @@ class Applier:
         inside = f"/etc/caddy/{Path(nxt).name}"
         container = self.caddy_container(name)
         if container is not None:
-            command = (
-                f"docker exec {container} caddy validate --config {inside} --adapter caddyfile"
-            )
+            command = caddy_command(container, "validate", inside)
         else:
-            command = (
-                f"docker run --rm --network none -v {Path(f.path).parent}:/etc/caddy:ro "
-                f"--entrypoint caddy {shlex.quote(self.caddy_image(name))} "
-                f"validate --config {inside} --adapter caddyfile"
-            )
-        ok, output = self.run(command, timeout=120)
-        if not ok:
-            self.run(f"rm -f {shlex.quote(nxt)}")
+            command = [
+                "docker", "run", "--rm", "--network", "none",
+                "-v", f"{Path(f.path).parent}:/etc/caddy:ro",
+                "--entrypoint", "caddy", self.caddy_image(name),
+                "validate", "--config", inside, "--adapter", "caddyfile",
+            ]  # fmt: skip
+        # Caddy's verdict: a rejection is this stack's outcome, not an error
+        result = self.session.run(
+            command, timeout=120, check=False, purpose="caddy validate of the new Caddyfile"
+        )
+        if not result.ok:
             self.say(
                 f"{name}: Caddy rejected the new Caddyfile; not loaded:\n"
-                + "\n".join("    " + line for line in output.splitlines()[-8:])
+                + "\n".join("    " + line for line in result.output.splitlines()[-8:])
+                + self.remove_next_caddyfile(f)
             )
-        return ok
+        return result.ok
 
-    def place_caddyfile(self, name: str, f: DesiredFile) -> None:
-        self.run(f"mv -f {shlex.quote(f.path + '.next')} {shlex.quote(f.path)}")
+    def remove_next_caddyfile(self, f: DesiredFile | None) -> str:
+        """Remove an uploaded ``Caddyfile.next``; "" or a note saying it is left behind."""
+        if f is None:
+            return ""
+        result = self.session.run(
+            remove_command([f.path + ".next"]),
+            check=False,  # reported, not raised: the old config serves either way
+            purpose="removing Caddyfile.next",
+        )
+        return "" if result.ok else f" ({f.path}.next is left behind: {output_tail(result, 2)})"
+
+    def place_caddyfile(self, f: DesiredFile) -> None:
+        """Move the validated ``Caddyfile.next`` in place (raises when it cannot)."""
+        self.session.run(
+            ["mv", "-f", "--", f.path + ".next", f.path],
+            purpose="putting the new Caddyfile in place",
+        )
 
     def reload_caddy(self, name: str) -> tuple[bool, str]:
+        """``caddy reload`` in the running Caddy (or ``compose up`` when none runs): whether
+        it loaded, and its output."""
         container = self.caddy_container(name)
         if container is None:
             return self.compose_up(name)
-        return self.run(
-            f"docker exec {container} caddy reload --config /etc/caddy/Caddyfile "
-            "--adapter caddyfile"
+        result = self.session.run(
+            caddy_command(container, "reload", "/etc/caddy/Caddyfile"),
+            check=False,  # a gate: judged by the caller
+            purpose=f"caddy reload of {name}",
         )
+        return result.ok, result.output
 
     # ── prune ────────────────────────────────────────────────────────────────────────────
 
     def remove(self, name: str) -> StackOutcome:
         started = time.monotonic()
-        volumes = " -v" if self.destroy_data else ""
+        volumes = ["-v"] if self.destroy_data else []
         directory = stack_dir(name)
         self.say(f"{name}: remove (volumes {'destroyed' if self.destroy_data else 'kept'})")
-        if self.run(f"test -f {directory}/compose.yaml")[0]:
-            ok, output = self.compose(name, f"down --remove-orphans{volumes}", timeout=300)
-        else:
-            ok, output = self.run(
-                f"ids=$(docker ps -aq --filter label=com.docker.compose.project={name}); "
-                f'[ -z "$ids" ] || docker rm -f{volumes} $ids'
-            )
-        if not ok:
-            return StackOutcome(name, "remove", "failed", output[-300:], time.monotonic() - started)
-        self.run(f"rm -rf {shlex.quote(directory)}")
-        return StackOutcome(name, "remove", "removed", "", time.monotonic() - started)
 
-    def delete_stale_files(self) -> None:
+        def failed(detail: str) -> StackOutcome:
+            self.say(f"{name}: remove FAILED: {detail}")
+            return StackOutcome(
+                name, "remove", StackResult.FAILED, detail, time.monotonic() - started
+            )
+
+        has_compose = self.session.run(
+            ["test", "-f", f"{directory}/compose.yaml"],
+            check=False,  # a question: is its compose file still there
+            purpose=f"looking for {name}'s compose file",
+        )
+        if has_compose.ok:
+            command = compose_command(name, "down", "--remove-orphans", *volumes)
+        else:
+            command = (
+                f"ids=$(docker ps -aq --filter label=com.docker.compose.project={name}); "
+                f'[ -z "$ids" ] || docker rm -f{" -v" if volumes else ""} $ids'
+            )
+        try:
+            self.session.run(command, 300, purpose=f"stopping {name}")
+        except RemoteError as exc:
+            return failed(f"{self.clean(str(exc))}; its files are kept")
+        try:
+            self.session.run(
+                remove_command([directory], recursive=True), purpose=f"removing {directory}"
+            )
+        except RemoteError as exc:
+            return failed(f"its containers are gone, but {self.clean(str(exc))}")
+        return StackOutcome(name, "remove", StackResult.REMOVED, "", time.monotonic() - started)
+
+    def delete_stale_files(self, result: ApplyResult) -> None:
+        """Delete the files the spec no longer declares; a failure is one of the run's
+        problems (the files stay, and the next plan shows them again)."""
         removed_stacks = {s.stack for s in self.plan.stacks if s.action == "remove"}
         paths = [
             f.path
             for f in self.plan.files
             if f.action == "delete" and f.stack not in removed_stacks
         ]
-        if any(p.startswith(backupfiles.SYSTEMD_DIR + "/") for p in paths):
-            # the backup is no longer declared: stop its timers before their units go
-            units = " ".join(backupfiles.UNITS)
-            self.run(f"systemctl disable --now {units} >/dev/null 2>&1; systemctl daemon-reload")
-        if paths:
-            self.run("rm -f " + " ".join(shlex.quote(p) for p in paths))
+        try:
+            if any(p.startswith(backupfiles.SYSTEMD_DIR + "/") for p in paths):
+                # the backup is no longer declared: stop its timers before their units go
+                # (a unit systemd does not know is already stopped)
+                self.session.run(
+                    f"for u in {' '.join(backupfiles.UNITS)}; do "
+                    'if systemctl cat -- "$u" >/dev/null 2>&1; then '
+                    'systemctl disable --now -- "$u" >/dev/null || exit 1; fi; done; '
+                    "systemctl daemon-reload",
+                    purpose="stopping the backup timers",
+                )
+            if paths:
+                self.session.run(remove_command(paths), purpose="deleting stale files")
+        except RemoteError as exc:
+            result.problems.append(f"prune: {self.clean(str(exc))}; the next apply tries again")
+            self.say(f"prune FAILED: {self.clean(str(exc))}")
 
     # ── record ───────────────────────────────────────────────────────────────────────────
 
@@ -635,7 +1137,7 @@ class Applier:
         stacks: dict[str, Any] = {}
         outcome = {o.stack: o.result for o in result.outcomes}
         for name, stack in self.desired.stacks.items():
-            if outcome.get(name) in ("applied", "unchanged"):
+            if outcome.get(name) in (StackResult.APPLIED, StackResult.UNCHANGED):
                 stacks[name] = {
                     "hash": stack.hash,
                     "services": stack.services,
@@ -664,14 +1166,32 @@ class Applier:
         self.session.put_files([(MANIFEST, json.dumps(manifest, indent=1).encode(), 0o600)])
 
     def journal(self, result: ApplyResult) -> None:
-        failed = [o.stack for o in result.outcomes if o.result in ("rolled back", "failed")]
+        """One line for this run in the host's journal: ok, or what failed (a failed
+        rollback by name: the stack nobody should assume is fine)."""
+        failed = [f"{o.stack} ({o.result})" for o in result.outcomes if o.result not in CONVERGED]
+        failed += result.problems[:3]
+        verdict = "ok" if result.ok else "failed: " + ", ".join(failed)
+        if not self.append_journal(verdict, result.seconds):
+            result.problems.append("the journal line could not be written")
+
+    def append_journal(self, verdict: str, seconds: float) -> bool:
+        """Append one JSON line to the host's journal; whether it was written (a failure is
+        printed, never raised: the run's own result matters more)."""
         line = {
             "time": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "user": getpass.getuser(),
             "host": self.spec.host.name,
-            "plan_hash": result.plan.to_json()["plan_hash"],
-            "summary": result.plan.summary(),
-            "result": "ok" if result.ok else "failed: " + ", ".join(failed),
-            "seconds": round(result.seconds, 1),
+            "plan_hash": self.plan.to_json()["plan_hash"],
+            "summary": self.plan.summary(),
+            "result": self.clean(verdict),
+            "seconds": round(seconds, 1),
         }
-        self.run(f"mkdir -p {HOST_ROOT} && echo {shlex.quote(json.dumps(line))} >> {JOURNAL}")
+        text = json.dumps(masked_data(line))  # the box's journal holds no secret either
+        written = self.session.run(
+            f"mkdir -p {HOST_ROOT} && printf '%s\\n' {shlex.quote(text)} >> {JOURNAL}",
+            check=False,  # reported below: the run's own result is what matters
+            purpose="appending to the journal",
+        )
+        if not written.ok:
+            self.say(f"journal: FAILED to append to {JOURNAL}: {output_tail(written, 2, 200)}")
+        return written.ok

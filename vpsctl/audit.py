@@ -13,7 +13,16 @@ probe through Caddy), then judged here against the spec and its thresholds:
   (names only: values never leave the box);
 - the host: disk and inodes, memory and swap, load, the age of the last backup, days left
   on each TLS certificate in Caddy's storage;
+- the firewall as the kernel has it: INPUT and DOCKER-USER, IPv4 and IPv6, hold exactly the
+  rules the bootstrap installs for the spec's open ports (:mod:`vpsctl.firewall`, the one
+  source of both), with nothing ahead of them;
+- ports open to the outside: every public port a container publishes must be one the spec
+  declares for that service, and every TCP socket listening on a non-loopback address must
+  be on one of ``open_ports`` (a stray ``docker run -p 8081:80`` is named, with its port);
 - config drift: managed files whose content differs from the rendered spec.
+
+No secret travels on a command line: the whole read goes to the box on stdin, and the
+Ghost Content API key reaches curl as a config on curl's stdin (``-K -``), never in argv.
 """
 
 from __future__ import annotations
@@ -25,11 +34,12 @@ import shlex
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
+from urllib.parse import quote
 
-from vpsctl import backupfiles, probes
+from vpsctl import backupfiles, firewall, probes
 from vpsctl.facts import FACTS_SCRIPT, HostFacts, parse
 from vpsctl.layout import HOST_ROOT
-from vpsctl.remote import RemoteError, Session
+from vpsctl.remote import Remote, RemoteError, output_tail
 from vpsctl.render import Desired, render
 from vpsctl.spec.studio import Spec
 
@@ -96,7 +106,7 @@ if command -v docker >/dev/null 2>&1; then
   echo '@@audit-containers'
   for id in $(docker ps -aq); do
     docker inspect --format '{{{{json .Name}}}} {{{{json .Config.Labels}}}} {{{{json .State}}}} \
-{{{{.RestartCount}}}}' "$id" | tr '\\n' ' '
+{{{{json .NetworkSettings.Ports}}}} {{{{.RestartCount}}}}' "$id" | tr '\\n' ' '
     empties=$(docker inspect --format '{{{{range .Config.Env}}}}{{{{println .}}}}{{{{end}}}}' \
       "$id" | grep -E '^[^=]+=$' | cut -d= -f1 | tr '\\n' ',')
     echo " EMPTY=$empties"
@@ -116,12 +126,32 @@ echo '@@audit-df'; df -P / /var/lib/docker 2>/dev/null | tail -n +2
 echo '@@audit-dfi'; df -Pi / /var/lib/docker 2>/dev/null | tail -n +2
 echo "@@audit-backup $(cat {BACKUP_RECORD} 2>/dev/null || echo none)"
 echo "@@audit-state $(base64 -w0 < {STATE} 2>/dev/null)"
-echo '@@audit-end'
+echo '@@audit-listen'; ss -Hltnp 2>/dev/null || echo '@@audit-listen-error'
+{firewall.READ_SCRIPT}echo '@@audit-end'
 """
+
+# The read goes to the box on stdin, not as ``sh -c SCRIPT``: a script on a command line is
+# in every process listing for as long as it runs. It is read whole before it runs, so no
+# command in it can swallow the rest, and runs with stdin from /dev/null.
+RUN_FROM_STDIN = "sh -c 'script=$(cat) && eval \"$script\" </dev/null'"
+
+
+def _curl_config_quote(text: str) -> str:
+    """``text`` as a double-quoted value of a curl config file (``-K``)."""
+    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
+    return '"' + escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t") + '"'
+
+
+_EOF = "VPSCTL_CURL_CONFIG"  # the config is one quoted line: it can never be this line
 
 
 def _ghost_script(spec: Spec) -> str:
-    """Curl Ghost's Content API and sitemap through Caddy, per stack that asks for it."""
+    """Curl Ghost's Content API and sitemap through Caddy, per stack that asks for it.
+
+    The Content API key is in the URL Ghost wants, so the URL is handed to curl as a config
+    on its stdin (a quoted here-document): never on curl's command line, where ``ps`` shows
+    it to every user of the box.
+    """
     lines = []
     for name, stack in spec.stacks.items():
         ghost = stack.ghost_content
@@ -133,16 +163,19 @@ def _ghost_script(spec: Spec) -> str:
             continue
         insecure = "" if spec.host.tls == "acme" else " -k"
         resolve = shlex.quote(f"{host}:443:127.0.0.1")
-        api = shlex.quote(
-            f"https://{host}/ghost/api/content/posts/?key={key.reveal()}&limit=all"
-            "&fields=id,title,slug&formats=plaintext"
+        api = (
+            f"https://{host}/ghost/api/content/posts/?key={quote(key.reveal(), safe='')}"
+            "&limit=all&fields=id,title,slug&formats=plaintext"
         )
-        sitemap = shlex.quote(f"https://{host}/sitemap-posts.xml")
+        sitemap = f"https://{host}/sitemap-posts.xml"
         for what, url in (("api", api), ("sitemap", sitemap)):
             lines.append(f"echo '@@ghost {name} {what}'")
             lines.append(
-                f"curl -s{insecure} --max-time 10 --resolve {resolve} {url} | base64 -w0; echo"
+                f"curl -s{insecure} --max-time 10 --resolve {resolve} -K - <<'{_EOF}' "
+                "| base64 -w0; echo"
             )
+            lines.append(f"url = {_curl_config_quote(url)}")
+            lines.append(_EOF)
     return "\n".join(lines) + "\n"
 
 
@@ -161,11 +194,15 @@ class AuditFacts:
     backup: int | None = None
     state: dict[str, Any] = field(default_factory=dict)
     ghost: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    listening: list[str] | None = None  # ``ss -Hltnp`` lines; None: ss could not run
+    firewall: firewall.FirewallFacts = field(
+        default_factory=lambda: firewall.FirewallFacts(listings={})
+    )
 
 
 def parse_audit(output: str) -> AuditFacts:
     """Parse the audit script's and the Ghost script's sections."""
-    facts = AuditFacts()
+    facts = AuditFacts(firewall=firewall.parse(output))
     section = ""
     lines = output.splitlines()
     for index, line in enumerate(lines):
@@ -191,8 +228,13 @@ def parse_audit(output: str) -> AuditFacts:
                 facts.ghost[(stack, what)] = base64.b64decode(body.strip())
             except binascii.Error:
                 facts.ghost[(stack, what)] = b""
+        elif line.startswith("@@audit-listen"):
+            section = line.strip()
+            facts.listening = None if section == "@@audit-listen-error" else []
         elif line.startswith("@@"):
             section = line.strip()
+        elif section == "@@audit-listen" and facts.listening is not None and line.strip():
+            facts.listening.append(line)
         elif section == "@@audit-containers" and line.strip():
             facts.containers.append(_container(line))
         elif section == "@@audit-certs" and line.strip():
@@ -215,7 +257,8 @@ def _container(line: str) -> dict[str, Any]:
     name, pos = decoder.raw_decode(line)
     labels, pos2 = decoder.raw_decode(line, pos + 1)
     state, pos3 = decoder.raw_decode(line, pos2 + 1)
-    rest = line[pos3:].split()
+    ports, pos4 = decoder.raw_decode(line, pos3 + 1)
+    rest = line[pos4:].split()
     restarts = int(rest[0]) if rest and rest[0].isdigit() else 0
     empty = next((r[len("EMPTY=") :] for r in rest if r.startswith("EMPTY=")), "")
     return {
@@ -224,22 +267,39 @@ def _container(line: str) -> dict[str, Any]:
         "state": state or {},
         "restarts": restarts,
         "empty": [e for e in empty.split(",") if e],
+        "ports": ports if isinstance(ports, dict) else {},
     }
 
 
 # ── the judging ──────────────────────────────────────────────────────────────────────────
 
 
-def audit(spec: Spec, session: Session, desired: Desired | None = None) -> Report:
+def read_script(spec: Spec) -> str:
+    """The audit's whole read: facts, containers, host, firewall, Ghost and every probe.
+
+    It holds the Ghost Content API key: send it on stdin (:data:`RUN_FROM_STDIN`), never as
+    a command line.
+    """
+    targets = probes.targets_for(spec)
+    verify = spec.host.tls == "acme"
+    return FACTS_SCRIPT + AUDIT_SCRIPT + _ghost_script(spec) + probes.script(targets, verify)
+
+
+def audit(spec: Spec, session: Remote, desired: Desired | None = None) -> Report:
     """Read the box in one command and judge everything."""
     started = time.monotonic()
     desired = desired or render(spec)
     targets = probes.targets_for(spec)
-    verify = spec.host.tls == "acme"
-    script = FACTS_SCRIPT + AUDIT_SCRIPT + _ghost_script(spec) + probes.script(targets, verify)
-    result = session.run(script, timeout=180)
+    # the read judges its own output (its end marker): a failing probe's exit is no error
+    result = session.feed(
+        RUN_FROM_STDIN,
+        read_script(spec).encode(),
+        timeout=180,
+        check=False,
+        purpose="the audit read",
+    )
     if "@@audit-end" not in result.stdout:
-        raise RemoteError(f"the audit read failed: {result.stderr.strip()[-300:]}")
+        raise RemoteError(f"the audit read failed: {output_tail(result, 4, 300)}")
     facts_part, _, rest = result.stdout.partition("@@end\n")
     facts = parse(facts_part + "@@end\n")
     audit_facts = parse_audit(rest)
@@ -250,6 +310,8 @@ def audit(spec: Spec, session: Session, desired: Desired | None = None) -> Repor
     report.checks += _containers(spec, audit_facts)
     report.checks += _drift(desired, facts)
     report.checks += _host(spec, audit_facts)
+    report.checks += _firewall(spec, audit_facts)
+    report.checks += _exposed(spec, audit_facts)
     report.checks += _timers(spec, facts)
     _save_state(session, audit_facts, totals)
     report.seconds = time.monotonic() - started
@@ -430,6 +492,59 @@ def _drift(desired: Desired, facts: HostFacts) -> list[Check]:
     return checks
 
 
+def _firewall(spec: Spec, facts: AuditFacts) -> list[Check]:
+    """The live rules against the ones the bootstrap installs for this spec."""
+    return [
+        Check("host", v.name, OK if v.ok else FAIL, v.value, v.threshold)
+        for v in firewall.judge(facts.firewall, firewall.ports_for(spec))
+    ]
+
+
+def _exposed(spec: Spec, facts: AuditFacts) -> list[Check]:
+    """Every port reachable on a non-loopback address, against what the spec declares: one
+    FAIL per stray port (naming its container or process), then the summary."""
+    ports = firewall.ports_for(spec)
+    bar = f"only the spec's: {ports.describe()}"
+    declared: list[firewall.Exposure] = []
+    stray: list[firewall.Exposure] = []
+    for c in facts.containers:
+        ours, theirs = firewall.container_exposures(c["name"], c["labels"], c["ports"], spec)
+        declared += ours
+        stray += theirs
+    checks: list[Check] = []
+    if facts.listening is None:
+        checks.append(
+            Check("host", "listening sockets", FAIL, "ss could not list them (iproute2?)", bar)
+        )
+    else:
+        ours, theirs = firewall.listener_exposures(facts.listening, ports)
+        declared += ours
+        stray += theirs
+    for e in stray:
+        checks.append(
+            Check(
+                "host",
+                f"port {e.port}/{e.protocol} published by {e.owner}",
+                FAIL,
+                f"{e.owner} on {e.where()}: not declared by the spec",
+                bar,
+            )
+        )
+    found = sorted({(e.port, e.protocol, e.owner) for e in declared})
+    checks.append(
+        Check(
+            "host",
+            "ports open to the outside",
+            FAIL if stray else OK,
+            f"{len(stray)} not in the spec"
+            if stray
+            else ", ".join(f"{port}/{proto} {owner}" for port, proto, owner in found) or "none",
+            bar,
+        )
+    )
+    return checks
+
+
 def _timers(spec: Spec, facts: HostFacts) -> list[Check]:
     """With a backup declared, its timers must be enabled and waiting: a stopped nightly
     timer would otherwise show only as a stale backup, a day later."""
@@ -571,7 +686,7 @@ def _host(spec: Spec, facts: AuditFacts) -> list[Check]:
     return checks
 
 
-def _save_state(session: Session, facts: AuditFacts, totals: dict[str, int]) -> None:
+def _save_state(session: Remote, facts: AuditFacts, totals: dict[str, int]) -> None:
     """Remember Ghost post totals for the next audit's drop check (a drop is reported once,
     by the audit that sees it)."""
     posts = {**facts.state.get("ghost_posts", {}), **totals}

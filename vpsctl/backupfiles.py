@@ -36,7 +36,7 @@ from vpsctl.spec.models import (
     VolumeMount,
     volume_holding,
 )
-from vpsctl.spec.studio import Spec
+from vpsctl.spec.studio import PRIVATE_KEY, Spec
 
 CONF_DIR = f"{HOST_FILES}/backup"
 SYSTEMD_DIR = f"{HOST_FILES}/systemd"
@@ -105,6 +105,13 @@ def resolve(spec: Spec) -> Repository | None:
             f"{spec.host_doc.file}:{line}: backup.repository.key: cannot read {key_file}: "
             f"{exc.strerror}; the private key the box logs in to the backup host with"
         ) from None
+    if not PRIVATE_KEY.search(key):
+        line, _ = spec.host_doc.locate(("backup", "repository", "key"))
+        raise RepositoryError(
+            f"{spec.host_doc.file}:{line}: backup.repository.key: {key_file} is not a private "
+            "key (no `-----BEGIN … PRIVATE KEY-----` line): name the key file the box logs in "
+            "to the backup host with (it is installed on the box, 0600)"
+        )
     return _sftp(
         address=repo.address,
         port=repo.port,

@@ -14,9 +14,10 @@ import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 from vpsctl import sandbox, views
-from vpsctl.errors import VpsctlError, forget_secrets, masked
+from vpsctl.errors import VpsctlError, forget_secrets, masked, masked_data, redacted_output
 from vpsctl.render import render, write_tree
 from vpsctl.spec import generate as secrets_generate
 from vpsctl.spec.loader import load_spec
@@ -35,6 +36,12 @@ def _inventory(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _json(data: Any) -> str:
+    """``data`` as indented JSON, every string masked first: the redacting stream masks the
+    text again, but only masking the data keeps the JSON valid whatever a secret holds."""
+    return json.dumps(masked_data(data), indent=2) + "\n"
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
     """Load and validate everything; print nothing but errors."""
     load_spec(args.inventory)
@@ -45,7 +52,7 @@ def cmd_show(args: argparse.Namespace) -> int:
     """Print the merged spec with every secret masked."""
     spec = load_spec(args.inventory)
     data = views.merged(spec)
-    sys.stdout.write(json.dumps(data, indent=2) + "\n" if args.json else views.to_yaml(data))
+    sys.stdout.write(_json(data) if args.json else views.to_yaml(data))
     return 0
 
 
@@ -60,19 +67,18 @@ def cmd_render(args: argparse.Namespace) -> int:
 def cmd_plan(args: argparse.Namespace) -> int:
     """Diff the rendered spec against the live host; exit 2 when there are changes."""
     from vpsctl import targets  # noqa: PLC0415 - pyinfra loads only for commands that connect
-    from vpsctl.plan import make_plan, redact  # noqa: PLC0415
+    from vpsctl.plan import make_plan  # noqa: PLC0415
 
     spec = load_spec(args.inventory)
     desired = render(spec)
     print(f"reading {spec.host.name} …", file=sys.stderr)
     facts = targets.read_facts(spec)
     plan = make_plan(spec.host.name, desired, facts)
-    data = plan.to_json()
-    secrets = spec.secret_values()
-    text = json.dumps(data, indent=2) + "\n" if args.json else views.plan_text(plan, args.verbose)
-    sys.stdout.write(redact(text, secrets))
+    data = plan.to_json()  # masked, then hashed
+    sys.stdout.write(_json(data) if args.json else views.plan_text(plan, args.verbose))
     if args.out is not None:
-        args.out.write_text(redact(json.dumps(data, indent=2) + "\n", secrets), encoding="utf-8")
+        # a file, not a stream: masked here (the hash already covers the masked body)
+        args.out.write_text(_json(data), encoding="utf-8")
         print(f"saved plan {data['plan_hash'][:12]} to {args.out}", file=sys.stderr)
     return 2 if plan.changes else 0
 
@@ -80,7 +86,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
 def cmd_apply(args: argparse.Namespace) -> int:
     """Converge the host: show the plan, ask (unless -y), apply exactly that, report."""
     from vpsctl import apply, audit, targets  # noqa: PLC0415 - pyinfra loads only when connecting
-    from vpsctl.plan import redact  # noqa: PLC0415
     from vpsctl.remote import Session  # noqa: PLC0415
 
     saved = apply.load_plan_file(args.planfile) if args.planfile else None
@@ -93,7 +98,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         plan = applier.plan
         if saved is not None:
             apply.check_stale(saved, plan, applier.desired, applier.facts)
-        sys.stdout.write(redact(views.plan_text(plan), spec.secret_values()))
+        sys.stdout.write(views.plan_text(plan))
         sys.stdout.flush()
         if plan.changes and not args.yes and saved is None:
             if not sys.stdin.isatty():
@@ -108,25 +113,21 @@ def cmd_apply(args: argparse.Namespace) -> int:
         # is exactly what it is for
         report = audit.audit(spec, session, applier.desired) if plan.changes else None
     if report is not None:
-        print(redact(views.audit_text(report), spec.secret_values()), file=sys.stderr, end="")
+        print(views.audit_text(report), file=sys.stderr, end="")
     return 0 if result.ok and (report is None or report.ok) else 1
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Prove the box healthy: exit 0 only when no check fails."""
     from vpsctl import audit, targets  # noqa: PLC0415 - pyinfra loads only when connecting
-    from vpsctl.plan import redact  # noqa: PLC0415
     from vpsctl.remote import Session  # noqa: PLC0415
 
     spec = load_spec(args.inventory)
     with Session(targets.target(spec)) as session:
         report = audit.audit(spec, session)
-    text = (
-        json.dumps(report.to_json(), indent=2) + "\n"
-        if args.json
-        else views.audit_text(report, verbose=not args.brief)
+    sys.stdout.write(
+        _json(report.to_json()) if args.json else views.audit_text(report, verbose=not args.brief)
     )
-    sys.stdout.write(redact(text, spec.secret_values()))
     return 0 if report.ok else 1
 
 
@@ -147,7 +148,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
             if args.list:
                 found = backups.snapshots()
                 if args.json:
-                    sys.stdout.write(json.dumps([vars(s) for s in found], indent=2) + "\n")
+                    sys.stdout.write(_json([vars(s) for s in found]))
                 else:
                     for snap in found:
                         stacks = " ".join(snap.stacks)
@@ -155,7 +156,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
         return 0
     report = recovery.run_backup(spec, args.init, args.stack, sys.stderr)
     if args.json:
-        sys.stdout.write(json.dumps(report.to_json(), indent=2) + "\n")
+        sys.stdout.write(_json(report.to_json()))
     else:
         print(views.backup_text(report), end="")
     return 0
@@ -164,11 +165,10 @@ def cmd_backup(args: argparse.Namespace) -> int:
 def cmd_restore(args: argparse.Namespace) -> int:
     """Put a snapshot's data back (stop, restore, start), then audit."""
     from vpsctl import recovery  # noqa: PLC0415 - pyinfra loads only when connecting
-    from vpsctl.plan import redact  # noqa: PLC0415
 
     spec = load_spec(args.inventory)
     _, report = recovery.run_restore(spec, args.snapshot, args.stack, args.yes, sys.stderr)
-    print(redact(views.audit_text(report), spec.secret_values()), file=sys.stderr, end="")
+    print(views.audit_text(report), file=sys.stderr, end="")
     return 0 if report.ok else 1
 
 
@@ -179,7 +179,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
     spec = load_spec(args.inventory)
     rebuild = recovery.run_rebuild(spec, args.snapshot, sys.stderr, force=args.force)
     if args.json:
-        sys.stdout.write(json.dumps(rebuild.to_json(), indent=2) + "\n")
+        sys.stdout.write(_json(rebuild.to_json()))
     else:
         sys.stdout.write(rebuild.text())
     return 0 if rebuild.ok else 1
@@ -324,11 +324,22 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``vpsctl`` console script."""
+    """Entry point of the ``vpsctl`` console script.
+
+    The command runs with stdout and stderr behind the one redacting boundary
+    (:func:`vpsctl.errors.redacted_output`): every secret value loaded or read from the host
+    is masked in whatever any layer prints, errors and tracebacks included.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     forget_secrets()  # one command, one set of secrets to mask
+    with redacted_output():
+        return _run(func, args)
+
+
+def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    """The command, its failures mapped to exit codes."""
     try:
         return func(args)
     except VpsctlError as exc:

@@ -3,8 +3,10 @@
 Every item carries an action and a reason, including items that do not change ("unchanged:
 sha256 matches"), so a reviewer sees why nothing happens as well as what will. Diffs of env
 files are per key, and a secret's value appears only as ``changed (sha256:ab12…→9f33…,
-44→44 bytes)``. As a second line of defence, :func:`redact` removes any known secret value
-from any text a plan view prints.
+44→44 bytes)``; a key secret in the host's copy (its header line names its secret keys) stays
+masked when it becomes plain config. As a second line of defence, every secret value the
+plan sees (rendered, or held by the host's env files) is registered with the redacting
+boundary of :mod:`vpsctl.errors`, which masks it in any output and in the plan's JSON.
 
 A saved plan (``--out plan.json``) records the hash of the rendered inputs and, per file,
 the hash the host had; ``apply PLANFILE`` re-reads both and refuses ("stale plan: …")
@@ -20,13 +22,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from vpsctl.backupfiles import SYSTEMD_DIR, TIMERS
+from vpsctl.errors import is_secret, masked, masked_data, register_secrets
 from vpsctl.facts import HostFacts
 from vpsctl.layout import HOST_FILES, STACKS_ROOT
-from vpsctl.render import Desired, DesiredFile, parse_env_file
+from vpsctl.render import Desired, DesiredFile, env_file_secret_keys, parse_env_file
 from vpsctl.spec.secrets import fingerprint
 
 PLAN_FORMAT = "vpsctl-plan/1"
-MASK = "<redacted>"
 
 
 @dataclass(frozen=True)
@@ -121,8 +123,17 @@ class Plan:
             "images": [asdict(i) for i in self.images],
             "host_actions": self.host_actions,
         }
-        data["plan_hash"] = hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+        # masked before hashing: the hash covers exactly the body that is printed and saved
+        data = masked_data(data)
+        data["plan_hash"] = plan_hash(data)
         return data
+
+
+def plan_hash(body: dict[str, Any]) -> str:
+    """The hash of a plan's whole JSON body (every key but ``plan_hash`` itself): a saved
+    plan whose text was edited, diffs and summary included, no longer matches it."""
+    content = {k: v for k, v in body.items() if k != "plan_hash"}
+    return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
 def make_plan(host: str, desired: Desired, facts: HostFacts) -> Plan:
@@ -142,11 +153,34 @@ def make_plan(host: str, desired: Desired, facts: HostFacts) -> Plan:
         facts_hash=facts.digest() if facts.reachable else "",
     )
     secrets = desired.secret_values()
+    register_secrets(secrets)
+    register_secrets(host_secret_values(desired, facts))
     plan.files = _file_changes(desired, facts, secrets)
     plan.images = _image_changes(desired, facts)
     plan.stacks = _stack_changes(desired, facts, plan.files, plan.images)
     plan.host_actions = _timer_changes(desired, facts, plan.files)
     return plan
+
+
+def host_secret_values(desired: Desired, facts: HostFacts) -> list[str]:
+    """The values the host's env files hold under keys that were secret when they were
+    rendered (their header says which; a file without one had every key not plainly
+    configured now treated as secret), and the box's private files."""
+    values: list[str] = []
+    for path, have in facts.files.items():
+        if have.content is None:
+            continue
+        if "/env/" in path:
+            old = parse_env_file(have.content)
+            secret = env_file_secret_keys(have.content)
+            if secret is None:
+                want = desired.files.get(path)
+                plain = set(parse_env_file(want.content)) - want.secret_keys if want else set()
+                secret = frozenset(old) - plain
+            values += [v for k, v in old.items() if k in secret and v]
+        elif path.startswith(HOST_FILES + "/") and not have.mode & 0o077:
+            values.append(have.content.decode(errors="replace"))
+    return values
 
 
 def _timer_changes(desired: Desired, facts: HostFacts, files: list[FileChange]) -> list[str]:
@@ -282,14 +316,16 @@ def _diff(old: bytes | None, want: DesiredFile, secrets: list[str], deleting: bo
             f"{len(old)}→{len(want.content)} bytes))\n"
         )
     if want.kind == "env":
-        return _env_diff(old, b"" if deleting else want.content, want.secret_keys, deleting)
+        return _env_diff(
+            old, b"" if deleting else want.content, want.secret_keys, deleting, secrets
+        )
     old_text = _text(old)
     new_text = "" if deleting else _text(want.content)
     if old_text is None or new_text is None:
         return "(binary or large file: content differs)\n"
     lines = difflib.unified_diff(
-        old_text.splitlines(keepends=True),
-        new_text.splitlines(keepends=True),
+        _lines(old_text),
+        _lines(new_text),
         f"host:{want.path}",
         f"spec:{want.path}",
     )
@@ -305,26 +341,53 @@ def _text(content: bytes | None) -> str | None:
         return None
 
 
+def _lines(text: str) -> list[str]:
+    """``text`` split after each ``\\n`` only (``str.splitlines`` also splits at U+2028 and
+    other characters a line may hold), each line keeping its ``\\n``."""
+    lines = [line + "\n" for line in text.split("\n")]
+    lines[-1] = lines[-1][:-1]
+    return lines if lines[-1] else lines[:-1]
+
+
 def _terminated(lines: Any) -> Any:
     for line in lines:
         yield line if line.endswith("\n") else line + "\n\\ No newline at end of file\n"
 
 
-def _env_diff(old: bytes | None, new: bytes, secret_keys: frozenset[str], deleting: bool) -> str:
-    """Per-key changes of an env file. Plain config shows its values; a secret (and any key
-    the spec no longer declares, which may have been one) shows only a fingerprint."""
+def _env_diff(
+    old: bytes | None,
+    new: bytes,
+    secret_keys: frozenset[str],
+    deleting: bool,
+    secrets: list[str],
+) -> str:
+    """Per-key changes of an env file. Plain config shows its values; a secret shows only a
+    fingerprint: a key secret in the new file OR in the host's (its header says; a file
+    without one may hold a secret under any key), a key the spec no longer declares, and
+    any value that is a known secret's (one used verbatim as plain config)."""
     before = parse_env_file(old or b"")
     after = parse_env_file(new)
+    was_secret = env_file_secret_keys(old or b"")
+    known = set(secrets)
+
+    def is_masked(key: str) -> bool:
+        if deleting or key not in after or key in secret_keys:
+            return True
+        if key in before and (was_secret is None or key in was_secret):
+            return True
+        values = [after[key], before.get(key, "")]
+        return any(v in known or is_secret(v) or masked(v) != v for v in values)
+
     out: list[str] = []
     for key in sorted(set(before) | set(after)):
-        masked = key in secret_keys or key not in after or deleting
+        hide = is_masked(key)
         if key not in before:
-            shown = _secret_desc(after[key]) if masked else repr(after[key])
+            shown = _secret_desc(after[key]) if hide else repr(after[key])
             out.append(f"+ {key} = {shown}")
         elif key not in after:
             out.append(f"- {key} (removed; was {_secret_desc(before[key])})")
         elif before[key] != after[key]:
-            if masked:
+            if hide:
                 out.append(
                     f"~ {key}: changed ({fingerprint(before[key])}→{fingerprint(after[key])[7:]}, "
                     f"{len(before[key].encode())}→{len(after[key].encode())} bytes)"
@@ -339,11 +402,10 @@ def _secret_desc(value: str) -> str:
 
 
 def redact(text: str, secrets: list[str]) -> str:
-    """``text`` with every known secret value (longest first) replaced by a mask."""
-    for value in secrets:
-        if len(value) >= 6:
-            text = text.replace(value, MASK)
-    return text
+    """``text`` with every registered secret value (see :func:`vpsctl.errors.masked`) and
+    every value of ``secrets`` replaced by a mask."""
+    register_secrets(secrets)
+    return masked(text)
 
 
 # ── images and stacks ────────────────────────────────────────────────────────────────────

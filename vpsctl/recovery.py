@@ -35,14 +35,14 @@ from vpsctl import audit, backupfiles, targets, views
 from vpsctl.apply import LOCK, Applier
 from vpsctl.errors import VpsctlError
 from vpsctl.plan import redact
-from vpsctl.remote import Session
+from vpsctl.remote import Remote, Session
 from vpsctl.render import Desired, render
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.secrets import fingerprint
 from vpsctl.spec.studio import Spec
 
 SCRIPT = backupfiles.SCRIPT
-ID = re.compile(r"^[0-9a-f]{4,64}$")
+ID = re.compile(r"[0-9a-f]{4,64}")  # fullmatch: `$` would allow a trailing "\n"
 
 
 class BackupError(VpsctlError):
@@ -106,7 +106,7 @@ class BackupReport:
 class Backups:
     """The box's backup script, driven over one session."""
 
-    def __init__(self, spec: Spec, session: Session, desired: Desired | None = None) -> None:
+    def __init__(self, spec: Spec, session: Remote, desired: Desired | None = None) -> None:
         if spec.host.backup is None:
             raise BackupError(
                 f"{spec.host_doc.file}: no `backup:` section: host.yaml declares no restic "
@@ -122,10 +122,12 @@ class Backups:
 
     def call(self, args: str, timeout: int = 3600, stdin: bytes | None = None) -> Output:
         command = f"{SCRIPT} {args}"
+        purpose = f"vpsctl-backup {args.split(' ', 1)[0]}"
+        # check=False: a failure is explained below from the script's @@fail line
         result = (
-            self.session.feed(command, stdin, timeout)
+            self.session.feed(command, stdin, timeout, check=False, purpose=purpose)
             if stdin is not None
-            else self.session.run(command, timeout)
+            else self.session.run(command, timeout, check=False, purpose=purpose)
         )
         out = Output(result.ok, result.stdout.splitlines(), result.stderr)
         failed = out.values("fail")
@@ -144,8 +146,9 @@ class Backups:
         """Refuse unless the box's backup files are exactly the rendered ones: a stale
         password or script would back up wrongly, or to the wrong place."""
         paths = list(self.desired.host_files)
+        # check=False: sha256sum fails when a file is missing, which is judged below
         result = self.session.run(
-            "sha256sum " + " ".join(shlex.quote(p) for p in paths) + " 2>/dev/null || true"
+            ["sha256sum", "--", *paths], check=False, purpose="reading the backup files' hashes"
         )
         have = {}
         for line in result.stdout.splitlines():
@@ -208,7 +211,7 @@ class Backups:
         """The snapshot ``wanted`` (an id or its prefix), or the newest holding ``stacks``."""
         found = self.snapshots()
         if wanted is not None:
-            if not ID.match(wanted):
+            if not ID.fullmatch(wanted):
                 raise BackupError(f"--snapshot {wanted!r}: expected a snapshot id (hex)")
             matches = [s for s in found if s.id.startswith(wanted)]
             if len(matches) != 1:
@@ -421,9 +424,17 @@ class RebuildReport:
 
 
 def run_rebuild(
-    spec: Spec, snapshot: str | None, out: IO[str], force: bool = False
+    spec: Spec,
+    snapshot: str | None,
+    out: IO[str],
+    force: bool = False,
+    *,
+    backup_timers: bool = True,
 ) -> RebuildReport:
-    """``vpsctl rebuild``: a fresh box serving the latest backup, phase by phase, timed."""
+    """``vpsctl rebuild``: a fresh box serving the latest backup, phase by phase, timed.
+
+    ``backup_timers=False`` (a drill) masks the box's backup timers instead of enabling
+    them, and the audit checks that they are masked."""
     rebuild = RebuildReport(spec.host.name)
     stacks = backed_up_stacks(spec)
     started = time.monotonic()
@@ -443,7 +454,9 @@ def run_rebuild(
             rebuild.restored += backups.restore(rebuild.snapshot.id, "files", stacks)
             rebuild.phases["restore files"] = time.monotonic() - mark
 
-        applier = Applier(spec, session, out, before_stacks=restore_files)
+        applier = Applier(
+            spec, session, out, before_stacks=restore_files, backup_timers=backup_timers
+        )
         running = [n for n, cs in applier.facts.projects().items() if cs]
         if running and not force:
             raise BackupError(
@@ -467,9 +480,26 @@ def run_rebuild(
         rebuild.phases["restore databases"] = time.monotonic() - mark
         mark = time.monotonic()
         rebuild.report = audit.audit(spec, session, applier.desired)
+        if not backup_timers:
+            rebuild.report.checks = [_masked_timer(c) for c in rebuild.report.checks]
         rebuild.phases["audit"] = time.monotonic() - mark
     print(redact(views.audit_text(rebuild.report), spec.secret_values()), file=out, end="")
     return rebuild
+
+
+def _masked_timer(check: audit.Check) -> audit.Check:
+    """On a box that must never back up (a drill's), a backup timer passes only masked."""
+    if check.group != "host" or not check.name.startswith("timer "):
+        return check
+    state = check.value.split()  # `systemctl is-enabled` and `is-active`, as the facts read them
+    masked_ok = state[:1] == ["masked"] and "active" not in state[1:]
+    return audit.Check(
+        check.group,
+        check.name,
+        audit.OK if masked_ok else audit.FAIL,
+        check.value,
+        "masked: a drill box never backs up into the real repository",
+    )
 
 
 # ── drill ────────────────────────────────────────────────────────────────────────────────
@@ -545,12 +575,11 @@ def run_drill(spec: Spec, out: IO[str], keep: bool = False) -> DrillReport:
             throwaway_inventory(spec, box, Path(tmp)) as inventory,
         ):
             drill_spec = load_spec(inventory)
-            rebuild = run_rebuild(drill_spec, None, out)
+            # the drill box must never back up into the real repository under the real
+            # host's name: its timers are masked before any unit is linked, never enabled
+            rebuild = run_rebuild(drill_spec, None, out, backup_timers=False)
             report = DrillReport(rebuild, box)
             with Session(targets.target(drill_spec)) as session:
-                # the drill box must never back up into the real repository under the real
-                # host's name: its timers go before anything else
-                session.run(f"systemctl disable --now {' '.join(backupfiles.TIMERS)}")
                 live = Backups(drill_spec, session).counts(backed_up_stacks(drill_spec))
             report.compared = len(set(rebuild.recorded) | set(live))
             report.mismatches = compare_counts(rebuild.recorded, live)

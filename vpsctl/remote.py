@@ -14,27 +14,65 @@ import socket
 import subprocess
 import tarfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from pyinfra.api.command import StringCommand
 from pyinfra.api.config import Config
 from pyinfra.api.deploy import add_deploy
-from pyinfra.api.exceptions import ConnectError
+from pyinfra.api.exceptions import ConnectError, PyinfraError
 from pyinfra.api.inventory import Inventory
 from pyinfra.api.operations import run_ops
 from pyinfra.api.state import State
 
 from vpsctl import localdocker
-from vpsctl.errors import VpsctlError
+from vpsctl.errors import VpsctlError, masked
 from vpsctl.facts import FACTS_SCRIPT, FactsError, HostFacts, parse, unreachable
+from vpsctl.layout import HOST_ROOT
+from vpsctl.localfiles import UnsafePath, member_problem
+
+# A remote command: a shell string, or an argv list that :func:`shell` joins (quoted).
+Command = str | Sequence[str]
 
 
 class RemoteError(VpsctlError):
     """The host could not be reached, or a remote command failed."""
+
+
+class CommandFailed(RemoteError):
+    """A remote command exited non-zero (or timed out).
+
+    The message names what the command was for, on which host, and the tail of what it
+    printed, with every known secret value masked; ``result`` keeps the whole output for a
+    caller that parses it (it is never printed as is).
+    """
+
+    def __init__(self, purpose: str, host: str, result: Result) -> None:
+        self.purpose = purpose
+        self.result = result
+        tail = output_tail(result)
+        super().__init__(f"{purpose} failed on {host}" + (f": {tail}" if tail else ""))
+
+
+def shell(command: Command) -> str:
+    """The one place an argv list becomes a shell command line: every word quoted."""
+    return command if isinstance(command, str) else shlex.join(command)
+
+
+def output_tail(result: Result, lines: int = 8, chars: int = 600) -> str:
+    """The last lines a command printed (stderr, else stdout), secrets masked: what an
+    error message may quote."""
+    text = (result.stderr.strip() or result.stdout.strip()).splitlines()[-lines:]
+    return masked("\n".join(text)[-chars:])
+
+
+def purpose_of(command: Command) -> str:
+    """A name for a command when its caller gave none: its first words."""
+    first = shell(command).strip().splitlines()[0] if shell(command).strip() else "a command"
+    return masked(f"`{first[:60]}{'…' if len(first) > 60 else ''}`")
 
 
 @dataclass(frozen=True)
@@ -78,6 +116,55 @@ class Result:
     ok: bool
     stdout: str
     stderr: str
+
+    @property
+    def output(self) -> str:
+        """stdout then stderr, stripped: what a command printed, for parsing or a log."""
+        return (self.stdout + "\n" + self.stderr).strip()
+
+
+class Remote(Protocol):
+    """What apply, backup and restore need of a connection to the host: :class:`Session`,
+    or a scripted stand-in in tests (``tests/scripted.py``)."""
+
+    target: Target
+    commands: int
+
+    def run(
+        self, command: Command, timeout: int = 600, *, check: bool = True, purpose: str = ""
+    ) -> Result:
+        """Run ``command`` on the host; raise :class:`CommandFailed` unless ``check=False``."""
+        ...
+
+    def feed(
+        self,
+        command: Command,
+        data: bytes,
+        timeout: int = 600,
+        *,
+        check: bool = True,
+        purpose: str = "",
+    ) -> Result:
+        """Run ``command`` with ``data`` on its stdin; raise like :meth:`run`."""
+        ...
+
+    def put_files(self, files: list[tuple[str, bytes, int]]) -> None:
+        """Write ``(path, content, mode)`` files; raise :class:`RemoteError` on failure."""
+        ...
+
+    def hold_lock(self, path: str, what: str) -> Any:
+        """Take the host's lock; an object whose ``close()`` releases it."""
+        ...
+
+    def ship_images(
+        self, tags: list[str], progress: Callable[[int, int], None] | None = None
+    ) -> int:
+        """Ship local images to the host; bytes sent."""
+        ...
+
+    def deploy(self, func: Any, **kwargs: Any) -> DeployReport:
+        """Run a pyinfra deploy on the host."""
+        ...
 
 
 class Session:
@@ -131,13 +218,28 @@ class Session:
     ) -> None:
         self._host.disconnect()
 
-    def run(self, command: str, timeout: int = 600) -> Result:
-        """Run ``command`` with ``sh -c`` on the host; never raises for a non-zero exit."""
+    def run(
+        self, command: Command, timeout: int = 600, *, check: bool = True, purpose: str = ""
+    ) -> Result:
+        """Run ``command`` with ``sh -c`` on the host.
+
+        A non-zero exit raises :class:`CommandFailed` naming ``purpose`` (what the command
+        is for) and the tail of its output, masked; a caller that expects failure and
+        judges the result itself says so with ``check=False``. A timeout always raises.
+        """
         self.commands += 1
-        ok, output = self._host.run_shell_command(
-            StringCommand(command), _timeout=timeout, print_output=False
-        )
-        return Result(bool(ok), output.stdout, output.stderr)
+        try:
+            ok, output = self._host.run_shell_command(
+                StringCommand(shell(command)), _timeout=timeout, print_output=False
+            )
+        except TimeoutError:
+            raise RemoteError(
+                f"{purpose or purpose_of(command)} timed out on {self.target.name} after {timeout}s"
+            ) from None
+        result = Result(bool(ok), output.stdout, output.stderr)
+        if check and not result.ok:
+            raise CommandFailed(purpose or purpose_of(command), self.target.name, result)
+        return result
 
     def _transport(self) -> Any:
         client = getattr(self._host.connector, "client", None)
@@ -146,21 +248,36 @@ class Session:
             raise RemoteError(f"no SSH transport to {self.target.name}")
         return transport
 
-    def feed(self, command: str, data: bytes, timeout: int = 600) -> Result:
-        """Run ``command`` on the host with ``data`` on its stdin."""
+    def feed(
+        self,
+        command: Command,
+        data: bytes,
+        timeout: int = 600,
+        *,
+        check: bool = True,
+        purpose: str = "",
+    ) -> Result:
+        """Run ``command`` on the host with ``data`` on its stdin; raises like :meth:`run`."""
         self.commands += 1
         channel = self._transport().open_session()
         try:
             channel.settimeout(timeout)
-            channel.exec_command(command)
+            channel.exec_command(shell(command))
             channel.sendall(data)
             channel.shutdown_write()
             stdout = channel.makefile("rb").read().decode(errors="replace")
             stderr = channel.makefile_stderr("rb").read().decode(errors="replace")
             status = channel.recv_exit_status()
+        except TimeoutError:  # socket.timeout is a TimeoutError
+            raise RemoteError(
+                f"{purpose or purpose_of(command)} timed out on {self.target.name} after {timeout}s"
+            ) from None
         finally:
             channel.close()
-        return Result(status == 0, stdout, stderr)
+        result = Result(status == 0, stdout, stderr)
+        if check and not result.ok:
+            raise CommandFailed(purpose or purpose_of(command), self.target.name, result)
+        return result
 
     def put_files(self, files: list[tuple[str, bytes, int]]) -> None:
         """Write ``(path, content, mode)`` files owned by root, in ONE command.
@@ -170,6 +287,11 @@ class Session:
         """
         if not files:
             return
+        for path, _content, _mode in files:
+            # every member lands under vpsctl's own tree on the box, whatever built its name
+            problem = member_problem(path, HOST_ROOT)
+            if problem is not None:
+                raise UnsafePath(f"refusing to send {problem} to {self.target.name}")
         buffer = io.BytesIO()
         with tarfile.open(fileobj=buffer, mode="w") as tar:
             for path, content, mode in files:
@@ -180,9 +302,11 @@ class Session:
                 info.uname = info.gname = "root"
                 info.mtime = int(time.time())
                 tar.addfile(info, io.BytesIO(content))
-        result = self.feed("tar -x -p -f - -C / --no-overwrite-dir", buffer.getvalue())
-        if not result.ok:
-            raise RemoteError(f"writing files on {self.target.name} failed: {result.stderr[-500:]}")
+        self.feed(
+            ["tar", "-x", "-p", "-f", "-", "-C", "/", "--no-overwrite-dir"],
+            buffer.getvalue(),
+            purpose=f"writing {len(files)} file(s)",
+        )
 
     def hold_lock(self, path: str, what: str) -> Any:
         """Take an exclusive lock on the host for as long as this SSH connection lives.
@@ -245,14 +369,21 @@ class Session:
             raise RemoteError(f"docker save {names} failed here (exit {save.returncode})")
         if status != 0:
             raise RemoteError(
-                f"docker load of {names} failed on {self.target.name}: {output[-500:]}"
+                f"docker load of {names} failed on {self.target.name}: {masked(output[-500:])}"
             )
         return sent
 
     def deploy(self, func: Any, **kwargs: Any) -> DeployReport:
         """Run a pyinfra deploy (``deploys/``) on the host; raise naming a failed operation."""
         add_deploy(self._state, func, **kwargs)
-        run_ops(self._state)
+        try:
+            run_ops(self._state)
+        except PyinfraError as exc:
+            # pyinfra stops at a failed operation with only "No hosts remaining!": the
+            # operation and its output are named below, from the state's own record
+            stopped: PyinfraError | None = exc
+        else:
+            stopped = None
         ops: list[OpResult] = []
         for op_hash in self._state.get_op_order():  # type: ignore[no-untyped-call]
             names = sorted(self._state.get_op_meta(op_hash).names) or [op_hash]
@@ -265,7 +396,9 @@ class Session:
                 error = "\n".join(meta.stderr_lines[-15:] or meta.stdout_lines[-15:])
             ops.append(OpResult(names[0], finished and ok and meta.did_change(), ok, error))
             if finished and not ok:
-                raise RemoteError(f"{names[0]} failed on {self.target.name}:\n{error}")
+                raise RemoteError(f"{names[0]} failed on {self.target.name}:\n{masked(error)}")
+        if stopped is not None:
+            raise RemoteError(f"the deploy stopped on {self.target.name}: {masked(str(stopped))}")
         return DeployReport(tuple(ops))
 
 
@@ -273,11 +406,12 @@ def read_facts(target: Target) -> HostFacts:
     """The host's facts in ONE remote command; an unreachable host is a fact, not a crash."""
     try:
         with Session(target) as session:
-            result = session.run(FACTS_SCRIPT, timeout=120)
+            # judged below: a failed read is a fact of the plan ("unreachable"), not a crash
+            result = session.run(FACTS_SCRIPT, timeout=120, check=False)
     except RemoteError as exc:
         return unreachable(str(exc))
     if not result.ok:
-        return unreachable(f"the facts command failed: {result.stderr.strip()[-300:]}")
+        return unreachable(f"the facts command failed: {output_tail(result, 4, 300)}")
     try:
         facts = parse(result.stdout)
     except FactsError as exc:

@@ -26,11 +26,12 @@ from typing import Any
 import jinja2
 
 from vpsctl import backupfiles, standins
-from vpsctl.layout import STACKS_ROOT
-from vpsctl.localfiles import write_atomic
+from vpsctl.layout import HOST_FILES, HOST_ROOT, STACKS_ROOT
+from vpsctl.localfiles import UnsafePath, member_problem, safe_target, write_atomic
+from vpsctl.spec.envfile import env_value_problem
 from vpsctl.spec.models import ConfigMount, Service, Stack, VolumeMount
 from vpsctl.spec.secrets import Secret
-from vpsctl.spec.studio import Spec
+from vpsctl.spec.studio import Spec, network_alias
 from vpsctl.spec.units import format_size
 
 EDGE_NETWORK = "vpsctl-edge"
@@ -147,10 +148,17 @@ def stack_dir(stack: str) -> str:
     return f"{STACKS_ROOT}/{stack}"
 
 
+SECRET_KEYS_HEADER = "# vpsctl secret keys:"  # noqa: S105 - a comment line's prefix, not a secret
+
+
 def parse_env_file(content: bytes) -> dict[str, str]:
-    """Read back an env file as vpsctl renders it (``KEY='value'`` lines)."""
+    """Read back an env file as vpsctl renders it (``KEY='value'`` lines).
+
+    Lines end at ``\\n`` only, as compose reads them (``str.splitlines`` would also split
+    at U+2028 and other characters a value may hold).
+    """
     out: dict[str, str] = {}
-    for line in content.decode(errors="replace").splitlines():
+    for line in content.decode(errors="replace").split("\n"):
         if not line or line.startswith("#") or "=" not in line:
             continue
         key, _, value = line.partition("=")
@@ -158,6 +166,15 @@ def parse_env_file(content: bytes) -> dict[str, str]:
             value = value[1:-1]
         out[key] = value
     return out
+
+
+def env_file_secret_keys(content: bytes) -> frozenset[str] | None:
+    """The keys an env file's header names as secret; ``None`` when it has no header (a
+    file rendered before vpsctl wrote one, or not by vpsctl: any key may be secret)."""
+    first = content.decode(errors="replace").split("\n", 1)[0]
+    if not first.startswith(SECRET_KEYS_HEADER):
+        return None
+    return frozenset(first[len(SECRET_KEYS_HEADER) :].split()) - {"(none)"}
 
 
 def render(spec: Spec, repository: backupfiles.Repository | None = None) -> Desired:
@@ -240,7 +257,18 @@ def render(spec: Spec, repository: backupfiles.Repository | None = None) -> Desi
             services=service_hashes,
             hash=_hash_json({p.path: p.sha256 for p in files}),
         )
+    _contained(desired)
     return desired
+
+
+def _contained(desired: Desired) -> None:
+    """Every rendered file inside the directory it belongs to: its stack's, or the box's
+    own files (the spec's rules guarantee it; a renderer bug must not ship elsewhere)."""
+    for f in desired.files.values():
+        root = stack_dir(f.stack) if f.stack else HOST_FILES
+        problem = member_problem(f.path, root)
+        if problem is not None:
+            raise UnsafePath(f"rendered file {problem}")
 
 
 def write_tree(desired: Desired, out: Path) -> int:
@@ -249,8 +277,11 @@ def write_tree(desired: Desired, out: Path) -> int:
     Files are created with their final mode from the start: an env file is never readable
     by others, not even for a moment.
     """
-    for f in desired.files.values():
-        write_atomic(out / f.path.lstrip("/"), f.content, f.mode)
+    targets = [(safe_target(out, f.path, HOST_ROOT), f) for f in desired.files.values()]
+    for target, f in targets:
+        write_atomic(target, f.content, f.mode)
+        # made before the write: a directory created on the way is checked too
+        safe_target(out, f.path, HOST_ROOT)
     return len(desired.files)
 
 
@@ -279,10 +310,12 @@ def _image(spec: Spec, standins_dir: Path, ref: str) -> Image:
 
 
 def _config_files(spec: Spec, name: str, stack: Stack) -> dict[str, DesiredFile]:
-    base = spec.stack_files[name].parent
     out: dict[str, DesiredFile] = {}
     for config_name, config in sorted(stack.configs.items()):
-        content = (base / config.source).read_bytes()
+        source, problem = spec.config_source(name, config.source)
+        if problem is not None:  # validation refuses it first; never ship it anyway
+            raise UnsafePath(f"stack {name}: config {config_name}: {problem}")
+        content = source.read_bytes()
         out[config_name] = DesiredFile(
             f"{stack_dir(name)}/config/{config_name}", content, 0o644, name, "config"
         )
@@ -316,9 +349,11 @@ def _env_file(
         else:
             entries.append((key, value))
     for key, value in entries:
-        if "'" in value or "\n" in value:  # checks refuse these; never render them
+        if env_value_problem(value) is not None:  # checks refuse these; never render them
             raise ValueError(f"{stack}/{service_name}: {key} cannot be written to an env file")
-    content = env.get_template("service.env.j2").render(entries=entries)
+    content = env.get_template("service.env.j2").render(
+        entries=entries, secret_keys=[key for key, _ in entries if key in secret_keys]
+    )
     return DesiredFile(
         f"{stack_dir(stack)}/env/{service_name}.env",
         content.encode(),
@@ -342,12 +377,12 @@ def _service_view(
 ) -> dict[str, Any]:
     volumes: list[str] = []
     for mount in service.volumes:
-        if isinstance(mount, VolumeMount):
-            volumes.append(f"{mount.volume}:{mount.target}" + (":ro" if mount.read_only else ""))
-        else:
-            volumes.append(
-                f"./config/{mount.config}:{mount.target}" + (":ro" if mount.read_only else "")
-            )
+        source = (
+            mount.volume
+            if isinstance(mount, VolumeMount)
+            else _config_bind(stack_dir(stack_name), mount.config)
+        )
+        volumes.append(f"{source}:{mount.target}" + (":ro" if mount.read_only else ""))
     routed = {r.service for r in stack.routes}
     labels = [(LABEL_STACK, stack_name)]
     config_files = [f for f in mounted if f.kind == "config"]
@@ -363,7 +398,9 @@ def _service_view(
         "user": service.user,
         "env_file": f"./env/{service_name}.env" if env_file is not None else None,
         "volumes": volumes,
-        "ports": [f"{p.host_ip}:{p.published}:{p.target}/{p.protocol}" for p in service.ports],
+        "ports": [
+            f"{_bracketed(p.host_ip)}:{p.published}:{p.target}/{p.protocol}" for p in service.ports
+        ],
         "expose": [str(p) for p in service.expose],
         "healthcheck": {
             "test": health.test,
@@ -378,7 +415,7 @@ def _service_view(
         "stop_grace_period": service.stop_grace_period,
         "depends_on": service.depends_on,
         "edge_alias": (
-            f"{stack_name}-{service_name}"
+            network_alias(stack_name, service_name)
             if service_name in routed or stack.role == "edge"
             else None
         ),
@@ -386,9 +423,24 @@ def _service_view(
     }
 
 
+def _config_bind(directory: str, config: str) -> str:
+    """A bind mount's source: only ever a path inside the stack's own ``config/``. The only
+    host path a container is given; the spec's rules already refuse anything else, and this
+    refuses it again rather than hand a container the docker socket."""
+    problem = member_problem(f"{directory}/config/{config}", f"{directory}/config")
+    if problem is not None:
+        raise UnsafePath(f"bind mount {problem}")
+    return f"./config/{config}"
+
+
+def _bracketed(address: str) -> str:
+    """An IP as compose's port syntax takes it: IPv6 in brackets."""
+    return f"[{address}]" if ":" in address else address
+
+
 def upstream_host(stack: str, service: str) -> str:
     """How Caddy reaches a service on the shared edge network."""
-    return f"{stack}-{service}"
+    return network_alias(stack, service)
 
 
 def render_caddyfile(spec: Spec, env: jinja2.Environment | None = None) -> str:

@@ -74,7 +74,7 @@ LOCK_TIMEOUT = 1800.0
 SANDBOXES_LOCK_TIMEOUT = 600.0
 POLL = 0.25
 
-NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?$")
+NAME_RE = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,30}[a-z0-9])?")  # fullmatch: `$` allows "\n"
 
 Progress = Callable[[str], None]
 
@@ -250,7 +250,7 @@ def internal_address(info: SandboxInfo) -> str:
 
 def check_name(name: str) -> str:
     """``name`` if it is a valid sandbox name (it becomes part of container and host names)."""
-    if not NAME_RE.match(name):
+    if not NAME_RE.fullmatch(name):
         raise SandboxError(
             f"invalid sandbox name {name!r}: use 1-32 lowercase letters, digits and '-' "
             "(not at either end)"

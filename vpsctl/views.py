@@ -7,6 +7,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from ruamel.yaml import YAML
 
+from vpsctl.errors import masked_data
 from vpsctl.plan import Plan
 
 if TYPE_CHECKING:
@@ -14,12 +15,15 @@ if TYPE_CHECKING:
     from vpsctl.audit import Check as AuditCheck
     from vpsctl.audit import Report as AuditReport
 from vpsctl.spec.generate import GenerateReport
+from vpsctl.spec.secrets import Secret
 from vpsctl.spec.studio import Spec
 from vpsctl.spec.units import human_size
 
 
 def merged(spec: Spec) -> dict[str, Any]:
-    """The spec as one document: domains resolved, each secret shown masked."""
+    """The spec as one document: domains resolved, each secret shown masked, and any value
+    holding a secret's value (one pasted into plain `env:`) masked too."""
+    secrets = set(spec.secret_values())
     host = spec.host.model_dump(mode="json", exclude_none=True, exclude={"stacks"})
     stacks: dict[str, Any] = {}
     for name, stack in spec.stacks.items():
@@ -27,13 +31,23 @@ def merged(spec: Spec) -> dict[str, Any]:
         data["domains"] = dict(spec.host.stacks[name].domains)
         for service_name, service in data["services"].items():
             env = spec.environment(name, service_name)
-            service["env"] = {k: spec.resolve(name, v) for k, v in service.get("env", {}).items()}
+            service["env"] = {
+                k: _plain_value(spec.resolve(name, v), secrets)
+                for k, v in service.get("env", {}).items()
+            }
             service["secrets"] = {
                 var: f"{secret_name} {env.get(var, '<missing>')}"
                 for var, secret_name in service.get("secrets", {}).items()
             }
         stacks[name] = data
-    return {"host": host, "stacks": stacks}
+    data_out: dict[str, Any] = masked_data({"host": host, "stacks": stacks})
+    return data_out
+
+
+def _plain_value(value: str, secrets: set[str]) -> str:
+    """A plain env value as shown: a secret's value used verbatim (of any length) is shown
+    like a secret."""
+    return Secret(value).masked() if value in secrets else value
 
 
 def to_yaml(data: Any) -> str:
@@ -91,7 +105,9 @@ def plan_text(plan: Plan, verbose: bool = False) -> str:
         for f in changed:
             mode = f" mode {f.mode}" if f.mode else ""
             out.append(f"  {_FILE_MARK[f.action]} {f.action} {f.path}{mode} ({f.reason})")
-            out += ["      " + line for line in f.diff.splitlines()]
+            # lines end at "\n" only: a value may hold U+2028 (the diff masks secrets anyway)
+            if f.diff:
+                out += ["      " + line for line in f.diff.removesuffix("\n").split("\n")]
         out.append("")
     if unchanged:
         if verbose:
@@ -121,8 +137,19 @@ def apply_text(result: ApplyResult) -> str:
         if o.result == "unchanged":
             continue
         detail = f": {o.detail}" if o.detail else ""
-        out.append(f"  {o.stack}: {o.action} → {o.result} ({o.seconds:.1f}s){detail}")
-    verdict = "apply: ok" if result.ok else "apply: FAILED (see above; rolled back where it could)"
+        shown = "ROLLBACK FAILED" if o.result == "rollback failed" else o.result
+        out.append(f"  {o.stack}: {o.action} → {shown} ({o.seconds:.1f}s){detail}")
+    out += [f"  problem: {problem}" for problem in result.problems]
+    stranded = [o.stack for o in result.rollbacks_failed]
+    if result.ok:
+        verdict = "apply: ok"
+    elif stranded:
+        verdict = (
+            f"apply: FAILED, and the rollback of {', '.join(stranded)} FAILED too: "
+            "not running a checked version (see above for what to run)"
+        )
+    else:
+        verdict = "apply: FAILED (see above; no stack was left half-changed)"
     out.append(f"{verdict} in {result.seconds:.1f}s — {result.plan.summary()}")
     return "\n".join(out) + "\n"
 

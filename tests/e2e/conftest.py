@@ -53,7 +53,7 @@ def target_of(info: SandboxInfo) -> Target:
 def on_box(info: SandboxInfo, command: str, timeout: int = 120) -> str:
     """Run ``command`` on the box; fail the test if it fails."""
     with Session(target_of(info)) as session:
-        result = session.run(command, timeout=timeout)
+        result = session.run(command, timeout=timeout, check=False)  # asserted below
     assert result.ok, f"{command}: {result.stderr[-800:]}"
     return result.stdout
 

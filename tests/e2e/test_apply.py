@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -78,7 +79,8 @@ def all_probes_pass(root: Path) -> None:
 
     found = probes.targets_for(spec)
     with Session(targets.target(spec)) as session:
-        output = session.run(probes.script(found, verify_tls=False)).stdout
+        # judged by probes.parse: a missing answer is a failed probe
+        output = session.run(probes.script(found, verify_tls=False), check=False).stdout
     failed = [f"{r.target.label}: {r.detail}" for r in probes.parse(output, found) if not r.ok]
     assert not failed, failed
 
@@ -147,6 +149,42 @@ def test_new_image_failing_its_health_check_is_rolled_back(box: SandboxInfo, stu
     assert after["documint-app-1"][0] != before["documint-app-1"][0]  # back, recreated
     all_probes_pass(studio)  # the old version serves
     assert run_cli(studio, "plan", "-i", INV).code == 0  # and the host matches the spec
+
+
+def test_a_rollback_whose_old_version_cannot_start_says_so_and_exits_1(
+    box: SandboxInfo, studio: Path
+) -> None:
+    """The new documint fails its health gate, and its old image is gone from the box (the
+    running container kept its layers, not its tag): compose cannot bring the old version
+    back. apply must say so — not "rolled back" — name what to run, journal it, exit 1."""
+    host = studio / INV / "host.yaml"
+    original = host.read_text()
+    [old_image] = [i.ref for i in render(load_spec(studio / INV)).stacks["documint"].images]
+    edit(
+        host,
+        "ghcr.io/lumen-studio/documint:2.4.1: {standin: product, args: {PRODUCT: DocuMint}}",
+        "ghcr.io/lumen-studio/documint:2.4.1: {standin: clickhouse}",
+    )
+    on_box(box, f"docker rmi -f {old_image} >/dev/null")
+    result = apply(studio)
+    assert result.code == 1, result.err[-3000:]
+    assert "documint: recreate → ROLLBACK FAILED" in result.err, result.err[-3000:]
+    assert "rolled back to the previous version" not in result.err
+    assert "rollback FAILED: the previous version did not start (compose up: " in result.err
+    # what the box runs now, asked, not assumed: the new image (it failed its gate)
+    assert re.search(r"Now: [^.]*, image vpsctl-standin/clickhouse:", result.err), result.err
+    assert "the previous files are back in place. To do: fix the cause, then run " in result.err
+    assert f"`vpsctl apply -i {INV}`" in result.err
+    assert "apply: FAILED, and the rollback of documint FAILED too" in result.err
+    journal = json.loads(on_box(box, "tail -n 1 /opt/vpsctl/journal.log"))
+    assert journal["result"] == "failed: documint (rollback failed)"
+    # what it says it did: the previous compose file (naming the old image) is back
+    assert old_image in on_box(box, "cat /opt/vpsctl/stacks/documint/compose.yaml")
+    host.write_text(original)
+    back = apply(studio)  # the old image is shipped again, and documint starts
+    assert back.code == 0, back.err[-3000:]
+    all_probes_pass(studio)
+    assert run_cli(studio, "plan", "-i", INV).code == 0
 
 
 def test_caddyfile_that_caddy_rejects_is_never_loaded(box: SandboxInfo, studio: Path) -> None:

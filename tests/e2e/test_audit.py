@@ -8,6 +8,7 @@ every secret value.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Iterator
@@ -17,8 +18,12 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import on_box, running_box, studio_for
-from tests.helpers import run_cli
+from tests.helpers import run_cli, secret_values
+from vpsctl import audit as audit_module
+from vpsctl import targets
+from vpsctl.remote import Command, Result, Session, Target, shell
 from vpsctl.sandbox import SandboxInfo
+from vpsctl.spec.loader import load_spec
 
 pytestmark = pytest.mark.e2e
 
@@ -176,7 +181,7 @@ def test_product_answering_200_with_an_empty_body(box: SandboxInfo, studio: Path
     on_box(box, f"cat > /root/empty.py <<'EOF'\n{server}EOF")
     on_box(
         box,
-        "docker run -d --name empty-pages --network vpsctl-edge --network-alias documint-app "
+        "docker run -d --name empty-pages --network vpsctl-edge --network-alias documint--app "
         f"-v /root/empty.py:/empty.py:ro --entrypoint python3 {image.split()[0]} /empty.py "
         "&& sleep 2",
     )
@@ -291,3 +296,114 @@ def test_backup_older_than_its_threshold(box: SandboxInfo, studio: Path) -> None
     backup = next(c for c in data["checks"] if c["name"] == "last successful backup")
     assert backup["status"] == "ok"
     on_box(box, "rm -f /opt/vpsctl/backup/last-success")
+
+
+def test_firewall_and_open_ports_checks_are_green_on_the_applied_box(
+    box: SandboxInfo, studio: Path
+) -> None:
+    code, data = audit(studio)
+    assert code == 0, failures(data)
+    checks = {c["name"]: c for c in data["checks"]}
+    for family in ("IPv4", "IPv6"):
+        for hook in ("INPUT", "DOCKER-USER"):
+            check = checks[f"firewall {family} {hook}"]
+            assert check["status"] == "ok", check
+            assert check["threshold"] == (
+                "only tcp 22, 80, 443; udp 443 from outside, the rest dropped"
+            )
+    ports = checks["ports open to the outside"]
+    assert ports["status"] == "ok"
+    assert "80/tcp container edge-caddy-1" in ports["value"]
+    assert "443/udp container edge-caddy-1" in ports["value"]
+    assert "22/tcp process sshd" in ports["value"]
+    text = run_cli(studio, "audit", "-i", INV)
+    assert "firewall IPv4 INPUT" in text.out and "ports open to the outside" in text.out
+
+
+def test_stray_container_publishing_a_port(box: SandboxInfo, studio: Path) -> None:
+    image = on_box(box, f"docker images --format '{{{{.Repository}}}}:{{{{.Tag}}}}' {PRODUCT}")
+    on_box(
+        box,
+        f"docker run -d --name stray -p 8081:8080 --entrypoint python3 {image.split()[0]} "
+        "-m http.server 8080",
+    )
+    try:
+        result = run_cli(studio, "audit", "-i", INV)
+        assert result.code == 1
+        assert "port 8081/tcp published by container stray" in result.out
+        code, data = audit(studio)
+        assert code == 1
+        found = failures(data)
+        stray = [v for g, n, v in found if n == "port 8081/tcp published by container stray"]
+        assert len(stray) == 1, found
+        assert stray[0].startswith("container stray on 0.0.0.0:8081"), stray
+        assert stray[0].endswith(" (tcp): not declared by the spec"), stray
+        assert ("host", "ports open to the outside", "1 not in the spec") in found, found
+    finally:
+        on_box(box, "docker rm -f stray")
+    assert_green(studio)
+
+
+def test_firewall_changed_by_hand(box: SandboxInfo, studio: Path) -> None:
+    """A rule put ahead of vpsctl's, and docker's DOCKER-USER flushed: both named; the
+    bootstrap, run again, puts the rules back."""
+    on_box(box, "iptables -w -I INPUT -p tcp --dport 8081 -j ACCEPT && iptables -w -F DOCKER-USER")
+    code, data = audit(studio)
+    assert code == 1
+    found = {n: v for g, n, v in failures(data) if g == "host"}
+    assert (
+        "ahead of VPSCTL-INPUT: -A INPUT -p tcp -m tcp --dport 8081 -j ACCEPT"
+        in (found["firewall IPv4 INPUT"])
+    )
+    assert found["firewall IPv4 DOCKER-USER"].startswith(
+        "DOCKER-USER does not jump to VPSCTL-FORWARD"
+    )
+    assert "vpsctl apply --only bootstrap" in found["firewall IPv4 INPUT"]
+    result = run_cli(studio, "apply", "-i", INV, "--only", "bootstrap", "-y")
+    assert result.code == 0, result.err[-3000:]
+    assert "changed: Firewall applied" in result.err
+    assert_green(studio)
+
+
+class RecordingSession(Session):
+    """A real session that records every command line it sends to the box."""
+
+    def __init__(self, target: Target) -> None:
+        super().__init__(target)
+        self.sent: list[str] = []
+
+    def run(
+        self, command: Command, timeout: int = 600, *, check: bool = True, purpose: str = ""
+    ) -> Result:
+        self.sent.append(shell(command))
+        return super().run(command, timeout, check=check, purpose=purpose)
+
+    def feed(
+        self,
+        command: Command,
+        data: bytes,
+        timeout: int = 600,
+        *,
+        check: bool = True,
+        purpose: str = "",
+    ) -> Result:
+        self.sent.append(shell(command))
+        return super().feed(command, data, timeout, check=check, purpose=purpose)
+
+
+def test_no_secret_on_any_command_line_of_the_audit(box: SandboxInfo, studio: Path) -> None:
+    """Every command the audit sends is recorded: none holds a secret value, while the
+    Ghost checks (which need the Content API key) still pass."""
+    with contextlib.chdir(studio):
+        spec = load_spec(studio / INV)
+        session = RecordingSession(targets.target(spec))
+        with session:
+            report = audit_module.audit(spec, session)
+    assert report.ok, [c for c in report.checks if c.status == audit_module.FAIL]
+    assert any(c.name.startswith("ghost posts") and c.status == "ok" for c in report.checks)
+    assert session.sent
+    secrets = secret_values(studio)
+    assert secrets
+    for command in session.sent:
+        for value in secrets:
+            assert value not in command, "a secret value is on a command line"

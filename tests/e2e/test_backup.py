@@ -198,6 +198,34 @@ def test_backup_errors_are_clear_and_delete_nothing(
     assert len(snapshots(studio)) == 1
 
 
+def test_a_symlink_planted_in_a_volume_is_never_followed_by_roots_backup(
+    studio: Path, source: SandboxInfo
+) -> None:
+    """An app (root in its container) can plant `db-wal -> /some/host/file` in its volume;
+    the backup runs as root on the box and must refuse it, never write or chown through it."""
+    volume = "/var/lib/docker/volumes/documint_data/_data"
+    on_box(
+        source,
+        "echo untouched > /root/victim && chmod 600 /root/victim && "
+        f"mv {volume}/documint.db-wal /root/wal.saved 2>/dev/null || true; "
+        f"ln -s /root/victim {volume}/documint.db-wal",
+    )
+    try:
+        result = backup(studio, "--stack", "documint")
+        assert result.code == 1
+        assert f"refusing {volume}/documint.db-wal: it is a symlink (to /root/victim)" in result.err
+        assert on_box(source, "stat -c '%U %a %s' /root/victim; cat /root/victim") == (
+            "root 600 10\nuntouched\n"
+        )
+    finally:
+        on_box(
+            source,
+            f"rm -f {volume}/documint.db-wal /root/victim; "
+            f"[ ! -e /root/wal.saved ] || mv /root/wal.saved {volume}/documint.db-wal",
+        )
+    assert backup(studio, "--stack", "documint").code == 0
+
+
 def test_interrupted_backup_leaves_the_previous_snapshot_intact(
     studio: Path, source: SandboxInfo, backup_host: SandboxInfo
 ) -> None:
@@ -366,6 +394,10 @@ def test_drill_rehearses_the_rebuild_and_compares_row_counts(studio: Path) -> No
     result = run_cli(studio, "drill", "-i", INV)
     assert result.code == 0, result.err[-4000:]
     assert "rebuild done: audit green" in result.out
+    # the drill box never backs up into the real repository: its timers were masked before
+    # any could be linked, and the drill's audit passed them only as masked
+    assert "host: timers masked (this box never backs up)" in result.err
+    assert "host: timers enabled" not in result.err
     assert ", 0 differ" in result.out and "drill passed (box drill-" in result.out
     compared = int(result.out.split("row counts: ")[1].split(" ")[0])
     assert compared >= 20

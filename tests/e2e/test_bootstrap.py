@@ -1,6 +1,7 @@
 """Bootstrap of a bare sandbox box, end to end: `vpsctl apply --only bootstrap` takes a fresh
-Debian 13 box to one ready for the studio; a second run changes nothing; and from this
-machine only ports 22, 80 and 443 of the box answer, docker-published ports included."""
+Debian 13 box to one ready for the studio; a second run changes nothing; from this machine
+only ports 22, 80 and 443 of the box answer, docker-published ports included; and a firewall
+that cannot be installed fails the bootstrap, in the firewall script's own words."""
 
 from __future__ import annotations
 
@@ -33,7 +34,7 @@ def bootstrapped(box: SandboxInfo, tmp_path_factory: pytest.TempPathFactory) -> 
     first = run_cli(root, "apply", "-i", "inventory/sandbox", "--only", "bootstrap", "-y")
     assert first.code == 0, first.err
     assert "changed: Packages: docker, compose v2" in first.err
-    assert "changed: Firewall: only 22, 80, 443 from outside" in first.err
+    assert "changed: Firewall: only tcp 22, 80, 443; udp 443 from outside" in first.err
     return root
 
 
@@ -103,3 +104,60 @@ def test_only_22_80_443_answer_from_outside(box: SandboxInfo, bootstrapped: Path
     on_box(box, "systemctl restart docker && sleep 3 && docker start fw80 fw9000 >/dev/null")
     assert not answers(box.ports[9000])
     assert answers(box.ports[80])
+
+
+def test_a_firewall_that_cannot_be_installed_fails_the_bootstrap(
+    box: SandboxInfo, bootstrapped: Path
+) -> None:
+    """An iptables that refuses (first on root's PATH) fails the bootstrap, naming it; the
+    box's rules are untouched, and once iptables works the next bootstrap passes."""
+    on_box(box, "iptables -w -I INPUT -p tcp --dport 8081 -j ACCEPT")  # rules to repair
+    on_box(
+        box,
+        "printf '#!/bin/sh\\necho \"iptables: refused\" >&2\\nexit 1\\n' "
+        "> /usr/local/sbin/iptables && chmod 755 /usr/local/sbin/iptables",
+    )
+    try:
+        failed = run_cli(
+            bootstrapped, "apply", "-i", "inventory/sandbox", "--only", "bootstrap", "-y"
+        )
+    finally:
+        on_box(box, "rm -f /usr/local/sbin/iptables")
+    assert failed.code == 1
+    assert "Firewall applied failed on" in failed.err, failed.err
+    assert "vpsctl-firewall: iptables cannot list INPUT: IPv4 would stay open" in failed.err
+    assert "internal error" not in failed.err
+    repaired = run_cli(
+        bootstrapped, "apply", "-i", "inventory/sandbox", "--only", "bootstrap", "-y"
+    )
+    assert repaired.code == 0, repaired.err
+    assert "changed: Firewall applied" in repaired.err
+    assert on_box(box, "iptables -w -S INPUT").splitlines()[1] == "-A INPUT -j VPSCTL-INPUT"
+
+
+def test_an_unsupported_os_is_refused_by_name_and_nothing_changes(
+    box: SandboxInfo, bootstrapped: Path
+) -> None:
+    """The box claims to be Debian 12 (its /etc/os-release replaced for the test): the
+    bootstrap names it and what is supported, and changes nothing."""
+    before = on_box(box, "sha256sum /usr/local/sbin/vpsctl-firewall /etc/fstab")
+    on_box(
+        box,
+        "cp -P /etc/os-release /root/os-release.saved && rm /etc/os-release && printf '%s\\n' "
+        "'PRETTY_NAME=\"Debian GNU/Linux 12 (bookworm)\"' 'NAME=\"Debian GNU/Linux\"' "
+        "'VERSION_ID=\"12\"' 'ID=debian' > /etc/os-release",
+    )
+    try:
+        result = run_cli(
+            bootstrapped, "apply", "-i", "inventory/sandbox", "--only", "bootstrap", "-y"
+        )
+    finally:
+        on_box(box, "rm -f /etc/os-release && mv /root/os-release.saved /etc/os-release")
+    assert result.code == 1
+    assert (
+        "unsupported host OS Debian GNU/Linux 12 (bookworm): its docker-compose is v1 (1.29), "
+        "and vpsctl drives compose v2; the bootstrap supports Debian 13, Ubuntu 22.04 or "
+        "Ubuntu 24.04"
+    ) in result.err
+    assert "internal error" not in result.err
+    assert on_box(box, "sha256sum /usr/local/sbin/vpsctl-firewall /etc/fstab") == before

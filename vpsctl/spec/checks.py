@@ -9,10 +9,9 @@ from __future__ import annotations
 import difflib
 import ipaddress
 from collections.abc import Iterator
-from pathlib import Path
 
 from vpsctl.errors import Problem, display_path
-from vpsctl.spec.envfile import SecretsFile
+from vpsctl.spec.envfile import BARE_LINE, EMPTY_VALUE, SecretsFile, env_value_problem
 from vpsctl.spec.environment import Setting, effective, hazards
 from vpsctl.spec.models import (
     ConfigMount,
@@ -22,7 +21,7 @@ from vpsctl.spec.models import (
     VolumeMount,
     volume_holding,
 )
-from vpsctl.spec.studio import DOMAIN_REF, HOST_OWNER, SECRET_REF, Spec
+from vpsctl.spec.studio import DOMAIN_REF, HOST_OWNER, SECRET_REF, Spec, network_alias
 from vpsctl.spec.units import human_size
 
 EDGE_PORTS = (80, 443)
@@ -43,6 +42,7 @@ def check(spec: Spec) -> list[Problem]:
         _check_probes,
         _check_ports,
         _check_depends_on,
+        _check_names,
         _check_mounts_and_configs,
         _check_backups,
         _check_edge,
@@ -75,26 +75,13 @@ def secrets_file_problems(secrets: SecretsFile) -> list[Problem]:
                 f"readable by others (mode {secrets.mode:04o}); run `chmod 600 {secrets.file}`",
             )
         )
+    # The line, never its key: a bare line may be the tail of a value wrapped onto its own
+    # line (see envfile.read_secrets).
     for entry in secrets.entries.values():
         if entry.value is None:
-            out.append(
-                Problem(
-                    secrets.file,
-                    entry.line,
-                    entry.name,
-                    "no value: a bare key is unset; write KEY=value or delete the line",
-                )
-            )
+            out.append(Problem(secrets.file, entry.line, "", BARE_LINE))
         elif entry.value.reveal() == "":
-            out.append(
-                Problem(
-                    secrets.file,
-                    entry.line,
-                    entry.name,
-                    "empty value: an empty secret overrides nothing and fails at runtime; "
-                    "set a value or delete the line",
-                )
-            )
+            out.append(Problem(secrets.file, entry.line, "", EMPTY_VALUE))
     return out
 
 
@@ -512,6 +499,28 @@ def _check_ports(spec: Spec) -> Iterator[Problem]:
                 )
 
 
+def _check_names(spec: Spec) -> Iterator[Problem]:
+    """Names that must be unique across stacks on the box: the network alias Caddy reaches a
+    service by, and the container compose names after the project and the service."""
+    aliases: dict[str, tuple[str, str]] = {}
+    containers: dict[str, tuple[str, str]] = {}
+    for stack_name, stack in spec.stacks.items():
+        for service_name in stack.services:
+            here = (stack_name, service_name)
+            for table, name, what in (
+                (aliases, network_alias(stack_name, service_name), "network alias"),
+                (containers, f"{stack_name}-{service_name}-1", "container name"),
+            ):
+                first = table.setdefault(name, here)
+                if first != here:
+                    yield spec.problem_in_stack(
+                        stack_name,
+                        ("services", service_name),
+                        f"its {what} {name} is also the one of service {first[1]} of stack "
+                        f"{first[0]}: rename one of the stacks or services",
+                    )
+
+
 def _check_depends_on(spec: Spec) -> Iterator[Problem]:
     for stack_name, stack in spec.stacks.items():
         for service_name, service in stack.services.items():
@@ -567,31 +576,43 @@ def _cycle(graph: dict[str, list[str]]) -> list[str] | None:
 
 def _check_mounts_and_configs(spec: Spec) -> Iterator[Problem]:
     for stack_name, stack in spec.stacks.items():
-        base = spec.stack_files[stack_name].parent
         for name, config in stack.configs.items():
-            source = base / config.source
             if stack.role == "edge" and name == "Caddyfile":
                 yield spec.problem_in_stack(
                     stack_name,
                     ("configs", name),
                     "the edge's Caddyfile is rendered from every stack's routes; do not ship one",
                 )
-            elif not Path(source).is_file():
+                continue
+            if stack.role == "edge" and _under(name, "caddy"):
                 yield spec.problem_in_stack(
                     stack_name,
-                    ("configs", name, "source"),
-                    f"no such file: {display_path(source)} (sources are relative to the stack "
-                    "file)",
+                    ("configs", name),
+                    "the edge's caddy/ directory holds the Caddyfile rendered from every "
+                    "stack's routes; ship other files elsewhere",
                 )
+                continue
+            _, problem = spec.config_source(stack_name, config.source)
+            if problem is not None:
+                yield spec.problem_in_stack(stack_name, ("configs", name, "source"), problem)
+        names = sorted(stack.configs)
+        for name in names:
+            # a file cannot also be a directory of other files on the box
+            for other in names:
+                if other != name and _under(other, name):
+                    yield spec.problem_in_stack(
+                        stack_name,
+                        ("configs", other),
+                        f"'{other}' lies under '{name}', which is a file of its own; give "
+                        "files and directories different names",
+                    )
         for service_name, service in stack.services.items():
             for index, mount in enumerate(service.volumes):
                 if not isinstance(mount, ConfigMount):
                     continue
                 if stack.role == "edge" and mount.config == "caddy":
                     continue  # the rendered Caddyfile's directory
-                if mount.config in stack.configs or any(
-                    name.startswith(mount.config + "/") for name in stack.configs
-                ):
+                if any(_under(name, mount.config) for name in stack.configs):
                     continue
                 yield spec.problem_in_stack(
                     stack_name,
@@ -599,6 +620,11 @@ def _check_mounts_and_configs(spec: Spec) -> Iterator[Problem]:
                     f"'{mount.config}' is neither a file nor a directory of this stack's "
                     f"configs: {', '.join(stack.configs) or '(none)'}",
                 )
+
+
+def _under(name: str, directory: str) -> bool:
+    """Whether config ``name`` is ``directory`` itself or lies below it."""
+    return name == directory or name.startswith(directory + "/")
 
 
 def _check_backups(spec: Spec) -> Iterator[Problem]:
@@ -643,7 +669,15 @@ def _check_backups(spec: Spec) -> Iterator[Problem]:
             inside = {"sqlite": "path", "clickhouse": "dir"}.get(backup.kind)
             if inside is not None:
                 path = getattr(backup, inside)
-                if volume_holding(service.volumes, path) is None:
+                held = volume_holding(service.volumes, path)
+                if held is not None and inside == "path" and not held[1]:
+                    yield spec.problem_in_stack(
+                        stack_name,
+                        ("backups", index, inside),
+                        f"{path} is the root of volume {held[0].volume}, not a database file "
+                        f"in it; name the file, e.g. {path.rstrip('/')}/app.db",
+                    )
+                if held is None:
                     mounted = [
                         f"{m.target} ({m.volume})"
                         for m in service.volumes
@@ -716,6 +750,13 @@ def _check_firewall(spec: Spec) -> Iterator[Problem]:
                         f"port {port.published} is published by the edge but not open in "
                         "the firewall",
                     )
+    seen: set[int] = set()
+    for index, port_number in enumerate(host.open_ports):
+        if port_number in seen:
+            yield spec.problem_in_host(
+                ("open_ports", index), f"port {port_number} is listed twice; list it once"
+            )
+        seen.add(port_number)
 
 
 def _check_host_access(spec: Spec) -> Iterator[Problem]:
@@ -800,30 +841,25 @@ def _check_secrets_in_urls(spec: Spec) -> Iterator[Problem]:
 
 
 def _check_env_file_safe(spec: Spec) -> Iterator[Problem]:
-    """Values travel in single-quoted env-file lines: a quote or a newline cannot."""
-    bad = ("'", "\n", "\r")
+    """Values travel in single-quoted env-file lines: what such a line cannot carry is
+    refused here (see :func:`envfile.env_value_problem`), never found by compose on the box."""
     for stack_name, stack in spec.stacks.items():
         for service_name, service in stack.services.items():
             for key, value in service.env.items():
-                if any(c in value for c in bad):
+                found = env_value_problem(value)
+                if found is not None:
                     yield spec.problem_in_stack(
                         stack_name,
                         ("services", service_name, "env", key),
-                        "contains a single quote or a line break, which an env file cannot "
-                        "carry unambiguously (compose and other readers disagree); remove it",
+                        found.message(secret=False),
                     )
-    for name in spec.required_secrets():
+    for name, (owner, _kind) in spec.required_secrets().items():
         entry = spec.secrets_file.entries.get(name)
-        if entry is None or entry.value is None:
-            continue
-        if any(c in entry.value.reveal() for c in bad):
-            yield Problem(
-                spec.secrets_file.file,
-                entry.line,
-                name,
-                "contains a single quote or a line break, which an env file cannot carry "
-                "unambiguously; choose a value without them",
-            )
+        if owner == HOST_OWNER or entry is None or entry.value is None:
+            continue  # host.yaml's backup password goes to a file of its own, not an env file
+        found = env_value_problem(entry.value.reveal())
+        if found is not None:
+            yield Problem(spec.secrets_file.file, entry.line, name, found.message(secret=True))
 
 
 def _check_images(spec: Spec) -> Iterator[Problem]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import io
 import re
 import stat
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,6 +18,85 @@ from dotenv.parser import parse_stream
 from vpsctl.errors import Problem, display_path
 from vpsctl.localfiles import write_atomic
 from vpsctl.spec.secrets import SECRET_NAME, Secret
+
+NOT_KEY_VALUE = (
+    "not a KEY=value line (KEY: UPPER_CASE letters, digits and '_'; a quoted value closes "
+    "its quote; # starts a comment); a value cannot go on over several lines: join a "
+    "pasted PEM or wrapped key into one line"
+)
+BARE_LINE = (
+    "no value: a bare KEY (no '=') is unset, and so is the rest of a value wrapped onto its "
+    "own line; write KEY=value on one line, or delete the line"
+)
+EMPTY_VALUE = (
+    "empty value: an empty secret overrides nothing and fails at runtime; set a value or "
+    "delete the line"
+)
+
+
+# Every character str.splitlines() ends a line at. Compose splits an env file on "\n" only;
+# a value holding any of these is read one way by compose and another by anything that
+# splits lines the Python way (or shows them on a terminal): none may be in an env value.
+LINE_BREAKS = "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+
+
+@dataclass(frozen=True)
+class EnvValueProblem:
+    """Why a value cannot be written as an env file line ``KEY='value'``: ``reason`` names
+    the class of character (safe to print for a secret), ``char``/``index`` the exact one
+    (printed only for plain configuration)."""
+
+    reason: str
+    char: str
+    index: int
+
+    def message(self, secret: bool) -> str:
+        """The error text; for a secret, without the character or its position."""
+        if secret:
+            return f"{self.reason}; choose a value without it"
+        where = f" ({_char_name(self.char)} at character {self.index + 1})" if self.char else ""
+        return f"{self.reason}{where}; remove it"
+
+
+def env_value_problem(value: str) -> EnvValueProblem | None:
+    """What keeps ``value`` from travelling in a rendered env file line ``KEY='value'``.
+
+    Checked with Debian 13's docker compose (2.26): inside single quotes compose keeps every
+    byte except that ``\\'`` is an escaped quote, so a value ending in a backslash swallows
+    its closing quote and the NEXT line (compose then fails, quoting that line: the next
+    secret). A quote ends the value; a line break ends the line (see :data:`LINE_BREAKS`);
+    no environment variable can hold a NUL.
+    """
+    for index, char in enumerate(value):
+        if char == "'":
+            return EnvValueProblem(
+                "contains a single quote ('), which would end the value in its env file line",
+                char,
+                index,
+            )
+        if char in LINE_BREAKS:
+            return EnvValueProblem(
+                "contains a line break (\\n, \\r, U+2028 or another character that ends a "
+                "line for some reader): an env file value is one line",
+                char,
+                index,
+            )
+        if char == "\0":
+            return EnvValueProblem(
+                "contains a NUL character, which no environment variable can hold", char, index
+            )
+    if value.endswith("\\"):
+        return EnvValueProblem(
+            "ends with a backslash, which escapes the closing quote of its env file line: "
+            "compose would read the next line into this value",
+            "",
+            len(value) - 1,
+        )
+    return None
+
+
+def _char_name(char: str) -> str:
+    return f"U+{ord(char):04X} {unicodedata.name(char, '') or repr(char)[1:-1]}"
 
 
 @dataclass(frozen=True)
@@ -36,10 +116,17 @@ class SecretsFile:
     exists: bool
     entries: dict[str, SecretLine]
     mode: int = 0o600
+    # the text of lines that are not KEY=value: most likely pieces of a wrapped value
+    stray: tuple[str, ...] = ()
+
+    def values(self) -> list[str]:
+        """Every value the file holds, and every stray line (to mask in any output)."""
+        found = [e.value.reveal() for e in self.entries.values() if e.value is not None]
+        return [*found, *self.stray]
 
 
 def read_secrets(path: Path) -> tuple[SecretsFile, list[Problem]]:
-    """Parse ``path``; every problem names the line, never a value."""
+    """Parse ``path``; every problem names the line, never its text (neither value nor key)."""
     shown = display_path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -52,41 +139,43 @@ def read_secrets(path: Path) -> tuple[SecretsFile, list[Problem]]:
         ]
     problems: list[Problem] = []
     entries: dict[str, SecretLine] = {}
+    stray: list[str] = []
     for binding in parse_stream(io.StringIO(text)):
         # python-dotenv counts the blank lines before a binding as part of it
         original = binding.original.string
         line = binding.original.line + original[: len(original) - len(original.lstrip())].count(
             "\n"
         )
+        # A line that is not KEY=value is most often the rest of a value wrapped onto its
+        # own line (a pasted PEM, a wrapped key), and a short tail of one can even look like
+        # a key: no message about a line of this file quotes the line, not even its key.
         if binding.error:
-            problems.append(
-                Problem(
-                    shown, line, "", "cannot parse this line; expected KEY=value or a # comment"
-                )
-            )
+            problems.append(Problem(shown, line, "", NOT_KEY_VALUE))
+            stray += [part.strip() for part in original.split("\n") if part.strip()]
             continue
         if binding.key is None:
             continue
         name = binding.key
-        if not re.match(SECRET_NAME, name):
-            problems.append(
-                Problem(shown, line, name, "a key is UPPER_CASE letters, digits and '_'")
-            )
+        if binding.value is None:  # a bare KEY line may be the tail of a wrapped value
+            stray.append(name)
+        if not re.fullmatch(SECRET_NAME, name):
+            problems.append(Problem(shown, line, "", NOT_KEY_VALUE))
+            stray += [part.strip() for part in original.split("\n") if part.strip()]
             continue
         if name in entries:
             problems.append(
                 Problem(
                     shown,
                     line,
-                    name,
-                    f"set twice (first on line {entries[name].line}); keep one: tools disagree "
+                    "",
+                    f"sets the key of line {entries[name].line} again; keep one: tools disagree "
                     "on which one wins",
                 )
             )
             continue
         value = None if binding.value is None else Secret(binding.value)
         entries[name] = SecretLine(name, value, line)
-    return SecretsFile(shown, True, entries, mode), problems
+    return SecretsFile(shown, True, entries, mode, tuple(stray)), problems
 
 
 def write_secrets(

@@ -48,13 +48,18 @@ def load_spec(inventory: Path, *, secrets: bool = True) -> Spec:
     inventory = Path(inventory)
     if not inventory.is_dir():
         raise SpecError([Problem(display_path(inventory), 0, "", "no such inventory directory")])
+    # secrets.env first, its values registered for masking before any other file is read:
+    # a problem of a stack or host file (a secret pasted where a name belongs), or any
+    # later failure, cannot print one of them
+    secrets_file, secrets_found = read_secrets(inventory / "secrets.env")
+    register_secrets(secrets_file.values())
+
     host_path = inventory / "host.yaml"
     host_doc, found = load_yaml(host_path)
     problems.extend(found)
     host = _validate(Host, host_doc, problems) if host_doc is not None else None
 
-    secrets_file, found = read_secrets(inventory / "secrets.env")
-    problems.extend(found)
+    problems.extend(secrets_found)
     if secrets:
         problems.extend(checks.secrets_file_problems(secrets_file))
     else:
@@ -99,7 +104,6 @@ def load_spec(inventory: Path, *, secrets: bool = True) -> Spec:
     if len(stacks) != len(host.stacks):
         raise SpecError(problems)
     spec = Spec(inventory, host, host_doc, stacks, docs, files, secrets_file)
-    register_secrets(spec.secret_values())
     if secrets:
         problems.extend(checks.check(spec))
     if problems:

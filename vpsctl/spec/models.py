@@ -8,6 +8,7 @@ domain in host.yaml, a secret's value in secrets.env) live in :mod:`vpsctl.spec.
 from __future__ import annotations
 
 import difflib
+import ipaddress
 import re
 import zoneinfo
 from functools import cache
@@ -25,22 +26,59 @@ from pydantic import (
 )
 
 from vpsctl.spec.base import Model, discriminator, presence_discriminator, tag
+from vpsctl.spec.paths import ABSOLUTE_PATH, RELATIVE_NAME, absolute_problem, relative_problem
 from vpsctl.spec.secrets import SECRET_NAME, SecretKind
 from vpsctl.spec.units import SIZE_HINT, check_duration, format_size, parse_size
 
 # ── scalar types ────────────────────────────────────────────────────────────────────────
 
-StackName = Annotated[
-    str,
-    StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,30}$"),
-    Field(description="lowercase letters, digits and '-', starting with a letter"),
-]
-ServiceName = Annotated[
-    str,
-    StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,40}$"),
-    Field(description="lowercase letters, digits and '-', starting with a letter"),
-]
-VolumeName = ServiceName
+# Names join into network aliases as `<stack>--<service>` (studio.network_alias): no name
+# may hold `--` or end in `-`, so two different pairs can never join to the same alias.
+_NAME = re.compile(r"[a-z][a-z0-9]*(?:-[a-z0-9]+)*")
+
+
+def _name_hint(longest: int) -> str:
+    return (
+        f"lowercase letters, digits and single '-' between them, starting with a letter, at "
+        f"most {longest} characters"
+    )
+
+
+def _checked_name(name: str, what: str, longest: int) -> str:
+    if len(name) > longest or not _NAME.fullmatch(name):
+        why = " ('--' joins stack and service names in network aliases)" if "--" in name else ""
+        shown = name.encode("unicode_escape").decode("ascii")
+        shown = shown if len(shown) <= 60 else shown[:57] + "…"
+        raise ValueError(f"'{shown}' is not a {what}: expected {_name_hint(longest)}{why}")
+    return name
+
+
+def _name_schema(longest: int) -> WithJsonSchema:
+    return WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": f"^{_NAME.pattern}$",
+            "maxLength": longest,
+            "description": _name_hint(longest),
+        }
+    )
+
+
+def _stack_name(name: str) -> str:
+    return _checked_name(name, "stack name", 31)
+
+
+def _service_name(name: str) -> str:
+    return _checked_name(name, "service name", 41)
+
+
+def _volume_name(name: str) -> str:
+    return _checked_name(name, "volume name", 41)
+
+
+StackName = Annotated[str, AfterValidator(_stack_name), _name_schema(31)]
+ServiceName = Annotated[str, AfterValidator(_service_name), _name_schema(41)]
+VolumeName = Annotated[str, AfterValidator(_volume_name), _name_schema(41)]
 DomainKey = Annotated[
     str,
     StringConstraints(pattern=r"^[a-z][a-z0-9_]{0,30}$"),
@@ -53,14 +91,48 @@ EnvKey = Annotated[
 ]
 SecretName = Annotated[
     str,
-    StringConstraints(pattern=SECRET_NAME),
+    StringConstraints(pattern=f"^{SECRET_NAME}$"),
     Field(description="a key of secrets.env: UPPER_CASE letters, digits, '_'"),
 ]
 Port = Annotated[int, Field(ge=1, le=65535)]
+
+
+def _absolute(path: str) -> str:
+    problem = absolute_problem(path)
+    if problem is not None:
+        raise ValueError(problem)
+    return path
+
+
+def _relative(name: str) -> str:
+    problem = relative_problem(name)
+    if problem is not None:
+        raise ValueError(problem)
+    return name
+
+
 AbsPath = Annotated[
     str,
-    StringConstraints(pattern=r"^/[^\x00]*$"),
-    Field(description="an absolute path inside the container"),
+    AfterValidator(_absolute),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": "^(" + ABSOLUTE_PATH.pattern + ")$",
+            "description": "an absolute, normalised path (no '..', no spaces, ':' or ',')",
+        }
+    ),
+]
+# A file or directory name below a stack's config/ (or its files directory): never `..`.
+RelativeName = Annotated[
+    str,
+    AfterValidator(_relative),
+    WithJsonSchema(
+        {
+            "type": "string",
+            "pattern": "^(" + RELATIVE_NAME.pattern + ")$",
+            "description": "a relative path like clickhouse/config.d/logs.xml; no '..'",
+        }
+    ),
 ]
 UrlPath = Annotated[
     str,
@@ -105,17 +177,18 @@ EnvValue = Annotated[
 ]
 
 # An image is pinned: a tag that names a version, or a digest. `latest` or no tag is not.
+# Matched with fullmatch (not `^…$`): Python's `$` also matches before a final newline.
 _IMAGE = re.compile(
-    r"^(?P<repo>[a-z0-9]+(?:[._/-][a-z0-9]+)*(?::\d+)?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*)"
+    r"(?P<repo>[a-z0-9]+(?:[._/-][a-z0-9]+)*(?::\d+)?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)*)"
     r"(?::(?P<tag>[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}))?"
-    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?$"
+    r"(?:@(?P<digest>sha256:[0-9a-f]{64}))?"
 )
 
 
 def _image(ref: str) -> str:
-    match = _IMAGE.match(ref)
+    match = _IMAGE.fullmatch(ref)
     if not match:
-        raise ValueError(f"'{ref}' is not an image reference like ghost:6.10.3-alpine")
+        raise ValueError(f"{ref!r} is not an image reference like ghost:6.10.3-alpine")
     tag_, digest = match.group("tag"), match.group("digest")
     if digest:
         return ref
@@ -140,14 +213,14 @@ def _zones() -> frozenset[str]:
 
 
 _HOSTNAME = re.compile(
-    r"^(?=.{1,253}$)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+$"
+    r"(?=.{1,253}\Z)([a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)(\.[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?)+"
 )
 
 
 def _hostname(name: str) -> str:
-    if not _HOSTNAME.match(name):
+    if not _HOSTNAME.fullmatch(name):
         raise ValueError(
-            f"'{name}' is not a fully qualified lowercase host name like blog.example.com"
+            f"{name!r} is not a fully qualified lowercase host name like blog.example.com"
         )
     return name
 
@@ -199,7 +272,7 @@ class ConfigMount(Model):
     file's inode, and a single-file bind mount keeps showing the old file.
     """
 
-    config: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")]
+    config: RelativeName
     target: AbsPath
     read_only: bool = True
 
@@ -225,12 +298,21 @@ def volume_holding(mounts: list[Any], path: str) -> tuple[VolumeMount, str] | No
     return best
 
 
+def _ip_address(text: str) -> str:
+    # the address is spliced into compose's `ip:published:target` string: only a plain IP
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        shown = text.encode("unicode_escape").decode("ascii")[:60]
+        raise ValueError(f"'{shown}' is not an IP address like 127.0.0.1, 0.0.0.0 or ::1") from None
+
+
 class PortPublish(Model):
     """A port published on the host. Only the edge may publish on a public address."""
 
     target: Port
     published: Port
-    host_ip: str = Field(
+    host_ip: Annotated[str, AfterValidator(_ip_address)] = Field(
         "0.0.0.0",  # noqa: S104 - compose's own default, which checks refuse outside the edge
         description="address on the host; compose's default 0.0.0.0 is public",
     )
@@ -266,7 +348,10 @@ class Service(Model):
 class ConfigFile(Model):
     """A file shipped with the stack, taken from `source` (relative to the stack file)."""
 
-    source: Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")]
+    source: RelativeName = Field(
+        description="a file under stacks/files/<stack>/, relative to the stack file (e.g. "
+        "files/<stack>/app.conf)"
+    )
 
 
 class Route(Model):
@@ -412,10 +497,9 @@ class Stack(Model):
         default_factory=dict, description="every secrets.env key the stack uses, with its kind"
     )
     services: dict[ServiceName, Service] = Field(min_length=1)
-    configs: dict[
-        Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]+(/[A-Za-z0-9._-]+)*$")],
-        ConfigFile,
-    ] = Field(default_factory=dict, description="files under the stack's config/ on the host")
+    configs: dict[RelativeName, ConfigFile] = Field(
+        default_factory=dict, description="files under the stack's config/ on the host"
+    )
     routes: list[Route] = Field(default_factory=list)
     redirects: list[Redirect] = Field(default_factory=list)
     probes: list[Probe] = Field(default_factory=list)
@@ -569,7 +653,7 @@ class BackupSettings(Model):
 class StandinImage(Model):
     """A locally built image (``standins/<standin>/``) taking the place of a registry image."""
 
-    standin: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]*$")]
+    standin: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,62}$")]
     args: dict[
         Annotated[str, StringConstraints(pattern=r"^[A-Z][A-Z0-9_]*$")],
         Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9._-]+$")],

@@ -14,14 +14,19 @@ import hashlib
 import re
 import secrets as _random
 import string
-from typing import Annotated, Literal
+import unicodedata
+from functools import lru_cache
+from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
+import re2
 from pydantic import Field, Tag, field_validator, model_validator
 
 from vpsctl.spec.base import Model, discriminator, tag
 
-SECRET_NAME = r"^[A-Z][A-Z0-9_]*$"  # noqa: S105 - a pattern for key names, not a secret
+# A key of secrets.env, for re.fullmatch (anchor it as `^…$` only for pydantic's Rust
+# engine, where `$` is the end of the text; Python's `$` also matches before a final "\n").
+SECRET_NAME = r"[A-Z][A-Z0-9_]*"  # noqa: S105 - a pattern for key names, not a secret
 
 
 class Secret:
@@ -158,8 +163,64 @@ class MinBytes(_Kind):
         return base64.b64encode(_random.token_bytes(self.bytes)).decode()
 
 
+def _re2_options() -> Any:
+    options = re2.Options()
+    options.log_errors = False  # RE2 would print its own copy of every error to stderr
+    return options
+
+
+_RE2_OPTIONS = _re2_options()
+
+MAX_PATTERN = 1000
+"""The longest ``kind: regex`` pattern: compiling a huge one costs seconds, even to refuse it."""
+
+
+@lru_cache(maxsize=64)
+def _compile_re2(pattern: str) -> Any:
+    """``pattern`` compiled by RE2; raises ``ValueError`` saying what RE2 refused."""
+    try:
+        return re2.compile(pattern, _RE2_OPTIONS)
+    except re2.error as exc:
+        detail = exc.args[0] if exc.args else ""
+        if isinstance(detail, bytes):
+            detail = detail.decode("utf-8", "replace")
+        if len(detail) > 80:  # RE2 quotes the rest of the pattern after the error
+            detail = detail[:77] + "…"
+        if not _python_compiles(pattern):
+            raise ValueError(f"not a valid regular expression ({detail})") from None
+        raise ValueError(
+            f"RE2 cannot run this pattern ({detail}): secret patterns run in linear time, "
+            "without backreferences (\\1), lookaround ((?=…), (?<=…)) or \\Z (the whole "
+            "value must match anyway)"
+        ) from None
+    except UnicodeEncodeError:
+        raise ValueError("the pattern holds a character that is not valid Unicode") from None
+
+
+def _python_compiles(pattern: str) -> bool:
+    # Only to word the error: a pattern broken for every engine is not "unsupported".
+    try:
+        re.compile(pattern)
+    except (re.error, RecursionError, OverflowError):
+        return False
+    return True
+
+
+def _re2_fullmatch(pattern: str, text: str) -> bool:
+    try:
+        return _compile_re2(pattern).fullmatch(text) is not None
+    except UnicodeEncodeError:  # a lone surrogate cannot be a valid value of any pattern
+        return False
+
+
 class Regex(_Kind):
-    """A value that must match ``pattern`` entirely; ``hint`` says in words what is valid."""
+    """A value that must match ``pattern`` entirely; ``hint`` says in words what is valid.
+
+    Patterns run on RE2, whose matching time is linear in the value's length: a pattern
+    like ``(a+)+b``, exponential with Python's backtracking ``re``, cannot stall
+    ``validate``. RE2 refuses what it cannot run in linear time (backreferences,
+    lookaround), and so does validation. In RE2 ``\\d``, ``\\s`` and ``\\w`` are ASCII only.
+    """
 
     kind: Literal["regex"]
     pattern: str
@@ -173,15 +234,29 @@ class Regex(_Kind):
     @field_validator("pattern")
     @classmethod
     def _compiles(cls, pattern: str) -> str:
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise ValueError(f"not a valid regular expression: {exc}") from None
+        if len(pattern) > MAX_PATTERN:
+            raise ValueError(
+                f"is {len(pattern)} characters; a secret's pattern needs far fewer "
+                f"(at most {MAX_PATTERN})"
+            )
+        _compile_re2(pattern)
         return pattern
+
+    @field_validator("example")
+    @classmethod
+    def _one_line(cls, example: str | None) -> str | None:
+        # `secrets generate` writes the example into secrets.env, one line per value.
+        if example is not None and any(
+            unicodedata.category(c) in {"Cc", "Zl", "Zp"} for c in example
+        ):
+            raise ValueError(
+                "holds a control character or a line break; secrets.env cannot carry it"
+            )
+        return example
 
     @model_validator(mode="after")
     def _example_matches(self) -> Regex:
-        if self.example is not None and re.fullmatch(self.pattern, self._sample()) is None:
+        if self.example is not None and not _re2_fullmatch(self.pattern, self._sample()):
             raise ValueError("`example` does not match `pattern`")
         return self
 
@@ -193,7 +268,7 @@ class Regex(_Kind):
         return self.hint
 
     def check(self, value: str) -> str | None:
-        if re.fullmatch(self.pattern, value) is None:
+        if not _re2_fullmatch(self.pattern, value):
             return f"{describe(value)} does not match /{self.pattern}/; expected {self.hint}"
         return None
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from vpsctl.errors import Problem
+from vpsctl.errors import Problem, display_path
 from vpsctl.spec.envfile import SecretsFile
 from vpsctl.spec.models import Host, Service, Stack
 from vpsctl.spec.secrets import Password, Secret, SecretKind
@@ -19,8 +19,22 @@ RESTIC_PASSWORD_KIND = Password(
     min_length=32,
     description="the restic repository password: keep a copy outside the box",
 )
+# A PEM or OpenSSH private key anywhere in a file: never a config file's content.
+PRIVATE_KEY = re.compile(rb"-----BEGIN [A-Z0-9 ]*PRIVATE KEY-----")
 DOMAIN_REF = re.compile(r"\{domain\.([a-z][a-z0-9_]*)\}")
 SECRET_REF = re.compile(r"\{secret\.([A-Z][A-Z0-9_]*)\}")
+
+
+ALIAS_SEPARATOR = "--"  # no stack or service name may contain it (models.StackName)
+
+
+def network_alias(stack: str, service: str) -> str:
+    """The name Caddy reaches ``service`` of ``stack`` by on the shared edge network.
+
+    Names never contain ``--`` nor end in ``-``, so the join is unambiguous: ``shop`` +
+    ``api-web`` and ``shop-api`` + ``web`` give ``shop--api-web`` and ``shop-api--web``.
+    """
+    return f"{stack}{ALIAS_SEPARATOR}{service}"
 
 
 @dataclass
@@ -110,3 +124,69 @@ class Spec:
             if e.value is not None and e.value.reveal()
         }
         return sorted(values, key=len, reverse=True)
+
+    def files_root(self, stack: str) -> Path:
+        """The stack's own files directory (``stacks/files/<stack>/``): config sources live
+        there and nowhere else."""
+        return self.stack_files[stack].parent / "files" / stack
+
+    def config_source(self, stack: str, source: str) -> tuple[Path, str | None]:
+        """The file behind a config's ``source`` (symlinks followed), and why it may not be
+        shipped (``None`` when it may).
+
+        A config file is rendered 0644 on the box and shown in plans: it must lie in the
+        stack's own files directory, never under the inventory (secrets.env, host.yaml's
+        keys), never be a private key, and never hold a value of secrets.env.
+        """
+        root = self.files_root(stack).resolve()
+        path = (self.stack_files[stack].parent / source).resolve()
+        shown = display_path(path)
+        if not (path == root or root in path.parents):
+            return path, (
+                f"{source} is {shown}, outside this stack's files directory "
+                f"{display_path(root)}/: config sources must lie there (write "
+                f"files/{stack}/NAME and put the file in {display_path(root)}/)"
+            )
+        inventory = self.inventory.resolve()
+        # the inventory of this environment, and `inventory/` holding every environment's
+        fenced = [inventory] + ([inventory.parent] if inventory.parent.name == "inventory" else [])
+        if any(path.is_relative_to(place) for place in fenced):
+            return path, f"{source} is {shown}, inside the inventory: never a config source"
+        if not path.is_file():
+            return path, f"no such file: {shown} (sources are relative to the stack file)"
+        if path.name.startswith("secrets.env"):
+            return path, f"{source} is a secrets file ({path.name}): never a config source"
+        for key in self._key_files():
+            if key == path:
+                return path, f"{source} is a private key file named in host.yaml"
+        try:
+            content = path.read_bytes()
+        except OSError as exc:
+            return path, f"cannot read {shown}: {exc.strerror}"
+        if PRIVATE_KEY.search(content):
+            return path, (
+                f"{shown} holds a private key; config files are 0644 on the box and shown "
+                "in plans: never ship a key as a config"
+            )
+        text = content.decode(errors="replace")
+        for name, entry in self.secrets_file.entries.items():
+            value = entry.value.reveal() if entry.value is not None else ""
+            if len(value) >= 8 and value in text:
+                return path, (
+                    f"{shown} holds the value of {name} from secrets.env; config files are "
+                    f"0644 on the box and shown in plans: reference the secret from a "
+                    "service's `secrets` instead"
+                )
+        return path, None
+
+    def _key_files(self) -> list[Path]:
+        """Private key files host.yaml names (the SSH key, the backup host's key)."""
+        keys: list[str] = []
+        if self.host.ssh is not None:
+            keys.append(self.host.ssh.key)
+        backup = self.host.backup
+        repo_key = getattr(backup.repository, "key", None) if backup is not None else None
+        if repo_key:
+            keys.append(repo_key)
+        # as vpsctl opens them (vpsctl.targets): `~` expanded, relative to the working directory
+        return [Path(k).expanduser().resolve() for k in keys]

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 # Docker's RAMInBytes: every unit is binary (``m`` is MiB), an optional ``i`` and ``b``.
-_SIZE = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)(i?b)?$", re.IGNORECASE)
+# Matched with fullmatch, never `^…$`: Python's `$` also matches before a final newline.
+# At most 15 digits: more is no memory size, and float() of 400 nines is infinity.
+_SIZE = re.compile(r"(\d{1,15}(?:\.\d{1,15})?)\s*([kmgt]?)(i?b)?", re.IGNORECASE)
 _FACTORS = {"": 1, "k": 1024, "m": 1024**2, "g": 1024**3, "t": 1024**4}
 
 SIZE_HINT = "a size like 256m, 2g or 1536MiB (units are binary, as in Docker)"
@@ -19,11 +22,11 @@ def parse_size(text: str | int) -> int:
         return text
     if not isinstance(text, str):
         raise ValueError(f"expected {SIZE_HINT}")  # noqa: TRY004 - pydantic wants ValueError
-    match = _SIZE.match(text.strip())
+    match = _SIZE.fullmatch(text)
     if not match:
-        raise ValueError(f"'{text}' is not {SIZE_HINT}")
+        raise ValueError(f"{text!r} is not {SIZE_HINT}")
     number, unit, _ = match.groups()
-    return int(float(number) * _FACTORS[unit.lower()])
+    return int(Decimal(number) * _FACTORS[unit.lower()])
 
 
 def format_size(n: int) -> str:
@@ -46,11 +49,11 @@ def human_size(n: int) -> str:
     return f"{n} B"
 
 
-_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ns|us|ms|s|m|h))+$")
+_DURATION = re.compile(r"(?:\d+(?:\.\d+)?(?:ns|us|ms|s|m|h))+")
 
 
 def check_duration(text: str) -> str:
     """Validate a compose duration such as ``10s`` or ``1m30s``; return it unchanged."""
-    if not _DURATION.match(text):
-        raise ValueError(f"'{text}' is not a duration like 10s, 1m30s or 500ms")
+    if not _DURATION.fullmatch(text):
+        raise ValueError(f"{text!r} is not a duration like 10s, 1m30s or 500ms")
     return text

@@ -3,7 +3,10 @@
 ruamel.yaml's round-trip loader is a safe loader (it never constructs arbitrary Python
 objects) that also records the line and column of every key and item. We convert its tree
 to plain ``dict``/``list``/scalars for pydantic and keep a map from each node's path to its
-line. Any explicit tag (``!!python/object``, ``!foo``) is refused: a spec is plain data.
+line. A spec is plain data: an explicit tag (``!!python/object``, ``!foo``), an anchor or
+alias (``&x``, ``*x``), a merge key (``<<``) or nesting deeper than :data:`MAX_DEPTH` is
+refused while the file is composed, before any of it is built: an alias bomb of a few hundred
+bytes, or a hundred thousand ``[``, costs no more than reading its first lines.
 """
 
 from __future__ import annotations
@@ -17,12 +20,22 @@ from typing import Any
 
 from ruamel.yaml import YAML
 from ruamel.yaml.comments import CommentedMap, CommentedSeq
+from ruamel.yaml.composer import Composer
 from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
+from ruamel.yaml.events import AliasEvent, ScalarEvent
+from ruamel.yaml.nodes import MappingNode, ScalarNode
+from ruamel.yaml.scanner import RoundTripScanner
 
 from vpsctl.errors import Problem, display_path
 
 Loc = tuple[str | int, ...]
+
+MAX_DEPTH = 64
+"""How deeply mappings and lists may nest; a spec needs five or six levels."""
+
+MAX_NUMBER = 100
+"""The longest number, in characters: Python refuses to read ints over 4300 digits."""
 
 
 @dataclass(frozen=True)
@@ -72,21 +85,158 @@ class YamlDoc:
 
 
 def dotted(loc: tuple[str | int, ...] | list[str | int]) -> str:
-    """``("services", "app", "volumes", 0)`` → ``services.app.volumes[0]``."""
+    """``("services", "app", "volumes", 0)`` → ``services.app.volumes[0]``.
+
+    A key that is empty or holds whitespace or an unprintable character is shown quoted
+    (``stacks['edge\\n']``): an error stays one line, and shows what is wrong with the key.
+    """
     out = ""
     for elem in loc:
         if isinstance(elem, int):
             out += f"[{elem}]"
+        elif not elem or not elem.isprintable() or any(c.isspace() for c in elem):
+            out += f"[{elem!r}]"
         else:
             out += f".{elem}" if out else str(elem)
     return out
 
 
 class _Refused(Exception):
-    def __init__(self, loc: Loc, message: str) -> None:
+    def __init__(self, loc: Loc, message: str, line: int | None = None) -> None:
         super().__init__(message)
         self.loc = loc
         self.message = message
+        self.line = line
+
+
+class _TooDeep(Exception):
+    def __init__(self, line: int) -> None:
+        super().__init__(line)
+        self.line = line
+
+
+_TOO_DEEP = (
+    f"nested more than {MAX_DEPTH} levels deep; a spec needs only a few "
+    "(look for unclosed brackets)"
+)
+
+
+class _PlainScanner(RoundTripScanner):
+    """ruamel's scanner, stopping at the first ``[`` or ``{`` nested too deeply.
+
+    The scanner reads up to 1024 characters ahead of the composer, and in a run of ``[``
+    each one is a pending key it re-checks at every step: without this, ``[[[[…`` costs
+    seconds before the composer's own depth limit is reached.
+    """
+
+    def fetch_flow_collection_start(self, TokenClass: Any, to_push: str) -> None:
+        if self.flow_level >= MAX_DEPTH:
+            raise _TooDeep(self.reader.get_mark().line + 1)
+        super().fetch_flow_collection_start(TokenClass, to_push)
+
+
+class _PlainComposer(Composer):
+    """ruamel's composer, refusing what plain data never needs before anything is built.
+
+    Refusing here (not after loading) matters: ruamel shares an aliased node, and a walk
+    over the loaded tree expands every alias, exponentially in a file's size. Checking
+    depth here also keeps ruamel's recursive composer and constructor, and :func:`_plain`,
+    far from Python's recursion limit.
+    """
+
+    def __init__(self, loader: Any = None) -> None:
+        super().__init__(loader)
+        self._locs: list[Loc] = []
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        loc = self._loc_of(parent, index)
+        try:
+            event = self.parser.peek_event()
+        except _TooDeep as deep:
+            raise _Refused(loc[:1], _TOO_DEEP, deep.line) from None
+        line = event.start_mark.line + 1
+        if isinstance(event, AliasEvent):
+            raise _Refused(loc, _ALIASES.format(f"*{event.anchor}"), line)
+        if event.anchor is not None:
+            raise _Refused(loc, _ALIASES.format(f"&{event.anchor}"), line)
+        if event.ctag is not None:
+            raise _Refused(
+                loc, f"YAML tags are not allowed (found {event.ctag}); write plain data", line
+            )
+        if parent is None and self.loader.version not in (None, (1, 2)):
+            version = ".".join(str(part) for part in self.loader.version)
+            raise _Refused(
+                loc,
+                f"a %YAML {version} directive changes how values are read (in YAML 1.1, yes "
+                "is true and 1:30 is 90); remove it: spec files are YAML 1.2",
+                1,
+            )
+        if isinstance(event, ScalarEvent):
+            self._check_scalar(event, loc, line)
+        is_key = isinstance(parent, MappingNode) and index is None
+        if (
+            is_key
+            and isinstance(event, ScalarEvent)
+            and event.style is None
+            and event.value == "<<"
+        ):
+            raise _Refused(
+                loc,
+                "YAML merge keys (<<) are not allowed: a spec is plain data; "
+                "write the keys out in full",
+                line,
+            )
+        if len(self._locs) >= MAX_DEPTH:
+            raise _Refused(loc[:1], _TOO_DEEP, line)
+        self._locs.append(loc)
+        try:
+            return super().compose_node(parent, index)
+        except _TooDeep as deep:
+            raise _Refused(loc[:1], _TOO_DEEP, deep.line) from None
+        finally:
+            self._locs.pop()
+
+    def _check_scalar(self, event: ScalarEvent, loc: Loc, line: int) -> None:
+        try:
+            event.value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise _Refused(
+                loc,
+                "holds an escaped lone surrogate (\\ud800-\\udfff), which is not a character",
+                line,
+            ) from None
+        if event.style is None and len(event.value) > MAX_NUMBER:
+            tag = str(self.resolver.resolve(ScalarNode, event.value, event.implicit))
+            if tag.endswith((":int", ":float")):
+                raise _Refused(
+                    loc,
+                    f"a number {len(event.value)} characters long; no field takes one "
+                    "(quote it if you mean a string)",
+                    line,
+                )
+
+    def _loc_of(self, parent: Any, index: Any) -> Loc:
+        if not self._locs:
+            return ()
+        here = self._locs[-1]
+        if isinstance(index, int):
+            return (*here, index)
+        if isinstance(index, ScalarNode):
+            return (*here, str(index.value))
+        return here  # a mapping's key: errors about it name the mapping
+
+
+_ALIASES = (
+    "YAML anchors and aliases (found {}) are not allowed: a spec is plain data; "
+    "write the value out in full where it is used"
+)
+
+
+def _yaml() -> YAML:
+    yaml = YAML(typ="rt")
+    yaml.Scanner = _PlainScanner
+    yaml.Composer = _PlainComposer
+    return yaml
 
 
 def load_yaml(path: Path) -> tuple[YamlDoc | None, list[Problem]]:
@@ -118,9 +268,12 @@ def parse_yaml(text: str, shown: str) -> tuple[YamlDoc | None, list[Problem]]:
 
 
 def _parse(text: str, shown: str) -> tuple[YamlDoc | None, list[Problem]]:
-    yaml = YAML(typ="rt")
     try:
-        tree = yaml.load(text)
+        tree = _yaml().load(text)
+    except _Refused as refused:
+        return None, [Problem(shown, refused.line or 1, dotted(refused.loc), refused.message)]
+    except _TooDeep as deep:  # before the first node: `[[[[…` at the top of the file
+        return None, [Problem(shown, deep.line, "", _TOO_DEEP)]
     except DuplicateKeyError as exc:
         return None, [_duplicate_key(text, shown, exc)]
     except MarkedYAMLError as exc:
@@ -156,7 +309,7 @@ def _duplicate_key(text: str, shown: str, exc: DuplicateKeyError) -> Problem:
     second = exc.problem_mark.line + 1 if exc.problem_mark is not None else 0
     start = exc.context_mark.line if exc.context_mark is not None else -1
     # Parse again, keeping the first occurrence, to name the mapping and the first line.
-    lenient = YAML(typ="rt")
+    lenient = _yaml()
     lenient.allow_duplicate_keys = True
     found = _find_mapping(lenient.load(text), (), start, key)
     if found is None:

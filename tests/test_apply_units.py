@@ -1,0 +1,385 @@
+"""apply's failure paths without a box: an :class:`~vpsctl.apply.Applier` driven through a
+scripted session (``tests/scripted.py``) against a host of ``tests/factsim.py``, with chosen
+commands failing. Each test says what the operator is told, and checks the commands that
+ran (or did not): a rollback is claimed only when it was checked, and a failed one says
+what failed, the state the stack is in, and what to run.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests import factsim
+from tests.helpers import ROOT, assert_no_secrets, run_cli
+from tests.scripted import ScriptedSession
+from vpsctl import apply, remote
+from vpsctl.apply import Applier, ApplyResult, StackResult
+from vpsctl.render import render
+from vpsctl.spec.loader import load_spec
+from vpsctl.spec.studio import Spec
+from vpsctl.views import apply_text
+
+GOLDEN_SECRETS = ROOT / "tests" / "golden" / "prod.secrets.env.fixture"
+INV = "inventory/prod"
+PREVIOUS = "/opt/vpsctl/previous/documint"
+COMPOSE_UP = r"docker compose -p documint up -d --wait"
+CADDYFILE = "/opt/vpsctl/stacks/edge/config/caddy/Caddyfile"
+
+
+@pytest.fixture
+def prod(tmp_path: Path) -> Iterator[Path]:
+    """A private copy of the example studio with the golden (fake) secrets."""
+    for name in ("stacks", "inventory"):
+        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("secrets.env"))
+    secrets = tmp_path / INV / "secrets.env"
+    shutil.copy(GOLDEN_SECRETS, secrets)
+    secrets.chmod(0o600)
+    yield tmp_path
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert text.count(old) == 1, old
+    path.write_text(text.replace(old, new))
+
+
+def converged_session(root: Path) -> ScriptedSession:
+    """A session to a host that runs the studio exactly as ``root`` declares it now, with
+    every probe passing and Caddy running."""
+    spec = load_spec(root / INV)
+    host = factsim.converged(render(spec))
+    assert isinstance(host.manifest, dict)
+    host.manifest["bootstrap"] = apply._settings_hash(apply.bootstrap_settings(spec))
+    for c in host.containers:  # each runs its declared image (no pre-apply snapshot due)
+        c["image"] = spec.stacks[c["project"]].services[c["service"]].image
+    session = ScriptedSession(host)
+    session.pass_probes(spec)
+    session.answer(
+        r"^docker ps -q --filter label=com.docker.compose.project=edge", stdout="c4ddy\n"
+    )
+    return session
+
+
+def change_documint_env(root: Path) -> Spec:
+    """One env value of documint changes: the plan recreates documint, nothing else."""
+    edit(root / "stacks/documint.yaml", "PDF_RENDERER: builtin", "PDF_RENDERER: chromium")
+    return load_spec(root / INV)
+
+
+def run_apply(spec: Spec, session: ScriptedSession, **kwargs: object) -> tuple[ApplyResult, str]:
+    out = io.StringIO()
+    applier = Applier(spec, session, out, **kwargs)  # type: ignore[arg-type]
+    applier.probe_deadline = 0
+    result = applier.apply()
+    return result, out.getvalue()
+
+
+def outcome_of(result: ApplyResult, stack: str) -> apply.StackOutcome:
+    return next(o for o in result.outcomes if o.stack == stack)
+
+
+def journal_of(session: ScriptedSession) -> dict[str, object]:
+    """The journal line the run appended on the host."""
+    [command] = session.ran(r">> /opt/vpsctl/journal.log")
+    match = re.search(r"printf '%s\\n' '(.*)' >>", command)
+    assert match, command
+    line: dict[str, object] = json.loads(match.group(1).replace("'\"'\"'", "'"))
+    return line
+
+
+# ── a rollback that works ───────────────────────────────────────────────────────────────
+
+
+def test_gate_failure_rolls_back_and_checks_the_previous_version(prod: Path) -> None:
+    session = converged_session(prod)
+    spec = change_documint_env(prod)
+    session.fail(COMPOSE_UP, "container documint-app-1 is unhealthy", times=1)
+    result, said = run_apply(spec, session)
+    documint = outcome_of(result, "documint")
+    assert documint.result == StackResult.ROLLED_BACK, session.log()
+    assert documint.detail.startswith("recreate failed: container documint-app-1 is unhealthy")
+    assert documint.detail.endswith(
+        "rolled back to the previous version: it is up and healthy and its probes pass"
+    )
+    # the previous files were saved first, put back after, and the old version started again
+    [save] = session.ran(r"cp -p --parents")
+    assert "/opt/vpsctl/stacks/documint/env/app.env" in save
+    assert session.ran(rf"^cp -a -- {PREVIOUS}/\. /$")
+    assert len(session.ran(COMPOSE_UP)) == 2
+    assert "app.env" in " ".join(session.written)  # the new env file went up
+    assert not result.ok
+    text = apply_text(result)
+    assert "documint: recreate → rolled back" in text
+    assert "apply: FAILED (see above; no stack was left half-changed)" in text
+    assert journal_of(session)["result"] == "failed: documint (rolled back)"
+    assert "documint: rolled back to the previous version" in said
+    assert_no_secrets(prod, said, text)
+
+
+def test_a_new_stack_that_fails_is_removed(prod: Path) -> None:
+    session = converged_session(prod)
+    assert session.host is not None
+    session.host.containers = [c for c in session.host.containers if c["project"] != "cronping"]
+    session.host.files = {
+        p: f for p, f in session.host.files.items() if "/stacks/cronping/" not in p
+    }
+    session.fail(r"docker compose -p cronping up", "dependency failed to start")
+    result, _ = run_apply(load_spec(prod / INV), session)
+    cronping = outcome_of(result, "cronping")
+    assert cronping.action == "start"
+    assert cronping.result == StackResult.ROLLED_BACK, session.log()
+    assert cronping.detail.endswith("rolled back: removed (it was new)")
+    assert session.ran(r"docker compose -p cronping down --remove-orphans")
+    [removed] = session.ran(r"^rm -f -- .*cronping")
+    assert "/opt/vpsctl/stacks/cronping/compose.yaml" in removed
+
+
+# ── rollbacks that fail, and say so ─────────────────────────────────────────────────────
+
+
+def test_previous_version_that_cannot_start_is_a_failed_rollback(prod: Path) -> None:
+    session = converged_session(prod)
+    spec = change_documint_env(prod)
+    session.fail(COMPOSE_UP, "Error response from daemon: No such image: documint:2.4.1")
+    session.answer(
+        r"docker ps -a --filter label=com.docker.compose.project=documint",
+        stdout="app\texited\tvpsctl-standin/product:ab12\tExited (1) 3 seconds ago\n",
+    )
+    result, said = run_apply(spec, session)
+    documint = outcome_of(result, "documint")
+    assert documint.result == StackResult.ROLLBACK_FAILED, session.log()
+    detail = documint.detail
+    assert "rollback FAILED: the previous version did not start (compose up: " in detail
+    assert "No such image: documint:2.4.1" in detail
+    assert (
+        "Now: the stack is DOWN (app: Exited (1) 3 seconds ago, image "
+        "vpsctl-standin/product:ab12); the previous files are back in place." in detail
+    )
+    assert "To do: fix the cause, then run `vpsctl apply -i " in detail
+    assert "rolled back to the previous version" not in said
+    assert not result.ok and result.rollbacks_failed == [documint]
+    text = apply_text(result)
+    assert "documint: recreate → ROLLBACK FAILED" in text
+    assert "apply: FAILED, and the rollback of documint FAILED too" in text
+    assert journal_of(session)["result"] == "failed: documint (rollback failed)"
+    # the manifest keeps the previous record of documint: the next plan shows it again
+    manifest = json.loads(session.written["/opt/vpsctl/manifest.json"])
+    assert session.host is not None and session.host.manifest is not None
+    old_stacks = session.host.manifest["stacks"]
+    assert isinstance(old_stacks, dict)
+    assert manifest["stacks"]["documint"] == old_stacks["documint"]
+    assert_no_secrets(prod, said, text)
+
+
+def test_failed_rollback_exits_1_through_the_cli(
+    prod: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    session = converged_session(prod)
+    change_documint_env(prod)
+    session.fail(COMPOSE_UP, "dependency failed to start: container documint-app-1 is unhealthy")
+    assert session.host is not None
+    # the audit that closes the apply reads a healthy-looking host: the exit code is the
+    # apply's own
+    session.answer(re.escape("script=$(cat)"), stdout=session.host.output() + "@@audit-end\n")
+    monkeypatch.setattr(remote, "Session", lambda target: session)
+    monkeypatch.setattr(Applier, "probe_deadline", 0)
+    ran = run_cli(prod, "apply", "-i", INV, "-y")
+    assert ran.code == 1, ran.err
+    assert "documint: recreate → ROLLBACK FAILED" in ran.err
+    assert "the previous version did not start (compose up: " in ran.err
+    assert f"run `vpsctl apply -i {INV}`" in ran.err
+
+
+def test_previous_files_that_cannot_be_restored_are_not_started(prod: Path) -> None:
+    session = converged_session(prod)
+    spec = change_documint_env(prod)
+    session.fail(COMPOSE_UP, "container documint-app-1 is unhealthy", times=1)
+    session.fail(rf"^cp -a -- {PREVIOUS}/\. /$", "cp: cannot create regular file: No space left")
+    result, _ = run_apply(spec, session)
+    documint = outcome_of(result, "documint")
+    assert documint.result == StackResult.ROLLBACK_FAILED, session.log()
+    assert (
+        "putting the previous files of documint back failed on scripted: cp: cannot create "
+        "regular file: No space left" in documint.detail
+    )
+    assert "the previous version was not started: its files are not all back" in documint.detail
+    assert f"a copy is kept in {PREVIOUS}" in documint.detail
+    assert len(session.ran(COMPOSE_UP)) == 1  # the mix of files was never started
+    assert not session.ran(rf"^rm -rf -- {PREVIOUS}$")  # the copy is kept for the operator
+
+
+def test_saving_the_previous_files_fails_and_nothing_changes(prod: Path) -> None:
+    session = converged_session(prod)
+    spec = change_documint_env(prod)
+    session.fail(r"cp -p --parents", "cp: cannot stat: Input/output error")
+    result, said = run_apply(spec, session)
+    documint = outcome_of(result, "documint")
+    assert documint.result == StackResult.FAILED
+    assert documint.detail == (
+        "saving the previous files of documint failed on scripted: cp: cannot stat: "
+        "Input/output error; nothing was changed"
+    )
+    assert not [p for p in session.written if "/stacks/documint/" in p]  # no file went up
+    assert not session.ran(COMPOSE_UP)
+    assert "documint: FAILED before any change" in said
+    assert "documint: recreate → failed" in apply_text(result)
+
+
+def test_a_caddyfile_that_cannot_be_put_in_place_is_rolled_back(prod: Path) -> None:
+    session = converged_session(prod)
+    spec = load_spec(prod / INV)
+    session.fail(r"^mv -f -- .*Caddyfile\.next", "mv: cannot move: Read-only file system")
+    result, said = run_apply(spec, session, caddyfile=lambda b: b + b"\n# one more line\n")
+    edge = outcome_of(result, "edge")
+    assert edge.action == "reload"
+    assert edge.result == StackResult.ROLLED_BACK, session.log()
+    assert edge.detail.startswith(
+        "putting the new Caddyfile in place failed on scripted: mv: cannot move: "
+        "Read-only file system"
+    )
+    assert session.ran(r"caddy validate --config /etc/caddy/Caddyfile.next")
+    assert session.ran(r"^cp -a -- /opt/vpsctl/previous/edge/\. /$")
+    assert session.ran(rf"^rm -f -- {CADDYFILE}\.next$")
+    # the old config is reloaded and the stacks behind it checked
+    assert session.ran(r"^docker exec c4ddy caddy reload --config /etc/caddy/Caddyfile")
+    assert edge.detail.endswith("its probes pass")
+    assert "edge: rolled back to the previous version" in said
+
+
+def test_a_failed_restore_of_the_pre_apply_snapshot_is_a_failed_rollback(prod: Path) -> None:
+    session = converged_session(prod)
+    edit(prod / "stacks/documint.yaml", "documint:2.4.1", "documint:2.4.2")
+    spec = load_spec(prod / INV)
+    snapshot = "0123456789abcdef" * 4
+    session.answer(r"vpsctl-backup backup pre-apply documint", stdout=f"@@snapshot {snapshot}\n")
+    session.fail(COMPOSE_UP, "container documint-app-1 is unhealthy", times=1)
+    session.fail(
+        rf"vpsctl-backup restore {snapshot} all documint",
+        "restic: repository is locked",
+        stdout="@@fail restore documint: the repository is locked by another restic run\n",
+    )
+    result, _ = run_apply(spec, session)
+    documint = outcome_of(result, "documint")
+    assert documint.result == StackResult.ROLLBACK_FAILED, session.log()
+    assert (
+        "restoring its data from the pre-apply snapshot 01234567 failed (restore documint: "
+        "the repository is locked by another restic run)" in documint.detail
+    )
+    assert (
+        f"`vpsctl restore -i {INV} --snapshot {snapshot} --stack documint` puts its data back"
+        in documint.detail
+    ) or f"--snapshot {snapshot} --stack documint" in documint.detail
+    assert session.ran(r"docker pull -q ghcr.io/lumen-studio/documint:2.4.2")
+    assert len(session.ran(COMPOSE_UP)) == 2  # the previous version did start
+
+
+def test_a_failed_prune_is_a_problem_of_the_run(prod: Path) -> None:
+    session = converged_session(prod)
+    assert session.host is not None
+    stale = "/opt/vpsctl/stacks/documint/config/old.conf"
+    session.host.files[stale] = (b"old\n", 0o644, "root:root")
+    session.fail(rf"^rm -f -- {stale}$", "rm: cannot remove: Operation not permitted")
+    result, _ = run_apply(load_spec(prod / INV), session)
+    assert not result.ok
+    assert result.problems == [
+        "prune: deleting stale files failed on scripted: rm: cannot remove: Operation not "
+        "permitted; the next apply tries again"
+    ]
+    assert "  problem: prune: deleting stale files failed" in apply_text(result)
+    assert str(journal_of(session)["result"]).startswith("failed: prune: deleting stale files")
+
+
+def test_an_error_before_the_stacks_is_journaled_and_raised(prod: Path) -> None:
+    session = converged_session(prod)
+    spec = change_documint_env(prod)
+    session.fail(r"docker network inspect", "Cannot connect to the Docker daemon")
+    with pytest.raises(remote.RemoteError) as raised:
+        run_apply(spec, session)
+    assert str(raised.value) == (
+        "creating the docker network vpsctl-edge failed on scripted: Cannot connect to the "
+        "Docker daemon"
+    )
+    assert str(journal_of(session)["result"]).startswith("error: creating the docker network")
+    assert not session.ran(COMPOSE_UP)
+
+
+def test_a_command_output_quoting_a_secret_is_masked(prod: Path) -> None:
+    session = converged_session(prod)
+    spec = change_documint_env(prod)
+    secret = spec.secret("DOCUMINT_STRIPE_WEBHOOK_SECRET")
+    assert secret is not None
+    session.fail(COMPOSE_UP, f"invalid env line STRIPE_WEBHOOK_SECRET={secret.reveal()}")
+    result, said = run_apply(spec, session)
+    text = apply_text(result)
+    assert "STRIPE_WEBHOOK_SECRET=<redacted>" in text
+    assert secret.reveal() not in text + said + json.dumps(journal_of(session))
+
+
+# ── a saved plan that is stale ──────────────────────────────────────────────────────────
+
+
+def test_a_stale_plan_is_refused_before_anything_changes(prod: Path) -> None:
+    session = converged_session(prod)
+    spec = change_documint_env(prod)
+    saved = Applier(spec, session, io.StringIO()).plan.to_json()
+    assert session.host is not None
+    compose = "/opt/vpsctl/stacks/ghost/compose.yaml"
+    content, mode, owner = session.host.files[compose]
+    session.host.files[compose] = (content + b"# edited by hand\n", mode, owner)
+    applier = Applier(spec, session, io.StringIO())
+    with pytest.raises(apply.StalePlan) as refused:
+        apply.check_stale(saved, applier.plan, applier.desired, applier.facts)
+    assert str(refused.value) == (
+        f"stale plan: host changed: {compose} was edited on the host since the plan; nothing "
+        "was changed. Run `vpsctl plan --out FILE` again and review it."
+    )
+    assert [c.kind for c in session.calls] == ["run", "run"]  # two reads, nothing else
+
+
+# ── a drill box never backs up ──────────────────────────────────────────────────────────
+
+
+@pytest.mark.parametrize("backup_timers", [True, False])
+def test_a_drill_box_masks_its_backup_timers_before_any_is_linked(
+    prod: Path, backup_timers: bool
+) -> None:
+    """A drill's box uses the real repository under the real host's name: its timers are
+    masked (linked to /dev/null) before any unit could be linked or started."""
+    session = converged_session(prod)
+    assert session.host is not None
+    session.host.files = {
+        p: f for p, f in session.host.files.items() if not p.startswith("/opt/vpsctl/host/")
+    }
+    session.host.timers = {}
+    result, said = run_apply(load_spec(prod / INV), session, backup_timers=backup_timers)
+    assert result.ok, session.log()
+    masked = session.ran(r"^systemctl mask -- vpsctl-backup\.timer vpsctl-backup-check\.timer ")
+    started = session.ran(r"systemctl link .* systemctl enable --now")
+    if backup_timers:
+        assert started and not masked
+    else:
+        assert masked and not started
+        assert not session.ran(r"systemctl (link|enable)")
+        assert "host: timers masked (this box never backs up)" in said
+
+
+def test_a_drill_audit_passes_a_backup_timer_only_when_masked() -> None:
+    from vpsctl import audit, recovery  # noqa: PLC0415
+
+    def judged(value: str) -> str:
+        check = audit.Check("host", "timer vpsctl-backup.timer", audit.FAIL, value, "")
+        return recovery._masked_timer(check).status
+
+    assert judged("masked inactive") == audit.OK
+    assert judged("masked active") == audit.FAIL
+    assert judged("enabled active") == audit.FAIL
+    assert judged("not installed") == audit.FAIL
+    disk = audit.Check("host", "disk /", audit.FAIL, "97%", "")
+    assert recovery._masked_timer(disk) is disk
