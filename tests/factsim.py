@@ -26,6 +26,8 @@ class SimHost:
     images: list[str] = field(default_factory=list)
     docker: str | None = None
     timers: dict[str, str] = field(default_factory=dict)  # unit → "enabled active"
+    # docker volumes: name, compose project, created (RFC 3339), size in KiB or None
+    volumes: list[tuple[str, str, str, int | None]] = field(default_factory=list)
 
     def output(self) -> str:
         """What the facts script would print on this host."""
@@ -65,6 +67,9 @@ class SimHost:
             for ref in self.images:
                 repo, _, tag = ref.rpartition(":")
                 lines.append(json.dumps({"Repository": repo, "Tag": tag, "ID": "sha256:x"}))
+            for name, project, created, kib in self.volumes:
+                size = "-" if kib is None else str(kib)
+                lines.append(f"@@volume {name} {project} {created} {size}")
         lines.append("@@end")
         return "\n".join(lines) + "\n"
 
@@ -84,7 +89,10 @@ def converged(desired: Desired) -> SimHost:
         host.timers = dict.fromkeys(TIMERS, "enabled active")
     for name, stack in desired.stacks.items():
         for service in stack.services:
-            host.containers.append({"project": name, "service": service})
+            # each runs the image the spec wants (no image change, no pre-apply snapshot)
+            host.containers.append(
+                {"project": name, "service": service, "image": stack.service_images[service]}
+            )
         host.images += [i.ref for i in stack.images]
     return host
 
@@ -97,7 +105,12 @@ def manifest_of(desired: Desired) -> dict[str, object]:
             p: {"sha256": f.sha256, "mode": f"{f.mode:04o}"} for p, f in desired.files.items()
         },
         "stacks": {
-            n: {"hash": s.hash, "services": s.services, "files": list(s.files)}
+            n: {
+                "hash": s.hash,
+                "services": s.services,
+                "files": list(s.files),
+                "domains": s.domains,
+            }
             for n, s in desired.stacks.items()
         },
         "path": MANIFEST,

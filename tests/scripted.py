@@ -18,6 +18,7 @@ How it answers, for ``run`` and ``feed``:
 
 - the newest matching rule that still has uses left (``times``), else
 - the facts script, with the :class:`~tests.factsim.SimHost`'s output (when one is given),
+- the health gate's poll, with every service running and healthy (see :func:`healthy_answer`),
 - else success with no output.
 
 ``put_files`` is matched as the text ``put_files PATH…`` (so ``fail(r"put_files .*env")``
@@ -42,6 +43,7 @@ from typing import Any
 
 from tests.factsim import SimHost
 from vpsctl import probes
+from vpsctl.apply import HEALTH_MARK
 from vpsctl.facts import FACTS_SCRIPT
 from vpsctl.remote import (
     Command,
@@ -172,6 +174,8 @@ class ScriptedSession:
         else:
             if text == FACTS_SCRIPT and self.host is not None:
                 result = Result(True, self.host.output(), "")
+            elif text.startswith(f"echo {HEALTH_MARK};"):
+                result = healthy_answer(text)
         self.calls.append(Call(kind, text, purpose, result.ok))
         return result
 
@@ -227,9 +231,27 @@ class ScriptedSession:
         return DeployReport(())
 
 
-# ── probe answers ────────────────────────────────────────────────────────────────────────
+# ── health and probe answers ───────────────────────────────────────────────────────────
 
 _URL = re.compile(r"https://([^:/'\s]+):\d+([^'\s]*)")  # as probes.script writes it
+
+
+def health_answer(command: str, states: dict[str, tuple[str, ...]] | None = None) -> Result:
+    """An answer to the health gate's poll (:func:`vpsctl.apply.health_command`): each
+    service it asks for with its (state, health[, restarts]) from ``states``, else running
+    and healthy."""
+    match = re.search(r"for s in ([^;]*); do", command)
+    assert match, command
+    lines = [HEALTH_MARK]
+    for service in match.group(1).split():
+        answer = (states or {}).get(service.strip("'"), ("running", "healthy"))
+        lines.append("\t".join([service.strip("'"), *answer]))
+    return Result(True, "\n".join(lines) + "\n", "")
+
+
+def healthy_answer(command: str) -> Result:
+    """Every service the health gate polls is running and healthy."""
+    return health_answer(command)
 
 
 def probe_answer(spec: Spec, failing: tuple[str, ...]) -> Callable[[str], Result]:

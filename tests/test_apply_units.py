@@ -18,7 +18,7 @@ import pytest
 
 from tests import factsim
 from tests.helpers import ROOT, assert_no_secrets, run_cli
-from tests.scripted import ScriptedSession
+from tests.scripted import ScriptedSession, health_answer
 from vpsctl import apply, remote
 from vpsctl.apply import Applier, ApplyResult, StackResult
 from vpsctl.render import render
@@ -29,7 +29,7 @@ from vpsctl.views import apply_text
 GOLDEN_SECRETS = ROOT / "tests" / "golden" / "prod.secrets.env.fixture"
 INV = "inventory/prod"
 PREVIOUS = "/opt/vpsctl/previous/documint"
-COMPOSE_UP = r"docker compose -p documint up -d --wait"
+COMPOSE_UP = r"docker compose -p documint up -d"
 CADDYFILE = "/opt/vpsctl/stacks/edge/config/caddy/Caddyfile"
 
 
@@ -57,8 +57,6 @@ def converged_session(root: Path) -> ScriptedSession:
     host = factsim.converged(render(spec))
     assert isinstance(host.manifest, dict)
     host.manifest["bootstrap"] = apply._settings_hash(apply.bootstrap_settings(spec))
-    for c in host.containers:  # each runs its declared image (no pre-apply snapshot due)
-        c["image"] = spec.stacks[c["project"]].services[c["service"]].image
     session = ScriptedSession(host)
     session.pass_probes(spec)
     session.answer(
@@ -77,6 +75,7 @@ def run_apply(spec: Spec, session: ScriptedSession, **kwargs: object) -> tuple[A
     out = io.StringIO()
     applier = Applier(spec, session, out, **kwargs)  # type: ignore[arg-type]
     applier.probe_deadline = 0
+    applier.health_interval = 0
     result = applier.apply()
     return result, out.getvalue()
 
@@ -259,6 +258,7 @@ def test_a_failed_restore_of_the_pre_apply_snapshot_is_a_failed_rollback(prod: P
     spec = load_spec(prod / INV)
     snapshot = "0123456789abcdef" * 4
     session.answer(r"vpsctl-backup backup pre-apply documint", stdout=f"@@snapshot {snapshot}\n")
+    session.answer(r"vpsctl-backup backup pre-rollback", stdout=f"@@snapshot {SNAP_COPY}\n")
     session.fail(COMPOSE_UP, "container documint-app-1 is unhealthy", times=1)
     session.fail(
         rf"vpsctl-backup restore {snapshot} all documint",
@@ -338,7 +338,8 @@ def test_a_stale_plan_is_refused_before_anything_changes(prod: Path) -> None:
         apply.check_stale(saved, applier.plan, applier.desired, applier.facts)
     assert str(refused.value) == (
         f"stale plan: host changed: {compose} was edited on the host since the plan; nothing "
-        "was changed. Run `vpsctl plan --out FILE` again and review it."
+        f"was changed. Run `vpsctl plan -i {applier.plan.inventory} --out FILE` again and "
+        "review it."
     )
     assert [c.kind for c in session.calls] == ["run", "run"]  # two reads, nothing else
 
@@ -383,3 +384,242 @@ def test_a_drill_audit_passes_a_backup_timer_only_when_masked() -> None:
     assert judged("not installed") == audit.FAIL
     disk = audit.Check("host", "disk /", audit.FAIL, "97%", "")
     assert recovery._masked_timer(disk) is disk
+
+
+# ── data is put back only when the image changed, and never blindly ────────────────────
+
+SNAP_BEFORE = "aaaa1111bbbb2222" * 4  # the pre-apply snapshot
+SNAP_COPY = "cccc3333dddd4444" * 4  # the pre-rollback copy of the failed version's data
+
+
+def with_standin(root: Path) -> None:
+    """documint's image mapped to a local stand-in (as in a sandbox): its container runs the
+    stand-in's local tag, never the registry ref the stack names."""
+    shutil.copytree(ROOT / "standins", root / "standins")
+    host = root / INV / "host.yaml"
+    host.write_text(
+        host.read_text() + "\nimages:\n  ghcr.io/lumen-studio/documint:2.4.1: "
+        "{standin: product, args: {PRODUCT: DocuMint}}\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("what", "path", "old", "new"),
+    [
+        ("healthcheck", "stacks/documint.yaml", "8080/healthz]", "8080/livez]"),
+        ("memory", "stacks/documint.yaml", "mem_limit: 512m", "mem_limit: 640m"),
+        ("domain", f"{INV}/host.yaml", "app: documint.io,", "app: app.documint.io,"),
+        ("env", "stacks/documint.yaml", "PDF_RENDERER: builtin", "PDF_RENDERER: chromium"),
+    ],
+)
+def test_a_recreate_on_the_same_image_takes_no_snapshot_and_puts_no_data_back(
+    prod: Path, what: str, path: str, old: str, new: str
+) -> None:
+    """Writes the new version accepted during its gate stay: no data is put back unless the
+    image changed (here the image is a stand-in, as in a sandbox, where the old rule saw a
+    change that was not there)."""
+    with_standin(prod)
+    session = converged_session(prod)  # its containers run the stand-in's local tag
+    edit(prod / path, old, new)
+    spec = load_spec(prod / INV)
+    session.fail(COMPOSE_UP, "container documint-app-1 is unhealthy", times=1)
+    result, said = run_apply(spec, session)
+    documint = outcome_of(result, "documint")
+    assert documint.result == StackResult.ROLLED_BACK, session.log()
+    assert not session.ran(r"vpsctl-backup (backup|restore)"), session.log()
+    assert "snapshot" not in said and "data restored" not in said
+    assert "snapshot" not in documint.detail
+    # and the plan said so
+    [planned] = [s for s in result.plan.stacks if s.stack == "documint"]
+    assert planned.action == "recreate" and not planned.snapshot, planned
+    assert "snapshot" not in planned.reason
+
+
+def image_change(root: Path, session: ScriptedSession) -> Spec:
+    """documint's image changes; its pre-apply snapshot records 3 rows, the failed version's
+    data holds 4 (one write accepted during its gate)."""
+    edit(root / "stacks/documint.yaml", "documint:2.4.1", "documint:2.4.2")
+    session.answer(
+        r"vpsctl-backup backup pre-apply documint",
+        stdout=f"@@snapshot {SNAP_BEFORE}\n@@counted documint\tapp\trecords\t3\n",
+    )
+    session.fail(COMPOSE_UP, "container documint-app-1 is unhealthy", times=1)
+    return load_spec(root / INV)
+
+
+def test_an_image_change_is_planned_with_its_snapshot(prod: Path) -> None:
+    session = converged_session(prod)
+    spec = image_change(prod, session)
+    [planned] = [
+        s for s in Applier(spec, session, io.StringIO()).plan.stacks if s.stack == "documint"
+    ]
+    assert planned.snapshot
+    assert planned.reason.endswith(
+        "image of app changes: a pre-apply snapshot of its data is taken first, and put back "
+        "if the new version fails its gate"
+    )
+
+
+def test_a_rollback_keeps_a_copy_before_putting_the_snapshot_back_and_says_what_it_discards(
+    prod: Path,
+) -> None:
+    session = converged_session(prod)
+    spec = image_change(prod, session)
+    session.answer(
+        r"vpsctl-backup backup pre-rollback documint",
+        stdout=f"@@snapshot {SNAP_COPY}\n@@counted documint\tapp\trecords\t4\n",
+    )
+    result, said = run_apply(spec, session)
+    documint = outcome_of(result, "documint")
+    assert documint.result == StackResult.ROLLED_BACK, session.log()
+    assert (
+        "documint: its image changes (app ghcr.io/lumen-studio/documint:2.4.1 → "
+        "ghcr.io/lumen-studio/documint:2.4.2): snapshot of its data first" in said
+    )
+    # the copy is made first, then the pre-apply data goes back
+    ran = session.ran(r"vpsctl-backup (backup|restore)")
+    assert [c.split()[1:3] for c in ran] == [
+        ["backup", "pre-apply"],
+        ["backup", "pre-rollback"],
+        ["restore", SNAP_BEFORE],
+    ], ran
+    for text in (said, documint.detail):
+        assert f"the failed version's data is kept as snapshot {SNAP_COPY[:8]}" in text
+        assert f"--snapshot {SNAP_COPY} --stack documint` gets it back" in text
+        assert "discards documint/app/records: 1 row(s) written since (3 → 4)" in text
+    assert f"data restored from the pre-apply snapshot {SNAP_BEFORE[:8]}" in documint.detail
+
+
+def test_no_data_is_put_back_when_its_copy_cannot_be_made(prod: Path) -> None:
+    session = converged_session(prod)
+    spec = image_change(prod, session)
+    session.fail(
+        r"vpsctl-backup backup pre-rollback documint",
+        "restic: unreachable",
+        stdout="@@fail unreachable cannot reach the backup host\n",
+    )
+    result, _ = run_apply(spec, session)
+    documint = outcome_of(result, "documint")
+    assert documint.result == StackResult.ROLLBACK_FAILED, session.log()
+    assert not session.ran(r"vpsctl-backup restore"), session.log()
+    assert (
+        f"its data was NOT put back from the pre-apply snapshot {SNAP_BEFORE[:8]}: a copy of "
+        "the data the failed version holds could not be made first (unreachable cannot reach "
+        "the backup host)" in documint.detail
+    )
+    assert "its data is as the failed version left it" in documint.detail
+
+
+# ── the health gate says what it waits for, and why it failed ──────────────────────────
+
+HEALTH_POLL = r"^echo @@health; for s in app; do .*project=documint "
+
+
+def test_the_health_gate_says_each_state_while_waiting_and_the_healthchecks_last_output(
+    prod: Path,
+) -> None:
+    session = converged_session(prod)
+    spec = change_documint_env(prod)
+    # starting twice, then unhealthy; the previous version (polled after) is healthy
+    session.answer(
+        HEALTH_POLL, lambda c: health_answer(c, {"app": ("running", "unhealthy")}), times=1
+    )
+    session.answer(
+        HEALTH_POLL, lambda c: health_answer(c, {"app": ("running", "starting")}), times=2
+    )
+    log = {
+        "Status": "unhealthy",
+        "Log": [
+            {"ExitCode": 0, "Output": "ok"},
+            {"ExitCode": 1, "Output": "\x1b[31mwget: server returned error: HTTP/1.1 404\x1b[0m\n"},
+        ],
+    }
+    session.answer(
+        r"docker inspect --format '\{\{json \.State\.Health\}\}'",
+        stdout=f"@@hlog app\n{json.dumps(log)}\n",
+    )
+    result, said = run_apply(spec, session)
+    documint = outcome_of(result, "documint")
+    assert documint.result == StackResult.ROLLED_BACK, session.log()
+    assert "documint: waiting 0s: app starting" in said
+    assert documint.detail.startswith(
+        "recreate failed: after 0s: app unhealthy\napp's healthcheck said (exit 1): wget: "
+        "server returned error: HTTP/1.1 404;"
+    ), documint.detail
+    assert "\x1b" not in said + documint.detail
+    # one command a poll: three for the new version, one for the previous one
+    assert len(session.ran(HEALTH_POLL)) == 4
+    assert not session.ran(r"up -d --wait")  # compose's silent wait is not used
+
+
+@pytest.mark.parametrize(
+    ("state", "said"),
+    [
+        (("exited", "unhealthy", "0"), "app exited"),
+        (("restarting", "starting", "3"), "app restarting (3 restarts)"),
+    ],
+)
+def test_a_service_that_exits_or_crash_loops_fails_the_gate_at_once(
+    prod: Path, state: tuple[str, ...], said: str
+) -> None:
+    session = converged_session(prod)
+    spec = change_documint_env(prod)
+    session.answer(HEALTH_POLL, lambda c: health_answer(c, {"app": state}), times=1)
+    # a restart or two is waited for, as compose's --wait would
+    session.answer(
+        HEALTH_POLL, lambda c: health_answer(c, {"app": ("restarting", "starting", "2")}), times=1
+    )
+    result, _ = run_apply(spec, session)
+    documint = outcome_of(result, "documint")
+    assert documint.result == StackResult.ROLLED_BACK, session.log()
+    assert documint.detail.startswith(f"recreate failed: after 0s: {said}"), documint.detail
+    assert len(session.ran(HEALTH_POLL)) == 3  # waited once, failed, then the previous one
+
+
+def test_probes_that_are_retried_say_what_they_wait_for(prod: Path) -> None:
+    session = converged_session(prod)
+    spec = change_documint_env(prod)
+    session.fail_probes(spec, ("documint",), times=1)  # then they pass
+    applier = Applier(spec, session, out := io.StringIO())
+    applier.probe_deadline = 60
+    applier.health_interval = 0
+    applier.health_every = 0
+    result = applier.apply()
+    assert result.ok, session.log()
+    said = out.getvalue()
+    assert "  probes: waiting 0s of 60s: documint/health answered 503; expected 200" in said
+
+
+# ── a failed apply's journal says what it had already changed ──────────────────────────
+
+
+def test_a_run_that_stops_half_way_journals_what_it_had_changed(prod: Path) -> None:
+    session = converged_session(prod)
+    assert session.host is not None
+    session.host.files = {
+        p: f for p, f in session.host.files.items() if not p.startswith("/opt/vpsctl/host/")
+    }
+    session.host.timers = {}
+    edit(prod / "stacks/documint.yaml", "documint:2.4.1", "documint:2.4.2")
+    session.fail(r"docker pull", "Error response from daemon: toomanyrequests")
+    with pytest.raises(remote.RemoteError):
+        run_apply(load_spec(prod / INV), session)
+    line = journal_of(session)
+    assert str(line["result"]).startswith("error: docker pull ghcr.io/lumen-studio/documint")
+    changed = line["changed"]
+    assert isinstance(changed, list) and len(changed) == 2, changed
+    assert str(changed[0]).startswith("backup files uploaded: vpsctl-backup, ")
+    assert changed[1] == "timers enabled: vpsctl-backup.timer, vpsctl-backup-check.timer"
+
+
+def test_a_failed_run_journals_each_stack_it_touched(prod: Path) -> None:
+    session = converged_session(prod)
+    spec = change_documint_env(prod)
+    session.fail(COMPOSE_UP, "container documint-app-1 is unhealthy", times=1)
+    run_apply(spec, session)
+    changed = journal_of(session)["changed"]
+    assert changed == [
+        "documint: files uploaded: /opt/vpsctl/stacks/documint/env/app.env",
+        "documint: recreate failed its gate; rolled back to its previous files",
+        "documint: recreate → rolled back",
+    ], changed

@@ -283,7 +283,7 @@ def test_a_rule_ahead_of_vpsctls_chain_fails_naming_it() -> None:
     bad = found["firewall IPv4 INPUT"]
     assert not bad.ok
     assert "ahead of VPSCTL-INPUT: -A INPUT -p tcp -m tcp --dport 8081 -j ACCEPT" in bad.value
-    assert firewall.REAPPLY in bad.value
+    assert firewall.REAPPLY.format(inventory="INVENTORY") in bad.value
     assert found["firewall IPv6 INPUT"].ok
 
 

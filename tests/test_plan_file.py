@@ -27,7 +27,9 @@ from vpsctl.spec.loader import load_spec
 
 GOLDEN_SECRETS = ROOT / "tests" / "golden" / "prod.secrets.env.fixture"
 INV = "inventory/prod"
-AGAIN = "nothing was changed. Run `vpsctl plan --out plan.json` again and review it."
+AGAIN = (
+    "nothing was changed. Run `vpsctl plan -i inventory/prod --out plan.json` again and review it."
+)
 
 
 @pytest.fixture
@@ -113,7 +115,7 @@ def test_an_edit_that_recomputes_the_hash_is_stale(prod: Path) -> None:
         apply.check_stale(saved, plan, desired, facts)
     assert str(stale.value) == (
         "stale plan: the plan computed now differs from the saved one; nothing was changed. "
-        "Run `vpsctl plan --out FILE` again and review it."
+        "Run `vpsctl plan -i INVENTORY --out FILE` again and review it."
     )
 
 
@@ -152,7 +154,7 @@ def test_a_malformed_plan_file_names_the_key(prod: Path, what: str) -> None:
     change(data)
     save(prod, data)
     assert refused(prod) == expect.format(i=index) + (
-        f"plan.json: not a plan as `vpsctl plan --out` writes it; {AGAIN}\n"
+        f"plan.json: not a plan as `vpsctl plan -i … --out` writes it; {AGAIN}\n"
     )
 
 
@@ -184,7 +186,9 @@ def test_a_plan_file_of_another_kind(prod: Path, content: str, expect: str | Non
             f"'vpsctl-plan/1'); {AGAIN}\n"
         )
     else:
-        assert err == expect + f"plan.json: not a plan as `vpsctl plan --out` writes it; {AGAIN}\n"
+        assert err == expect + (
+            f"plan.json: not a plan as `vpsctl plan -i … --out` writes it; {AGAIN}\n"
+        )
 
 
 def test_a_missing_plan_file(prod: Path) -> None:

@@ -2,7 +2,14 @@ from __future__ import annotations
 
 import pytest
 
-from vpsctl.spec.units import check_duration, format_size, human_size, parse_size
+from vpsctl.spec.units import (
+    MIN_MEM_LIMIT,
+    check_duration,
+    format_size,
+    human_size,
+    parse_memory,
+    parse_size,
+)
 
 
 @pytest.mark.parametrize(
@@ -49,3 +56,24 @@ def test_durations(text: str) -> None:
 def test_bad_durations(text: str) -> None:
     with pytest.raises(ValueError, match="duration like"):
         check_duration(text)
+
+
+@pytest.mark.parametrize("text", [256, "256", 0, "0"])
+def test_memory_sizes_need_a_unit(text: str | int) -> None:
+    with pytest.raises(ValueError, match="has no unit"):
+        parse_memory(text)
+
+
+def test_swap_zero_means_none_and_other_sizes_still_need_a_unit() -> None:
+    assert parse_memory(0, zero_ok=True) == 0
+    assert parse_memory("0", zero_ok=True) == 0
+    assert parse_memory("2g", zero_ok=True) == 2 * 1024**3
+    with pytest.raises(ValueError, match="or 0 for none"):
+        parse_memory(2048, zero_ok=True)
+
+
+def test_mem_limit_minimum_is_dockers() -> None:
+    assert parse_memory("6m", minimum=MIN_MEM_LIMIT) == 6 * 1024**2
+    for text in ("5m", "256b", "1k"):
+        with pytest.raises(ValueError, match="smallest memory limit Docker accepts"):
+            parse_memory(text, minimum=MIN_MEM_LIMIT)

@@ -46,13 +46,22 @@ from vpsctl import backupfiles, firewall, probes, standins, targets
 from vpsctl.errors import VpsctlError, display_path, masked, masked_data
 from vpsctl.facts import FACTS_SCRIPT, MANIFEST, HostFacts, parse
 from vpsctl.layout import HOST_ROOT
-from vpsctl.plan import PLAN_FORMAT, Plan, StackChange, make_plan, plan_hash, redact
+from vpsctl.plan import (
+    PLAN_FORMAT,
+    Plan,
+    StackChange,
+    image_changes,
+    make_plan,
+    plan_hash,
+    redact,
+)
 from vpsctl.remote import Command, DeployReport, Remote, RemoteError, Session, output_tail
 from vpsctl.render import (
     EDGE_NETWORK,
     Desired,
     DesiredFile,
     render,
+    render_caddyfile,
     stack_dir,
 )
 from vpsctl.spec.studio import Spec
@@ -216,7 +225,13 @@ _ITEM_KEYS: dict[str, dict[str, tuple[type, ...]]] = {
         "mode": _OPTIONAL_STR,
         "diff": (str,),
     },
-    "stacks": {"stack": (str,), "action": (str,), "reason": (str,), "services": (list,)},
+    "stacks": {
+        "stack": (str,),
+        "action": (str,),
+        "reason": (str,),
+        "services": (list,),
+        "snapshot": (bool,),
+    },
     "images": {"ref": (str,), "stack": (str,), "action": (str,), "reason": (str,)},
 }
 _TYPE_NAMES: dict[type, str] = {
@@ -268,12 +283,15 @@ def plan_file_problems(data: object) -> list[str]:
     return problems
 
 
-def load_plan_file(path: Path) -> dict[str, Any]:
+def load_plan_file(path: Path, inventory: str = "INVENTORY") -> dict[str, Any]:
     """A saved plan, checked before anything connects: readable JSON, the shape ``vpsctl
     plan --out`` writes, and its whole body bound to its ``plan_hash`` (an edit to any of
-    it, a diff's text or the summary included, is refused)."""
+    it, a diff's text or the summary included, is refused). ``inventory`` goes into the
+    command the errors suggest."""
     where = display_path(path)
-    again = f"nothing was changed. Run `vpsctl plan --out {where}` again and review it."
+    again = (
+        f"nothing was changed. Run `vpsctl plan -i {inventory} --out {where}` again and review it."
+    )
     try:
         text = path.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
@@ -298,7 +316,7 @@ def load_plan_file(path: Path) -> dict[str, Any]:
         lines = [f"{where}: {problem}" for problem in problems[:10]]
         if len(problems) > 10:
             lines.append(f"{where}: … and {len(problems) - 10} more")
-        lines.append(f"{where}: not a plan as `vpsctl plan --out` writes it; {again}")
+        lines.append(f"{where}: not a plan as `vpsctl plan -i … --out` writes it; {again}")
         raise PlanFileError("\n".join(lines))
     assert isinstance(data, dict)
     if plan_hash(data) != data["plan_hash"]:
@@ -334,7 +352,7 @@ def check_stale(saved: dict[str, Any], plan: Plan, desired: Desired, facts: Host
     if moved:
         raise StalePlan(
             "stale plan: " + "; ".join(moved) + "; nothing was changed. Run "
-            "`vpsctl plan --out FILE` again and review it."
+            f"`vpsctl plan -i {plan.inventory or 'INVENTORY'} --out FILE` again and review it."
         )
 
 
@@ -348,9 +366,67 @@ def compose_command(name: str, *args: str) -> str:
 
 
 def compose_up_args() -> list[str]:
-    """``up``, waiting for every healthcheck: the first gate of a change."""
-    return ["up", "-d", "--wait", "--wait-timeout", str(WAIT_TIMEOUT), "--remove-orphans",
-            "--quiet-pull"]  # fmt: skip
+    """``up``: create and start; the health gate is then watched by :meth:`Applier.wait_healthy`
+    (``--wait`` would be silent for minutes)."""
+    return ["up", "-d", "--remove-orphans", "--quiet-pull"]
+
+
+HEALTH_MARK = "@@health"
+# A service's state as one poll reads it: container state, then docker's health status
+# ("none" without a healthcheck, "missing" without a container).
+_HEALTH_FORMAT = (
+    "{{.State.Status}}\t{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}"
+    "\t{{.RestartCount}}"
+)
+CRASH_LOOP = 3  # restarts during one gate that fail it at once (it would never come up)
+
+
+def _each_container(name: str, services: list[str], body: str) -> str:
+    """A loop over ``services`` of stack ``name``: ``$s`` the service, ``$id`` its container
+    (``body`` runs only when it has one; else the line ``SERVICE\tmissing\tnone``)."""
+    project = shlex.quote(f"label=com.docker.compose.project={name}")
+    return (
+        f"for s in {' '.join(shlex.quote(s) for s in services)}; do "
+        f"id=$(docker ps -aq --filter {project} "
+        '--filter "label=com.docker.compose.service=$s" | head -n 1); '
+        f'if [ -z "$id" ]; then printf \'%s\\tmissing\\tnone\\n\' "$s"; else {body}; fi; done'
+    )
+
+
+def health_command(name: str, services: list[str]) -> str:
+    """ONE command reading every service's state and health (``SERVICE\tSTATE\tHEALTH``)."""
+    inspect = f'printf "%s\\t" "$s"; docker inspect --format {shlex.quote(_HEALTH_FORMAT)} "$id"'
+    return f"echo {HEALTH_MARK}; " + _each_container(name, services, inspect)
+
+
+def health_log_command(name: str, services: list[str]) -> str:
+    """Docker's health log of each of ``services`` (``@@hlog SERVICE`` then its JSON)."""
+    inspect = 'echo "@@hlog $s"; docker inspect --format \'{{json .State.Health}}\' "$id"'
+    return _each_container(name, services, inspect)
+
+
+def parse_health(output: str) -> dict[str, tuple[str, str, int]]:
+    """service → (state, health, restarts) from :func:`health_command`'s output."""
+    states: dict[str, tuple[str, str, int]] = {}
+    for line in output.splitlines():
+        parts = [p.strip() for p in line.split("\t")]
+        if len(parts) in (3, 4) and parts[0]:
+            restarts = int(parts[3]) if len(parts) == 4 and parts[3].isdigit() else 0
+            states[parts[0]] = (parts[1], parts[2], restarts)
+    return states
+
+
+_WAITING = ("starting", "restarting", "created")
+
+
+def health_words(state: str, health: str, restarts: int = 0) -> str:
+    """``starting``, ``healthy``, ``running`` (no healthcheck), ``exited``, ``missing``,
+    ``restarting``, or a crash loop (``restarting (3 restarts)``: it fails the gate)."""
+    if state == "restarting" and restarts >= CRASH_LOOP:
+        return f"restarting ({restarts} restarts)"
+    if state != "running":
+        return state
+    return "running" if health == "none" else health
 
 
 def save_previous_command(previous: str, paths: list[str]) -> str:
@@ -402,6 +478,42 @@ def stack_state_command(name: str) -> list[str]:
     ]  # fmt: skip
 
 
+def counted_rows(output: str) -> dict[tuple[str, str, str], int]:
+    """The row counts a ``vpsctl-backup backup`` recorded in its snapshot (its ``@@counted
+    STACK ITEM TABLE ROWS`` lines, tab-separated), keyed (stack, item, table)."""
+    counts: dict[tuple[str, str, str], int] = {}
+    for line in output.splitlines():
+        if line.startswith("@@counted "):
+            row = line[len("@@counted ") :].split("\t")
+            if len(row) == 4 and row[3].strip().isdigit():
+                counts[(row[0], row[1], row[2])] = int(row[3])
+    return counts
+
+
+def discarded_rows(
+    before: dict[tuple[str, str, str], int], now: dict[tuple[str, str, str], int]
+) -> str:
+    """What putting the ``before`` data back in place of ``now`` discards, table by table,
+    in words (rows written since, rows that would come back)."""
+    said: list[str] = []
+    for key in sorted(set(before) | set(now)):
+        old, new = before.get(key, 0), now.get(key, 0)
+        if new > old:
+            said.append(f"{'/'.join(key)}: {new - old} row(s) written since ({old} → {new})")
+        elif new < old:
+            said.append(
+                f"{'/'.join(key)}: {old - new} row(s) fewer now, back again ({old} → {new})"
+            )
+    if said:
+        return "; ".join(said)
+    if not now:
+        return "its files as they are now (no table rows to count)"
+    return (
+        f"no row: every table's count matches ({len(now)} tables; a row changed in place "
+        "would only be in the kept copy)"
+    )
+
+
 class _Steps:
     """The steps of a rollback: each one checked, its failure collected (a rollback goes
     on with what it can still do, then says everything that failed)."""
@@ -433,6 +545,8 @@ class Applier:
     """
 
     probe_deadline = PROBE_DEADLINE  # seconds a failing probe is retried (tests: 0)
+    health_interval = 2.0  # seconds between two polls of the health gate (tests: 0)
+    health_every = 5.0  # seconds between two "waiting" lines of a gate or the probes
 
     def __init__(
         self,
@@ -456,6 +570,12 @@ class Applier:
         # back up into the real repository under the real host's name
         self.backup_timers = backup_timers
         self.snapshots: dict[str, str] = {}  # stack → its pre-apply snapshot
+        self.counted: dict[str, dict[tuple[str, str, str], int]] = {}  # … and its row counts
+        # what this run has changed on the box so far, in words: the journal lists it, a
+        # failed run's too (the operator sees what is no longer as it was)
+        self.changed: list[str] = []
+        self.caddyfile_hook = caddyfile
+        self.withheld: frozenset[str] = frozenset()  # stacks the edge does not route to
         self.secrets = spec.secret_values()
         self.desired = render(spec)
         if caddyfile is not None:  # tests inject a Caddyfile Caddy rejects
@@ -465,10 +585,20 @@ class Applier:
                         f.path, caddyfile(f.content), f.mode, f.stack, f.kind
                     )
         self.facts = self.read_facts()
-        self.plan = make_plan(spec.host.name, self.desired, self.facts)
+        self.plan = make_plan(
+            spec.host.name,
+            self.desired,
+            self.facts,
+            destroy_data=destroy_data,
+            inventory=display_path(spec.inventory),
+        )
 
     def say(self, text: str) -> None:
         print(self.clean(text), file=self.out, flush=True)
+
+    def record(self, text: str) -> None:
+        """Note one change made to the box (for the journal)."""
+        self.changed.append(self.clean(text))
 
     def clean(self, text: str) -> str:
         """``text`` (a command's output, an error) with every secret value masked, and no
@@ -504,8 +634,10 @@ class Applier:
             or self.facts.compose is None
             or manifest.get("bootstrap") != settings_hash
         ):
-            run_bootstrap(self.session, self.spec, self.out)
+            report = run_bootstrap(self.session, self.spec, self.out)
             result.bootstrapped = True
+            if report.changed:
+                self.record(f"bootstrap: {len(report.changed)} change(s)")
         self.session.run(
             f"docker network inspect {EDGE_NETWORK} >/dev/null 2>&1 || "
             f"docker network create {EDGE_NETWORK}",
@@ -535,6 +667,7 @@ class Applier:
                     StackOutcome(name, "none", StackResult.UNCHANGED, change.reason)
                 )
                 continue
+            self.withhold_routes(result, name)  # no route to a stack whose first start failed
             probe_now = edge_up or stack.role == "edge"
             outcome = self.converge(name, change, probe_now=probe_now)
             result.outcomes.append(outcome)
@@ -542,17 +675,7 @@ class Applier:
                 edge_up = True
             if outcome.result == StackResult.APPLIED and not probe_now:
                 deferred.append(outcome)
-        # stacks applied before the edge first came up are probed now, through it; their
-        # previous files are kept until then, for a rollback
-        for outcome in deferred:
-            failures = self.probe([outcome.stack])
-            if failures:
-                change = changes[outcome.stack]
-                outcome.result, outcome.detail = self.rollback(
-                    outcome.stack, change, failures, probe=True
-                )
-            else:
-                self.discard_previous(outcome.stack)
+        self.probe_deferred(result, deferred)
         for change in self.plan.stacks:
             if change.action == "remove":
                 result.outcomes.append(self.remove(change.stack))
@@ -570,6 +693,22 @@ class Applier:
         self.journal(result)
         return result
 
+    def probe_deferred(self, result: ApplyResult, deferred: list[StackOutcome]) -> None:
+        """Probe, through the edge now up, the stacks applied before it first came up (their
+        previous files were kept until then, for a rollback); a new one rolled back here
+        loses its routes at the edge again."""
+        changes = {s.stack: s for s in self.plan.stacks}
+        for outcome in deferred:
+            failures = self.probe([outcome.stack])
+            if failures:
+                change = changes[outcome.stack]
+                outcome.result, outcome.detail = self.rollback(
+                    outcome.stack, change, failures, probe=True
+                )
+            else:
+                self.discard_previous(outcome.stack)
+        self.reroute_edge(result)
+
     def host_files(self) -> None:
         """The box's own files (the backup script, its password and key, the timers): upload
         what changed, and (re)link and enable the timers when a unit changed (or, on a drill
@@ -582,6 +721,7 @@ class Applier:
         if changed:
             self.session.put_files([(f.path, f.content, f.mode) for f in changed])
             self.say(f"host: {len(changed)} backup file(s) installed")
+            self.record(f"backup files uploaded: {', '.join(Path(f.path).name for f in changed)}")
         if not self.desired.host_files:
             return
         timers = " ".join(backupfiles.TIMERS)
@@ -593,6 +733,7 @@ class Applier:
                 purpose="masking the backup timers",
             )
             self.say(f"host: timers masked (this box never backs up): {timers}")
+            self.record(f"timers masked: {timers}")
             return
         units = [f"{backupfiles.SYSTEMD_DIR}/{u}" for u in backupfiles.UNITS]
         if any(f.path in units for f in changed) or self.plan.host_actions:
@@ -602,6 +743,7 @@ class Applier:
                 purpose="enabling the backup timers",
             )
             self.say(f"host: timers enabled: {', '.join(backupfiles.TIMERS)}")
+            self.record(f"timers enabled: {', '.join(backupfiles.TIMERS)}")
 
     def images(self) -> None:
         """Build and ship the stand-ins the box lacks (one archive: shared layers go once),
@@ -615,13 +757,16 @@ class Applier:
             image = local[ref]
             assert image.standin is not None
             started = time.monotonic()
-            standins.build(standins_dir.resolve(), image.standin, dict(image.args))
+            line, _ = self.spec.host_doc.locate(("images", ref))
+            entry = f"{self.spec.host_doc.file}:{line}: images.{ref}"  # what to fix if it fails
+            standins.build(standins_dir.resolve(), image.standin, dict(image.args), entry)
             self.say(f"built {ref} ({time.monotonic() - started:.1f}s)")
         if ship:
             started = time.monotonic()
             sent = self.session.ship_images(ship, self.progress(f"{len(ship)} image(s)"))
             took = time.monotonic() - started
             self.say(f"shipped {len(ship)} image(s): {sent / 1e6:.1f} MB in {took:.1f}s")
+            self.record(f"images shipped: {', '.join(ship)}")
         for change in self.plan.images:
             if change.action == "pull":
                 self.say(f"pull {change.ref}")
@@ -630,6 +775,7 @@ class Applier:
                     1800,
                     purpose=f"docker pull {change.ref}",
                 )
+                self.record(f"image pulled: {change.ref}")
 
     def progress(self, ref: str) -> Callable[[int, int], None]:
         """Print the bytes sent while shipping an image, every two seconds."""
@@ -660,6 +806,7 @@ class Applier:
         started = time.monotonic()
 
         def outcome(result: StackResult, detail: str = "") -> StackOutcome:
+            self.record(f"{name}: {change.action} → {result}")
             return StackOutcome(name, change.action, result, detail, time.monotonic() - started)
 
         files = self.stack_files(name)
@@ -695,8 +842,11 @@ class Applier:
         is_edge = self.desired.stacks[name].role == "edge"
         try:
             self.session.put_files([(f.path, f.content, f.mode) for f in others])
+            if others:
+                self.record(f"{name}: files uploaded: {', '.join(f.path for f in others)}")
             if caddyfile is not None:
                 self.place_caddyfile(caddyfile)
+                self.record(f"{name}: Caddyfile replaced")
             if change.action == "reload":
                 ok, output = self.reload_caddy(name)
             else:
@@ -736,20 +886,18 @@ class Applier:
             )
 
     def needs_snapshot(self, name: str, change: StackChange) -> bool:
-        """Whether this change swaps the image of a running stack whose data is backed up:
-        then its data is snapshotted first, and a rollback puts that data back too."""
-        if self.spec.host.backup is None or not self.spec.stacks[name].backups:
-            return False
-        running = self.facts.projects().get(name, [])
-        if change.action != "recreate" or not any(c.state == "running" for c in running):
-            return False
-        if any(i.stack == name for i in self.plan.images):
-            return True
-        services = self.spec.stacks[name].services
-        return any(c.service in services and c.image != services[c.service].image for c in running)
+        """Whether this change takes a pre-apply snapshot: as the plan said, only when the
+        image a running container of a backed-up stack runs differs from the one the spec
+        wants (see :func:`vpsctl.plan.needs_snapshot`). Only then may the new version change
+        the data, so only then does a rollback put data back."""
+        return change.action == "recreate" and change.snapshot
 
     def pre_apply_snapshot(self, name: str) -> tuple[bool, str]:
-        self.say(f"{name}: its image changes: snapshot of its data first")
+        """Snapshot ``name``'s data before its image changes; (ok, snapshot id or why not).
+        The row counts it records are kept: a rollback says what putting it back discards."""
+        swapped = image_changes(self.desired.stacks[name], self.facts.projects().get(name, []))
+        told = ", ".join(f"{service} {old} → {new}" for service, old, new in swapped)
+        self.say(f"{name}: its image changes ({told}): snapshot of its data first")
         # judged below from its @@ lines: a failure is the stack's outcome, not a crash
         result = self.session.run(
             shlex.join([backupfiles.SCRIPT, "backup", "pre-apply", name]),
@@ -766,6 +914,8 @@ class Applier:
             fail = next((ln[7:] for ln in output.splitlines() if ln.startswith("@@fail ")), "")
             return False, self.clean(fail or self.last_lines(output, 4))
         self.snapshots[name] = snapshot
+        self.counted[name] = counted_rows(output)
+        self.record(f"{name}: pre-apply snapshot {snapshot[:8]}")
         self.say(f"{name}: pre-apply snapshot {snapshot[:8]}")
         return True, snapshot
 
@@ -774,14 +924,81 @@ class Applier:
         return [s.stack for s in self.plan.stacks if s.action == "none"]
 
     def compose_up(self, name: str) -> tuple[bool, str]:
-        """``compose up --wait``: whether every service came up healthy, and its output."""
+        """``compose up``, then the health gate: whether every service came up healthy, and
+        what to show (compose's output, or what the gate saw and the healthchecks said)."""
         result = self.session.run(
             compose_command(name, *compose_up_args()),
             WAIT_TIMEOUT + 60,
             check=False,  # the health gate: its failure is judged by the caller
             purpose=f"compose up of {name}",
         )
-        return result.ok, result.output
+        if not result.ok:
+            return False, result.output
+        return self.wait_healthy(name)
+
+    def wait_healthy(self, name: str) -> tuple[bool, str]:
+        """Poll every service's state (one command a poll) until all run and pass their
+        healthchecks, one fails (unhealthy, exited), or ``WAIT_TIMEOUT``; say the elapsed
+        time and each state every few seconds. On failure: what each service is, and the
+        last output of its healthcheck (docker's health log)."""
+        services = list(self.desired.stacks[name].services)
+        started = time.monotonic()
+        told = -self.health_every  # the first wait is said at once
+        while True:
+            polled = self.session.run(
+                health_command(name, services),
+                60,
+                check=False,  # judged below: an unreadable state is a failed gate
+                purpose=f"the health of {name}",
+            )
+            states = parse_health(polled.stdout) if polled.ok else {}
+            words = {s: health_words(*states.get(s, ("unknown", "none", 0))) for s in services}
+            elapsed = time.monotonic() - started
+            if all(w in ("healthy", "running") for w in words.values()):
+                if elapsed >= 1:
+                    self.say(f"{name}: healthy after {elapsed:.0f}s")
+                return True, ""
+            # as compose's --wait: a container still being created or restarted may yet come
+            # up; one that exited, died or turned unhealthy fails the gate now
+            failed = [s for s, w in words.items() if w not in ("healthy", "running", *_WAITING)]
+            failed += [] if failed or elapsed < WAIT_TIMEOUT else list(words)
+            listed = ", ".join(f"{s} {w}" for s, w in words.items())
+            if failed:
+                if not polled.ok:
+                    listed += f" (docker inspect failed: {output_tail(polled, 2, 200)})"
+                return False, f"after {elapsed:.0f}s: {listed}" + self.health_log(name, failed)
+            if elapsed - told >= self.health_every:
+                told = elapsed
+                self.say(f"{name}: waiting {elapsed:.0f}s: {listed}")
+            time.sleep(self.health_interval)
+
+    def health_log(self, name: str, services: list[str]) -> str:
+        """The last answer of each of ``services``' healthchecks, in words ("" when none)."""
+        result = self.session.run(
+            health_log_command(name, services),
+            60,
+            check=False,  # shown to help: the gate has already failed
+            purpose=f"the healthcheck log of {name}",
+        )
+        said: list[str] = []
+        service = ""
+        for line in result.stdout.splitlines():
+            if line.startswith("@@hlog "):
+                service = line[len("@@hlog ") :]
+                continue
+            try:
+                health = json.loads(line)
+            except ValueError:
+                continue
+            log = (health or {}).get("Log") or []
+            if service and log and isinstance(log[-1], dict):
+                last = log[-1]
+                output = " ".join(str(last.get("Output", "")).split())[:400]
+                said.append(
+                    f"{service}'s healthcheck said (exit {last.get('ExitCode', '?')}): "
+                    f"{output or '(no output)'}"
+                )
+        return "".join(f"\n{self.clean(line)}" for line in said)
 
     def last_lines(self, output: str, count: int = 12) -> str:
         return self.clean("\n".join(output.splitlines()[-count:]))
@@ -793,7 +1010,9 @@ class Applier:
         if not found:
             return ""
         verify = self.spec.host.tls == "acme"
-        deadline = time.monotonic() + self.probe_deadline
+        started = time.monotonic()
+        deadline = started + self.probe_deadline
+        told = 0.0  # the first retry is said after a few seconds: most probes pass at once
         while True:
             try:
                 # judged by probes.parse: an answer missing from its output is a failed probe
@@ -809,6 +1028,13 @@ class Applier:
             failed = [r for r in results if not r.ok]
             if not failed or time.monotonic() >= deadline:
                 break
+            elapsed = time.monotonic() - started
+            if elapsed - told >= self.health_every:
+                told = elapsed
+                waiting = ", ".join(f"{r.target.label} {r.detail}" for r in failed)
+                self.say(
+                    f"  probes: waiting {elapsed:.0f}s of {self.probe_deadline:.0f}s: {waiting}"
+                )
             time.sleep(2)  # certificates and upstreams settle after a start
         for r in results:
             self.say(
@@ -826,6 +1052,7 @@ class Applier:
         (compose's healthchecks, and its probes when ``probe``); else ROLLBACK_FAILED, with
         what failed, the state the stack is in, and what to run."""
         self.say(f"{name}: FAILED ({reason}); rolling back")
+        self.record(f"{name}: {change.action} failed its gate; rolled back to its previous files")
         logs = self.session.run(
             compose_command(name, "logs", "--no-color", "--tail", "15"),
             60,
@@ -861,26 +1088,59 @@ class Applier:
         if created and not steps.run(remove_command(created), f"removing the new files of {name}"):
             files_back = False
         snapshot = self.snapshots.get(name)
-        if snapshot is not None:
-            self.restore_snapshot(name, snapshot, steps)
+        data = "" if snapshot is None else "; " + self.restore_snapshot(name, snapshot, steps)
         if not files_back:
             # a mix of old and new files: starting it would run something nobody planned
             steps.failed.append("the previous version was not started: its files are not all back")
             files_state = (
                 f"the previous files could not all be put back; a copy is kept in {previous}"
             )
-            return self.rollback_failed(name, reason, steps.failed, files_state, snapshot)
+            return self.rollback_failed(name, reason, steps.failed, files_state + data, snapshot)
         checked = self.start_previous(name, change, files, probe, steps)
         if steps.failed:
             return self.rollback_failed(
-                name, reason, steps.failed, "the previous files are back in place", snapshot
+                name, reason, steps.failed, "the previous files are back in place" + data, snapshot
             )
         self.say(f"{name}: rolled back to the previous version: {checked}")
-        return StackResult.ROLLED_BACK, f"{reason}; rolled back to the previous version: {checked}"
+        return (
+            StackResult.ROLLED_BACK,
+            f"{reason}; rolled back to the previous version: {checked}{data}",
+        )
 
-    def restore_snapshot(self, name: str, snapshot: str, steps: _Steps) -> None:
-        """Put back the data of the pre-apply snapshot: the new version may have migrated it,
-        and the old version gets its own back."""
+    def restore_snapshot(self, name: str, snapshot: str, steps: _Steps) -> str:
+        """Put back the data of the pre-apply snapshot (the new version may have migrated it,
+        and the old version gets its own back), but never blindly: the failed version's data
+        (the writes it accepted during its gate among it) is snapshotted first, and what
+        putting the old data back discards is said, with how to get it back. Nothing is put
+        back when that copy cannot be made. Returns what became of the data, in words."""
+        inventory = display_path(self.spec.inventory)
+        kept = self.session.run(
+            shlex.join([backupfiles.SCRIPT, "backup", "pre-rollback", name]),
+            3600,
+            check=False,  # judged here: its @@ lines say what it kept, or why it could not
+            purpose=f"the pre-rollback snapshot of {name}",
+        )
+        copy = next(
+            (ln.split()[1] for ln in kept.output.splitlines() if ln.startswith("@@snapshot ")),
+            None,
+        )
+        if not kept.ok or copy is None:
+            fail = next((ln[7:] for ln in kept.output.splitlines() if ln.startswith("@@fail ")), "")
+            steps.failed.append(
+                f"its data was NOT put back from the pre-apply snapshot {snapshot[:8]}: a copy "
+                f"of the data the failed version holds could not be made first "
+                f"({self.clean(fail) or output_tail(kept, 4, 300)}), and putting the old data "
+                "back without it would lose every write since"
+            )
+            return "its data is as the failed version left it"
+        self.record(f"{name}: pre-rollback snapshot {copy[:8]} (the failed version's data)")
+        discarded = discarded_rows(self.counted.get(name, {}), counted_rows(kept.output))
+        back = f"`vpsctl restore -i {inventory} --snapshot {copy} --stack {name}`"
+        told = (
+            f"the failed version's data is kept as snapshot {copy[:8]} ({back} gets it back); "
+            f"putting the pre-apply data back discards {discarded}"
+        )
+        self.say(f"{name}: {told}")
         restored = self.session.run(
             shlex.join([backupfiles.SCRIPT, "restore", snapshot, "all", name]),
             3600,
@@ -888,13 +1148,18 @@ class Applier:
             purpose=f"restoring the pre-apply snapshot of {name}",
         )
         if restored.ok:
-            self.say(f"{name}: data restored from the pre-apply snapshot {snapshot[:8]}")
-            return
+            self.record(f"{name}: data restored from the pre-apply snapshot {snapshot[:8]}")
+            self.say(
+                f"{name}: data restored from the pre-apply snapshot {snapshot[:8]} (the new "
+                "image may have changed it)"
+            )
+            return f"data restored from the pre-apply snapshot {snapshot[:8]}; {told}"
         fail = next((ln[7:] for ln in restored.output.splitlines() if ln.startswith("@@fail ")), "")
         steps.failed.append(
             f"restoring its data from the pre-apply snapshot {snapshot[:8]} failed "
             f"({self.clean(fail) or output_tail(restored, 4, 300)})"
         )
+        return f"the failed version's data is kept as snapshot {copy[:8]} ({back} gets it back)"
 
     def start_previous(
         self, name: str, change: StackChange, files: list[DesiredFile], probe: bool, steps: _Steps
@@ -1061,6 +1326,51 @@ class Applier:
         )
         return result.ok, result.output
 
+    def withhold_routes(self, result: ApplyResult, edge: str) -> bool:
+        """Before the edge stack ``edge`` converges (any other stack: nothing to do): leave
+        out of its Caddyfile the routes of every stack whose first start failed in this run:
+        nothing of it runs, so its routes would only answer 502. The Caddyfile is rendered
+        again without them, and the manifest records that one, so the next plan shows those
+        routes as still to add. Whether anything more was withheld."""
+        if self.desired.stacks[edge].role != "edge":
+            return False
+        projects = self.facts.projects()
+        failed = {
+            o.stack
+            for o in result.outcomes
+            if o.result not in CONVERGED and o.action == "start" and not projects.get(o.stack)
+        }
+        new = frozenset(failed) - self.withheld
+        if not new:
+            return False
+        self.withheld |= new
+        content = render_caddyfile(self.spec, without=self.withheld).encode()
+        if self.caddyfile_hook is not None:
+            content = self.caddyfile_hook(content)
+        for path, f in list(self.desired.files.items()):
+            if f.kind == "caddyfile":
+                self.desired.files[path] = DesiredFile(f.path, content, f.mode, f.stack, f.kind)
+        names = ", ".join(sorted(new))
+        self.say(
+            f"edge: not routing to {names}: its first start failed, so nothing of it runs; "
+            "the next apply adds its routes"
+        )
+        return True
+
+    def reroute_edge(self, result: ApplyResult) -> None:
+        """After the probes deferred until the edge was up: a new stack rolled back there
+        had its routes loaded with the edge; load the edge's Caddyfile again without them."""
+        edges = [
+            o.stack
+            for o in result.outcomes
+            if o.result == StackResult.APPLIED and self.desired.stacks[o.stack].role == "edge"
+        ]
+        if not edges or not self.withhold_routes(result, edges[0]):
+            return
+        for name in edges:
+            change = StackChange(name, "reload", "routes of a failed new stack withheld")
+            result.outcomes.append(self.converge(name, change, probe_now=True))
+
     # ── prune ────────────────────────────────────────────────────────────────────────────
 
     def remove(self, name: str) -> StackOutcome:
@@ -1097,11 +1407,35 @@ class Applier:
             )
         except RemoteError as exc:
             return failed(f"its containers are gone, but {self.clean(str(exc))}")
+        self.record(f"{name}: removed (volumes {'destroyed' if self.destroy_data else 'kept'})")
         return StackOutcome(name, "remove", StackResult.REMOVED, "", time.monotonic() - started)
+
+    def delete_volumes(self, result: ApplyResult) -> None:
+        """``--destroy-data``: delete the volumes the plan lists to delete (those of stacks
+        removed earlier, kept then); a removed stack's own went with ``compose down -v``, so
+        a volume already gone is fine. A failure is one of the run's problems."""
+        names = [v.name for v in self.plan.volumes if v.action == "delete"]
+        if not names:
+            return
+        words = " ".join(shlex.quote(n) for n in names)
+        try:
+            self.session.run(
+                f"for v in {words}; do "
+                'if docker volume inspect -- "$v" >/dev/null 2>&1; then '
+                'docker volume rm -- "$v" >/dev/null || exit 1; fi; done',
+                300,
+                purpose="deleting the volumes of undeclared stacks",
+            )
+        except RemoteError as exc:
+            result.problems.append(f"volumes: {self.clean(str(exc))}; the next apply tries again")
+            self.say(f"volumes: delete FAILED: {self.clean(str(exc))}")
+            return
+        self.say(f"volumes: deleted {', '.join(names)}")
 
     def delete_stale_files(self, result: ApplyResult) -> None:
         """Delete the files the spec no longer declares; a failure is one of the run's
         problems (the files stay, and the next plan shows them again)."""
+        self.delete_volumes(result)  # --destroy-data: the volumes of undeclared stacks
         removed_stacks = {s.stack for s in self.plan.stacks if s.action == "remove"}
         paths = [
             f.path
@@ -1121,6 +1455,7 @@ class Applier:
                 )
             if paths:
                 self.session.run(remove_command(paths), purpose="deleting stale files")
+                self.record(f"stale files deleted: {', '.join(paths)}")
         except RemoteError as exc:
             result.problems.append(f"prune: {self.clean(str(exc))}; the next apply tries again")
             self.say(f"prune FAILED: {self.clean(str(exc))}")
@@ -1142,6 +1477,7 @@ class Applier:
                     "hash": stack.hash,
                     "services": stack.services,
                     "files": list(stack.files),
+                    "domains": stack.domains,  # names a later rename by its domain key
                 }
                 for path in stack.files:
                     f = self.desired.files[path]
@@ -1185,6 +1521,8 @@ class Applier:
             "summary": self.plan.summary(),
             "result": self.clean(verdict),
             "seconds": round(seconds, 1),
+            # what this run changed, in order: a failed run's too
+            "changed": self.changed[:200],
         }
         text = json.dumps(masked_data(line))  # the box's journal holds no secret either
         written = self.session.run(

@@ -37,15 +37,18 @@ from typing import Any
 from urllib.parse import quote
 
 from vpsctl import backupfiles, firewall, probes
+from vpsctl.errors import display_path
 from vpsctl.facts import FACTS_SCRIPT, HostFacts, parse
 from vpsctl.layout import HOST_ROOT
 from vpsctl.remote import Remote, RemoteError, output_tail
 from vpsctl.render import Desired, render
 from vpsctl.spec.studio import Spec
+from vpsctl.spec.units import human_size
 
 STATE = f"{HOST_ROOT}/audit/state.json"
 BACKUP_RECORD = backupfiles.RECORD  # written by the box's vpsctl-backup
 OK, WARN, FAIL = "ok", "warn", "FAIL"
+INFO = "info"  # listed for the operator, never a verdict: leftovers to decide about
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ class Check:
 
     group: str  # a stack's name, or "host"
     name: str
-    status: str  # ok | warn | FAIL
+    status: str  # ok | warn | FAIL | info
     value: str
     threshold: str = ""
 
@@ -73,15 +76,16 @@ class Report:
         return not any(c.status == FAIL for c in self.checks)
 
     def counts(self) -> dict[str, int]:
-        """How many checks of each verdict."""
-        return {s: sum(c.status == s for c in self.checks) for s in (OK, WARN, FAIL)}
+        """How many checks of each verdict (and how many info lines)."""
+        return {s: sum(c.status == s for c in self.checks) for s in (OK, WARN, FAIL, INFO)}
 
     def summary(self) -> str:
-        """``audit: 61 ok, 1 warn, 0 FAIL in 1.4s``."""
+        """``audit: 61 ok, 1 warn, 0 FAIL in 1.4s`` (``, 2 info`` when there are any)."""
         n = self.counts()
         verdict = "healthy" if self.ok else "FAILING"
+        info = f", {n[INFO]} info" if n[INFO] else ""
         return (
-            f"audit {self.host}: {verdict}: {n[OK]} ok, {n[WARN]} warn, {n[FAIL]} FAIL "
+            f"audit {self.host}: {verdict}: {n[OK]} ok, {n[WARN]} warn, {n[FAIL]} FAIL{info} "
             f"({self.seconds:.1f}s)"
         )
 
@@ -313,6 +317,7 @@ def audit(spec: Spec, session: Remote, desired: Desired | None = None) -> Report
     report.checks += _firewall(spec, audit_facts)
     report.checks += _exposed(spec, audit_facts)
     report.checks += _timers(spec, facts)
+    report.checks += kept_volumes(spec, facts)
     _save_state(session, audit_facts, totals)
     report.seconds = time.monotonic() - started
     return report
@@ -496,7 +501,7 @@ def _firewall(spec: Spec, facts: AuditFacts) -> list[Check]:
     """The live rules against the ones the bootstrap installs for this spec."""
     return [
         Check("host", v.name, OK if v.ok else FAIL, v.value, v.threshold)
-        for v in firewall.judge(facts.firewall, firewall.ports_for(spec))
+        for v in firewall.judge(facts.firewall, firewall.ports_for(spec), str(spec.inventory))
     ]
 
 
@@ -666,10 +671,25 @@ def _host(spec: Spec, facts: AuditFacts) -> list[Check]:
                 f"within {limits.backup_max_age_hours}h",
             )
         )
+    served = served_names(spec)
     for end, path in facts.certs:
         internal = "/certificates/local/" in path
         days = (end - facts.now) / 86400
         name = path.rsplit("/", 1)[-1].removesuffix(".crt")
+        if name not in served:
+            # a name the spec no longer serves: Caddy keeps its certificate in storage and
+            # stops renewing it; its expiry is nobody's problem, so it is only listed
+            checks.append(
+                Check(
+                    "host",
+                    f"TLS certificate {name}",
+                    INFO,
+                    f"{days:.1f} days left; no longer served by the spec (left in Caddy's "
+                    "storage, not renewed)",
+                    "not judged",
+                )
+            )
+            continue
         if internal:  # Caddy's own CA issues 12-hour certificates and renews them itself
             status = OK if days > 0 else FAIL
             bar = "valid (internal CA, renewed by Caddy)"
@@ -682,6 +702,39 @@ def _host(spec: Spec, facts: AuditFacts) -> list[Check]:
             bar = f"≥ {limits.cert_min_days} days"
         checks.append(
             Check("host", f"TLS certificate {name}", status, f"{days:.1f} days left", bar)
+        )
+    return checks
+
+
+def served_names(spec: Spec) -> set[str]:
+    """Every host name the edge serves for ``spec``: its routes' and redirects' domains."""
+    names: set[str] = set()
+    for name, stack in spec.stacks.items():
+        for domain in [r.domain for r in stack.routes] + [r.domain for r in stack.redirects]:
+            host = spec.domain(name, domain)
+            if host:
+                names.add(host)
+    return names
+
+
+def kept_volumes(spec: Spec, facts: HostFacts) -> list[Check]:
+    """The volumes of compose projects the spec does not declare (a removed stack's, kept
+    by apply): listed as info, with their size and age and the command that deletes them."""
+    inventory = display_path(spec.inventory)
+    checks: list[Check] = []
+    for v in sorted(facts.volumes, key=lambda v: (v.project, v.name)):
+        if v.project in spec.stacks:
+            continue
+        size = human_size(v.size) if v.size is not None else "size not measured"
+        since = f" since {v.created[:10]}" if v.created else ""
+        checks.append(
+            Check(
+                "host",
+                f"kept volume {v.name}",
+                INFO,
+                f"{size}{since}; stack {v.project} is no longer declared",
+                f"`vpsctl apply -i {inventory} --destroy-data` deletes it",
+            )
         )
     return checks
 

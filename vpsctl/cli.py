@@ -17,11 +17,19 @@ from pathlib import Path
 from typing import Any
 
 from vpsctl import sandbox, views
-from vpsctl.errors import VpsctlError, forget_secrets, masked, masked_data, redacted_output
+from vpsctl.errors import (
+    VpsctlError,
+    display_path,
+    forget_secrets,
+    masked,
+    masked_data,
+    redacted_output,
+)
 from vpsctl.render import render, write_tree
 from vpsctl.spec import generate as secrets_generate
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.schema import schemas
+from vpsctl.spec.studio import Spec
 
 DEFAULT_INVENTORY = Path("inventory/prod")
 
@@ -42,9 +50,18 @@ def _json(data: Any) -> str:
     return json.dumps(masked_data(data), indent=2) + "\n"
 
 
+def _load(inventory: Path) -> Spec:
+    """The validated spec; its warnings (valid, but most likely a mistake) go to stderr
+    as `warning: file:line: …`, through the same redacting stream as everything else."""
+    spec = load_spec(inventory)
+    for problem in spec.warnings:
+        print(f"warning: {problem}", file=sys.stderr)
+    return spec
+
+
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Load and validate everything; print nothing but errors."""
-    load_spec(args.inventory)
+    """Load and validate everything; print nothing but errors (and warnings)."""
+    _load(args.inventory)
     return 0
 
 
@@ -69,11 +86,17 @@ def cmd_plan(args: argparse.Namespace) -> int:
     from vpsctl import targets  # noqa: PLC0415 - pyinfra loads only for commands that connect
     from vpsctl.plan import make_plan  # noqa: PLC0415
 
-    spec = load_spec(args.inventory)
+    spec = _load(args.inventory)
     desired = render(spec)
     print(f"reading {spec.host.name} …", file=sys.stderr)
     facts = targets.read_facts(spec)
-    plan = make_plan(spec.host.name, desired, facts)
+    plan = make_plan(
+        spec.host.name,
+        desired,
+        facts,
+        destroy_data=args.destroy_data,
+        inventory=display_path(spec.inventory),
+    )
     data = plan.to_json()  # masked, then hashed
     sys.stdout.write(_json(data) if args.json else views.plan_text(plan, args.verbose))
     if args.out is not None:
@@ -88,8 +111,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from vpsctl import apply, audit, targets  # noqa: PLC0415 - pyinfra loads only when connecting
     from vpsctl.remote import Session  # noqa: PLC0415
 
-    saved = apply.load_plan_file(args.planfile) if args.planfile else None
-    spec = load_spec(args.inventory)
+    saved = apply.load_plan_file(args.planfile, str(args.inventory)) if args.planfile else None
+    spec = _load(args.inventory)
     if args.only == "bootstrap":
         apply.bootstrap(spec, sys.stderr)
         return 0
@@ -136,6 +159,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
     from vpsctl import recovery, targets  # noqa: PLC0415 - pyinfra loads only when connecting
     from vpsctl.remote import Session  # noqa: PLC0415
 
+    if args.kind is not None and not args.list:
+        raise VpsctlError("backup: --kind only filters --list; add --list")
     spec = load_spec(args.inventory)
     if args.list or args.check:
         with Session(targets.target(spec)) as session:
@@ -146,13 +171,11 @@ def cmd_backup(args: argparse.Namespace) -> int:
                 backups.check(args.check_subset)
                 print("repository check: ok", file=sys.stderr)
             if args.list:
-                found = backups.snapshots()
+                found = [s for s in backups.snapshots() if args.kind in (None, s.kind)]
                 if args.json:
                     sys.stdout.write(_json([vars(s) for s in found]))
                 else:
-                    for snap in found:
-                        stacks = " ".join(snap.stacks)
-                        print(f"{snap.id[:8]}  {snap.time[:19]}  {snap.kind:<9} {stacks}")
+                    sys.stdout.write(views.snapshot_list(found, args.kind))
         return 0
     report = recovery.run_backup(spec, args.init, args.stack, sys.stderr)
     if args.json:
@@ -167,7 +190,9 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from vpsctl import recovery  # noqa: PLC0415 - pyinfra loads only when connecting
 
     spec = load_spec(args.inventory)
-    _, report = recovery.run_restore(spec, args.snapshot, args.stack, args.yes, sys.stderr)
+    _, report = recovery.run_restore(
+        spec, args.snapshot, args.stack, args.yes, sys.stderr, safety=not args.no_safety_snapshot
+    )
     print(views.audit_text(report), file=sys.stderr, end="")
     return 0 if report.ok else 1
 
@@ -229,6 +254,12 @@ def _recovery_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--init", action="store_true", help="create the repository if it is missing")
     p.add_argument("--stack", action="append", default=[], help="only this stack (repeatable)")
     p.add_argument("--list", action="store_true", help="list this host's snapshots instead")
+    p.add_argument(
+        "--kind",
+        choices=views.SNAPSHOT_KINDS,
+        help="with --list: only snapshots of this kind (the nightly timer's, `backup`'s own, "
+        "or the safety copies apply and restore take)",
+    )
     p.add_argument("--check", action="store_true", help="run `restic check` instead")
     p.add_argument(
         "--check-subset", default="1/10", help="how much data --check reads (default 1/10)"
@@ -241,6 +272,11 @@ def _recovery_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--snapshot", help="snapshot id or prefix (default: the newest)")
     p.add_argument("--stack", action="append", default=[], help="only this stack (repeatable)")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask before replacing data")
+    p.add_argument(
+        "--no-safety-snapshot",
+        action="store_true",
+        help="replace the current data without snapshotting it first (when it cannot be)",
+    )
     p.set_defaults(func=cmd_restore)
 
     p = sub.add_parser("rebuild", help="disaster recovery onto a fresh box, with its RTO")
@@ -279,9 +315,16 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("plan", help="diff-before-apply against the live host (exit 2: changes)")
     _inventory(p)
-    p.add_argument("--out", type=Path, help="save the plan for `vpsctl apply PLANFILE`")
+    p.add_argument("--out", type=Path, help="save the plan for `vpsctl apply -i DIR PLANFILE`")
     p.add_argument("--json", action="store_true", help="print the plan as JSON")
-    p.add_argument("-v", "--verbose", action="store_true", help="list unchanged items too")
+    p.add_argument(
+        "-v", "--verbose", action="store_true", help="list unchanged items and kept volumes too"
+    )
+    p.add_argument(
+        "--destroy-data",
+        action="store_true",
+        help="plan deleting the volumes of stacks the spec no longer declares",
+    )
     p.set_defaults(func=cmd_plan)
 
     p = sub.add_parser("apply", help="converge the host to the spec")
@@ -290,7 +333,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--only", choices=["bootstrap"], help="run only this phase")
     p.add_argument("-y", "--yes", action="store_true", help="do not ask before changing")
     p.add_argument(
-        "--destroy-data", action="store_true", help="also delete the volumes of removed stacks"
+        "--destroy-data",
+        action="store_true",
+        help="also delete the volumes of stacks the spec no longer declares (now or before)",
     )
     p.set_defaults(func=cmd_apply)
 

@@ -53,6 +53,22 @@ if command -v docker >/dev/null 2>&1; then
     --format '{{{{json .}}}}' 2>/dev/null
   echo '@@images'
   docker image ls --no-trunc --format '{{{{json .}}}}' 2>/dev/null
+  # compose volumes; sized (du) only when no container of their project exists: the kept
+  # volumes of a removed stack, whose size a reviewer wants, not the live data's
+  projects=$(docker ps -a --format '{{{{.Label "com.docker.compose.project"}}}}' 2>/dev/null \
+    | sort -u)
+  vols=$(docker volume ls -q --filter label=com.docker.compose.project 2>/dev/null)
+  if [ -n "$vols" ]; then
+    docker volume inspect --format '{{{{.Name}}}} \
+{{{{index .Labels "com.docker.compose.project"}}}} {{{{.CreatedAt}}}} {{{{.Mountpoint}}}}' \
+      $vols 2>/dev/null | while read -r name project created mount; do
+      size=-
+      if ! printf '%s\\n' "$projects" | grep -qxF -- "$project"; then
+        size=$(timeout 20 du -sk -- "$mount" 2>/dev/null | cut -f1)
+      fi
+      echo "@@volume $name $project $created ${{size:--}}"
+    done
+  fi
 fi
 echo '@@end'
 """
@@ -87,6 +103,16 @@ class Container:
     labels: dict[str, str]
 
 
+@dataclass(frozen=True)
+class Volume:
+    """A docker volume of a compose project on the host."""
+
+    name: str
+    project: str
+    created: str  # RFC 3339, as docker reports it
+    size: int | None  # bytes; None when not measured (its project has containers)
+
+
 @dataclass
 class HostFacts:
     """The host's state as far as a plan cares. ``reachable`` False: nothing else is known."""
@@ -100,6 +126,7 @@ class HostFacts:
     containers: list[Container] = field(default_factory=list)
     images: set[str] = field(default_factory=set)
     timers: dict[str, str] = field(default_factory=dict)  # unit → "enabled active"
+    volumes: list[Volume] = field(default_factory=list)  # compose projects' volumes
 
     @property
     def bare(self) -> bool:
@@ -124,6 +151,8 @@ class HostFacts:
             ),
             "images": sorted(self.images),
             "timers": sorted(self.timers.items()),
+            # names only: a size moves all the time, and would make every saved plan stale
+            "volumes": sorted([v.name, v.project] for v in self.volumes),
         }
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
@@ -161,6 +190,8 @@ def parse(output: str) -> HostFacts:
         elif line.startswith("@@compose "):
             value = line.split(" ", 1)[1].strip()
             facts.compose = None if value == "none" else value
+        elif line.startswith("@@volume "):
+            facts.volumes.append(_volume(line))
         elif line.startswith("@@timer "):
             name, *state = line.split()[1:]
             facts.timers[name] = " ".join(state)
@@ -180,6 +211,15 @@ def _b64(text: str) -> bytes:
         return base64.b64decode(text.strip(), validate=True)
     except binascii.Error as exc:
         raise FactsError(f"bad base64 in the host's answer: {exc}") from None
+
+
+def _volume(line: str) -> Volume:
+    """``@@volume NAME PROJECT CREATED SIZE_KIB`` (size ``-`` when not measured)."""
+    parts = line.split()
+    if len(parts) != 5:
+        raise FactsError(f"a volume line of the host's answer has {len(parts) - 1} fields, not 4")
+    _, name, project, created, size = parts
+    return Volume(name, project, created, int(size) * 1024 if size.isdigit() else None)
 
 
 def _container(data: dict[str, Any]) -> Container:

@@ -40,7 +40,8 @@ INPUT_CHAIN = "VPSCTL-INPUT"
 FORWARD_CHAIN = "VPSCTL-FORWARD"
 # The built-in chain each of vpsctl's chains must be the first rule of.
 HOOKS = {"INPUT": INPUT_CHAIN, "DOCKER-USER": FORWARD_CHAIN}
-REAPPLY = "vpsctl apply --only bootstrap"  # judges the live rules and re-applies them
+# judges the live rules and re-applies them ({inventory}: as the operator names it)
+REAPPLY = "vpsctl apply -i {inventory} --only bootstrap"
 FAMILIES = {4: ("iptables", "IPv4", "icmp"), 6: ("ip6tables", "IPv6", "ipv6-icmp")}
 
 
@@ -260,7 +261,7 @@ class Verdict:
     threshold: str
 
 
-def judge(facts: FirewallFacts, ports: Ports) -> list[Verdict]:
+def judge(facts: FirewallFacts, ports: Ports, inventory: str = "INVENTORY") -> list[Verdict]:
     """Compare the live rules with :func:`chain_rules` for each family and hook.
 
     A hook passes when vpsctl's chain is its FIRST rule (a rule ahead of it, such as an
@@ -292,7 +293,8 @@ def judge(facts: FirewallFacts, ports: Ports) -> list[Verdict]:
             elif off:
                 value = "IPv6 is off in the kernel; its rules differ: " + "; ".join(problems)
             else:
-                value = "; ".join(problems) + f"; `{REAPPLY}` re-applies the rules"
+                fix = REAPPLY.format(inventory=inventory)
+                value = "; ".join(problems) + f"; `{fix}` re-applies the rules"
             verdicts.append(Verdict(f"firewall {name} {hook}", off or not problems, value, bar))
     return verdicts
 

@@ -23,9 +23,15 @@ from typing import Any
 
 from vpsctl.backupfiles import SYSTEMD_DIR, TIMERS
 from vpsctl.errors import is_secret, masked, masked_data, register_secrets
-from vpsctl.facts import HostFacts
+from vpsctl.facts import Container, HostFacts
 from vpsctl.layout import HOST_FILES, STACKS_ROOT
-from vpsctl.render import Desired, DesiredFile, env_file_secret_keys, parse_env_file
+from vpsctl.render import (
+    Desired,
+    DesiredFile,
+    DesiredStack,
+    env_file_secret_keys,
+    parse_env_file,
+)
 from vpsctl.spec.secrets import fingerprint
 
 PLAN_FORMAT = "vpsctl-plan/1"
@@ -53,6 +59,36 @@ class StackChange:
     action: str  # start | recreate | reload | none | remove
     reason: str
     services: tuple[str, ...] = ()  # the services that get (re)created
+    # the image of a running service changes: its data is snapshotted before the change and
+    # put back if the new version fails its gate (the only case data is ever put back)
+    snapshot: bool = False
+
+
+SNAPSHOT_REASON = (
+    "a pre-apply snapshot of its data is taken first, and put back if the new version fails "
+    "its gate"
+)
+
+
+def image_changes(stack: DesiredStack, containers: list[Container]) -> list[tuple[str, str, str]]:
+    """(service, running image, desired image) of every container of ``stack`` whose image
+    differs from the one the spec wants now: only then may the new version change its data
+    (a domain, a memory limit or a healthcheck recreates it on the same image)."""
+    return [
+        (c.service, c.image, stack.service_images[c.service])
+        for c in containers
+        if c.service in stack.service_images and c.image != stack.service_images[c.service]
+    ]
+
+
+def needs_snapshot(stack: DesiredStack, containers: list[Container]) -> bool:
+    """Whether recreating ``stack`` over ``containers`` takes a pre-apply snapshot: its data
+    is backed up, something of it runs (to dump), and an image changes."""
+    return (
+        stack.backed_up
+        and any(c.state == "running" for c in containers)
+        and bool(image_changes(stack, containers))
+    )
 
 
 @dataclass(frozen=True)
@@ -63,6 +99,29 @@ class ImageChange:
     stack: str
     action: str  # ship | pull
     reason: str
+
+
+@dataclass(frozen=True)
+class VolumeChange:
+    """A volume of a compose project the spec does not declare: kept (listed, so that it is
+    never forgotten) or, with ``--destroy-data``, deleted."""
+
+    name: str
+    stack: str  # its compose project
+    action: str  # keep | delete
+    reason: str
+    size: int | None  # bytes; None when not measured
+    created: str  # when docker created it (RFC 3339)
+
+
+@dataclass(frozen=True)
+class SiteRename:
+    """A stack's domain that changes name: the old name stops being served."""
+
+    stack: str
+    key: str  # the stack's domain key (``site``, ``app``, …); "" when not known
+    old: str
+    new: str
 
 
 @dataclass
@@ -76,8 +135,11 @@ class Plan:
     stacks: list[StackChange] = field(default_factory=list)
     images: list[ImageChange] = field(default_factory=list)
     host_actions: list[str] = field(default_factory=list)  # the box's own: timers to enable
+    volumes: list[VolumeChange] = field(default_factory=list)
+    renames: list[SiteRename] = field(default_factory=list)
     inputs_hash: str = ""
     facts_hash: str = ""
+    inventory: str = ""  # as the operator names it, for the commands a plan suggests
 
     @property
     def changes(self) -> bool:
@@ -87,6 +149,7 @@ class Plan:
             or [s for s in self.stacks if s.action != "none"]
             or self.images
             or self.host_actions
+            or [v for v in self.volumes if v.action == "delete"]
         )
 
     def counts(self) -> tuple[int, int, int]:
@@ -98,6 +161,9 @@ class Plan:
         change += len(self.host_actions)
         remove = sum(f.action == "delete" for f in self.files)
         remove += sum(s.action == "remove" for s in self.stacks)
+        # a removed stack's volumes go with it (compose down -v): counted with the stack
+        removed = {s.stack for s in self.stacks if s.action == "remove"}
+        remove += sum(v.action == "delete" and v.stack not in removed for v in self.volumes)
         return add, change, remove
 
     def summary(self) -> str:
@@ -122,6 +188,8 @@ class Plan:
             "stacks": [asdict(s) | {"services": list(s.services)} for s in self.stacks],
             "images": [asdict(i) for i in self.images],
             "host_actions": self.host_actions,
+            "volumes": [asdict(v) for v in self.volumes],
+            "renames": [asdict(r) for r in self.renames],
         }
         # masked before hashing: the hash covers exactly the body that is printed and saved
         data = masked_data(data)
@@ -136,8 +204,19 @@ def plan_hash(body: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(content, sort_keys=True).encode()).hexdigest()
 
 
-def make_plan(host: str, desired: Desired, facts: HostFacts) -> Plan:
-    """Compare ``desired`` with ``facts``; every difference and every match, with a reason."""
+def make_plan(
+    host: str,
+    desired: Desired,
+    facts: HostFacts,
+    *,
+    destroy_data: bool = False,
+    inventory: str = "",
+) -> Plan:
+    """Compare ``desired`` with ``facts``; every difference and every match, with a reason.
+
+    With ``destroy_data``, the volumes of every compose project the spec does not declare
+    are to delete (else listed as kept). ``inventory`` names the inventory in the commands
+    the plan suggests."""
     if not facts.reachable:
         note = f"host unreachable ({facts.error}); showing everything as to-create"
     elif facts.bare:
@@ -151,6 +230,7 @@ def make_plan(host: str, desired: Desired, facts: HostFacts) -> Plan:
         note=note,
         inputs_hash=desired.inputs_hash,
         facts_hash=facts.digest() if facts.reachable else "",
+        inventory=inventory,
     )
     secrets = desired.secret_values()
     register_secrets(secrets)
@@ -159,7 +239,35 @@ def make_plan(host: str, desired: Desired, facts: HostFacts) -> Plan:
     plan.images = _image_changes(desired, facts)
     plan.stacks = _stack_changes(desired, facts, plan.files, plan.images)
     plan.host_actions = _timer_changes(desired, facts, plan.files)
+    plan.volumes = _volume_changes(desired, facts, plan.stacks, destroy_data)
+    plan.renames = site_renames(desired, facts)
     return plan
+
+
+def _volume_changes(
+    desired: Desired, facts: HostFacts, stacks: list[StackChange], destroy_data: bool
+) -> list[VolumeChange]:
+    """The volumes of compose projects the spec does not declare (a removed stack's, kept):
+    on a box vpsctl manages every compose project is a stack (the audit fails any other
+    container), so these are leftovers; deleted only when asked."""
+    removed = {s.stack for s in stacks if s.action == "remove"}
+    out: list[VolumeChange] = []
+    for v in sorted(facts.volumes, key=lambda v: (v.project, v.name)):
+        if v.project in desired.stacks:
+            continue
+        if v.project in removed:
+            gone = "stack removed in this run"
+        else:
+            gone = f"stack {v.project} is no longer declared"
+        if destroy_data:
+            out.append(
+                VolumeChange(
+                    v.name, v.project, "delete", f"{gone}; --destroy-data", v.size, v.created
+                )
+            )
+        else:
+            out.append(VolumeChange(v.name, v.project, "keep", f"{gone}; kept", v.size, v.created))
+    return out
 
 
 def host_secret_values(desired: Desired, facts: HostFacts) -> list[str]:
@@ -463,8 +571,18 @@ def _stack_changes(
                 parts.append(f"image(s) missing: {', '.join(lacking)}")
             if down:
                 parts.append(f"not running: {', '.join(down)}")
+            snapshot = needs_snapshot(stack, containers)
+            if snapshot:
+                swapped = sorted({service for service, _, _ in image_changes(stack, containers)})
+                parts.append(f"image of {', '.join(swapped)} changes: {SNAPSHOT_REASON}")
             out.append(
-                StackChange(name, "recreate", "; ".join(parts), services or tuple(stack.services))
+                StackChange(
+                    name,
+                    "recreate",
+                    "; ".join(parts),
+                    services or tuple(stack.services),
+                    snapshot,
+                )
             )
         else:
             out.append(
@@ -483,4 +601,55 @@ def _stack_changes(
                     name, "remove", "no longer declared: stopped and removed; its volumes are kept"
                 )
             )
+    return out
+
+
+# ── site renames ─────────────────────────────────────────────────────────────────────────
+
+
+def caddy_sites(text: str) -> dict[str, list[str]]:
+    """The site addresses of a Caddyfile vpsctl rendered, by stack: each site follows a
+    ``# stack NAME[, NAME…]`` comment line (see ``templates/Caddyfile.j2``)."""
+    sites: dict[str, list[str]] = {}
+    stacks: list[str] = []
+    for line in text.split("\n"):
+        if line.startswith("# stack "):
+            stacks = [s.strip() for s in line[len("# stack ") :].split(",") if s.strip()]
+        elif stacks and line.endswith(" {") and not line[0].isspace():
+            for stack in stacks:
+                sites.setdefault(stack, []).append(line[: -len(" {")].strip())
+            stacks = []
+    return sites
+
+
+def site_renames(desired: Desired, facts: HostFacts) -> list[SiteRename]:
+    """The sites a stack still declared serves under a new name: the host's Caddyfile (what
+    Caddy serves now) against the rendered one, per stack. A name gone and a name added
+    are paired by domain key: the key each old name had (the manifest's record of the
+    stack's domains) and the key each new name has; with no record, a stack that lost one
+    name and gained one renamed it."""
+    path = next((p for p, f in desired.files.items() if f.kind == "caddyfile"), None)
+    have = facts.files.get(path) if path else None
+    if path is None or have is None or have.content is None:
+        return []
+    old_sites = caddy_sites(have.content.decode(errors="replace"))
+    new_sites = caddy_sites(desired.files[path].content.decode(errors="replace"))
+    recorded = (facts.manifest or {}).get("stacks", {})
+    out: list[SiteRename] = []
+    for name, stack in desired.stacks.items():
+        gone = [h for h in old_sites.get(name, []) if h not in new_sites.get(name, [])]
+        added = [h for h in new_sites.get(name, []) if h not in old_sites.get(name, [])]
+        if not gone or not added:
+            continue
+        new_key = {host: key for key, host in stack.domains.items()}
+        old_domains = recorded.get(name, {}).get("domains")
+        if isinstance(old_domains, dict):
+            old_key = {str(host): str(key) for key, host in old_domains.items()}
+            for old in gone:
+                key = old_key.get(old, "")
+                new = stack.domains.get(key) if key else None
+                if new is not None and new in added:
+                    out.append(SiteRename(name, key, old, new))
+        elif len(gone) == 1 and len(added) == 1:
+            out.append(SiteRename(name, new_key.get(added[0], ""), gone[0], added[0]))
     return out

@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import IO, Any
 
 from vpsctl import audit, backupfiles, targets, views
-from vpsctl.apply import LOCK, Applier
+from vpsctl.apply import LOCK, Applier, counted_rows, discarded_rows
 from vpsctl.errors import VpsctlError
 from vpsctl.plan import redact
 from vpsctl.remote import Remote, Session
@@ -90,6 +90,8 @@ class BackupReport:
     summary: dict[str, Any] = field(default_factory=dict)
     secrets_snapshot: str | None = None
     seconds: float = 0.0
+    # the row counts the snapshot recorded, keyed (stack, item, table)
+    counts: dict[tuple[str, str, str], int] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -176,7 +178,7 @@ class Backups:
         snapshot = out.values("snapshot")
         if not snapshot:
             raise BackupError(f"the backup printed no snapshot id: {out.stderr[-300:]}")
-        report = BackupReport(snapshot[-1])
+        report = BackupReport(snapshot[-1], counts=counted_rows("\n".join(out.lines)))
         for value in out.values("item"):
             stack, item, size, *detail = value.split(" ")
             report.items.append(
@@ -244,6 +246,12 @@ class Backups:
         out = self.call(f"restore {snapshot} {phase} {names}")
         self.recorded = [v.split("\t") for v in out.values("recorded")]
         return out.values("restored")
+
+    def recorded_counts(self, snapshot: str, stacks: list[str]) -> dict[tuple[str, str, str], int]:
+        """The row counts ``snapshot`` recorded for ``stacks``, read without restoring it."""
+        names = " ".join(shlex.quote(s) for s in stacks)
+        out = self.call(f"recorded {snapshot} {names}", timeout=600)
+        return _counts(v.split("\t") for v in out.values("recorded"))
 
     def counts(self, stacks: list[str]) -> dict[tuple[str, str, str], int]:
         """Live row counts of ``stacks``' databases, keyed (stack, item, table)."""
@@ -340,9 +348,18 @@ def run_backup(spec: Spec, init: bool, stacks: list[str], out: IO[str]) -> Backu
 
 
 def run_restore(
-    spec: Spec, snapshot: str | None, stacks: list[str], yes: bool, out: IO[str]
+    spec: Spec,
+    snapshot: str | None,
+    stacks: list[str],
+    yes: bool,
+    out: IO[str],
+    *,
+    safety: bool = True,
 ) -> tuple[Snapshot, audit.Report]:
-    """``vpsctl restore``: put a snapshot's data back, then audit."""
+    """``vpsctl restore``: put a snapshot's data back, then audit. Before asking, the data
+    about to be replaced is snapshotted (``run:pre-restore``, its id printed: the way back)
+    and the rows written since the chosen snapshot are counted, table by table; without
+    that copy nothing is replaced unless ``safety`` is False (``--no-safety-snapshot``)."""
     chosen_stacks = _checked_stacks(spec, stacks) or backed_up_stacks(spec)
     with Session(targets.target(spec)) as session:
         backups = Backups(spec, session)
@@ -353,6 +370,13 @@ def run_restore(
             f"{', '.join(chosen_stacks)} onto {spec.host.name}; their current data is replaced",
             file=out,
         )
+        if safety:
+            _safety_snapshot(spec, backups, chosen, chosen_stacks, out)
+        else:
+            print(
+                "no safety snapshot (--no-safety-snapshot): the current data is lost for good",
+                file=out,
+            )
         if not yes:
             _confirm("Restore?")
         # no apply may change these stacks while their data is being replaced
@@ -374,6 +398,36 @@ def run_restore(
         print("auditing …", file=out)
         report = audit.audit(spec, session, backups.desired)
     return chosen, report
+
+
+def _safety_snapshot(
+    spec: Spec, backups: Backups, chosen: Snapshot, stacks: list[str], out: IO[str]
+) -> None:
+    """Snapshot the data a restore is about to replace, print its id (the way back) and the
+    rows written since ``chosen`` (live counts, as that copy holds them, minus the ones
+    ``chosen`` recorded). Raises, before anything is replaced, when the copy fails."""
+    print(f"safety snapshot of the current data of {', '.join(stacks)} …", file=out)
+    try:
+        safe = backups.backup("pre-restore", stacks)
+    except BackupError as exc:
+        raise BackupError(
+            f"the safety snapshot of the current data failed, so nothing was replaced: {exc}. "
+            "If that data is beyond saving, `vpsctl restore -i "
+            f"{spec.inventory} --snapshot {chosen.id[:8]} --no-safety-snapshot` replaces it "
+            "without a copy"
+        ) from None
+    stack_args = " ".join(f"--stack {s}" for s in stacks)
+    print(
+        f"safety snapshot {safe.snapshot[:8]} (run:pre-restore) holds the current data: "
+        f"`vpsctl restore -i {spec.inventory} --snapshot {safe.snapshot} {stack_args}` "
+        "goes back to it",
+        file=out,
+    )
+    recorded = backups.recorded_counts(chosen.id, stacks)
+    print(
+        f"replaced by snapshot {chosen.id[:8]}'s data: {discarded_rows(recorded, safe.counts)}",
+        file=out,
+    )
 
 
 def _confirm(question: str) -> None:
@@ -461,7 +515,8 @@ def run_rebuild(
         if running and not force:
             raise BackupError(
                 f"{spec.host.name} already runs {', '.join(sorted(running))}: rebuild is for "
-                "a fresh box (use `vpsctl restore` on a live one, or --force)"
+                f"a fresh box (use `vpsctl restore -i {spec.inventory}` on a live one, or "
+                "--force)"
             )
         result = applier.apply()
         rebuild.phases["connect"] = connected - started

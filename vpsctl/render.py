@@ -84,6 +84,10 @@ class DesiredStack:
     images: tuple[Image, ...]
     services: dict[str, str]  # service → hash of everything that defines its container
     hash: str
+    # service → the image ref its container runs (a stand-in's local tag in a sandbox)
+    service_images: dict[str, str] = field(default_factory=dict)
+    backed_up: bool = False  # the host backs up this stack's data (a pre-apply snapshot)
+    domains: dict[str, str] = field(default_factory=dict)  # domain key → host name
 
 
 @dataclass
@@ -201,12 +205,14 @@ def render(spec: Spec, repository: backupfiles.Repository | None = None) -> Desi
         services: list[dict[str, Any]] = []
         service_hashes: dict[str, str] = {}
         images: dict[str, Image] = {}
+        service_images: dict[str, str] = {}
         for service_name, service in stack.services.items():
             env_file = _env_file(spec, name, service_name, env)
             if env_file is not None:
                 files.append(env_file)
             image = _image(spec, standins_dir, service.image)
             images.setdefault(image.ref, image)
+            service_images[service_name] = image.ref
             mounted = _mounted_configs(service, configs)
             view = _service_view(
                 spec,
@@ -256,6 +262,9 @@ def render(spec: Spec, repository: backupfiles.Repository | None = None) -> Desi
             images=tuple(images.values()),
             services=service_hashes,
             hash=_hash_json({p.path: p.sha256 for p in files}),
+            service_images=service_images,
+            backed_up=spec.host.backup is not None and bool(stack.backups),
+            domains=dict(spec.host.stacks[name].domains),
         )
     _contained(desired)
     return desired
@@ -443,11 +452,17 @@ def upstream_host(stack: str, service: str) -> str:
     return network_alias(stack, service)
 
 
-def render_caddyfile(spec: Spec, env: jinja2.Environment | None = None) -> str:
-    """The edge's Caddyfile: one site per host name, longest path prefix first."""
+def render_caddyfile(
+    spec: Spec, env: jinja2.Environment | None = None, without: frozenset[str] = frozenset()
+) -> str:
+    """The edge's Caddyfile: one site per host name, longest path prefix first; the routes
+    and redirects of the stacks in ``without`` left out (apply withholds those of a stack
+    whose first start failed)."""
     env = env or _environment()
     sites: dict[str, dict[str, Any]] = {}
     for stack_name in apply_order(spec):
+        if stack_name in without:
+            continue
         stack = spec.stacks[stack_name]
         entries: list[tuple[str, str, dict[str, Any]]] = []
         for route in stack.routes:

@@ -29,6 +29,7 @@ import sysconfig
 import tempfile
 import zipfile
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from vpsctl import localdocker
@@ -59,6 +60,54 @@ _SKIPPED_DIRS = {"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
 
 class StandinError(localdocker.DockerError):
     """A stand-in cannot be prepared or built."""
+
+
+# ── build arguments: what a stand-in accepts, read from its Dockerfile ────────────────────
+
+# Build args docker accepts without an ARG line (its predefined proxy variables).
+PREDEFINED_ARGS = frozenset({"HTTP_PROXY", "HTTPS_PROXY", "FTP_PROXY", "NO_PROXY", "ALL_PROXY"})
+_ARG_LINE = re.compile(r"\s*ARG\s+([A-Za-z_][A-Za-z0-9_]*)(=\S*)?\s*", re.IGNORECASE)
+# The Dockerfile's own check of a value: `case "$NAME" in A|B|C) ;;` (see standins/product)
+_CASE = re.compile(r"""case\s+"?\$\{?([A-Za-z_][A-Za-z0-9_]*)\}?"?\s+in\s+([A-Za-z0-9._|-]+)\)""")
+# Terminal escape sequences and other control characters (newline and tab stay): a build
+# log is shown as text, never as instructions to the operator's terminal.
+_CONTROL = re.compile(
+    r"\x1b\[[0-9;?]*[ -/]*[@-~]"  # CSI: colours, cursor movement
+    r"|\x1b\][^\x07\x1b]*(?:\x07|\x1b\\)?"  # OSC: window titles, hyperlinks
+    r"|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]"
+)
+
+
+@dataclass(frozen=True)
+class BuildArg:
+    """A build argument a stand-in's Dockerfile declares (``ARG NAME[=default]``)."""
+
+    name: str
+    required: bool  # no default: the build fails (or builds nonsense) without it
+    values: tuple[str, ...] | None  # what its own `case` accepts; None: any value
+
+
+def build_args(context: Path) -> dict[str, BuildArg]:
+    """The build arguments ``context/Dockerfile`` declares, with the values its own `case`
+    check accepts: so validate refuses what the build would refuse (``PRODUCT: PagePulse``),
+    before a plan, not as a build log mid-apply. Empty when the file cannot be read."""
+    try:
+        text = (context / "Dockerfile").read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError):
+        return {}
+    allowed = {m.group(1): tuple(m.group(2).split("|")) for m in _CASE.finditer(text)}
+    found: dict[str, BuildArg] = {}
+    for line in text.splitlines():
+        match = _ARG_LINE.fullmatch(line)
+        if match and match.group(1) not in found:
+            name = match.group(1)
+            found[name] = BuildArg(name, match.group(2) is None, allowed.get(name))
+    return found
+
+
+def without_control(text: str) -> str:
+    """``text`` without terminal escape sequences and control characters."""
+    return _CONTROL.sub("", text)
 
 
 def _context_files(context: Path) -> Iterator[Path]:
@@ -171,8 +220,11 @@ def _flatten(container: str, tag: str) -> None:
         raise StandinError(f"flattening the base image failed: {imported.stderr.decode()[-800:]}")
 
 
-def build(standins_dir: Path, name: str, args: dict[str, str]) -> str:
-    """Build stand-in ``name`` unless an image with its tag exists; return the tag."""
+def build(standins_dir: Path, name: str, args: dict[str, str], entry: str = "") -> str:
+    """Build stand-in ``name`` unless an image with its tag exists; return the tag.
+
+    ``entry`` names the host.yaml entry that asks for it (``file:line: images.REF``): a
+    failed build says which entry to fix, its log's tail without terminal escape codes."""
     tag = local_tag(standins_dir, name, args)
     if localdocker.image_exists(tag):
         return tag
@@ -193,8 +245,28 @@ def build(standins_dir: Path, name: str, args: dict[str, str]) -> str:
         stager = STAGERS.get(name)
         if stager is not None:
             stager(context, stage)
-        localdocker.build_image(tag, stage, args)
+        try:
+            localdocker.build_image(tag, stage, args)
+        except StandinError:
+            raise
+        except localdocker.DockerError as exc:
+            where = entry or f"the images: entry mapping to stand-in {name}"
+            raise StandinError(
+                f"{where}: building stand-in {name} failed: fix this entry's standin or args "
+                f"(build args: {', '.join(f'{k}={v}' for k, v in sorted(args.items())) or 'none'}"
+                f"; accepted: {_accepted(standins_dir / name)}); the build said:\n"
+                f"{without_control(str(exc))}"
+            ) from None
     return tag
+
+
+def _accepted(context: Path) -> str:
+    declared = build_args(context)
+    if not declared:
+        return "none"
+    return ", ".join(
+        f"{a.name}={'|'.join(a.values)}" if a.values else a.name for a in declared.values()
+    )
 
 
 # ── stagers: files a context gets at build time only ──────────────────────────────────────

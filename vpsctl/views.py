@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import io
+import re
 from typing import IO, TYPE_CHECKING, Any
 
 from ruamel.yaml import YAML
@@ -14,6 +16,7 @@ if TYPE_CHECKING:
     from vpsctl.apply import ApplyResult
     from vpsctl.audit import Check as AuditCheck
     from vpsctl.audit import Report as AuditReport
+    from vpsctl.recovery import Snapshot
 from vpsctl.spec.generate import GenerateReport
 from vpsctl.spec.secrets import Secret
 from vpsctl.spec.studio import Spec
@@ -94,6 +97,13 @@ def plan_text(plan: Plan, verbose: bool = False) -> str:
     Unchanged items are listed with their reason only with ``verbose``; otherwise counted.
     """
     out = [f"Host {plan.host}: {plan.note}", ""]
+    if plan.renames:
+        # above the Caddyfile's diff: what a reviewer must not miss in it
+        out.append("Sites:")
+        for r in plan.renames:
+            key = f" {r.key}" if r.key else " site"
+            out.append(f"  ~ {r.stack}{key} {r.old} → {r.new}; the old name stops being served")
+        out.append("")
     if plan.images:
         out.append("Images:")
         out += [f"  + {i.action} {i.ref} ({i.reason})" for i in plan.images]
@@ -126,8 +136,46 @@ def plan_text(plan: Plan, verbose: bool = False) -> str:
             services = f" [{', '.join(s.services)}]" if s.services else ""
             out.append(f"  {_STACK_MARK[s.action]} {s.stack}: {s.action}{services} ({s.reason})")
         out.append("")
+    out += _volumes_text(plan, verbose)
     out.append(plan.summary())
     return "\n".join(out) + "\n"
+
+
+def _volume_desc(size: int | None, created: str) -> str:
+    shown = human_size(size) if size is not None else "size not measured"
+    return f"{shown} since {created[:10]}" if created else shown
+
+
+def _volumes_text(plan: Plan, verbose: bool) -> list[str]:
+    """Volumes of stacks the spec no longer declares: to delete (with --destroy-data), or
+    kept: listed with ``verbose``, else counted; never silent."""
+    inventory = f" -i {plan.inventory}" if plan.inventory else " -i INVENTORY"
+    deleting = [v for v in plan.volumes if v.action == "delete"]
+    kept = [v for v in plan.volumes if v.action == "keep"]
+    out: list[str] = []
+    if deleting:
+        out.append("Volumes (their data is deleted for good):")
+        out += [
+            f"  - delete {v.name} {_volume_desc(v.size, v.created)} ({v.reason})" for v in deleting
+        ]
+        out.append("")
+    if kept and verbose:
+        out.append("Kept volumes of stacks the spec no longer declares:")
+        out += [f"  kept: {v.name} {_volume_desc(v.size, v.created)}" for v in kept]
+        out.append(
+            f"  `vpsctl apply{inventory} --destroy-data` deletes them (review first: "
+            f"`vpsctl plan{inventory} --destroy-data`)"
+        )
+        out.append("")
+    elif kept:
+        sizes = [v.size for v in kept if v.size is not None]
+        total = f", {human_size(sum(sizes))}" if sizes else ""
+        out.append(
+            f"Kept: {len(kept)} volume(s) of stacks the spec no longer declares{total}; "
+            f"`vpsctl plan{inventory} -v` lists them"
+        )
+        out.append("")
+    return out
 
 
 def apply_text(result: ApplyResult) -> str:
@@ -204,3 +252,38 @@ def backup_text(report: Any) -> str:
             "(encrypted by restic, tagged vpsctl-secrets)"
         )
     return "\n".join(out) + "\n"
+
+
+def utc_time(text: str) -> str:
+    """A restic time (``2026-12-02T03:30:01.123456789+01:00``, the box's zone) in UTC with a
+    ``Z``, to the second, as the journal writes times; the text unchanged if unreadable."""
+    match = re.fullmatch(r"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d)(?:\.\d+)?(Z|[+-]\d\d:\d\d)?", text)
+    if match is None:
+        return text
+    stamp = dt.datetime.fromisoformat(
+        match.group(1) + (match.group(2) or "Z").replace("Z", "+00:00")
+    )
+    return stamp.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+# the `run:` tags of a snapshot: the timer's, `vpsctl backup`'s, and the safety copies apply
+# (before an image change, before a rollback) and restore (before replacing data) take
+SNAPSHOT_KINDS = ("nightly", "manual", "pre-apply", "pre-rollback", "pre-restore")
+
+
+def snapshot_list(snapshots: list[Snapshot], kind: str | None = None) -> str:
+    """``backup --list``: a header row, then one snapshot a line, oldest first, in UTC;
+    ``kind``: the filter the snapshots were chosen by, named when none is left."""
+    rows = [("ID", "TIME (UTC)", "KIND", "STACKS")]
+    rows += [
+        (s.id[:8], utc_time(s.time), s.kind, " ".join(s.stacks) or "-")
+        for s in sorted(snapshots, key=lambda s: utc_time(s.time))
+    ]
+    if len(rows) == 1:
+        return f"no {kind + ' ' if kind else ''}snapshots of this host\n"
+    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    return "".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
+        + f"  {row[3]}\n"
+        for row in rows
+    )

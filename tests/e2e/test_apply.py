@@ -178,6 +178,8 @@ def test_a_rollback_whose_old_version_cannot_start_says_so_and_exits_1(
     assert "apply: FAILED, and the rollback of documint FAILED too" in result.err
     journal = json.loads(on_box(box, "tail -n 1 /opt/vpsctl/journal.log"))
     assert journal["result"] == "failed: documint (rollback failed)"
+    # and what the failed run had changed before it stopped
+    assert "documint: recreate → rollback failed" in journal["changed"], journal
     # what it says it did: the previous compose file (naming the old image) is back
     assert old_image in on_box(box, "cat /opt/vpsctl/stacks/documint/compose.yaml")
     host.write_text(original)

@@ -358,7 +358,8 @@ def test_firewall_changed_by_hand(box: SandboxInfo, studio: Path) -> None:
     assert found["firewall IPv4 DOCKER-USER"].startswith(
         "DOCKER-USER does not jump to VPSCTL-FORWARD"
     )
-    assert "vpsctl apply --only bootstrap" in found["firewall IPv4 INPUT"]
+    assert "vpsctl apply -i " in found["firewall IPv4 INPUT"]
+    assert " --only bootstrap` re-applies the rules" in found["firewall IPv4 INPUT"]
     result = run_cli(studio, "apply", "-i", INV, "--only", "bootstrap", "-y")
     assert result.code == 0, result.err[-3000:]
     assert "changed: Firewall applied" in result.err
@@ -407,3 +408,33 @@ def test_no_secret_on_any_command_line_of_the_audit(box: SandboxInfo, studio: Pa
     for command in session.sent:
         for value in secrets:
             assert value not in command, "a secret value is on a command line"
+
+
+def test_kept_volumes_of_an_undeclared_stack_are_listed_then_deleted_on_request(
+    box: SandboxInfo, studio: Path
+) -> None:
+    """A stack removed earlier left a volume (kept, as apply does): the audit lists it as
+    info and stays green, `plan -v` lists it with its size, and `apply --destroy-data`
+    deletes it although no stack is removed in that run."""
+    on_box(
+        box,
+        "docker volume create --label com.docker.compose.project=oldstats "
+        "oldstats_event-data >/dev/null && dd if=/dev/zero bs=1M count=3 status=none "
+        "of=/var/lib/docker/volumes/oldstats_event-data/_data/parts.bin",
+    )
+    code, data = audit(studio)
+    assert code == 0, failures(data)
+    [kept] = [c for c in data["checks"] if c["name"] == "kept volume oldstats_event-data"]
+    assert kept["status"] == "info"
+    assert kept["value"].startswith("3 MiB since 20"), kept
+    assert kept["value"].endswith("stack oldstats is no longer declared"), kept
+    plan = run_cli(studio, "plan", "-i", INV, "-v")
+    assert plan.code == 0, plan.out[-2000:]
+    assert "  kept: oldstats_event-data 3 MiB since 20" in plan.out
+    assert f"`vpsctl apply -i {INV} --destroy-data` deletes them" in plan.out
+    destroy = run_cli(studio, "apply", "-i", INV, "-y", "--destroy-data")
+    assert destroy.code == 0, destroy.err[-3000:]
+    assert "  - delete oldstats_event-data 3 MiB since 20" in destroy.out
+    assert "volumes: deleted oldstats_event-data" in destroy.err
+    assert on_box(box, "docker volume ls -q --filter name=oldstats") == ""
+    assert_green(studio)

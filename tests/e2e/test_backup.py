@@ -204,25 +204,22 @@ def test_a_symlink_planted_in_a_volume_is_never_followed_by_roots_backup(
     """An app (root in its container) can plant `db-wal -> /some/host/file` in its volume;
     the backup runs as root on the box and must refuse it, never write or chown through it."""
     volume = "/var/lib/docker/volumes/documint_data/_data"
+    # stopped, the app has checkpointed and closed its WAL: planting one disturbs nothing
+    on_box(source, "docker stop documint-app-1 >/dev/null")
     on_box(
         source,
         "echo untouched > /root/victim && chmod 600 /root/victim && "
-        f"mv {volume}/documint.db-wal /root/wal.saved 2>/dev/null || true; "
-        f"ln -s /root/victim {volume}/documint.db-wal",
+        f"test ! -e {volume}/documint.db-wal && ln -s /root/victim {volume}/documint.db-wal",
     )
     try:
         result = backup(studio, "--stack", "documint")
         assert result.code == 1
         assert f"refusing {volume}/documint.db-wal: it is a symlink (to /root/victim)" in result.err
-        assert on_box(source, "stat -c '%U %a %s' /root/victim; cat /root/victim") == (
-            "root 600 10\nuntouched\n"
-        )
+        victim = on_box(source, "stat -c '%U %a %s' /root/victim; cat /root/victim")
+        assert victim.split() == ["root", "600", "10", "untouched"]
     finally:
-        on_box(
-            source,
-            f"rm -f {volume}/documint.db-wal /root/victim; "
-            f"[ ! -e /root/wal.saved ] || mv /root/wal.saved {volume}/documint.db-wal",
-        )
+        on_box(source, f"rm -f {volume}/documint.db-wal /root/victim")
+        on_box(source, "docker start documint-app-1 >/dev/null")
     assert backup(studio, "--stack", "documint").code == 0
 
 
@@ -315,6 +312,10 @@ def test_restore_puts_every_kind_of_data_back(studio: Path, source: SandboxInfo)
     assert damaged["pageviews"] == 0
     restore = run_cli(studio, "restore", "-i", INV, "--snapshot", snapshot, "-y")
     assert restore.code == 0, restore.err[-3000:]
+    # the damaged data is kept first, and what the restore replaces is said before it does
+    assert "(run:pre-restore) holds the current data: `vpsctl restore -i " in restore.err
+    assert "flagbit/sqlite-app/records: " in restore.err
+    assert " row(s) fewer now, back again (" in restore.err
     assert "audit lumen-sandbox: healthy" in restore.err
     assert visible_data(source) == before
 
@@ -335,11 +336,24 @@ def test_image_change_snapshots_first_and_rollback_restores_the_data(
         result = run_cli(studio, "apply", "-i", INV, "-y")
     finally:
         host.write_text(original)
-    assert result.code == 1
-    assert "cronping: its image changes: snapshot of its data first" in result.err
+    assert result.code == 1, result.err[-6000:]
+    # the real reason for the snapshot: the image the container runs changes
+    said = result.err
+    assert "cronping: its image changes (app vpsctl-standin/product-cronping:" in said, said
+    assert " → vpsctl-standin/clickhouse:" in said
+    assert "): snapshot of its data first" in said
+    assert "cronping: waiting 0s: app starting" in said  # the gate says what it sees
+    # the failed version's data is kept before the pre-apply data goes back
+    assert "cronping: the failed version's data is kept as snapshot " in result.err
+    assert "--stack cronping` gets it back); putting the pre-apply data back discards " in (
+        result.err
+    )
     assert "cronping: data restored from the pre-apply snapshot" in result.err
-    pre = [s for s in snapshots(studio) if "run:pre-apply" in s["tags"]]
+    found = snapshots(studio)
+    pre = [s for s in found if "run:pre-apply" in s["tags"]]
     assert len(pre) == 1 and pre[0]["tags"].count("stack:cronping") == 1
+    kept = [s for s in found if "run:pre-rollback" in s["tags"]]
+    assert len(kept) == 1 and kept[0]["tags"].count("stack:cronping") == 1
     assert visible_data(source) == before
     assert run_cli(studio, "plan", "-i", INV).code == 0
 
@@ -385,7 +399,7 @@ def test_rebuild_onto_a_fresh_box_serves_yesterdays_data(
         audit_ok(studio)
         again = run_cli(studio, "rebuild", "-i", INV)  # a live box is no rebuild target
         assert again.code == 1
-        assert "already runs" in again.err and "use `vpsctl restore`" in again.err
+        assert "already runs" in again.err and "use `vpsctl restore -i " in again.err
     finally:
         sandbox.down(fresh.name)
 

@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import re
 from collections.abc import Iterator
+from pathlib import Path
+
+from pydantic import ValidationError
 
 from vpsctl.errors import Problem, display_path
 from vpsctl.spec.envfile import BARE_LINE, EMPTY_VALUE, SecretsFile, env_value_problem
@@ -17,12 +21,15 @@ from vpsctl.spec.models import (
     ConfigMount,
     MysqlBackup,
     SftpRepository,
+    Stack,
     VolumeBackup,
     VolumeMount,
     volume_holding,
 )
 from vpsctl.spec.studio import DOMAIN_REF, HOST_OWNER, SECRET_REF, Spec, network_alias
-from vpsctl.spec.units import human_size
+from vpsctl.spec.units import MIN_MEM_LIMIT, human_size
+from vpsctl.spec.yamlsource import load_yaml
+from vpsctl.standins import PREDEFINED_ARGS, build_args
 
 EDGE_PORTS = (80, 443)
 
@@ -39,6 +46,7 @@ def check(spec: Spec) -> list[Problem]:
         _check_memory,
         _check_domains,
         _check_routes,
+        _check_healthchecks,
         _check_probes,
         _check_ports,
         _check_depends_on,
@@ -53,6 +61,75 @@ def check(spec: Spec) -> list[Problem]:
         _check_images,
     )
     return [problem for rule in rules for problem in rule(spec)]
+
+
+def warnings(spec: Spec, stack_files: dict[str, Path]) -> list[Problem]:
+    """What is valid but most likely a mistake: a stack file in the stacks directory that
+    host.yaml does not place (validate and plan would silently ignore it), and a secrets.env
+    key no placed stack declares. ``stack_files``: every stack file found, by name."""
+    out: list[Problem] = []
+    unplaced: dict[str, Stack | None] = {}
+    for name, path in sorted(stack_files.items()):
+        if name in spec.host.stacks:
+            continue
+        unplaced[name] = _quiet_stack(path)
+        out.append(_unplaced_stack(spec, name, path, unplaced[name]))
+    required = spec.required_secrets()
+    for name, entry in spec.secrets_file.entries.items():
+        if name in required or entry.value is None:
+            continue
+        owners = [n for n, stack in unplaced.items() if stack is not None and name in stack.secrets]
+        if owners:
+            why = (
+                f"only stack {', '.join(owners)} declares it, and this host does not place "
+                "it; nothing receives it until host.yaml does"
+            )
+        else:
+            why = (
+                "no stack placed on this host declares it, so nothing receives it; declare "
+                "it in the `secrets` of the stack that needs it, or delete the line"
+            )
+        out.append(Problem(spec.secrets_file.file, entry.line, name, f"unused: {why}"))
+    return out
+
+
+def _quiet_stack(path: Path) -> Stack | None:
+    """The stack in ``path`` if it loads and validates; ``None`` otherwise (a warning only
+    needs its domain keys and secrets; its own errors show once it is placed)."""
+    doc, found = load_yaml(path)
+    if doc is None or found or not isinstance(doc.data, dict):
+        return None
+    try:
+        return Stack.model_validate(doc.data)
+    except ValidationError:
+        return None
+
+
+def _unplaced_stack(spec: Spec, name: str, path: Path, stack: Stack | None) -> Problem:
+    keys = stack.domain_keys() if stack is not None else []
+    domains = ", ".join(f"{key}: HOSTNAME" for key in keys)
+    entry = f"{name}: {{domains: {{{domains}}}}}" if keys else f"{name}: {{}}"
+    line, _ = spec.host_doc.locate(("stacks",))
+    steps = [
+        f"add `{entry}` under `stacks:` in {spec.host_doc.file}:{line} (HOSTNAME: the "
+        "name it is served under here)"
+    ]
+    if stack is not None and spec.is_sandbox:
+        unmapped = [s.image for s in stack.services.values() if s.image not in spec.host.images]
+        if unmapped:
+            steps.append(
+                f"map {', '.join(dict.fromkeys(unmapped))} under `images:` to a stand-in "
+                "(`{standin: NAME}`)"
+            )
+    if stack is not None and stack.secrets:
+        steps.append(f"run `vpsctl secrets generate -i {spec.inventory}`")
+    return Problem(
+        display_path(path),
+        0,
+        "",
+        f"stack {name} is not placed on this host, so validate, plan and apply ignore it; "
+        f"to run it here: {'; '.join(steps)}",
+    )
 
 
 def _suggest(name: str, candidates: list[str]) -> str:
@@ -87,27 +164,44 @@ def secrets_file_problems(secrets: SecretsFile) -> list[Problem]:
 
 def _check_required_secrets(spec: Spec) -> Iterator[Problem]:
     secrets = spec.secrets_file
+    generate = f"`vpsctl secrets generate -i {spec.inventory}`"
     if not secrets.exists:
-        yield Problem(
-            secrets.file,
-            0,
-            "",
-            "file not found; create it with `vpsctl secrets generate -i "
-            f"{spec.inventory}` and add the externally issued values it lists",
+        # what generate does depends on the environment: say what it will do in this one
+        then = (
+            "in a sandbox it fills every key, externally issued ones with test-shaped values"
+            if spec.is_sandbox
+            else "then add by hand the externally issued values it lists"
         )
+        yield Problem(secrets.file, 0, "", f"file not found; create it with {generate}: {then}")
         return
     required = spec.required_secrets()
+    if secrets.broken:
+        # One note instead of a cascade of "missing" keys (with suggestions that send the
+        # operator the wrong way): the keys may sit on the lines a broken one swallowed.
+        absent = [name for name in required if name not in secrets.entries]
+        if absent:
+            lines = ", ".join(map(str, secrets.broken))
+            yield Problem(
+                secrets.file,
+                0,
+                "",
+                f"{len(absent)} declared key(s) not read; not reported as missing until "
+                f"line(s) {lines} parse: a broken line can swallow the lines after it",
+            )
+        return
     # a near-miss of a required name is a likely typo; another required name is not
     present = [name for name in secrets.entries if name not in required]
     for name, (stack, kind) in required.items():
         if name in secrets.entries:
             continue
         source = spec.declared_at(name, stack)
-        if kind.is_external():
+        if kind.is_external() and spec.is_sandbox:
+            how = f"run {generate}: in this sandbox it writes a test-shaped value"
+        elif kind.is_external():
             where = f"; get it from: {kind.obtain}" if kind.obtain else ""
-            how = f"issued externally, add it by hand{where}"
+            how = f"issued externally (vpsctl cannot make it here): add it by hand{where}"
         else:
-            how = "run `vpsctl secrets generate` to create it"
+            how = f"run {generate} to create it"
         yield Problem(
             secrets.file,
             0,
@@ -293,6 +387,7 @@ def _check_effective_environment(spec: Spec) -> Iterator[Problem]:
 
 def _check_memory(spec: Spec) -> Iterator[Problem]:
     limits: list[tuple[int, str]] = []
+    placed: list[tuple[int, str, str]] = []  # limit, stack, service: host.yaml's order
     for stack_name, stack in spec.stacks.items():
         for service_name, service in stack.services.items():
             if service.mem_limit is None:
@@ -304,18 +399,47 @@ def _check_memory(spec: Spec) -> Iterator[Problem]:
                 )
             else:
                 limits.append((service.mem_limit, f"{stack_name}/{service_name}"))
+                placed.append((service.mem_limit, stack_name, service_name))
     total = sum(n for n, _ in limits)
     host = spec.host
-    if total + host.os_reserve > host.memory:
-        biggest = sorted(limits, reverse=True)[:5]
-        listing = ", ".join(f"{name} {human_size(n)}" for n, name in biggest)
+    if total + host.os_reserve <= host.memory:
+        return
+    # Located at the limit that, added up in host.yaml's stack order, takes the sum over
+    # the budget (the line most likely just raised), saying how much would fit there.
+    if not placed:  # os_reserve alone is more than the box has
         yield spec.problem_in_host(
-            ("memory",),
-            f"memory limits {human_size(total)} + os_reserve {human_size(host.os_reserve)} = "
-            f"{human_size(total + host.os_reserve)} exceed the box's {human_size(host.memory)} "
-            f"by {human_size(total + host.os_reserve - host.memory)}; biggest consumers: "
-            f"{listing}",
+            ("os_reserve",),
+            f"os_reserve {human_size(host.os_reserve)} exceeds the box's memory "
+            f"{human_size(host.memory)}: nothing is left for the stacks",
         )
+        return
+    running = host.os_reserve
+    crossing = placed[-1]
+    for entry in placed:
+        running += entry[0]
+        if running > host.memory:
+            crossing = entry
+            break
+    limit, stack_name, service_name = crossing
+    over = total + host.os_reserve - host.memory
+    room = limit - over
+    fits = (
+        f"at most {human_size(room)} fits here with every other limit as it is"
+        if room >= MIN_MEM_LIMIT
+        else "nothing fits here unless other limits shrink"
+    )
+    biggest = sorted(limits, reverse=True)[:5]
+    listing = ", ".join(f"{name} {human_size(n)}" for n, name in biggest)
+    memory_line, _ = spec.host_doc.locate(("memory",))
+    yield spec.problem_in_stack(
+        stack_name,
+        ("services", service_name, "mem_limit"),
+        f"over the memory budget: with this {human_size(limit)}, memory limits "
+        f"{human_size(total)} + os_reserve {human_size(host.os_reserve)} = "
+        f"{human_size(total + host.os_reserve)} exceed the box's {human_size(host.memory)} "
+        f"({spec.host_doc.file}:{memory_line}) by {human_size(over)}; {fits} (or lower "
+        f"others by {human_size(over)}); biggest consumers: {listing}",
+    )
 
 
 # ── domains, routes, probes ─────────────────────────────────────────────────────────────
@@ -432,6 +556,46 @@ def _check_routes(spec: Spec) -> Iterator[Problem]:
                             f"webhook route {host}{route.path} is behind the redirect at "
                             f"{r_where}; Stripe treats any 3xx as a failed delivery: serve "
                             "the webhook path directly",
+                        )
+
+
+# An http(s) URL in a healthcheck's argv or shell line (wget/curl http://host:port/path).
+_HEALTH_URL = re.compile(r"(https?)://(\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9._-]+)(?::(\d{1,5}))?")
+# A healthcheck runs inside the service's own container: these names reach the service.
+_LOCAL_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "0.0.0.0"})  # noqa: S104
+
+
+def _check_healthchecks(spec: Spec) -> Iterator[Problem]:
+    """A healthcheck URL must reach a port the service listens on (its ``expose``), at the
+    container's own address; otherwise the health gate fails only after minutes of apply.
+    Checked only where the service declares ``expose``, as routes are."""
+    for stack_name, stack in spec.stacks.items():
+        for service_name, service in stack.services.items():
+            if not service.expose:
+                continue
+            listens = ", ".join(map(str, service.expose))
+            own = {service_name, network_alias(stack_name, service_name)}
+            for index, part in enumerate(service.healthcheck.test[1:], start=1):
+                for match in _HEALTH_URL.finditer(part):
+                    scheme, host, port_text = match.groups()
+                    port = int(port_text) if port_text else (443 if scheme == "https" else 80)
+                    loc = ("services", service_name, "healthcheck", "test", index)
+                    if host.lower() not in _LOCAL_HOSTS and host not in own:
+                        yield spec.problem_in_stack(
+                            stack_name,
+                            loc,
+                            f"healthcheck URL goes to host '{host}': a healthcheck runs inside "
+                            f"the {service_name} container, so it reaches the service at "
+                            f"127.0.0.1 or localhost (e.g. {scheme}://127.0.0.1:"
+                            f"{service.expose[0]}/)",
+                        )
+                    elif port not in service.expose:
+                        yield spec.problem_in_stack(
+                            stack_name,
+                            loc,
+                            f"healthcheck URL port {port}: {service_name} does not listen on "
+                            f"{port}; its `expose`: {listens}: check one of those (apply's "
+                            "health gate would otherwise wait minutes and fail)",
                         )
 
 
@@ -862,6 +1026,37 @@ def _check_env_file_safe(spec: Spec) -> Iterator[Problem]:
             yield Problem(spec.secrets_file.file, entry.line, name, found.message(secret=True))
 
 
+def _check_standin_args(spec: Spec, ref: str, context: Path) -> Iterator[Problem]:
+    """The build args of one `images:` entry against what the stand-in's Dockerfile
+    declares (``ARG``) and accepts (its own ``case`` check): what the build would refuse
+    mid-apply, with a raw build log, is refused here."""
+    mapped = spec.host.images[ref]
+    declared = build_args(context)
+    shown = display_path(context / "Dockerfile")
+    for key, value in mapped.args.items():
+        arg = declared.get(key)
+        if arg is None and key not in PREDEFINED_ARGS:
+            takes = ", ".join(declared) or "none"
+            yield spec.problem_in_host(
+                ("images", ref, "args", key),
+                f"stand-in {mapped.standin} takes no build arg {key} ({shown} declares: "
+                f"{takes}){_suggest(key, list(declared))}",
+            )
+        elif arg is not None and arg.values is not None and value not in arg.values:
+            yield spec.problem_in_host(
+                ("images", ref, "args", key),
+                f"'{value}' is not a {key} stand-in {mapped.standin} builds; one of: "
+                f"{', '.join(arg.values)} ({shown}){_suggest(value, list(arg.values))}",
+            )
+    for name, arg in declared.items():
+        if arg.required and name not in mapped.args:
+            one_of = f" (one of: {', '.join(arg.values)})" if arg.values else ""
+            yield spec.problem_in_host(
+                ("images", ref, "args"),
+                f"stand-in {mapped.standin} needs build arg {name}{one_of}: `args: {{{name}: …}}`",
+            )
+
+
 def _check_images(spec: Spec) -> Iterator[Problem]:
     host = spec.host
     used: dict[str, None] = {}
@@ -878,6 +1073,8 @@ def _check_images(spec: Spec) -> Iterator[Problem]:
                 f"no stand-in '{mapped.standin}': {display_path(standins_dir / mapped.standin)}"
                 "/Dockerfile does not exist",
             )
+            continue
+        yield from _check_standin_args(spec, ref, standins_dir / mapped.standin)
     if spec.is_sandbox and host.ssh is None:  # both set is an error of its own
         for ref in used:
             if ref not in host.images:

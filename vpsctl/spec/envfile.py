@@ -95,6 +95,40 @@ def env_value_problem(value: str) -> EnvValueProblem | None:
     return None
 
 
+# The start of a secrets.env line up to its value: python-dotenv's own key syntax.
+_LINE_START = re.compile(r"[ \t]*(?:export[ \t]+)?[A-Za-z_][A-Za-z0-9_.-]*[ \t]*=[ \t]*")
+# A quoted value as python-dotenv reads it: a backslash escapes the quote character.
+_QUOTED = {"'": re.compile(r"'(?:\\'|[^'])*+'"), '"': re.compile(r'"(?:\\"|[^"])*+"')}
+_AFTER_QUOTE = re.compile(r"[ \t]*(?:#.*)?")
+
+
+def line_problem(text: str) -> str:
+    """Why python-dotenv cannot read this secrets.env line, by position only: the message
+    names a column, never a character of the line (it may be part of a secret)."""
+    start = _LINE_START.match(text)
+    if start is None or start.end() >= len(text) or text[start.end()] not in _QUOTED:
+        return NOT_KEY_VALUE
+    column = start.end() + 1
+    quote = text[start.end()]
+    closed = _QUOTED[quote].match(text, start.end())
+    if closed is None:
+        escaped = (
+            " (a \\ before a quote escapes it: it does not close the value)"
+            if ("\\" + quote in text[column:])
+            else ""
+        )
+        return (
+            f"unclosed quote: the {quote} at column {column} opens a value that no {quote} "
+            f"closes on this line{escaped}; a value is one line: close the quote there"
+        )
+    if not _AFTER_QUOTE.fullmatch(text, closed.end()):
+        return (
+            f"text after the closing quote at column {closed.end()}: a quoted value ends at its "
+            "quote; put the whole value inside the quotes (or start a comment with ' #')"
+        )
+    return NOT_KEY_VALUE
+
+
 def _char_name(char: str) -> str:
     return f"U+{ord(char):04X} {unicodedata.name(char, '') or repr(char)[1:-1]}"
 
@@ -118,6 +152,9 @@ class SecretsFile:
     mode: int = 0o600
     # the text of lines that are not KEY=value: most likely pieces of a wrapped value
     stray: tuple[str, ...] = ()
+    # lines python-dotenv could not read: a broken quote there may have swallowed the
+    # lines after it, so a key "missing" from the file may be sitting right there
+    broken: tuple[int, ...] = ()
 
     def values(self) -> list[str]:
         """Every value the file holds, and every stray line (to mask in any output)."""
@@ -140,6 +177,7 @@ def read_secrets(path: Path) -> tuple[SecretsFile, list[Problem]]:
     problems: list[Problem] = []
     entries: dict[str, SecretLine] = {}
     stray: list[str] = []
+    broken: list[int] = []
     for binding in parse_stream(io.StringIO(text)):
         # python-dotenv counts the blank lines before a binding as part of it
         original = binding.original.string
@@ -150,7 +188,9 @@ def read_secrets(path: Path) -> tuple[SecretsFile, list[Problem]]:
         # own line (a pasted PEM, a wrapped key), and a short tail of one can even look like
         # a key: no message about a line of this file quotes the line, not even its key.
         if binding.error:
-            problems.append(Problem(shown, line, "", NOT_KEY_VALUE))
+            first = original.lstrip("\n").split("\n", 1)[0]
+            problems.append(Problem(shown, line, "", line_problem(first)))
+            broken.append(line)
             stray += [part.strip() for part in original.split("\n") if part.strip()]
             continue
         if binding.key is None:
@@ -175,7 +215,7 @@ def read_secrets(path: Path) -> tuple[SecretsFile, list[Problem]]:
             continue
         value = None if binding.value is None else Secret(binding.value)
         entries[name] = SecretLine(name, value, line)
-    return SecretsFile(shown, True, entries, mode, tuple(stray)), problems
+    return SecretsFile(shown, True, entries, mode, tuple(stray), tuple(broken)), problems
 
 
 def write_secrets(

@@ -60,7 +60,8 @@ def example(inventory: Path) -> str:
     spec = load_spec(inventory, secrets=False)
     lines = [
         f"# secrets.env for {spec.host.name}: copy to secrets.env (mode 0600, never committed),",
-        "# or run `vpsctl secrets generate` to fill every key vpsctl can make itself.",
+        f"# or run `vpsctl secrets generate -i {inventory}` to fill every key vpsctl can make "
+        "itself.",
     ]
     current = None
     for name, (stack, kind) in spec.required_secrets().items():

@@ -63,7 +63,11 @@ def load_spec(inventory: Path, *, secrets: bool = True) -> Spec:
     if secrets:
         problems.extend(checks.secrets_file_problems(secrets_file))
     else:
-        problems = [p for p in problems if p.file != secrets_file.file]
+        # ...except a line python-dotenv cannot read: the keys it swallowed would look
+        # missing, and `secrets generate` would append them a second time
+        problems = [
+            p for p in problems if p.file != secrets_file.file or p.line in secrets_file.broken
+        ]
 
     if host is None or host_doc is None:
         raise SpecError(problems)
@@ -108,4 +112,5 @@ def load_spec(inventory: Path, *, secrets: bool = True) -> Spec:
         problems.extend(checks.check(spec))
     if problems:
         raise SpecError(problems)
+    spec.warnings = checks.warnings(spec, {n: stacks_dir / f"{n}.yaml" for n in known})
     return spec

@@ -28,7 +28,7 @@ from pydantic import (
 from vpsctl.spec.base import Model, discriminator, presence_discriminator, tag
 from vpsctl.spec.paths import ABSOLUTE_PATH, RELATIVE_NAME, absolute_problem, relative_problem
 from vpsctl.spec.secrets import SECRET_NAME, SecretKind
-from vpsctl.spec.units import SIZE_HINT, check_duration, format_size, parse_size
+from vpsctl.spec.units import MIN_MEM_LIMIT, SIZE_HINT, check_duration, format_size, parse_memory
 
 # ── scalar types ────────────────────────────────────────────────────────────────────────
 
@@ -142,19 +142,41 @@ UrlPath = Annotated[
 
 
 def _size(value: Any) -> int:
-    return parse_size(value)
+    return parse_memory(value)
 
 
+def _mem_limit(value: Any) -> int:
+    return parse_memory(value, minimum=MIN_MEM_LIMIT)
+
+
+def _swap(value: Any) -> int:
+    return parse_memory(value, zero_ok=True)
+
+
+# A unit is required (schema and validator): a bare number is bytes to Docker.
+_SIZE_SCHEMA = {
+    "type": "string",
+    "pattern": r"^\d+(\.\d+)?\s*([kKmMgGtT][iI]?[bB]?|[bB])$",
+    "description": SIZE_HINT,
+}
 MemSize = Annotated[
     int,
     BeforeValidator(_size),
     PlainSerializer(format_size, return_type=str),
+    WithJsonSchema(_SIZE_SCHEMA),
+]
+MemLimit = Annotated[
+    int,
+    BeforeValidator(_mem_limit),
+    PlainSerializer(format_size, return_type=str),
+    WithJsonSchema({**_SIZE_SCHEMA, "description": f"{SIZE_HINT}; at least 6m (Docker's minimum)"}),
+]
+SwapSize = Annotated[
+    int,
+    BeforeValidator(_swap),
+    PlainSerializer(format_size, return_type=str),
     WithJsonSchema(
-        {
-            "type": "string",
-            "pattern": r"^\d+(\.\d+)?\s*[kKmMgGtT]?[iI]?[bB]?$",
-            "description": SIZE_HINT,
-        }
+        {"anyOf": [_SIZE_SCHEMA, {"const": 0}], "description": f"{SIZE_HINT}, or 0 for none"}
     ),
 ]
 Duration = Annotated[str, AfterValidator(check_duration)]
@@ -339,7 +361,9 @@ class Service(Model):
         default_factory=list, description="ports the service listens on (checked against routes)"
     )
     healthcheck: Healthcheck
-    mem_limit: MemSize | None = Field(None, description="hard memory limit, e.g. 256m; required")
+    mem_limit: MemLimit | None = Field(
+        None, description="hard memory limit, e.g. 256m (a unit, at least 6m); required"
+    )
     depends_on: list[ServiceName] = Field(default_factory=list)
     restart: Literal["unless-stopped", "always", "on-failure", "no"] = "unless-stopped"
     stop_grace_period: Duration | None = None
@@ -672,7 +696,7 @@ class Host(Model):
     os_reserve: MemSize = Field(
         1536 * 1024**2, description="kept free of mem_limits for the OS, dockerd and page cache"
     )
-    swap: MemSize = Field(description="size of the swap file; 0 for none")
+    swap: SwapSize = Field(description="size of the swap file (e.g. 2g); 0 for none")
     swappiness: int = Field(10, ge=0, le=100)
     timezone: str
     open_ports: list[Port] = Field(
@@ -699,7 +723,7 @@ class Host(Model):
     stacks: dict[StackName, HostStack] = Field(min_length=1)
     audit: AuditThresholds = Field(default_factory=AuditThresholds)
     backup: BackupSettings | None = Field(
-        None, description="the restic repository of `vpsctl backup` and the nightly timer"
+        None, description="the restic repository of vpsctl's backups and of the nightly timer"
     )
 
     @field_validator("timezone")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +48,10 @@ class Spec:
     stack_docs: dict[str, YamlDoc]
     stack_files: dict[str, Path]
     secrets_file: SecretsFile
+    # what is valid but most likely not what the operator meant (a stack file no host.yaml
+    # places, a secret no stack declares): printed as `warning: file:line: …`, exit code
+    # unchanged (see vpsctl.spec.checks.warnings)
+    warnings: list[Problem] = field(default_factory=list)
 
     @property
     def is_sandbox(self) -> bool:

@@ -29,6 +29,35 @@ def parse_size(text: str | int) -> int:
     return int(Decimal(number) * _FACTORS[unit.lower()])
 
 
+# Docker's daemon refuses a container memory limit under 6 MiB ("Minimum memory limit
+# allowed is 6MB", moby's linuxMinMemory); compose passes a smaller one through and the
+# refusal comes mid-apply. Refused here instead.
+MIN_MEM_LIMIT = 6 * 1024**2
+
+
+def parse_memory(text: str | int, *, minimum: int = 0, zero_ok: bool = False) -> int:
+    """A memory size that must carry its unit: ``256`` is 256 BYTES to Docker, never what
+    anyone means, so a bare number is refused (``0`` too unless ``zero_ok``: ``swap: 0`` is
+    "none"). ``minimum`` is the smallest size accepted. Raises ``ValueError`` saying what
+    would be valid."""
+    size = parse_size(text)
+    bare = isinstance(text, int) or (isinstance(text, str) and text.strip().isdigit())
+    if zero_ok and size == 0:
+        return 0
+    if bare:
+        shown = str(text).strip()
+        raise ValueError(
+            f"{shown} has no unit, and a bare number is bytes (as Docker reads it): "
+            f"write {shown}m (MiB) or {shown}g (GiB)" + (", or 0 for none" if zero_ok else "")
+        )
+    if size < minimum:
+        raise ValueError(
+            f"{text!s} is below {format_size(minimum)}, the smallest memory limit Docker "
+            f"accepts; write {format_size(minimum)} or more (e.g. 64m)"
+        )
+    return size
+
+
 def format_size(n: int) -> str:
     """Bytes as compose writes them: the largest binary unit that divides evenly."""
     for unit in ("g", "m", "k"):
