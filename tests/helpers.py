@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,3 +53,24 @@ def run_cli(root: Path, *args: str) -> Result:
         assert value not in out.getvalue(), "a secret value leaked to stdout"
         assert value not in err.getvalue(), "a secret value leaked to stderr"
     return Result(code, out.getvalue(), err.getvalue())
+
+
+GOLDEN_SECRETS = ROOT / "tests" / "golden" / "prod.secrets.env.fixture"
+
+
+def golden_prod_copy(root: Path) -> Path:
+    """A private copy of the example studio under ``root`` whose inventory/prod holds the
+    golden (fake) secrets; returns ``root``."""
+    for name in ("stacks", "inventory"):
+        shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("secrets.env"))
+    secrets = root / "inventory/prod/secrets.env"
+    shutil.copy(GOLDEN_SECRETS, secrets)
+    secrets.chmod(0o600)
+    return root
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    """Replace ``old``, which must occur exactly once in ``path``, by ``new``."""
+    text = path.read_text()
+    assert text.count(old) == 1, old
+    path.write_text(text.replace(old, new))

@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from tests import factsim
-from tests.helpers import ROOT, assert_no_secrets, run_cli
+from tests.helpers import ROOT, assert_no_secrets, edit, golden_prod_copy, run_cli
 from tests.scripted import ScriptedSession, health_answer
 from vpsctl import apply, remote
 from vpsctl.apply import Applier, ApplyResult, StackResult
@@ -26,7 +26,6 @@ from vpsctl.spec.loader import load_spec
 from vpsctl.spec.studio import Spec
 from vpsctl.views import apply_text
 
-GOLDEN_SECRETS = ROOT / "tests" / "golden" / "prod.secrets.env.fixture"
 INV = "inventory/prod"
 PREVIOUS = "/opt/vpsctl/previous/documint"
 COMPOSE_UP = r"docker compose -p documint up -d"
@@ -36,18 +35,7 @@ CADDYFILE = "/opt/vpsctl/stacks/edge/config/caddy/Caddyfile"
 @pytest.fixture
 def prod(tmp_path: Path) -> Iterator[Path]:
     """A private copy of the example studio with the golden (fake) secrets."""
-    for name in ("stacks", "inventory"):
-        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("secrets.env"))
-    secrets = tmp_path / INV / "secrets.env"
-    shutil.copy(GOLDEN_SECRETS, secrets)
-    secrets.chmod(0o600)
-    yield tmp_path
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert text.count(old) == 1, old
-    path.write_text(text.replace(old, new))
+    yield golden_prod_copy(tmp_path)
 
 
 def converged_session(root: Path) -> ScriptedSession:

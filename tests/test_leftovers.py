@@ -8,14 +8,13 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests import factsim
-from tests.helpers import ROOT
+from tests.helpers import ROOT, edit, golden_prod_copy
 from tests.scripted import ScriptedSession
 from vpsctl import apply, audit
 from vpsctl.apply import Applier, ApplyResult, StackResult
@@ -26,7 +25,6 @@ from vpsctl.spec.loader import load_spec
 from vpsctl.spec.studio import Spec
 from vpsctl.views import audit_text, plan_text
 
-GOLDEN_SECRETS = ROOT / "tests" / "golden" / "prod.secrets.env.fixture"
 INV = "inventory/prod"
 CADDYFILE = "/opt/vpsctl/stacks/edge/config/caddy/Caddyfile"
 
@@ -34,18 +32,7 @@ CADDYFILE = "/opt/vpsctl/stacks/edge/config/caddy/Caddyfile"
 @pytest.fixture
 def prod(tmp_path: Path) -> Iterator[Path]:
     """A private copy of the example studio with the golden (fake) secrets."""
-    for name in ("stacks", "inventory"):
-        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("secrets.env"))
-    secrets = tmp_path / INV / "secrets.env"
-    shutil.copy(GOLDEN_SECRETS, secrets)
-    secrets.chmod(0o600)
-    yield tmp_path
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert text.count(old) == 1, old
-    path.write_text(text.replace(old, new))
+    yield golden_prod_copy(tmp_path)
 
 
 def run_apply(spec: Spec, session: ScriptedSession, **kwargs: object) -> tuple[ApplyResult, str]:

@@ -10,7 +10,6 @@ clear error naming the file and the key, never a ``KeyError``.
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -18,14 +17,13 @@ from typing import Any
 import pytest
 
 from tests import factsim
-from tests.helpers import ROOT, run_cli
+from tests.helpers import golden_prod_copy, run_cli
 from vpsctl import apply
 from vpsctl.facts import parse
 from vpsctl.plan import Plan, make_plan, plan_hash
 from vpsctl.render import render
 from vpsctl.spec.loader import load_spec
 
-GOLDEN_SECRETS = ROOT / "tests" / "golden" / "prod.secrets.env.fixture"
 INV = "inventory/prod"
 AGAIN = (
     "nothing was changed. Run `vpsctl plan -i inventory/prod --out plan.json` again and review it."
@@ -34,12 +32,7 @@ AGAIN = (
 
 @pytest.fixture
 def prod(tmp_path: Path) -> Iterator[Path]:
-    for name in ("stacks", "inventory"):
-        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("secrets.env"))
-    secrets = tmp_path / INV / "secrets.env"
-    shutil.copy(GOLDEN_SECRETS, secrets)
-    secrets.chmod(0o600)
-    yield tmp_path
+    yield golden_prod_copy(tmp_path)
 
 
 def planned(root: Path) -> tuple[Plan, Any, Any]:
