@@ -61,7 +61,7 @@ demo: install system
 	@echo "  $(BIN)/vpsctl audit -i inventory/sandbox      # every check, its value and bar" >&2
 	@echo "  $(BIN)/vpsctl plan -i inventory/sandbox -v    # every file and stack, and why" >&2
 	@echo "  ssh -i .vpsctl/sandboxes/default.key -p PORT root@127.0.0.1 docker ps" >&2
-	@echo "  curl -k --resolve documint.lumen.test:HTTPS_PORT:127.0.0.1 https://documint.lumen.test:HTTPS_PORT/" >&2
+	@echo "  curl --cacert .vpsctl/sandboxes/pebble/roots.pem --resolve documint.lumen.test:HTTPS_PORT:127.0.0.1 https://documint.lumen.test:HTTPS_PORT/" >&2
 	@echo "  $(BIN)/vpsctl backup -i inventory/sandbox --list   # snapshots on the backup box" >&2
 	@echo "  $(BIN)/vpsctl drill -i inventory/sandbox      # rebuild on a throwaway box, timed" >&2
 	@echo "  $(BIN)/vpsctl sandbox down; $(BIN)/vpsctl sandbox down --name backup" >&2

@@ -28,12 +28,16 @@ class SimHost:
     timers: dict[str, str] = field(default_factory=dict)  # unit → "enabled active"
     # docker volumes: name, compose project, created (RFC 3339), size in KiB or None
     volumes: list[tuple[str, str, str, int | None]] = field(default_factory=list)
+    # files the app steps keep (a derived key): path → (content, mode)
+    app_files: dict[str, tuple[bytes, int]] = field(default_factory=dict)
 
     def output(self) -> str:
         """What the facts script would print on this host."""
         lines = ["@@vpsctl-facts 1"]
         if self.manifest is not None:
             lines += ["@@manifest", base64.b64encode(json.dumps(self.manifest).encode()).decode()]
+        for path, (content, mode) in sorted(self.app_files.items()):
+            lines.append(f"@@appfile {mode:o} {hashlib.sha256(content).hexdigest()} {path}")
         for path in sorted(self.files):
             content, mode, owner = self.files[path]
             sha = hashlib.sha256(content).hexdigest()
@@ -85,6 +89,10 @@ def converged(desired: Desired) -> SimHost:
     for path, f in desired.files.items():
         host.files[path] = (f.content, f.mode, "root:root")
     host.manifest = manifest_of(desired)
+    for steps in desired.app_steps.values():  # the app steps kept their files
+        for step in steps:
+            for path in step.files:
+                host.app_files[path] = (b"0123456789abcdef0123456789", 0o600)
     if desired.host_files:  # apply linked and enabled the backup timers
         host.timers = dict.fromkeys(TIMERS, "enabled active")
     for name, stack in desired.stacks.items():
@@ -112,6 +120,11 @@ def manifest_of(desired: Desired) -> dict[str, object]:
                 "domains": s.domains,
             }
             for n, s in desired.stacks.items()
+        },
+        # every app step done: owners claimed, settings set
+        "apps": {
+            name: {step.kind: dict(step.parts) for step in steps}
+            for name, steps in desired.app_steps.items()
         },
         "path": MANIFEST,
     }

@@ -21,8 +21,10 @@ How it answers, for ``run`` and ``feed``:
 - the health gate's poll, with every service running and healthy (see :func:`healthy_answer`),
 - else success with no output.
 
-``put_files`` is matched as the text ``put_files PATH…`` (so ``fail(r"put_files .*env")``
-fails a file upload) and raises :class:`~vpsctl.remote.CommandFailed` as the real one does;
+``forward`` is recorded as ``forward ADDRESS:PORT`` and leads to ``forward_to`` (a local
+server a test runs in place of the app). ``put_files`` is matched as the text ``put_files
+PATH…`` (so ``fail(r"put_files .*env")`` fails a file upload) and raises
+:class:`~vpsctl.remote.CommandFailed` as the real one does;
 ``deploy`` (the bootstrap) and ``ship_images`` succeed and are recorded. A failing rule
 answers ``ok=False``: the session raises for it exactly as :class:`~vpsctl.remote.Session`
 does (``CommandFailed`` unless the caller passed ``check=False``).
@@ -34,9 +36,10 @@ or an error masks them (the masking under test is vpsctl's, not this module's).
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -105,6 +108,9 @@ class ScriptedSession:
     calls: list[Call] = field(default_factory=list)
     rules: list[Rule] = field(default_factory=list)
     written: dict[str, bytes] = field(default_factory=dict)  # what put_files wrote
+    # where ``forward`` leads: a local server a test runs in place of the app (else a port
+    # nothing listens on); every forward is recorded as a call ``forward ADDRESS:PORT``
+    forward_to: tuple[str, int] = ("127.0.0.1", 9)
 
     # ── the script ───────────────────────────────────────────────────────────────────────
 
@@ -224,6 +230,12 @@ class ScriptedSession:
         """Record the images; nothing is sent."""
         self.calls.append(Call("ship", "ship " + " ".join(tags)))
         return 0
+
+    @contextlib.contextmanager
+    def forward(self, address: str, port: int) -> Iterator[tuple[str, int]]:
+        """Record the forward (``forward ADDRESS:PORT``) and lead it to ``forward_to``."""
+        self.calls.append(Call("forward", f"forward {address}:{port}"))
+        yield self.forward_to
 
     def deploy(self, func: Any, **kwargs: Any) -> DeployReport:
         """Record the deploy (the bootstrap); it changes nothing."""

@@ -1,107 +1,47 @@
-"""The audit's one remote read: no secret on any command line, and what it reads is judged.
+"""The audit's one remote read: no secret on any command line nor in the read, and what it
+reads is judged.
 
 A process's command line is readable by every user of the box (``ps``, /proc/PID/cmdline):
-the read travels on stdin, and the Ghost Content API key reaches curl as a config on
-curl's stdin. Proven three ways: on the script's text, by running its parts here with a
-fake curl and ``ps`` watching, and through :func:`vpsctl.audit.audit` with a session that
-records every command it is asked to run.
+the read travels on stdin. Ghost's Content API key never travels at all: the box reads it
+from its root-only file (tests/test_audit_ghost.py runs that part here with ``ps``
+watching). Proven on the script's text and through :func:`vpsctl.audit.audit` with a
+session that records every command it is asked to run.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 
-from tests.helpers import ROOT, secret_values
+from tests.helpers import secret_values
+from tests.test_audit_ghost import prod_spec
 from vpsctl import audit, firewall
 from vpsctl.remote import DeployReport, Result, Target
-from vpsctl.spec.loader import load_spec
 from vpsctl.spec.studio import Spec
-
-GOLDEN_SECRETS = ROOT / "tests/golden/prod.secrets.env.fixture"
 
 
 @pytest.fixture
 def spec(studio: Path) -> Iterator[Spec]:
-    secrets = studio / "inventory/prod/secrets.env"
-    shutil.copy(GOLDEN_SECRETS, secrets)
-    secrets.chmod(0o600)
-    yield load_spec(studio / "inventory/prod")
+    with contextlib.chdir(studio):
+        yield prod_spec(studio)
 
 
-def ghost_key(spec: Spec) -> str:
-    stack = spec.stacks["ghost"]
-    assert stack.ghost_content is not None
-    key = spec.secret(stack.ghost_content.content_api_key)
-    assert key is not None and len(key.reveal()) >= 6
-    return key.reveal()
-
-
-def test_the_key_is_only_inside_curls_config_never_on_a_command_line(spec: Spec) -> None:
-    key = ghost_key(spec)
+def test_the_read_holds_no_secret_and_reads_the_key_on_the_box(spec: Spec) -> None:
     script = audit.read_script(spec)
-    lines = script.splitlines()
-    holding = [n for n, line in enumerate(lines) if key in line]
-    assert holding, "the Content API total would not be read"
-    for n in holding:
-        assert lines[n].startswith('url = "https://'), lines[n]
-        assert lines[n - 1].startswith("curl ") and "-K - <<'VPSCTL_CURL_CONFIG'" in lines[n - 1]
-        assert key not in lines[n - 1]
-        assert lines[n + 1] == "VPSCTL_CURL_CONFIG"
-    for value in secret_values(GOLDEN_SECRETS.parent):
+    for value in secret_values(spec.inventory):
+        assert value not in script
         assert value not in audit.RUN_FROM_STDIN
-
-
-def test_curl_config_values_are_quoted() -> None:
-    assert audit._curl_config_quote('a"b\\c\nd\te') == '"a\\"b\\\\c\\nd\\te"'
-
-
-def fake_tools(tmp_path: Path) -> dict[str, str]:
-    """PATH with a curl that records its argv and its stdin, and answers ``{}``."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    for tool in ("sh", "cat", "base64", "ps"):
-        found = shutil.which(tool)
-        assert found is not None
-        (bin_dir / tool).symlink_to(found)
-    curl = bin_dir / "curl"
-    curl.write_text(
-        '#!/bin/sh\necho "$*" >> "$OUT/argv"\ncat >> "$OUT/stdin"\nps -eo args >> "$OUT/ps"\n'
-        "echo '{}'\n"
+    # prod verifies TLS (acme): no -k
+    assert "vpsctl_ghost ghost lumenstudio.dev /opt/vpsctl/apps/ghost/ghost-content-key ''" in (
+        script
     )
-    curl.chmod(0o755)
-    return {"PATH": str(bin_dir), "OUT": str(tmp_path)}
-
-
-def test_run_here_curl_gets_the_key_on_stdin_and_ps_never_shows_it(
-    spec: Spec, tmp_path: Path
-) -> None:
-    key = ghost_key(spec)
-    result = subprocess.run(
-        ["sh", "-c", audit.RUN_FROM_STDIN],
-        input=audit._ghost_script(spec),
-        env=fake_tools(tmp_path),
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
-    assert result.returncode == 0, result.stderr
-    assert "@@ghost ghost api" in result.stdout
-    assert f"key={quote(key, safe='')}" in (tmp_path / "stdin").read_text()
-    argv = (tmp_path / "argv").read_text()
-    assert "--resolve lumenstudio.dev:443:127.0.0.1 -K -" in argv
-    assert key not in argv
-    listing = (tmp_path / "ps").read_text()
-    assert "curl" in listing  # ps saw the processes, the key on none of their lines
-    assert key not in listing
+    assert '&key=%s"' in script  # only the box fills it in
 
 
 class Recorder:
@@ -147,6 +87,9 @@ class Recorder:
 
     def deploy(self, func: Any, **kwargs: Any) -> DeployReport:
         raise AssertionError("the audit deploys nothing")
+
+    def forward(self, address: str, port: int) -> Any:
+        raise AssertionError("the audit opens no forward")
 
 
 def box_answer(ports: firewall.Ports, extra: str = "") -> Callable[[str], str]:
@@ -199,8 +142,8 @@ def test_the_audit_sends_no_secret_on_any_command_and_names_strays(spec: Spec) -
     session = Recorder(box_answer(firewall.ports_for(spec), STRAY))
     report = audit.audit(spec, session)
     assert session.sent[0] == audit.RUN_FROM_STDIN
-    assert ghost_key(spec) in session.stdin[0].decode()  # it does travel: on stdin
-    for value in secret_values(GOLDEN_SECRETS.parent) | {ghost_key(spec)}:
+    for value in secret_values(spec.inventory):
+        assert value not in session.stdin[0].decode()
         for command in session.sent:
             assert value not in command
     checks = {c.name: c for c in report.checks}
@@ -226,3 +169,11 @@ def test_a_box_whose_ss_cannot_run_is_not_passed(spec: Spec) -> None:
     checks = {c.name: c for c in report.checks}
     assert checks["listening sockets"].status == audit.FAIL
     assert "port 8082/tcp published by process python3" not in checks
+
+
+def test_the_whole_read_is_valid_shell(spec: Spec) -> None:
+    """``sh -n`` parses the read as the box's shell would (dash on Debian)."""
+    result = subprocess.run(
+        ["sh", "-n"], input=audit.read_script(spec), capture_output=True, text=True, check=False
+    )
+    assert result.returncode == 0, result.stderr

@@ -140,7 +140,7 @@ VALUES = [
     "*x",
     '"/data/../../etc/shadow"',
     '"../../secrets.env"',
-    '"ghost:6.10.3\\n"',
+    '"ghost:6.65.0\\n"',
     '"10s\\n"',
     '"app.example.com\\n"',
     "[" * 200 + "]" * 200,

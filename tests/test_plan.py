@@ -64,8 +64,12 @@ def test_bare_host_plans_everything_as_create(prod: Path) -> None:
     assert [s.stack for s in plan.stacks][-1] == "edge"  # Caddy starts last
     assert {i.action for i in plan.images} == {"pull"}
     assert len(plan.images) == 12
+    # the app steps (Ghost's and Plausible's first launches, Listmonk's settings) change apps
+    steps = sum(len(v) for v in desired.app_steps.values())
+    assert steps == 3 and {a.action for a in plan.apps} == {"run"}
     assert (
-        plan.summary() == f"Plan: {len(desired.files) + 8 + 12} to add, 0 to change, 0 to remove."
+        plan.summary()
+        == f"Plan: {len(desired.files) + 8 + 12} to add, {steps} to change, 0 to remove."
     )
     assert plan.changes
     assert_no_secrets(prod, outputs(plan))
@@ -269,6 +273,14 @@ def test_plan_of_a_sandbox_that_is_not_up_says_so(
     text = host.read_text()
     start = text.index("backup:\n")
     host.write_text(text[:start] + text[text.index("\n\n", start) + 2 :])
+    # then the sandbox's ACME CA (tls: pebble): its directory is part of the Caddyfile
+    no_pebble = run_cli(studio, "plan", "-i", "inventory/sandbox")
+    assert no_pebble.code == 1 and no_pebble.out == ""
+    assert "host.yaml:18: tls: pebble: no Pebble is recorded in state/sandboxes/pebble/" in (
+        no_pebble.err
+    )
+    assert "`vpsctl sandbox up` starts it" in no_pebble.err
+    host.write_text(host.read_text().replace("tls: pebble\n", "tls: internal\n"))
     result = run_cli(studio, "plan", "-i", "inventory/sandbox")
     assert result.code == 2, result.err
     assert "host unreachable" in result.out

@@ -8,8 +8,10 @@ Phases, over ONE SSH session:
 3. ship local images (stand-ins) the box lacks, pull registry ones;
 4. per stack, dependencies first and the edge last: keep the previous version of every file
    that changes, upload the new files in one tar stream, ``docker compose up -d --wait
-   --remove-orphans`` with a scrubbed environment, then the stack's probes through Caddy;
-   on failure restore the previous files and bring the previous version back;
+   --remove-orphans`` with a scrubbed environment, then its app steps (claim a first
+   launch, set in-app settings: :mod:`vpsctl.apps`), before the edge routes to a new
+   stack, then the stack's probes through Caddy; on failure restore the previous files and
+   bring the previous version back;
 5. the edge's Caddyfile is validated by Caddy itself before it is loaded with
    ``caddy reload``; an invalid one is never loaded and the old config keeps serving;
 6. prune stacks and files the spec no longer declares (volumes kept unless asked);
@@ -42,7 +44,7 @@ from pathlib import Path
 from types import ModuleType
 from typing import IO, Any
 
-from vpsctl import backupfiles, firewall, probes, standins, targets
+from vpsctl import apps, backupfiles, firewall, pebble, probes, standins, targets
 from vpsctl.errors import VpsctlError, display_path, masked, masked_data
 from vpsctl.facts import FACTS_SCRIPT, MANIFEST, HostFacts, parse
 from vpsctl.layout import HOST_ROOT
@@ -557,6 +559,7 @@ class Applier:
         destroy_data: bool = False,
         caddyfile: Callable[[bytes], bytes] | None = None,
         before_stacks: Callable[[Applier], None] | None = None,
+        after_healthy: Callable[[Applier, str], str] | None = None,
         backup_timers: bool = True,
     ) -> None:
         self.spec = spec
@@ -566,6 +569,10 @@ class Applier:
         # a rebuild restores files (volumes, SQLite, Caddy's certificates) here: after the
         # bootstrap and the backup files, before any stack first starts
         self.before_stacks = before_stacks
+        # a rebuild restores each stack's databases here: once its services are healthy,
+        # before its app steps and probes (so a restored app is never claimed afresh);
+        # returns what failed, "" when all went well
+        self.after_healthy = after_healthy
         # False on a drill box: its timers are masked, never enabled, so that it can never
         # back up into the real repository under the real host's name
         self.backup_timers = backup_timers
@@ -576,6 +583,8 @@ class Applier:
         self.changed: list[str] = []
         self.caddyfile_hook = caddyfile
         self.withheld: frozenset[str] = frozenset()  # stacks the edge does not route to
+        # app steps done in this run: stack → step → the digests it set (for the manifest)
+        self.apps_done: dict[str, dict[str, dict[str, str]]] = {}
         self.secrets = spec.secret_values()
         self.desired = render(spec)
         if caddyfile is not None:  # tests inject a Caddyfile Caddy rejects
@@ -663,6 +672,9 @@ class Applier:
         for name, stack in self.desired.stacks.items():
             change = changes[name]
             if change.action == "none":
+                if self.pending_apps(name):
+                    result.outcomes.append(self.apps_only(name))
+                    continue
                 result.outcomes.append(
                     StackOutcome(name, "none", StackResult.UNCHANGED, change.reason)
                 )
@@ -712,7 +724,10 @@ class Applier:
     def host_files(self) -> None:
         """The box's own files (the backup script, its password and key, the timers): upload
         what changed, and (re)link and enable the timers when a unit changed (or, on a drill
-        box, mask them)."""
+        box, mask them). With tls: pebble, the mock DNS first sends the names to this box."""
+        pointed = pebble.point_spec(self.spec)  # every apply: the box applied is the one asking
+        if pointed is not None:
+            self.say(pointed)
         changed = [
             self.desired.files[f.path]
             for f in self.plan.files
@@ -856,6 +871,12 @@ class Applier:
             failures = "" if ok else f"{change.action} failed: {self.last_lines(output)}"
         except RemoteError as exc:
             failures = self.clean(str(exc))
+        if not failures and self.after_healthy is not None:
+            failures = self.after_healthy(self, name)
+        if not failures:
+            # healthy, not yet probed: a new stack is not routed yet, so a first launch is
+            # claimed before anyone else can reach it
+            failures = self.run_apps(name)
         if not failures and probe_now:
             # The edge's own gate: the stacks that were serving before still serve.
             failures = self.probe(self.steady_stacks() if is_edge else [name])
@@ -866,6 +887,53 @@ class Applier:
         seconds = time.monotonic() - started
         self.say(f"{name}: {change.action} done in {seconds:.1f}s")
         return outcome(StackResult.APPLIED)
+
+    # ── app steps ────────────────────────────────────────────────────────────────────────
+
+    def pending_apps(self, name: str) -> list[str]:
+        """The app steps of ``name`` the plan says to run."""
+        return [a.step for a in self.plan.apps if a.stack == name and a.action == "run"]
+
+    def run_apps(self, name: str) -> str:
+        """Run the app steps the plan says for ``name`` (its health gate passed, its probes
+        not yet run): "" when all succeeded, else what failed."""
+        pending = {a.step: a for a in self.plan.apps if a.stack == name and a.action == "run"}
+        recorded = ((self.facts.manifest or {}).get("apps") or {}).get(name) or {}
+        for step in self.desired.app_steps.get(name, ()):
+            change = pending.get(step.kind)
+            if change is None:
+                continue
+            before = recorded.get(step.kind) if isinstance(recorded, dict) else None
+            before = before if isinstance(before, dict) else {}
+            differ = tuple(p for p, digest in step.parts.items() if before.get(p) != digest)
+            self.say(f"{name}: {change.label} …")
+            try:
+                done = apps.run_step(step, self.spec, self.session, self.facts, self.say, differ)
+            except (apps.AppError, RemoteError) as exc:
+                failed = f"{step.kind.replace('_', ' ')}: {self.clean(str(exc))}"
+                self.say(f"{name}: {failed}")
+                return failed
+            self.say(f"{name}: {self.clean(done)}")
+            self.record(f"{name}: {done}")
+            self.apps_done.setdefault(name, {})[step.kind] = dict(step.parts)
+        return ""
+
+    def apps_only(self, name: str) -> StackOutcome:
+        """A stack with nothing to change but its app steps (settings the spec changed, a
+        key file missing on the box): run them; a failure changes nothing else."""
+        started = time.monotonic()
+        failures = self.run_apps(name)
+        seconds = time.monotonic() - started
+        if failures:
+            self.record(f"{name}: app steps failed")
+            return StackOutcome(
+                name,
+                "app steps",
+                StackResult.FAILED,
+                f"{failures}; the stack itself was not changed; the next apply tries again",
+                seconds,
+            )
+        return StackOutcome(name, "app steps", StackResult.APPLIED, "", seconds)
 
     def previous(self, name: str) -> str:
         """Where the previous version of ``name``'s changed files waits during its change."""
@@ -1009,7 +1077,7 @@ class Applier:
         found = probes.targets_for(self.spec, stacks)
         if not found:
             return ""
-        verify = self.spec.host.tls == "acme"
+        verify = probes.trust_for(self.spec)  # tls: pebble: Pebble's roots, read once
         started = time.monotonic()
         deadline = started + self.probe_deadline
         told = 0.0  # the first retry is said after a few seconds: most probes pass at once
@@ -1271,7 +1339,12 @@ class Applier:
         """Upload the Caddyfile as ``Caddyfile.next`` and let Caddy judge it: the running one
         when there is one, else a one-off container of the same image."""
         nxt = f.path + ".next"
-        self.session.put_files([(nxt, f.content, f.mode)])
+        # the files this Caddyfile loads (tls: pebble's CA root, named by its hash) first:
+        # Caddy reads them while it validates
+        assets = [a for a in self.desired.files.values() if a.kind == "caddy-asset"]
+        self.session.put_files(
+            [(nxt, f.content, f.mode)] + [(a.path, a.content, a.mode) for a in assets]
+        )
         inside = f"/etc/caddy/{Path(nxt).name}"
         container = self.caddy_container(name)
         if container is not None:
@@ -1490,12 +1563,22 @@ class Applier:
         for path in self.desired.host_files:
             f = self.desired.files[path]
             files[path] = {"sha256": f.sha256, "mode": f"{f.mode:04o}"}
+        # what the app steps set: the record of earlier runs, and this run's
+        found = old.get("apps")
+        old_apps: dict[str, Any] = found if isinstance(found, dict) else {}
+        apps_record: dict[str, Any] = {}
+        for name in self.desired.stacks:
+            record = dict(old_apps.get(name) or {})
+            record.update(self.apps_done.get(name, {}))
+            if record:
+                apps_record[name] = record
         manifest = {
             "format": 1,
             "host": self.spec.host.name,
             "bootstrap": settings_hash,
             "files": files,
             "stacks": stacks,
+            "apps": apps_record,
             "plan_hash": result.plan.to_json()["plan_hash"],
             "applied_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
         }

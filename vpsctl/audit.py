@@ -5,9 +5,15 @@ probe through Caddy), then judged here against the spec and its thresholds:
 
 - every route through Caddy, as a user reaches it (status, no redirect, non-empty body,
   content checks; webhook routes answer an unsigned POST with the app's own 4xx);
-- Ghost's content: the Content API's post total equals the sitemap's ``<loc>`` count, has
-  not dropped since the last audit (a state file on the box), and no published post is
-  empty;
+- Ghost's content, as Ghost 6 really serves it: every published post, paged through the
+  Content API (100 a page, ``limit=all`` is capped); the sitemap lists exactly the posts
+  Ghost puts in it (all but those whose ``canonical_url`` points elsewhere), missing and
+  extra ones named; the post count has not dropped since the last audit (a state file on
+  the box); no PUBLIC post is empty (members-only and paid posts come back empty to a
+  content key by design, so they are not judged);
+- first launches: an app that declares ``first_launch`` and still waits for its owner
+  (Ghost's setup status false, Plausible's ``/login`` → ``/register``) fails, read through
+  Caddy as a stranger would find it;
 - containers: every declared service running and healthy, restart counts and OOM kills, no
   container the spec does not declare, no empty value in any container's environment
   (names only: values never leave the box);
@@ -21,22 +27,27 @@ probe through Caddy), then judged here against the spec and its thresholds:
   be on one of ``open_ports`` (a stray ``docker run -p 8081:80`` is named, with its port);
 - config drift: managed files whose content differs from the rendered spec.
 
-No secret travels on a command line: the whole read goes to the box on stdin, and the
-Ghost Content API key reaches curl as a config on curl's stdin (``-K -``), never in argv.
+No secret travels on a command line, nor in the read at all: the read goes to the box on
+stdin, and Ghost's Content API key (derived by apply, kept root-only on the box) is read
+there and reaches curl as a config on curl's stdin (``-K -``), never in argv.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import gzip
+import html
 import json
+import re
 import shlex
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import urlsplit, urlunsplit
 
 from vpsctl import backupfiles, firewall, probes
+from vpsctl.apps.steps import APPS_ROOT
 from vpsctl.errors import display_path
 from vpsctl.facts import FACTS_SCRIPT, HostFacts, parse
 from vpsctl.layout import HOST_ROOT
@@ -140,47 +151,149 @@ echo '@@audit-listen'; ss -Hltnp 2>/dev/null || echo '@@audit-listen-error'
 RUN_FROM_STDIN = "sh -c 'script=$(cat) && eval \"$script\" </dev/null'"
 
 
-def _curl_config_quote(text: str) -> str:
-    """``text`` as a double-quoted value of a curl config file (``-K``)."""
-    escaped = text.replace("\\", "\\\\").replace('"', '\\"')
-    return '"' + escaped.replace("\n", "\\n").replace("\r", "\\r").replace("\t", "\\t") + '"'
+GHOST_KEY_FILE = "ghost-content-key"  # the Content API key alone, root 0600 (apply writes it)
+# Ghost 6 caps every Content API page at 100 posts (``limit=all`` included): page through.
+GHOST_PAGE = 100
+GHOST_MAX_PAGES = 1000  # 100,000 posts; a loop that never ends would hold the audit
+# What the audit needs of each post; ``url`` is what the sitemap lists.
+GHOST_FIELDS = "id,slug,url,visibility,canonical_url,plaintext"
+
+# Defined once, called per Ghost stack: pages through the Content API and reads the posts
+# sitemap (every page of it Ghost's index lists). The key is read ON the box from its
+# root-only file and reaches curl as a config on curl's stdin, written by the shell's own
+# printf (a builtin: no process, no argv): it never crosses the wire and is never on a
+# command line. Bodies come back gzipped: every post carries its plaintext.
+GHOST_FUNCTION = (
+    r"""vpsctl_ghost() {
+  g_stack=$1 g_host=$2 g_keyfile=$3 g_insecure=$4
+  g_tmp=$(mktemp -d)
+  if [ ! -s "$g_keyfile" ]; then
+    echo "@@ghost $g_stack key missing"
+  else
+    g_key=$(cat "$g_keyfile")
+    case $g_key in
+      *[!0-9a-f]*) echo "@@ghost $g_stack key malformed" ;;
+      *)
+        g_page=1 g_pages=1
+        while [ "$g_page" -le "$g_pages" ] && [ "$g_page" -le @MAX_PAGES@ ]; do
+          g_url="https://$g_host/ghost/api/content/posts/?limit=@PAGE@&page=$g_page"
+          g_code=$(printf 'url = "%s&fields=@FIELDS@&key=%s"\n' "$g_url" "$g_key" \
+            | curl -s$g_insecure --max-time 20 --resolve "$g_host:443:127.0.0.1" \
+              -o "$g_tmp/body" -w '%{http_code}' -K - 2>/dev/null)
+          echo "@@ghost $g_stack api $g_page ${g_code:-000}"
+          gzip -c < "$g_tmp/body" 2>/dev/null | base64 -w0; echo
+          [ "$g_code" = 200 ] || break
+          g_pages=$(grep -oE '"pages": *[0-9]+' "$g_tmp/body" | tail -n 1 | tr -dc 0-9)
+          g_pages=${g_pages:-1}
+          g_page=$((g_page + 1))
+          rm -f "$g_tmp/body"
+        done
+        ;;
+    esac
+    g_key=
+  fi
+  curl -s$g_insecure --max-time 10 --resolve "$g_host:443:127.0.0.1" -o "$g_tmp/index" \
+    "https://$g_host/sitemap.xml" 2>/dev/null
+  g_files=$(grep -oE 'sitemap-posts(-[0-9]+)?[.]xml' "$g_tmp/index" 2>/dev/null \
+    | sort -u | head -n 100)
+  for g_file in ${g_files:-sitemap-posts.xml}; do
+    g_code=$(curl -s$g_insecure --max-time 10 --resolve "$g_host:443:127.0.0.1" \
+      -o "$g_tmp/sitemap" -w '%{http_code}' "https://$g_host/$g_file" 2>/dev/null)
+    echo "@@ghost $g_stack sitemap $g_file ${g_code:-000}"
+    gzip -c < "$g_tmp/sitemap" 2>/dev/null | base64 -w0; echo
+    rm -f "$g_tmp/sitemap"
+  done
+  rm -rf "$g_tmp"
+}
+""".replace("@MAX_PAGES@", str(GHOST_MAX_PAGES))
+    .replace("@PAGE@", str(GHOST_PAGE))
+    .replace("@FIELDS@", GHOST_FIELDS)
+)
+
+# A first launch is read as a stranger would meet it: through Caddy, under the public name.
+FIRST_LAUNCH_PATHS = {
+    "ghost": "/ghost/api/admin/authentication/setup/",
+    "plausible": "/login",
+}
 
 
-_EOF = "VPSCTL_CURL_CONFIG"  # the config is one quoted line: it can never be this line
+def ghost_key_path(stack: str, root: str = APPS_ROOT) -> str:
+    """Where apply keeps ``stack``'s derived Content API key on the box."""
+    return f"{root}/{stack}/{GHOST_KEY_FILE}"
 
 
-def _ghost_script(spec: Spec) -> str:
-    """Curl Ghost's Content API and sitemap through Caddy, per stack that asks for it.
+def _ghost_script(spec: Spec, trust: probes.Trust | None = None, apps_root: str = APPS_ROOT) -> str:
+    """Page through Ghost's Content API and read its sitemap through Caddy, per stack that
+    asks for it; the key stays on the box (:data:`GHOST_FUNCTION`)."""
+    trust = trust or probes.trust_for(spec)
+    insecure = trust.curl_flag  # "", " -k" or " --cacert <Pebble's roots>"
+    calls = []
+    for name, stack in spec.stacks.items():
+        if stack.ghost_content is None:
+            continue
+        host = spec.domain(name, stack.ghost_content.domain)
+        if host is not None:
+            args = [name, host, ghost_key_path(name, apps_root), insecure]
+            calls.append(f"vpsctl_ghost {shlex.join(args)}")
+    if not calls:
+        return ""
+    return GHOST_FUNCTION + "\n".join(calls) + "\n"
 
-    The Content API key is in the URL Ghost wants, so the URL is handed to curl as a config
-    on its stdin (a quoted here-document): never on curl's command line, where ``ps`` shows
-    it to every user of the box.
-    """
+
+def first_launch_host(spec: Spec, name: str) -> str | None:
+    """The public host name of the service a stack's ``first_launch`` names: the domain of
+    the first route to it."""
+    claim = spec.stacks[name].first_launch
+    if claim is None:
+        return None
+    for route in spec.stacks[name].routes:
+        if route.service == claim.service:
+            return spec.domain(name, route.domain)
+    return None
+
+
+def _first_launch_script(spec: Spec, trust: probes.Trust | None = None) -> str:
+    """One request per stack that declares a first launch, to the page that tells whether
+    the app still waits for its owner: status, redirect target and the body's start."""
+    insecure = (trust or probes.trust_for(spec)).curl_flag
     lines = []
     for name, stack in spec.stacks.items():
-        ghost = stack.ghost_content
-        if ghost is None:
+        host = first_launch_host(spec, name)
+        if stack.first_launch is None or host is None:
             continue
-        host = spec.domain(name, ghost.domain)
-        key = spec.secret(ghost.content_api_key)
-        if host is None or key is None:
-            continue
-        insecure = "" if spec.host.tls == "acme" else " -k"
-        resolve = shlex.quote(f"{host}:443:127.0.0.1")
-        api = (
-            f"https://{host}/ghost/api/content/posts/?key={quote(key.reveal(), safe='')}"
-            "&limit=all&fields=id,title,slug&formats=plaintext"
-        )
-        sitemap = f"https://{host}/sitemap-posts.xml"
-        for what, url in (("api", api), ("sitemap", sitemap)):
-            lines.append(f"echo '@@ghost {name} {what}'")
-            lines.append(
-                f"curl -s{insecure} --max-time 10 --resolve {resolve} -K - <<'{_EOF}' "
-                "| base64 -w0; echo"
-            )
-            lines.append(f"url = {_curl_config_quote(url)}")
-            lines.append(_EOF)
-    return "\n".join(lines) + "\n"
+        app = stack.first_launch.app
+        url = f"https://{host}{FIRST_LAUNCH_PATHS[app]}"
+        lines += [
+            f"fl_code=$(curl -s{insecure} --max-time 10 "
+            f'--resolve {shlex.quote(f"{host}:443:127.0.0.1")} -o "$fl_tmp" '
+            f"-w '%{{http_code}} %{{redirect_url}}' {shlex.quote(url)} 2>/dev/null)",
+            f'echo "@@first-launch {name} {app} ${{fl_code:-000}}"',
+            'head -c 4096 "$fl_tmp" | base64 -w0; echo',
+            ': > "$fl_tmp"',
+        ]
+    if not lines:
+        return ""
+    return "fl_tmp=$(mktemp)\n" + "\n".join(lines) + '\nrm -f "$fl_tmp"\n'
+
+
+@dataclass
+class GhostRead:
+    """What the box read of one Ghost: the key's state, each Content API page and each
+    posts sitemap file, as (status, body)."""
+
+    key: str = "ok"  # ok | missing | malformed
+    pages: dict[int, tuple[int, bytes]] = field(default_factory=dict)
+    sitemaps: dict[str, tuple[int, bytes]] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class FirstLaunchRead:
+    """One app's first-launch page as Caddy served it."""
+
+    app: str
+    status: int
+    redirect: str
+    body: bytes
 
 
 @dataclass
@@ -197,7 +310,8 @@ class AuditFacts:
     dfi: list[tuple[str, int]] = field(default_factory=list)
     backup: int | None = None
     state: dict[str, Any] = field(default_factory=dict)
-    ghost: dict[tuple[str, str], bytes] = field(default_factory=dict)
+    ghost: dict[str, GhostRead] = field(default_factory=dict)
+    first_launch: dict[str, FirstLaunchRead] = field(default_factory=dict)
     listening: list[str] | None = None  # ``ss -Hltnp`` lines; None: ss could not run
     firewall: firewall.FirewallFacts = field(
         default_factory=lambda: firewall.FirewallFacts(listings={})
@@ -226,12 +340,17 @@ def parse_audit(output: str) -> AuditFacts:
             except (binascii.Error, ValueError):
                 facts.state = {}
         elif line.startswith("@@ghost "):
-            _, stack, what = line.split()
+            _ghost_line(facts, line.split(), lines[index + 1] if index + 1 < len(lines) else "")
+        elif line.startswith("@@first-launch "):
+            parts = line.split()
             body = lines[index + 1] if index + 1 < len(lines) else ""
-            try:
-                facts.ghost[(stack, what)] = base64.b64decode(body.strip())
-            except binascii.Error:
-                facts.ghost[(stack, what)] = b""
+            if len(parts) >= 4:
+                facts.first_launch[parts[1]] = FirstLaunchRead(
+                    parts[2],
+                    int(parts[3]) if parts[3].isdigit() else 0,
+                    parts[4] if len(parts) > 4 else "",
+                    _unbase64(body),
+                )
         elif line.startswith("@@audit-listen"):
             section = line.strip()
             facts.listening = None if section == "@@audit-listen-error" else []
@@ -254,6 +373,30 @@ def parse_audit(output: str) -> AuditFacts:
             if (parts[5], percent) not in target:
                 target.append((parts[5], percent))
     return facts
+
+
+def _unbase64(line: str, gzipped: bool = False) -> bytes:
+    try:
+        data = base64.b64decode(line.strip(), validate=True)
+        return gzip.decompress(data) if gzipped and data else data
+    except (binascii.Error, OSError, EOFError):
+        return b""
+
+
+def _ghost_line(facts: AuditFacts, parts: list[str], body: str) -> None:
+    """``@@ghost STACK key missing|malformed``, ``@@ghost STACK api PAGE STATUS`` and
+    ``@@ghost STACK sitemap FILE STATUS``, the last two followed by their gzipped body."""
+    if len(parts) < 4:
+        return
+    read = facts.ghost.setdefault(parts[1], GhostRead())
+    what, arg = parts[2], parts[3]
+    status = int(parts[4]) if len(parts) > 4 and parts[4].isdigit() else 0
+    if what == "key":
+        read.key = arg
+    elif what == "api" and arg.isdigit():
+        read.pages[int(arg)] = (status, _unbase64(body, gzipped=True))
+    elif what == "sitemap":
+        read.sitemaps[arg] = (status, _unbase64(body, gzipped=True))
 
 
 def _container(line: str) -> dict[str, Any]:
@@ -279,14 +422,20 @@ def _container(line: str) -> dict[str, Any]:
 
 
 def read_script(spec: Spec) -> str:
-    """The audit's whole read: facts, containers, host, firewall, Ghost and every probe.
-
-    It holds the Ghost Content API key: send it on stdin (:data:`RUN_FROM_STDIN`), never as
-    a command line.
+    """The audit's whole read: facts, containers, host, firewall, Ghost, first launches and
+    every probe. It holds no secret (Ghost's key is read on the box); it still goes on stdin
+    (:data:`RUN_FROM_STDIN`), never as a command line.
     """
     targets = probes.targets_for(spec)
-    verify = spec.host.tls == "acme"
-    return FACTS_SCRIPT + AUDIT_SCRIPT + _ghost_script(spec) + probes.script(targets, verify)
+    trust = probes.trust_for(spec)  # tls: pebble: Pebble's roots, on the box before any curl
+    return (
+        FACTS_SCRIPT
+        + AUDIT_SCRIPT
+        + trust.prelude()
+        + _ghost_script(spec, trust)
+        + _first_launch_script(spec, trust)
+        + probes.script(targets, trust)
+    )
 
 
 def audit(spec: Spec, session: Remote, desired: Desired | None = None) -> Report:
@@ -311,6 +460,7 @@ def audit(spec: Spec, session: Remote, desired: Desired | None = None) -> Report
     report.checks += _routes(probes.parse(rest, targets))
     ghost_checks, totals = _ghost(spec, audit_facts)
     report.checks += ghost_checks
+    report.checks += _first_launch(spec, audit_facts)
     report.checks += _containers(spec, audit_facts)
     report.checks += _drift(desired, facts)
     report.checks += _host(spec, audit_facts)
@@ -337,69 +487,246 @@ def _routes(results: list[probes.ProbeResult]) -> list[Check]:
     ]
 
 
+def _few(items: list[str], shown: int = 5) -> str:
+    """``a, b, c`` or ``a, b, c, d, e and 7 more``."""
+    if len(items) <= shown:
+        return ", ".join(items)
+    return ", ".join(items[:shown]) + f" and {len(items) - shown} more"
+
+
+def _url_key(url: str) -> str:
+    """A URL as Ghost's sitemap compares it: its path without trailing slashes."""
+    parts = urlsplit(url.strip())
+    return urlunsplit(
+        (parts.scheme, parts.netloc.lower(), parts.path.rstrip("/"), parts.query, parts.fragment)
+    )
+
+
+def _sitemap_worthy(post: dict[str, Any]) -> bool:
+    """Whether Ghost lists ``post`` in its sitemap: not when its canonical_url points at
+    another address (a post first published elsewhere)."""
+    canonical = str(post.get("canonical_url") or "")
+    return not canonical or _url_key(canonical) == _url_key(str(post.get("url") or ""))
+
+
+_SITEMAP_LOC = re.compile(r"<url>\s*<loc>([^<]*)</loc>")
+
+
+def _sitemap_urls(read: GhostRead) -> tuple[list[str], list[str]]:
+    """The posts sitemap's URLs over all its files, and what went wrong reading them."""
+    urls: list[str] = []
+    problems: list[str] = []
+    for name, (status, body) in sorted(read.sitemaps.items()):
+        if status == 200:
+            text = body.decode(errors="replace")
+            urls += [html.unescape(loc) for loc in _SITEMAP_LOC.findall(text)]
+        else:
+            problems.append(f"/{name} answered {status or 'nothing'}")
+    return urls, problems
+
+
+def _ghost_posts(
+    name: str, read: GhostRead, keyfile: str, fix: str
+) -> tuple[list[dict[str, Any]], int, Check]:
+    """Every published post the Content API lists over all its pages, the API's total, and
+    the check on reading them (posts ``[]`` and total -1 when it failed)."""
+    label, bar = "ghost content API", "the box's key accepted, every page read"
+    if read.key == "missing":
+        value = f"no Content API key on the box ({keyfile}): {fix}"
+        return [], -1, Check(name, label, FAIL, value, bar)
+    if read.key == "malformed":
+        value = (
+            f"the key in {keyfile} is not a Content API key (26 hex digits): delete the file, "
+            f"then {fix}"
+        )
+        return [], -1, Check(name, label, FAIL, value, bar)
+    if read.key != "ok":
+        return [], -1, Check(name, label, FAIL, "nothing read (the read stopped before)", bar)
+    posts: dict[str, dict[str, Any]] = {}
+    total, pages = -1, 1
+    for number, (status, body) in sorted(read.pages.items()):
+        if status in (401, 403):
+            # apply rewrites the box's copy only when it is missing: deleting it is the way
+            value = (
+                f"Ghost refused the Content API key in {keyfile} ({status}): delete the file, "
+                f"then {fix}"
+            )
+            return [], -1, Check(name, label, FAIL, value, bar)
+        if status != 200:
+            value = f"page {number} answered {status or 'nothing'}"
+            return [], -1, Check(name, label, FAIL, value, bar)
+        try:
+            data = json.loads(body)
+            pagination = data["meta"]["pagination"]
+            if number == 1:
+                total, pages = int(pagination["total"]), int(pagination["pages"])
+            for post in data["posts"]:
+                posts.setdefault(str(post.get("id", len(posts))), post)
+        except (ValueError, KeyError, TypeError, AttributeError):
+            value = f"page {number} is no JSON posts answer"
+            return [], -1, Check(name, label, FAIL, value, bar)
+    if not read.pages:
+        return [], -1, Check(name, label, FAIL, "no answer", bar)
+    if len(read.pages) < pages:
+        value = f"read {len(read.pages)} of {pages} pages (at most {GHOST_MAX_PAGES})"
+        return [], -1, Check(name, label, FAIL, value, bar)
+    unit = "page" if pages == 1 else "pages"
+    value = f"{len(posts)} published posts in {pages} {unit} of {GHOST_PAGE}"
+    return list(posts.values()), total, Check(name, label, OK, value, bar)
+
+
 def _ghost(spec: Spec, facts: AuditFacts) -> tuple[list[Check], dict[str, int]]:
+    """Ghost's content as a reader meets it: every published post (paged, 100 at a time),
+    the sitemap listing exactly the posts Ghost puts in it, no drop in the post count since
+    the last audit, and no PUBLIC post with an empty body (members-only and paid posts come
+    back empty to a content key by design)."""
     checks: list[Check] = []
     totals: dict[str, int] = {}
     previous: dict[str, Any] = facts.state.get("ghost_posts", {})
+    fix = f"`vpsctl apply -i {display_path(spec.inventory)}` derives it again"
     for name, stack in spec.stacks.items():
-        if stack.ghost_content is None:
+        if stack.ghost_content is None or spec.domain(name, stack.ghost_content.domain) is None:
             continue
-        api = facts.ghost.get((name, "api"), b"")
-        sitemap = facts.ghost.get((name, "sitemap"), b"").decode(errors="replace")
-        try:
-            data = json.loads(api)
-            posts = data["posts"]
-            total = int(data["meta"]["pagination"]["total"])
-        except (ValueError, KeyError, TypeError):
-            checks.append(Check(name, "ghost content API", FAIL, "no JSON posts answer"))
+        read = facts.ghost.get(name, GhostRead(key="unread"))
+        posts, total, api = _ghost_posts(name, read, ghost_key_path(name), fix)
+        checks.append(api)
+        if api.status != OK:
             continue
         totals[name] = total
-        locs = sitemap.count("<loc>")
+        checks.append(_ghost_sitemap(name, read, posts))
+        before = previous.get(name)
+        dropped = before is not None and total < int(before)
         checks.append(
             Check(
                 name,
-                "ghost posts: Content API total = sitemap <loc> count",
-                OK if total == locs else FAIL,
-                f"{total} vs {locs}",
-                "equal",
+                "ghost posts: no drop since the last audit",
+                FAIL if dropped else OK,
+                f"{before} → {total}"
+                if dropped
+                else f"{total} (last audit: {before if before is not None else '-'})",
+                "not fewer",
             )
         )
-        before = previous.get(name)
-        if before is not None and total < int(before):
-            checks.append(
-                Check(
-                    name,
-                    "ghost posts: no drop since the last audit",
-                    FAIL,
-                    f"{before} → {total}",
-                    "not fewer",
-                )
-            )
-        else:
-            checks.append(
-                Check(
-                    name,
-                    "ghost posts: no drop since the last audit",
-                    OK,
-                    f"{total} (last audit: {before if before is not None else '-'})",
-                    "not fewer",
-                )
-            )
+        public = [p for p in posts if str(p.get("visibility") or "public") == "public"]
+        gated = len(posts) - len(public)
         empty = [
-            p.get("slug", p.get("id", "?"))
-            for p in posts
+            str(p.get("slug") or p.get("id") or "?")
+            for p in public
             if not str(p.get("plaintext") or "").strip()
         ]
+        not_judged = (
+            f"; {gated} members-only or paid not judged (a content key gets them empty)"
+            if gated
+            else ""
+        )
         checks.append(
             Check(
                 name,
-                "ghost posts: none published with an empty body",
+                "ghost posts: no public post with an empty body",
                 FAIL if empty else OK,
-                f"{len(empty)} empty: {', '.join(empty)}" if empty else f"{len(posts)} with text",
+                (f"{len(empty)} empty: {_few(empty)}" if empty else f"{len(public)} with text")
+                + not_judged,
                 "0 empty",
             )
         )
     return checks, totals
+
+
+def _ghost_sitemap(name: str, read: GhostRead, posts: list[dict[str, Any]]) -> Check:
+    """The sitemap against the API, post by post: Ghost lists every published post of any
+    visibility, except one whose canonical_url points elsewhere."""
+    label = "ghost posts: the sitemap lists every post it should"
+    bar = "every published post without a canonical_url elsewhere, no other"
+    urls, problems = _sitemap_urls(read)
+    worthy = [p for p in posts if _sitemap_worthy(p)]
+    if problems and (worthy or not all(" answered 404" in p for p in problems)):
+        return Check(name, label, FAIL, "; ".join(problems), bar)
+    listed = {_url_key(u) for u in urls}
+    known = {_url_key(str(p.get("url") or "")) for p in posts}
+    missing = [
+        str(p.get("slug") or p.get("url") or "?")
+        for p in worthy
+        if _url_key(str(p.get("url") or "")) not in listed
+    ]
+    extra = sorted({urlsplit(u).path or u for u in urls if _url_key(u) not in known})
+    elsewhere = len(posts) - len(worthy)
+    left_out = f"; {elsewhere} with a canonical_url elsewhere, left out as Ghost does"
+    if missing or extra:
+        found = []
+        if missing:
+            found.append(f"{len(missing)} missing from the sitemap: {_few(missing)}")
+        if extra:
+            found.append(f"{len(extra)} listed but not published: {_few(extra)}")
+        return Check(name, label, FAIL, "; ".join(found), bar)
+    value = f"{len(worthy)} of {len(posts)} posts listed" + (left_out if elsewhere else "")
+    return Check(name, label, OK, value, bar)
+
+
+def _first_launch(spec: Spec, facts: AuditFacts) -> list[Check]:
+    """An app still waiting for its owner is open to whoever finds it first: FAIL it. The
+    page that tells is read through Caddy, and what it answered is the check's value."""
+    checks: list[Check] = []
+    fix = f"`vpsctl apply -i {display_path(spec.inventory)}` claims it"
+    for name, stack in spec.stacks.items():
+        claim = stack.first_launch
+        if claim is None:
+            continue
+        app, path = claim.app, FIRST_LAUNCH_PATHS[claim.app]
+        label = f"first launch: {app} owner claimed"
+        host = first_launch_host(spec, name)
+        if host is None:
+            value = f"no route of this stack reaches {claim.service}: the page cannot be read"
+            checks.append(Check(name, label, FAIL, value, "an owner exists"))
+            continue
+        read = facts.first_launch.get(name, FirstLaunchRead(app, 0, "", b""))
+        if app == "ghost":
+            checks.append(_ghost_claimed(name, label, host, path, read=read, fix=fix))
+        else:
+            checks.append(_plausible_claimed(name, label, host, path, read=read, fix=fix))
+    return checks
+
+
+def _ghost_claimed(
+    name: str, label: str, host: str, path: str, *, read: FirstLaunchRead, fix: str
+) -> Check:
+    bar = "an owner exists (setup status true)"
+    try:
+        status = json.loads(read.body)["setup"][0]["status"] if read.status == 200 else None
+    except (ValueError, KeyError, IndexError, TypeError):
+        status = None
+    if status is True:
+        value = f"GET {path} through Caddy answers 200: setup status true (already set up)"
+        return Check(name, label, OK, value, bar)
+    if status is False:
+        value = (
+            f"first-launch state: GET {path} answers setup status false; whoever opens "
+            f"https://{host}/ghost/ first becomes the owner: {fix}"
+        )
+        return Check(name, label, FAIL, value, bar)
+    return Check(name, label, FAIL, f"GET {path} {_answered(read)}: cannot tell", bar)
+
+
+def _plausible_claimed(
+    name: str, label: str, host: str, path: str, *, read: FirstLaunchRead, fix: str
+) -> Check:
+    bar = f"GET {path} answers 200, not a redirect to /register"
+    if read.status == 200:
+        return Check(
+            name, label, OK, f"GET {path} through Caddy answers 200 (an owner exists)", bar
+        )
+    if 300 <= read.status < 400 and urlsplit(read.redirect).path.rstrip("/") == "/register":
+        value = (
+            f"first-launch state: GET {path} redirects to /register; whoever registers at "
+            f"https://{host}/register first becomes the owner: {fix}"
+        )
+        return Check(name, label, FAIL, value, bar)
+    return Check(name, label, FAIL, f"GET {path} {_answered(read)}: cannot tell", bar)
+
+
+def _answered(read: FirstLaunchRead) -> str:
+    if read.status == 0:
+        return "got no answer"
+    return f"answered {read.status}" + (f" → {read.redirect}" if read.redirect else "")
 
 
 def _containers(spec: Spec, facts: AuditFacts) -> list[Check]:

@@ -10,8 +10,9 @@
      ├── PlanFileError          (apply) a saved plan file is unreadable, malformed or edited
      ├── DockerError            (localdocker) this machine's engine, builds, images
      │    └── StandinError      (standins) a stand-in cannot be prepared or built
-     └── SandboxError           (sandbox) a sandbox box cannot be made or reached
-          └── SandboxNotFound   no such sandbox: `vpsctl sandbox up --name N`
+     ├── SandboxError           (sandbox) a sandbox box cannot be made or reached
+     │    └── SandboxNotFound   no such sandbox: `vpsctl sandbox up --name N`
+     └── PebbleError            (pebble) the sandboxes' ACME CA cannot be made, reached or read
 
 Anything else that escapes to the CLI is a bug: the CLI prints a pointer to it (and a
 traceback with ``VPSCTL_DEBUG=1``), never a secret, since secret values only ever live in

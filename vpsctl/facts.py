@@ -30,6 +30,10 @@ FACTS_SCRIPT = f"""\
 set -u
 echo '@@vpsctl-facts 1'
 if [ -f {MANIFEST} ]; then echo '@@manifest'; base64 -w0 < {MANIFEST}; echo; fi
+for f in {HOST_ROOT}/apps/*/*; do
+  [ -f "$f" ] && printf '@@appfile %s %s %s\\n' "$(stat -c %a "$f")" \
+    "$(sha256sum < "$f" | cut -d' ' -f1)" "$f"
+done
 for d in {STACKS_ROOT} {HOST_FILES}; do [ -d "$d" ] && echo "$d"; done | while read -r d; do
   find "$d" -type f 2>/dev/null | sort | while IFS= read -r f; do
     size=$(stat -c %s "$f")
@@ -127,6 +131,9 @@ class HostFacts:
     images: set[str] = field(default_factory=set)
     timers: dict[str, str] = field(default_factory=dict)  # unit → "enabled active"
     volumes: list[Volume] = field(default_factory=list)  # compose projects' volumes
+    # files the app steps keep on the box (a derived key): path → (mode, sha256); never
+    # their content
+    app_files: dict[str, tuple[int, str]] = field(default_factory=dict)
 
     @property
     def bare(self) -> bool:
@@ -153,6 +160,7 @@ class HostFacts:
             "timers": sorted(self.timers.items()),
             # names only: a size moves all the time, and would make every saved plan stale
             "volumes": sorted([v.name, v.project] for v in self.volumes),
+            "app_files": sorted([p, m, sha] for p, (m, sha) in self.app_files.items()),
         }
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
@@ -192,6 +200,9 @@ def parse(output: str) -> HostFacts:
             facts.compose = None if value == "none" else value
         elif line.startswith("@@volume "):
             facts.volumes.append(_volume(line))
+        elif line.startswith("@@appfile "):
+            mode, sha, path = line[len("@@appfile ") :].split(" ", 2)
+            facts.app_files[path] = (int(mode, 8), sha)
         elif line.startswith("@@timer "):
             name, *state = line.split()[1:]
             facts.timers[name] = " ".join(state)

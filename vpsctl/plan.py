@@ -124,6 +124,18 @@ class SiteRename:
     new: str
 
 
+@dataclass(frozen=True)
+class AppChange:
+    """A step inside an app after its health gate (claim a first launch, set in-app
+    settings): ``run`` or ``none``, and why. Never a value: names of what it sets only."""
+
+    stack: str
+    step: str  # first_launch | listmonk_settings
+    action: str  # run | none
+    label: str
+    reason: str
+
+
 @dataclass
 class Plan:
     """The reviewed plan: what apply will do, exactly, and what it was computed against."""
@@ -137,6 +149,7 @@ class Plan:
     host_actions: list[str] = field(default_factory=list)  # the box's own: timers to enable
     volumes: list[VolumeChange] = field(default_factory=list)
     renames: list[SiteRename] = field(default_factory=list)
+    apps: list[AppChange] = field(default_factory=list)
     inputs_hash: str = ""
     facts_hash: str = ""
     inventory: str = ""  # as the operator names it, for the commands a plan suggests
@@ -150,6 +163,7 @@ class Plan:
             or self.images
             or self.host_actions
             or [v for v in self.volumes if v.action == "delete"]
+            or [a for a in self.apps if a.action == "run"]
         )
 
     def counts(self) -> tuple[int, int, int]:
@@ -159,6 +173,7 @@ class Plan:
         change = sum(f.action == "update" for f in self.files)
         change += sum(s.action in ("recreate", "reload") for s in self.stacks)
         change += len(self.host_actions)
+        change += sum(a.action == "run" for a in self.apps)
         remove = sum(f.action == "delete" for f in self.files)
         remove += sum(s.action == "remove" for s in self.stacks)
         # a removed stack's volumes go with it (compose down -v): counted with the stack
@@ -190,6 +205,7 @@ class Plan:
             "host_actions": self.host_actions,
             "volumes": [asdict(v) for v in self.volumes],
             "renames": [asdict(r) for r in self.renames],
+            "apps": [asdict(a) for a in self.apps],
         }
         # masked before hashing: the hash covers exactly the body that is printed and saved
         data = masked_data(data)
@@ -241,7 +257,48 @@ def make_plan(
     plan.host_actions = _timer_changes(desired, facts, plan.files)
     plan.volumes = _volume_changes(desired, facts, plan.stacks, destroy_data)
     plan.renames = site_renames(desired, facts)
+    plan.apps = app_changes(desired, facts)
     return plan
+
+
+def app_changes(desired: Desired, facts: HostFacts) -> list[AppChange]:
+    """Each app step against the manifest's record of what the last apply set: ``run`` when
+    a part differs (or was never set, or a file the step keeps is missing on the box),
+    else ``none``. The record says only that vpsctl set it: an owner claimed, settings
+    applied; the step itself checks the app and changes only what differs."""
+    recorded = (facts.manifest or {}).get("apps", {})
+    out: list[AppChange] = []
+    for name, steps in desired.app_steps.items():
+        for step in steps:
+            record = recorded.get(name, {}).get(step.kind)
+            record = record if isinstance(record, dict) else {}
+            differ = [part for part, digest in step.parts.items() if record.get(part) != digest]
+            missing = [
+                path
+                for path in step.files
+                if path not in facts.app_files or facts.app_files[path][0] & 0o077
+            ]
+            label = step.label
+            if step.kind == "listmonk_settings":
+                label += ": " + ", ".join(differ or list(step.parts))
+            if not record:
+                reason = (
+                    "not recorded on the host: runs after the health gate, before the edge "
+                    "routes to it (a restored database keeps its owner: nothing is claimed twice)"
+                    if step.kind == "first_launch"
+                    else "not recorded on the host: set after the health gate"
+                )
+            elif differ:
+                reason = f"differ from what the last apply set: {', '.join(differ)}"
+            elif missing:
+                reason = f"missing (or readable by others) on the box: {', '.join(missing)}"
+            else:
+                out.append(
+                    AppChange(name, step.kind, "none", label, "done: recorded by the last apply")
+                )
+                continue
+            out.append(AppChange(name, step.kind, "run", label, reason))
+    return out
 
 
 def _volume_changes(

@@ -4,6 +4,12 @@ All probes of a run go to the box in ONE remote command: curl on the box calls C
 127.0.0.1:443 with the real host name (``--resolve``, so SNI and Host are right), never
 following redirects. The answers come back in base64 and are judged here: status, no
 unexpected redirect, a non-empty body, the stack's content checks.
+
+How curl trusts Caddy's certificates follows host.yaml's ``tls`` (:func:`trust_for`): the
+system's roots for Let's Encrypt (``acme``); not at all for Caddy's own CA (``internal``,
+``-k``); for the sandbox's Pebble (``pebble``), only the issuing roots that Pebble has had,
+kept on this machine and sent with the script (:data:`ROOTS_ON_BOX`). A probe that fails
+on TLS says so, and against which roots (curl's exit code comes back with its answer).
 """
 
 from __future__ import annotations
@@ -13,12 +19,87 @@ import binascii
 import json
 import shlex
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
+from vpsctl.errors import display_path
 from vpsctl.spec.models import Probe
 from vpsctl.spec.studio import Spec
 
 MARK = "@@probe"
+TRUST_MARK = "@@probe-trust"
+# Where the script puts the roots curl trusts for tls: pebble (public certificates only;
+# written whole and renamed, so two reads at once never see half a file).
+ROOTS_ON_BOX = "/run/vpsctl/acme-roots.pem"
+_ROOTS_EOF = "VPSCTL_ACME_ROOTS"  # a PEM bundle never holds this line
+
+
+@dataclass(frozen=True)
+class Trust:
+    """How curl on the box checks Caddy's certificates."""
+
+    mode: Literal["system", "insecure", "roots"]
+    roots_pem: str = ""  # mode "roots": the only roots trusted
+    source: str = ""  # mode "roots": where they come from, for a failure's message
+
+    @property
+    def curl_flag(self) -> str:
+        """The curl option (with its leading space), or "" for the system's roots."""
+        if self.mode == "insecure":
+            return " -k"
+        if self.mode == "roots":
+            return f" --cacert {ROOTS_ON_BOX}"
+        return ""
+
+    def prelude(self) -> str:
+        """Shell lines that put the roots at :data:`ROOTS_ON_BOX` (mode "roots" only)."""
+        if self.mode != "roots":
+            return ""
+        pem = (
+            self.roots_pem
+            if self.roots_pem.endswith("\n") or not self.roots_pem
+            else (self.roots_pem + "\n")
+        )
+        return (
+            f"mkdir -p {shlex.quote(str(ROOTS_ON_BOX.rsplit('/', 1)[0]))}\n"
+            f"cat > {ROOTS_ON_BOX}.$$ <<'{_ROOTS_EOF}'\n{pem}{_ROOTS_EOF}\n"
+            f"mv -f {ROOTS_ON_BOX}.$$ {ROOTS_ON_BOX}\n"
+        )
+
+    def describe(self) -> str:
+        """What the certificates are checked against, in words."""
+        if self.mode == "insecure":
+            return "not verified (tls: internal)"
+        if self.mode == "roots":
+            return self.source
+        return "the system's roots"
+
+
+SYSTEM_ROOTS = Trust("system")
+INSECURE = Trust("insecure")
+
+
+def trust_for(spec: Spec) -> Trust:
+    """How the probes (and the audit's other reads through Caddy) trust ``spec``'s
+    certificates: see the module's docstring. For ``tls: pebble`` this reads the running
+    Pebble's current root first (a restarted Pebble has a new one) and keeps it."""
+    if spec.host.tls == "acme":
+        return SYSTEM_ROOTS
+    if spec.host.tls == "internal":
+        return INSECURE
+    from vpsctl import pebble  # noqa: PLC0415 - the sandbox's CA only for tls: pebble
+
+    found = pebble.roots(refresh=True)
+    where = display_path(found.path)
+    if not found.count:
+        source = (
+            f"no Pebble root is recorded in {where} (`vpsctl sandbox up` starts Pebble and "
+            "records its root)"
+        )
+    else:
+        source = f"Pebble's {found.count} issuing root(s) kept in {where}"
+    if found.note:
+        source += f"; {found.note}"
+    return Trust("roots", found.pem, source)
 
 
 @dataclass(frozen=True)
@@ -64,23 +145,31 @@ def targets_for(spec: Spec, stacks: list[str] | None = None) -> list[ProbeTarget
     return out
 
 
-def script(targets: list[ProbeTarget], verify_tls: bool, port: int = 443) -> str:
-    """The remote command that runs every probe once and prints its answers."""
+def script(targets: list[ProbeTarget], verify_tls: bool | Trust, port: int = 443) -> str:
+    """The remote command that runs every probe once and prints its answers (and curl's
+    exit code). ``verify_tls``: a :class:`Trust`, or True/False for the system's roots or
+    none."""
+    trust = (
+        verify_tls if isinstance(verify_tls, Trust) else (SYSTEM_ROOTS if verify_tls else INSECURE)
+    )
     lines = ["set -u", "tmp=$(mktemp -d); trap 'rm -rf \"$tmp\"' EXIT"]
-    insecure = "" if verify_tls else " -k"
+    if trust.prelude():
+        lines.append(trust.prelude().rstrip("\n"))
+    # one line: what a TLS failure was judged against
+    lines.append(f"echo {shlex.quote(f'{TRUST_MARK} {trust.describe()}'.replace(chr(10), ' '))}")
     for index, target in enumerate(targets):
         method = target.probe.method
         data = " --data ''" if method == "POST" else ""
         head = " -I" if method == "HEAD" else ""
         cmd = (
-            f"code=$(curl -s{insecure}{head} -o \"$tmp/{index}\" -w '%{{http_code}}' "
+            f"code=$(curl -s{trust.curl_flag}{head} -o \"$tmp/{index}\" -w '%{{http_code}}' "
             f"--max-time 10 -X {method}{data} "
             f"--resolve {shlex.quote(f'{target.host}:{port}:127.0.0.1')} "
             f"{shlex.quote(f'https://{target.host}:{port}{target.probe.path}')} 2>/dev/null)"
         )
         lines += [
-            cmd,
-            f'echo "{MARK} {index} ${{code:-000}}"',
+            cmd + "; rc=$?",
+            f'echo "{MARK} {index} ${{code:-000}} $rc"',
             f'base64 -w0 < "$tmp/{index}" 2>/dev/null; echo',
         ]
     return "\n".join(lines) + "\n"
@@ -89,24 +178,57 @@ def script(targets: list[ProbeTarget], verify_tls: bool, port: int = 443) -> str
 def parse(output: str, targets: list[ProbeTarget]) -> list[ProbeResult]:
     """Judge every probe from the script's output."""
     answers: dict[int, tuple[int, bytes]] = {}
+    failures: dict[int, str] = {}
+    trusted = ""
     lines = output.splitlines()
     for i, line in enumerate(lines):
-        if line.startswith(MARK + " "):
-            _, number, code = line.split(" ", 2)
+        if line.startswith(TRUST_MARK + " "):
+            trusted = line[len(TRUST_MARK) + 1 :]
+        elif line.startswith(MARK + " "):
+            number, code, *rest = line.split(" ")[1:]
             body_line = lines[i + 1] if i + 1 < len(lines) else ""
             try:
                 body = base64.b64decode(body_line.strip(), validate=True)
             except binascii.Error:
                 body = b""
+            if not number.isdigit():
+                continue
             answers[int(number)] = (int(code) if code.isdigit() else 0, body)
-    return [judge(t, *answers.get(n, (0, b""))) for n, t in enumerate(targets)]
+            if rest and rest[0].isdigit() and rest[0] != "0":
+                failures[int(number)] = curl_failure(int(rest[0]), trusted)
+    return [
+        judge(t, *answers.get(n, (0, b"")), failure=failures.get(n, ""))
+        for n, t in enumerate(targets)
+    ]
 
 
-def judge(target: ProbeTarget, status: int, body: bytes) -> ProbeResult:
-    """Whether one answer is what the probe expects, and if not, why."""
+def curl_failure(rc: int, trusted: str = "") -> str:
+    """Why curl got no answer, from its exit code; TLS failures name the roots used."""
+    against = f" against {trusted}" if trusted else ""
+    if rc == 60:
+        return f"the certificate does not verify{against} (curl exit 60)"
+    if rc == 77:
+        return f"no usable roots to verify with: {trusted or 'the CA file'} (curl exit 77)"
+    if rc in (35, 51, 53, 54, 58, 59, 66, 80, 83, 90, 91):
+        return (
+            f"the TLS handshake failed (curl exit {rc}): no certificate for this name yet, "
+            "or Caddy could not get one"
+        )
+    if rc == 7:
+        return "connection refused: nothing listens on the box's port 443 (curl exit 7)"
+    if rc == 28:
+        return "no answer within 10s (curl exit 28)"
+    return f"no answer (curl exit {rc})"
+
+
+def judge(target: ProbeTarget, status: int, body: bytes, failure: str = "") -> ProbeResult:
+    """Whether one answer is what the probe expects, and if not, why (``failure``: why
+    curl got no answer at all, when it said)."""
     probe = target.probe
     if status == 0:
-        return ProbeResult(target, False, 0, "no answer (connection failed or timed out)")
+        return ProbeResult(
+            target, False, 0, failure or "no answer (connection failed or timed out)"
+        )
     if 300 <= status < 400:
         return ProbeResult(
             target, False, status, f"answered {status}, a redirect; expected {probe.status}", body

@@ -35,7 +35,7 @@ from vpsctl import audit, backupfiles, targets, views
 from vpsctl.apply import LOCK, Applier, counted_rows, discarded_rows
 from vpsctl.errors import VpsctlError
 from vpsctl.plan import redact
-from vpsctl.remote import Remote, Session
+from vpsctl.remote import Remote, RemoteError, Session
 from vpsctl.render import Desired, render
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.secrets import fingerprint
@@ -477,6 +477,62 @@ class RebuildReport:
         }
 
 
+class _RebuildSteps:
+    """What a rebuild adds to an apply: the snapshot's files before any stack starts, and
+    each stack's databases once its services are healthy."""
+
+    def __init__(
+        self,
+        spec: Spec,
+        session: Remote,
+        snapshot: str | None,
+        rebuild: RebuildReport,
+        out: IO[str],
+    ) -> None:
+        self.spec = spec
+        self.session = session
+        self.wanted = snapshot
+        self.rebuild = rebuild
+        self.out = out
+        self.stacks = backed_up_stacks(spec)
+        self.recorded: list[list[str]] = []  # the snapshot's row counts, stack by stack
+        rebuild.phases["restore databases"] = 0.0
+
+    def restore_files(self, applier: Applier) -> None:
+        rebuild = self.rebuild
+        backups = Backups(self.spec, self.session, applier.desired)
+        mark = time.monotonic()
+        rebuild.snapshot = backups.pick(self.wanted, self.stacks)
+        print(
+            f"restoring files of snapshot {rebuild.snapshot.id[:8]} "
+            f"({rebuild.snapshot.kind}, {rebuild.snapshot.time[:19]}) before any stack "
+            "starts …",
+            file=self.out,
+        )
+        rebuild.restored += backups.restore(rebuild.snapshot.id, "files", self.stacks)
+        rebuild.phases["restore files"] = time.monotonic() - mark
+
+    def restore_databases(self, applier: Applier, name: str) -> str:
+        """One stack's databases, as soon as its services are healthy and before its app
+        steps and probes: the app meets its own data (a Ghost or Plausible restored from the
+        backup is found set up, never claimed afresh), then is healthy again. "" when done
+        (or nothing to do), else what failed (the stack's gate fails)."""
+        rebuild = self.rebuild
+        items = self.spec.stacks[name].backups if name in self.stacks else []
+        if rebuild.snapshot is None or not any(i.kind in DATABASES for i in items):
+            return ""  # its files were restored before it started: nothing to do
+        mark = time.monotonic()
+        try:
+            backups = Backups(self.spec, self.session, applier.desired)
+            rebuild.restored += backups.restore(rebuild.snapshot.id, "databases", [name])
+            self.recorded.extend(backups.recorded)
+            ok, detail = applier.wait_healthy(name)
+        except (BackupError, RemoteError) as exc:
+            ok, detail = False, str(exc)
+        rebuild.phases["restore databases"] += time.monotonic() - mark
+        return "" if ok else f"restoring its databases: {applier.clean(detail)}"
+
+
 def run_rebuild(
     spec: Spec,
     snapshot: str | None,
@@ -490,26 +546,17 @@ def run_rebuild(
     ``backup_timers=False`` (a drill) masks the box's backup timers instead of enabling
     them, and the audit checks that they are masked."""
     rebuild = RebuildReport(spec.host.name)
-    stacks = backed_up_stacks(spec)
     started = time.monotonic()
     with Session(targets.target(spec)) as session:
         connected = time.monotonic()
-
-        def restore_files(applier: Applier) -> None:
-            backups = Backups(spec, session, applier.desired)
-            mark = time.monotonic()
-            rebuild.snapshot = backups.pick(snapshot, stacks)
-            print(
-                f"restoring files of snapshot {rebuild.snapshot.id[:8]} "
-                f"({rebuild.snapshot.kind}, {rebuild.snapshot.time[:19]}) before any stack "
-                "starts …",
-                file=out,
-            )
-            rebuild.restored += backups.restore(rebuild.snapshot.id, "files", stacks)
-            rebuild.phases["restore files"] = time.monotonic() - mark
-
+        steps = _RebuildSteps(spec, session, snapshot, rebuild, out)
         applier = Applier(
-            spec, session, out, before_stacks=restore_files, backup_timers=backup_timers
+            spec,
+            session,
+            out,
+            before_stacks=steps.restore_files,
+            after_healthy=steps.restore_databases,
+            backup_timers=backup_timers,
         )
         running = [n for n, cs in applier.facts.projects().items() if cs]
         if running and not force:
@@ -523,16 +570,15 @@ def run_rebuild(
         rebuild.phases["bootstrap"] = result.phases.get("bootstrap", 0.0)
         rebuild.phases["images"] = result.phases.get("images", 0.0)
         rebuild.phases["restore files"] = rebuild.phases.pop("restore files", 0.0)
-        rebuild.phases["stacks up"] = result.phases.get("stacks", 0.0)
+        # the databases were restored inside the stacks phase, stack by stack
+        databases = rebuild.phases.pop("restore databases")
+        rebuild.phases["stacks up"] = result.phases.get("stacks", 0.0) - databases
+        rebuild.phases["restore databases"] = databases
         print(views.apply_text(result), file=out, end="")
         rebuild.apply_ok = result.ok
         if rebuild.snapshot is None:
             raise BackupError("the rebuild stopped before restoring anything")
-        mark = time.monotonic()
-        backups = Backups(spec, session, applier.desired)
-        rebuild.restored += backups.restore(rebuild.snapshot.id, "databases", stacks)
-        rebuild.recorded = _counts(backups.recorded)
-        rebuild.phases["restore databases"] = time.monotonic() - mark
+        rebuild.recorded = _counts(steps.recorded)
         mark = time.monotonic()
         rebuild.report = audit.audit(spec, session, applier.desired)
         if not backup_timers:
@@ -540,6 +586,10 @@ def run_rebuild(
         rebuild.phases["audit"] = time.monotonic() - mark
     print(redact(views.audit_text(rebuild.report), spec.secret_values()), file=out, end="")
     return rebuild
+
+
+# backup kinds restored into a running database (the rest are files, restored before start)
+DATABASES = frozenset({"postgres", "mysql", "clickhouse"})
 
 
 def _masked_timer(check: audit.Check) -> audit.Check:

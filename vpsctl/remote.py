@@ -8,18 +8,22 @@ command), and host keys checked against a known_hosts file vpsctl records.
 
 from __future__ import annotations
 
+import contextlib
 import io
+import select
 import shlex
 import socket
 import subprocess
 import tarfile
+import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
+from paramiko import SSHException
 from pyinfra.api.command import StringCommand
 from pyinfra.api.config import Config
 from pyinfra.api.deploy import add_deploy
@@ -164,6 +168,13 @@ class Remote(Protocol):
 
     def deploy(self, func: Any, **kwargs: Any) -> DeployReport:
         """Run a pyinfra deploy on the host."""
+        ...
+
+    def forward(
+        self, address: str, port: int
+    ) -> contextlib.AbstractContextManager[tuple[str, int]]:
+        """A local ``("127.0.0.1", PORT)`` that reaches ``address:port`` as seen from the
+        host, for as long as the context lasts."""
         ...
 
 
@@ -373,6 +384,45 @@ class Session:
             )
         return sent
 
+    @contextlib.contextmanager
+    def forward(self, address: str, port: int) -> Iterator[tuple[str, int]]:
+        """A local TCP port that reaches ``address:port`` as the host sees it (a container's
+        address on a docker network), through this SSH connection (``direct-tcpip``, as
+        ``ssh -L``): nothing is published on the host, and the port listens on 127.0.0.1
+        only while the block runs. Yields ``("127.0.0.1", PORT)``."""
+        transport = self._transport()
+        listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        listener.settimeout(0.2)
+        stop = threading.Event()
+        threads: list[threading.Thread] = []
+
+        def accept() -> None:
+            while not stop.is_set():
+                try:
+                    client, _ = listener.accept()
+                except TimeoutError:
+                    continue
+                except OSError:
+                    return
+                thread = threading.Thread(
+                    target=_pump, args=(transport, (address, port), client, stop), daemon=True
+                )
+                thread.start()
+                threads.append(thread)
+
+        acceptor = threading.Thread(target=accept, daemon=True)
+        acceptor.start()
+        try:
+            yield ("127.0.0.1", listener.getsockname()[1])
+        finally:
+            stop.set()
+            acceptor.join(2)
+            listener.close()
+            for thread in threads:
+                thread.join(2)
+
     def deploy(self, func: Any, **kwargs: Any) -> DeployReport:
         """Run a pyinfra deploy (``deploys/``) on the host; raise naming a failed operation."""
         add_deploy(self._state, func, **kwargs)
@@ -400,6 +450,35 @@ class Session:
         if stopped is not None:
             raise RemoteError(f"the deploy stopped on {self.target.name}: {masked(str(stopped))}")
         return DeployReport(tuple(ops))
+
+
+def _pump(
+    transport: Any, target: tuple[str, int], client: socket.socket, stop: threading.Event
+) -> None:
+    """Carry one forwarded connection both ways until either side closes (or ``stop``)."""
+    try:
+        channel = transport.open_channel("direct-tcpip", target, client.getpeername(), timeout=15)
+    except (SSHException, OSError, EOFError):
+        client.close()  # the client reads a closed connection: its own error says so
+        return
+    try:
+        while not stop.is_set():
+            ready, _, _ = select.select([client, channel], [], [], 0.2)
+            if client in ready:
+                data = client.recv(65536)
+                if not data:
+                    break
+                channel.sendall(data)
+            if channel in ready:
+                data = channel.recv(65536)
+                if not data:
+                    break
+                client.sendall(data)
+    except OSError:
+        pass  # either side went away: the connection ends, as with `ssh -L`
+    finally:
+        channel.close()
+        client.close()
 
 
 def read_facts(target: Target) -> HostFacts:

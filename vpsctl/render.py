@@ -26,6 +26,7 @@ from typing import Any
 import jinja2
 
 from vpsctl import backupfiles, standins
+from vpsctl.apps.steps import AppStep, desired_steps
 from vpsctl.layout import HOST_FILES, HOST_ROOT, STACKS_ROOT
 from vpsctl.localfiles import UnsafePath, member_problem, safe_target, write_atomic
 from vpsctl.spec.envfile import env_value_problem
@@ -50,7 +51,9 @@ class DesiredFile:
     content: bytes
     mode: int
     stack: str
-    kind: str  # compose | env | config | caddyfile; host files: script | secret | unit
+    # compose | env | config | caddyfile | caddy-asset (a file the Caddyfile loads);
+    # host files: script | secret | unit
+    kind: str
     secret_keys: frozenset[str] = frozenset()  # env files: keys whose values are secret
 
     @property
@@ -98,6 +101,8 @@ class Desired:
     stacks: dict[str, DesiredStack] = field(default_factory=dict)
     # the box's own files (backup script, password, timers): stack "" in ``files``
     host_files: tuple[str, ...] = ()
+    # steps inside the apps after their health gate: first-launch claims, in-app settings
+    app_steps: dict[str, tuple[AppStep, ...]] = field(default_factory=dict)
 
     @property
     def inputs_hash(self) -> str:
@@ -253,6 +258,17 @@ def render(spec: Spec, repository: backupfiles.Repository | None = None) -> Desi
                     "caddyfile",
                 )
             )
+            private = private_acme(spec)
+            if private is not None:  # read by Caddy with the Caddyfile: apply validates both
+                files.append(
+                    DesiredFile(
+                        f"{stack_dir(name)}/config/{CADDY_CONFIG}/{private.root_file}",
+                        private.root_pem,
+                        0o644,
+                        name,
+                        "caddy-asset",
+                    )
+                )
         for f in files:
             desired.files[f.path] = f
         desired.stacks[name] = DesiredStack(
@@ -267,6 +283,7 @@ def render(spec: Spec, repository: backupfiles.Repository | None = None) -> Desi
             domains=dict(spec.host.stacks[name].domains),
         )
     _contained(desired)
+    desired.app_steps = desired_steps(spec)
     return desired
 
 
@@ -422,6 +439,7 @@ def _service_view(
         "mem_limit": format_size(service.mem_limit or 0),
         "restart": service.restart,
         "stop_grace_period": service.stop_grace_period,
+        "ulimits": _ulimits(service, spec.host.max_nofile),
         "depends_on": service.depends_on,
         "edge_alias": (
             network_alias(stack_name, service_name)
@@ -430,6 +448,22 @@ def _service_view(
         ),
         "labels": labels,
     }
+
+
+def _ulimits(service: Service, max_nofile: int | None) -> list[tuple[str, int, int, str]]:
+    """(name, soft, hard, note) of each ulimit; ``nofile`` lowered to the host's
+    ``max_nofile`` where it is set, with a note saying what the stack asked."""
+    out = []
+    for name, limit in sorted(service.ulimits.items()):
+        soft, hard, note = limit.soft, limit.hard, ""
+        if name == "nofile" and max_nofile is not None and hard > max_nofile:
+            soft, hard = min(soft, max_nofile), max_nofile
+            note = (
+                f"the stack asks soft {limit.soft}, hard {limit.hard}; host.yaml's max_nofile "
+                f"{max_nofile} is all this host's Docker can give"
+            )
+        out.append((name, soft, hard, note))
+    return out
 
 
 def _config_bind(directory: str, config: str) -> str:
@@ -511,8 +545,39 @@ def render_caddyfile(
                 "handlers": handlers,
             }
         )
+    private = private_acme(spec)
     return env.get_template("Caddyfile.j2").render(
         sites=rendered_sites,
-        email=spec.host.acme_email if spec.host.tls == "acme" else None,
+        email=spec.host.acme_email if spec.host.tls != "internal" else None,
         local_certs=spec.host.tls == "internal",
+        acme_ca=private.directory if private else None,
+        acme_ca_root=f"/etc/caddy/{private.root_file}" if private else None,
     )
+
+
+@dataclass(frozen=True)
+class PrivateAcme:
+    """``tls: pebble``: the ACME directory Caddy orders from and the CA of its TLS, a file
+    beside the Caddyfile (named by its hash: a new CA is a new Caddyfile, validated and
+    reloaded; Caddy reads it when it provisions, so it must be there before `validate`)."""
+
+    directory: str
+    root_pem: bytes
+
+    @property
+    def root_file(self) -> str:
+        return f"acme-ca-root-{hashlib.sha256(self.root_pem).hexdigest()[:12]}.pem"
+
+
+def private_acme(spec: Spec) -> PrivateAcme | None:
+    """The sandbox's ACME CA for ``tls: pebble`` (from its record), else None."""
+    if spec.host.tls != "pebble":
+        return None
+    from vpsctl import pebble  # noqa: PLC0415 - the sandbox's CA only for tls: pebble
+
+    try:
+        found = pebble.endpoint()
+    except pebble.PebbleError as exc:
+        line, _ = spec.host_doc.locate(("tls",))
+        raise pebble.PebbleError(f"{spec.host_doc.file}:{line}: tls: pebble: {exc}") from None
+    return PrivateAcme(found.directory, found.tls_ca_pem)

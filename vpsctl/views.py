@@ -136,6 +136,17 @@ def plan_text(plan: Plan, verbose: bool = False) -> str:
             services = f" [{', '.join(s.services)}]" if s.services else ""
             out.append(f"  {_STACK_MARK[s.action]} {s.stack}: {s.action}{services} ({s.reason})")
         out.append("")
+    running = [a for a in plan.apps if a.action == "run"]
+    done = [a for a in plan.apps if a.action != "run"]
+    if running or (done and verbose):
+        out.append("Apps (after the health gate, before the edge routes to them):")
+        out += [f"  ~ {a.stack}: {a.label} ({a.reason})" for a in running]
+        if verbose:
+            out += [f"  = {a.stack}: {a.label} ({a.reason})" for a in done]
+        out.append("")
+    elif done:
+        out.append(f"Apps: {len(done)} step(s) done (owners claimed, settings set)")
+        out.append("")
     out += _volumes_text(plan, verbose)
     out.append(plan.summary())
     return "\n".join(out) + "\n"

@@ -12,6 +12,10 @@
   ``CLICKHOUSE_USER`` (default ``default``) needs it; with ``CLICKHOUSE_SKIP_USER_SETUP=1``
   the password-less ``default`` user may connect from anywhere; otherwise only from
   localhost. ``CLICKHOUSE_DB`` is created at start.
+- It runs as uid/gid 101 (``entrypoint.sh`` drops to it, as the real image's does) with the
+  real server's umask 027 (config.xml ``<umask>``): what it cannot read or write on disk
+  fails like the real one (``server.py --directories`` lists the directories the entrypoint
+  creates and chowns, as ``clickhouse extract-from-config`` does for the real one).
 """
 
 from __future__ import annotations
@@ -42,6 +46,31 @@ LOCAL = ("127.0.0.1", "::1")
 def parse_xml(path: Path) -> ElementTree.Element:
     # a config file on the server's own disk, like the real server reads it
     return ElementTree.parse(path).getroot()  # noqa: S314
+
+
+def directories() -> list[str]:
+    """The directories the image's entrypoint creates and chowns before the server starts:
+    the data directory first, then logs, tmp, user files, format schemas and every storage
+    disk's path (from config.d, where the studio's config declares them)."""
+    found = [
+        str(DATA_DIR),
+        str(LOG_DIR),
+        str(DATA_DIR / "tmp"),
+        str(DATA_DIR / "user_files"),
+        str(DATA_DIR / "format_schemas"),
+    ]
+    config = CONFIG_DIR / "config.d"
+    for path in sorted(config.glob("*.xml")) if config.is_dir() else []:
+        try:
+            root = parse_xml(path)
+        except (ElementTree.ParseError, OSError):
+            continue  # the server itself refuses it, with the reason
+        for disk in root.findall("storage_configuration/disks/*"):
+            for key in ("path", "metadata_path"):
+                value = (disk.findtext(key) or "").strip()
+                if value:
+                    found.append(value)
+    return found
 
 
 def check_config() -> tuple[list[str], Settings]:
@@ -196,6 +225,10 @@ class App(Handler):
 
 
 def main() -> None:
+    if sys.argv[1:] == ["--directories"]:
+        print("\n".join(directories()))
+        return
+    os.umask(0o027)
     hosts, settings = check_config()
     DATA_DIR.mkdir(parents=True, exist_ok=True)
     LOG_DIR.mkdir(parents=True, exist_ok=True)
@@ -207,7 +240,10 @@ def main() -> None:
             f"CREATE DATABASE IF NOT EXISTS `{database.replace('`', '``')}`", "default"
         )
     host = hosts[0] if hosts else ""
-    log(f"clickhouse: version {VERSION} (vpsctl stand-in), data in {DATA_DIR}")
+    log(
+        f"clickhouse: version {VERSION} (vpsctl stand-in), data in {DATA_DIR}, "
+        f"running as uid {os.getuid()} gid {os.getgid()}"
+    )
     serve(App, host, int(os.environ.get("CLICKHOUSE_HTTP_PORT", "8123")))
 
 

@@ -37,6 +37,7 @@ ERROR_NAMES = {
     60: "UNKNOWN_TABLE",
     62: "SYNTAX_ERROR",
     73: "UNKNOWN_FORMAT",
+    76: "CANNOT_OPEN_FILE",
     81: "UNKNOWN_DATABASE",
     82: "DATABASE_ALREADY_EXISTS",
     117: "INCORRECT_DATA",
@@ -47,6 +48,7 @@ ERROR_NAMES = {
     599: "BACKUP_NOT_FOUND",
     607: "BACKUP_ENTRY_NOT_FOUND",
     608: "CANNOT_RESTORE_TABLE",
+    1001: "STD_EXCEPTION",
 }
 HTTP_STATUS = {60: 404, 81: 404, 62: 400, 36: 400, 117: 400, 73: 400, 516: 403, 48: 501, 164: 403}
 
@@ -1003,6 +1005,44 @@ def _destination(engine: Engine, p: Parser) -> Path:
     raise ChError(36, f"Unknown backup engine {kind}: use Disk('disk', 'path') or File('path')")
 
 
+# The server runs as uid 101: what it may not read or write fails as the real one's does
+# (libc++'s std::filesystem errors for stat/mkdir, ErrnoException for open; the shape of
+# e.g. ClickHouse/ClickHouse#54621: "Code: 76. … Cannot open file …, errno: 13, strerror:
+# Permission denied. (CANNOT_OPEN_FILE)").
+
+
+def _filesystem_error(where: str, exc: OSError, path: Path) -> ChError:
+    return ChError(
+        1001,
+        f"std::__1::__fs::filesystem::filesystem_error: filesystem error: in {where}: "
+        f'{exc.strerror} ["{path}"]',
+    )
+
+
+def _cannot_open(path: Path, exc: OSError) -> ChError:
+    return ChError(76, f"Cannot open file {path}, errno: {exc.errno}, strerror: {exc.strerror}")
+
+
+def _path_exists(path: Path) -> bool:
+    """``fs::exists``: False when absent, an error when the path cannot be looked at."""
+    try:
+        path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return False
+    except OSError as exc:
+        raise _filesystem_error(
+            "posix_stat: failed to determine attributes for the specified path", exc, path
+        ) from None
+    return True
+
+
+def _mkdirs(path: Path) -> None:
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise _filesystem_error("create_directories", exc, path) from None
+
+
 def _backup(engine: Engine, p: Parser, database: str) -> Result:
     del database
     p.expect("BACKUP")
@@ -1010,7 +1050,7 @@ def _backup(engine: Engine, p: Parser, database: str) -> Result:
     p.expect("TO")
     dest = _destination(engine, p)
     p.rest()
-    if dest.exists():
+    if _path_exists(dest):
         raise ChError(598, f"Backup {dest} already exists")
     manifest: dict[str, Any] = {"version": VERSION, "created": time.time(), "tables": []}
     files: dict[str, str] = {}
@@ -1031,16 +1071,23 @@ def _backup(engine: Engine, p: Parser, database: str) -> Result:
             )
             files[entry] = "".join(json.dumps(r) + "\n" for r in engine.rows(table))
     files[".backup"] = json.dumps(manifest, indent=1)
-    dest.parent.mkdir(parents=True, exist_ok=True)
+    _mkdirs(dest.parent)
     if dest.suffix in (".zip", ".tar", ".gz"):
-        with zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED) as archive:
+        try:
+            archive = zipfile.ZipFile(dest, "w", zipfile.ZIP_DEFLATED)
+        except OSError as exc:
+            raise _cannot_open(dest, exc) from None
+        with archive:
             for entry, text in sorted(files.items()):
                 archive.writestr(entry, text)
     else:
         for entry, text in files.items():
             target = dest / entry
-            target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
+            _mkdirs(target.parent)
+            try:
+                target.write_text(text)
+            except OSError as exc:
+                raise _cannot_open(target, exc) from None
     return Result([("id", "String"), ("status", "String")], [[str(uuid.uuid4()), "BACKUP_CREATED"]])
 
 
@@ -1065,14 +1112,21 @@ def _restore(engine: Engine, p: Parser, database: str) -> Result:
     p.expect("FROM")
     src = _destination(engine, p)
     p.rest()
-    if not src.exists():
+    if not _path_exists(src):
         raise ChError(599, f"Backup {src} not found")
 
     def read(entry: str) -> str:
         if src.is_file():
-            with zipfile.ZipFile(src) as archive:
+            try:
+                archive = zipfile.ZipFile(src)
+            except OSError as exc:
+                raise _cannot_open(src, exc) from None
+            with archive:
                 return archive.read(entry).decode()
-        return (src / entry).read_text()
+        try:
+            return (src / entry).read_text()
+        except PermissionError as exc:
+            raise _cannot_open(src / entry, exc) from None
 
     try:
         manifest = json.loads(read(".backup"))

@@ -8,15 +8,34 @@ schema version; no command serves HTTP on ``app.address``. Configuration: the TO
 of ``--config`` (default ``config.toml``; ``--config ''`` reads none) overridden by
 ``LISTMONK_<section>__<key>`` variables, as the real one does.
 
-HTTP: ``GET /health`` → ``{"data": true}``; ``GET /subscription/form`` (an HTML form) and
-``POST`` to it; the API under ``/api`` with the admin's basic auth (or ``Authorization:
-token user:password``): subscribers (list with ``total``, create, get, delete), lists,
-settings (``PUT /api/settings`` merges keys, e.g. ``app.root_url``), config.
+HTTP: ``GET /health`` → ``{"data": true}``; ``GET /subscription/form`` (an HTML form whose
+links start with ``app.root_url``, as the real templates' ``{{ .RootURL }}``) and ``POST`` to
+it; ``POST /admin/login`` (form ``username``, ``password``) → 302 and a ``session`` cookie
+(sessions in Postgres); the API under ``/api``: subscribers (list with ``total``, create,
+get, delete), lists, settings, config.
+
+As strict as listmonk v6.2 where vpsctl touches it (``internal/auth/auth.go``,
+``cmd/settings.go``):
+
+- an ``Authorization`` header (``Basic`` or ``token user:token``) is checked against API
+  users only (their token's sha256); the admin's password there is refused with 403
+  ``invalid API credentials``: the admin signs in at /admin/login. A ``session`` cookie wins
+  over the header. No credentials → 403 ``invalid session``.
+- ``GET /api/settings`` answers the whole object, every password replaced by one ``•`` per
+  character; ``PUT /api/settings`` takes the whole object: without an enabled SMTP block
+  400 ``At least one SMTP block should be enabled`` (``settings.errorNoSMTP``), a password
+  ``""`` keeps the stored one (SMTP blocks matched by ``uuid``), bullets are stored as
+  bullets. Stricter than the real one: a body missing any key is refused with 400 (the
+  real one resets the missing settings to zero values: vpsctl must never send one).
+- ``app.root_url`` is read at start; after a settings change the process re-executes
+  itself 500 ms later (as listmonk's SIGHUP reload does), so links carry a new root URL
+  only once it has restarted.
 """
 
 from __future__ import annotations
 
 import base64
+import copy
 import hashlib
 import hmac
 import html
@@ -25,10 +44,13 @@ import os
 import re
 import secrets
 import sys
+import threading
+import time
 import tomllib
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs
+from uuid import uuid4
 
 import psycopg2
 import psycopg2.errors
@@ -40,7 +62,10 @@ UPLOADS = Path("/listmonk/uploads")
 EMAIL = re.compile(r"[^\s@<>]+@[^\s@<>]+\.[^\s@<>]+")
 
 SCHEMA = """
-DROP TABLE IF EXISTS subscriber_lists, subscribers, lists, users, settings CASCADE;
+DROP TABLE IF EXISTS subscriber_lists, subscribers, lists, users, settings, sessions CASCADE;
+CREATE TABLE sessions (
+    id TEXT NOT NULL PRIMARY KEY, data JSONB DEFAULT '{}'::jsonb NOT NULL,
+    created_at TIMESTAMP WITH TIME ZONE DEFAULT NOW() NOT NULL);
 CREATE TABLE settings (
     key TEXT PRIMARY KEY, value JSONB NOT NULL DEFAULT '{}',
     updated_at TIMESTAMP WITH TIME ZONE NOT NULL DEFAULT NOW());
@@ -74,22 +99,123 @@ INSERT INTO lists (name, type, optin, tags) VALUES
     ('Default list', 'private', 'single', '{test}'),
     ('Opt-in list', 'public', 'double', '{test}');
 """
+_SMTP_DEFAULTS = {
+    "name": "", "hello_hostname": "", "max_conns": 10, "idle_timeout": "15s",
+    "wait_timeout": "5s", "max_msg_retries": 2, "msg_retry_delay": "10ms",
+    "tls_skip_verify": False, "email_headers": [], "from_addresses": [],
+}  # fmt: skip
+# schema.sql of listmonk v6.2: every setting, as a fresh install stores it
 DEFAULT_SETTINGS: dict[str, Any] = {
     "app.site_name": "Mailing list",
     "app.root_url": "http://localhost:9000",
-    "app.logo_url": "",
     "app.favicon_url": "",
     "app.from_email": "listmonk <noreply@listmonk.yoursite.com>",
-    "app.notify_emails": [],
+    "app.logo_url": "",
+    "app.concurrency": 10,
+    "app.message_rate": 10,
+    "app.batch_size": 1000,
+    "app.max_send_errors": 1000,
+    "app.message_sliding_window": False,
+    "app.message_sliding_window_duration": "1h",
+    "app.message_sliding_window_rate": 10000,
+    "app.cache_slow_queries": False,
+    "app.cache_slow_queries_interval": "0 3 * * *",
+    "app.enable_public_archive": True,
     "app.enable_public_subscription_page": True,
+    "app.show_optin_page": True,
+    "app.enable_public_archive_rss_content": True,
+    "app.send_optin_confirmation": True,
+    "app.check_updates": True,
+    "app.notify_emails": [],
     "app.lang": "en",
     "privacy.individual_tracking": False,
+    "privacy.disable_tracking": False,
     "privacy.unsubscribe_header": True,
+    "privacy.allow_blocklist": True,
+    "privacy.allow_export": True,
+    "privacy.allow_wipe": True,
+    "privacy.allow_preferences": True,
+    "privacy.exportable": ["profile", "subscriptions", "campaign_views", "link_clicks"],
+    "privacy.domain_blocklist": [],
+    "privacy.domain_allowlist": [],
+    "privacy.record_optin_ip": False,
+    "security.captcha": {
+        "altcha": {"enabled": False, "complexity": 300000},
+        "hcaptcha": {"enabled": False, "key": "", "secret": ""},
+    },
+    "security.oidc": {
+        "enabled": False, "provider_url": "", "provider_name": "", "client_id": "",
+        "client_secret": "", "auto_create_users": False, "default_user_role_id": None,
+        "default_list_role_id": None,
+    },
+    "security.trusted_urls": [],
     "upload.provider": "filesystem",
+    "upload.max_file_size": 5000,
+    "upload.extensions": ["jpg", "jpeg", "png", "gif", "svg", "*"],
     "upload.filesystem.upload_path": "uploads",
     "upload.filesystem.upload_uri": "/uploads",
-    "migrations": [VERSION],
-}
+    "upload.s3.url": "https://ap-south-1.s3.amazonaws.com",
+    "upload.s3.public_url": "",
+    "upload.s3.aws_access_key_id": "",
+    "upload.s3.aws_secret_access_key": "",
+    "upload.s3.aws_default_region": "ap-south-1",
+    "upload.s3.bucket": "",
+    "upload.s3.bucket_domain": "",
+    "upload.s3.bucket_path": "/",
+    "upload.s3.bucket_type": "public",
+    "upload.s3.expiry": "167h",
+    "smtp": [
+        {**_SMTP_DEFAULTS, "enabled": True, "host": "smtp.yoursite.com", "port": 25,
+         "auth_protocol": "cram", "username": "username", "password": "password",
+         "tls_type": "STARTTLS"},
+        {**_SMTP_DEFAULTS, "enabled": False, "host": "smtp.gmail.com", "port": 465,
+         "auth_protocol": "login", "username": "username@gmail.com", "password": "password",
+         "tls_type": "TLS"},
+    ],
+    "messengers": [],
+    "bounce.enabled": False,
+    "bounce.webhooks_enabled": False,
+    "bounce.actions": {
+        "soft": {"count": 2, "action": "none"},
+        "hard": {"count": 1, "action": "blocklist"},
+        "complaint": {"count": 1, "action": "blocklist"},
+    },
+    "bounce.ses_enabled": False,
+    "bounce.azure": {"enabled": False, "shared_secret": "", "shared_secret_header": ""},
+    "bounce.sendgrid_enabled": False,
+    "bounce.sendgrid_key": "",
+    "bounce.postmark": {"enabled": False, "username": "", "password": ""},
+    "bounce.forwardemail": {"enabled": False, "key": ""},
+    "bounce.lettermint": {"enabled": False, "key": ""},
+    "bounce.mailboxes": [
+        {"enabled": False, "type": "pop", "host": "pop.yoursite.com", "port": 995,
+         "auth_protocol": "userpass", "username": "username", "password": "password",
+         "return_path": "bounce@listmonk.yoursite.com", "scan_interval": "15m",
+         "tls_enabled": True, "tls_skip_verify": False},
+    ],
+    "appearance.admin.custom_css": "",
+    "appearance.admin.custom_js": "",
+    "appearance.public.custom_css": "",
+    "appearance.public.custom_js": "",
+    "maintenance.db": {"vacuum": False, "vacuum_cron_interval": "0 2 * * *"},
+}  # fmt: skip
+# the settings GET masks (cmd/settings.go GetSettings): (key, list-of-blocks?, field)
+MASKED = (
+    ("smtp", True, "password"),
+    ("bounce.mailboxes", True, "password"),
+    ("messengers", True, "password"),
+    ("upload.s3.aws_secret_access_key", False, ""),
+    ("bounce.sendgrid_key", False, ""),
+    ("bounce.azure", False, "shared_secret"),
+    ("bounce.postmark", False, "password"),
+    ("bounce.forwardemail", False, "key"),
+    ("bounce.lettermint", False, "key"),
+    ("security.captcha", False, "hcaptcha.secret"),
+    ("security.oidc", False, "client_secret"),
+)
+PASSWORD_MASK = "•"  # noqa: S105 - what a password is shown as, not one
+NO_SMTP = "At least one SMTP block should be enabled"  # i18n settings.errorNoSMTP
+RELOAD_AFTER = 0.5  # seconds: listmonk sends itself SIGHUP this long after a change
 
 
 def die(message: str) -> NoReturn:
@@ -220,7 +346,7 @@ def install(conn: Any, flags: set[str], env: dict[str, str]) -> None:
         die("LISTMONK_ADMIN_PASSWORD: the password should be at least 8 characters")
     with conn.cursor() as cur:
         cur.execute(SCHEMA)
-        for key, value in DEFAULT_SETTINGS.items():
+        for key, value in {**DEFAULT_SETTINGS, "migrations": [VERSION]}.items():
             cur.execute(
                 "INSERT INTO settings (key, value) VALUES (%s, %s)", (key, json.dumps(value))
             )
@@ -258,6 +384,7 @@ def upgrade(conn: Any) -> None:
 class App(Handler):
     app_name = "listmonk"
     config: dict[str, Any]
+    root_url: str = DEFAULT_SETTINGS["app.root_url"]  # read at start, like urlCfg
 
     def db(self) -> Any:
         conn = getattr(self, "_conn", None)
@@ -296,11 +423,17 @@ class App(Handler):
         elif path == "/subscription/form":
             self.subscription_form()
         elif path in ("/", ""):
-            self.send_html(200, "<!doctype html><html><body><h1>listmonk</h1></body></html>\n")
+            root = html.escape(self.root_url)
+            self.send_html(
+                200,
+                page("listmonk", f'<a href="{root}/subscription/form">Subscribe</a>'),
+            )
         elif path in ("/admin", "/admin/"):
             self.send(302, "", headers={"Location": "/admin/login"})
+        elif path == "/admin/login" and method == "POST":
+            self.login()
         elif path == "/admin/login":
-            self.send_html(200, LOGIN_PAGE)
+            self.send_html(200, login_page(""))
         elif path.startswith("/uploads/") and method in ("GET", "HEAD"):
             self.upload(path.removeprefix("/uploads/"))
         elif path.startswith("/api/"):
@@ -310,21 +443,79 @@ class App(Handler):
             raise HttpError(404, "Not found")
 
     def authenticate(self) -> None:
-        auth = self.headers.get("Authorization", "")
-        credentials = ""
-        if auth.startswith("Basic "):
+        """listmonk v6's auth middleware: a ``session`` cookie (a signed-in user) wins over
+        an ``Authorization`` header, which is checked against API users only."""
+        session = self.session_id()
+        if session:
+            rows = self.rows(
+                "SELECT u.id FROM sessions s JOIN users u ON u.id = (s.data->>'user_id')::int "
+                "WHERE s.id = %s AND u.status = 'enabled'",
+                (session,),
+            )
+            if not rows:
+                raise HttpError(403, "invalid session")
+            return
+        auth = self.headers.get("Authorization", "").strip()
+        if not auth:
+            raise HttpError(403, "invalid session")
+        if auth.startswith("token"):
+            pair = auth[len("token") :].strip()
+        elif auth.startswith("Basic"):
             try:
-                credentials = base64.b64decode(auth[6:]).decode()
+                pair = base64.b64decode(auth[len("Basic") :].strip()).decode()
             except ValueError:
-                credentials = ""
-        elif auth.startswith("token "):
-            credentials = auth[6:]
-        user, _, password = credentials.partition(":")
+                raise HttpError(400, "invalid Base64 value in Basic Authorization header") from None
+        else:
+            raise HttpError(400, "unknown Authorization scheme")
+        user, _, token = pair.partition(":")
+        if not user or not token:
+            raise HttpError(400, "empty `api_key` or `token`")
+        digest = hashlib.sha256(token.encode()).hexdigest()
         rows = self.rows(
-            "SELECT password FROM users WHERE username = %s AND status = 'enabled'", (user,)
+            "SELECT password FROM users WHERE username = %s AND type = 'api' "
+            "AND status = 'enabled'",
+            (user,),
+        )
+        if not rows or not hmac.compare_digest(str(rows[0]["password"] or ""), digest):
+            raise HttpError(403, "invalid API credentials")
+
+    def session_id(self) -> str:
+        for part in self.headers.get("Cookie", "").split(";"):
+            name, _, value = part.strip().partition("=")
+            if name == "session" and value:
+                return value
+        return ""
+
+    def login(self) -> None:
+        """``POST /admin/login``: the form's username and password → a session and a 302
+        to ``next``; a failure renders the login page with the error (as listmonk does)."""
+        form = parse_qs(self.body().decode(errors="replace"))
+        username = (form.get("username") or [""])[0].strip()
+        password = (form.get("password") or [""])[0].strip()
+        target = (form.get("next") or ["/admin"])[0]
+        target = target if target.startswith("/") and not target.startswith("//") else "/admin"
+        time.sleep(0.1)  # listmonk's timing mitigation
+        if not 3 <= len(username) <= 200:
+            self.send_html(200, login_page("Invalid fields: username"))
+            return
+        if not 8 <= len(password) <= 200:
+            self.send_html(200, login_page("Invalid fields: password"))
+            return
+        rows = self.rows(
+            "SELECT id, password FROM users WHERE username = %s AND type = 'user' "
+            "AND status = 'enabled'",
+            (username,),
         )
         if not rows or not check_password(password, rows[0]["password"]):
-            raise HttpError(403, "invalid API credentials")
+            self.send_html(200, login_page("Invalid login or password"))
+            return
+        session = secrets.token_urlsafe(48)[:64]
+        self.rows(
+            "INSERT INTO sessions (id, data) VALUES (%s, %s)",
+            (session, json.dumps({"user_id": rows[0]["id"]})),
+        )
+        cookie = f"session={session}; Path=/; Max-Age=604800; HttpOnly"
+        self.send(302, "", headers={"Location": target, "Set-Cookie": cookie})
 
     def api(self, path: str, method: str) -> None:
         parts = path.split("/")
@@ -350,12 +541,11 @@ class App(Handler):
         elif parts[0] == "settings":
             self.settings(method)
         elif parts[0] == "config" and method == "GET":
-            settings = self.current_settings()
             self.send_json(
                 200,
                 {
                     "data": {
-                        "root_url": settings.get("app.root_url"),
+                        "root_url": self.root_url,
                         "version": VERSION,
                         "lang": "en",
                         "needs_restart": False,
@@ -372,22 +562,36 @@ class App(Handler):
         if method == "GET":
             settings = self.current_settings()
             settings.pop("migrations", None)
-            self.send_json(200, {"data": settings})
+            self.send_json(200, {"data": masked_settings(settings)})
             return
         if method != "PUT":
             raise HttpError(405, "Method not allowed")
         data = self.json_body()
         if not isinstance(data, dict):
             raise HttpError(400, "Invalid settings")
-        if "app.root_url" in data:
-            root = str(data["app.root_url"]).rstrip("/")
-            url = urlsplit(root)
-            if url.scheme not in ("http", "https") or not url.hostname:
-                raise HttpError(400, "Invalid `app.root_url`")
-            data["app.root_url"] = root
+        current = self.current_settings()
+        smtp = data.get("smtp")
+        blocks = [b for b in smtp if isinstance(b, dict)] if isinstance(smtp, list) else []
+        if not any(b.get("enabled") is True for b in blocks):
+            raise HttpError(400, NO_SMTP)
+        missing = sorted(set(DEFAULT_SETTINGS) - set(data))
+        if missing:
+            shown = ", ".join(missing[:5]) + (
+                f" … ({len(missing)} keys)" if len(missing) > 5 else ""
+            )
+            raise HttpError(
+                400,
+                f"partial settings: missing {shown} (vpsctl stand-in: the real listmonk binds "
+                "the whole object and resets every missing setting to its zero value)",
+            )
+        for block in blocks:
+            block["host"] = str(block.get("host", "")).strip()
+        data["smtp"] = blocks
+        keep_secrets(data, current)
+        data["app.root_url"] = str(data.get("app.root_url", "")).rstrip("/")
         for key, value in data.items():
-            if key == "migrations":
-                continue
+            if key not in DEFAULT_SETTINGS:
+                continue  # the real one binds a struct: unknown keys are dropped
             self.rows(
                 "INSERT INTO settings (key, value) VALUES (%s, %s) ON CONFLICT (key) "
                 "DO UPDATE SET value = EXCLUDED.value, updated_at = NOW()",
@@ -395,6 +599,7 @@ class App(Handler):
             )
         log("listmonk: settings updated; reloading app")
         self.send_json(200, {"data": True})
+        threading.Timer(RELOAD_AFTER, reexec).start()
 
     def subscribers(self, sub_id: str, method: str) -> None:
         if method == "GET" and not sub_id:
@@ -565,11 +770,15 @@ class App(Handler):
             f"{html.escape(lst['name'])}</label></p>"
             for lst in lists
         )
+        root = html.escape(self.root_url)
         self.send_html(
             200,
             page(
                 "Subscribe",
-                '<form method="post" action="/subscription/form">'
+                # the real template's header: links start with {{ .RootURL }}
+                f'<header><a href="{root}/subscription/form">Mailing list</a> '
+                f'<a href="{root}/archive">Archive</a></header>'
+                '<form method="post" action="">'
                 '<p><input type="email" name="email" required placeholder="E-mail"></p>'
                 '<p><input type="text" name="name" placeholder="Name"></p>'
                 f'{boxes}<p><button type="submit">Subscribe</button></p></form>',
@@ -590,11 +799,76 @@ def page(title: str, body: str) -> str:
     )
 
 
-LOGIN_PAGE = page(
-    "listmonk",
-    '<form method="post" action="/admin/login"><input name="username">'
-    '<input type="password" name="password"><button>Login</button></form>',
-)
+def login_page(error: str) -> str:
+    said = f'<p class="error">{html.escape(error)}</p>' if error else ""
+    return page(
+        "Login",
+        f'{said}<form method="post" action="/admin/login"><input name="username">'
+        '<input type="password" name="password"><input type="hidden" name="next" '
+        'value="/admin"><button>Login</button></form>',
+    )
+
+
+def _mask(value: Any) -> Any:
+    return PASSWORD_MASK * len(value) if isinstance(value, str) else value
+
+
+def masked_settings(settings: dict[str, Any]) -> dict[str, Any]:
+    """What GET /api/settings shows: every password replaced by one bullet a character."""
+    out = copy.deepcopy(settings)
+    for key, blocks, name in MASKED:
+        value = out.get(key)
+        if blocks and isinstance(value, list):
+            for block in value:
+                if isinstance(block, dict) and name in block:
+                    block[name] = _mask(block[name])
+        elif not blocks and not name:
+            out[key] = _mask(value)
+        elif isinstance(value, dict):
+            *parents, last = name.split(".")
+            node = value
+            for part in parents:
+                node = node.get(part) if isinstance(node.get(part), dict) else {}
+            if last in node:
+                node[last] = _mask(node[last])
+    return out
+
+
+def keep_secrets(data: dict[str, Any], current: dict[str, Any]) -> None:
+    """As UpdateSettings: an empty password keeps the stored one of the block whose uuid
+    equals the incoming one — compared BEFORE a missing uuid is assigned, so a block without
+    one matches a stored block without one (schema.sql's defaults have none), the last
+    match winning — then a block without a uuid gets a new one; single secrets: an empty
+    one keeps the stored one."""
+    for key, blocks, name in MASKED:
+        value, old = data.get(key), current.get(key)
+        if blocks and isinstance(value, list):
+            for block in value:
+                if not isinstance(block, dict):
+                    continue
+                incoming = str(block.get("uuid") or "")
+                if block.get(name, "") == "":
+                    for stored in old or []:
+                        if isinstance(stored, dict) and str(stored.get("uuid") or "") == incoming:
+                            block[name] = stored.get(name, "")
+                if not incoming:
+                    block["uuid"] = str(uuid4())
+        elif not blocks and not name:
+            if value == "":
+                data[key] = old or ""
+        elif isinstance(value, dict) and isinstance(old, dict):
+            *parents, last = name.split(".")
+            node, was = value, old
+            for part in parents:
+                node, was = node.get(part) or {}, was.get(part) or {}
+            if node.get(last, "") == "":
+                node[last] = was.get(last, "")
+
+
+def reexec() -> None:
+    """listmonk's reload: the process replaces itself (same PID), reading its settings anew."""
+    log("reloading on signal ...")
+    os.execv(sys.executable, [sys.executable, *sys.argv])  # noqa: S606 - itself, anew
 
 
 def main(argv: list[str]) -> None:
@@ -619,6 +893,22 @@ def main(argv: list[str]) -> None:
         row = cur.fetchone()
     if not row or VERSION not in row[0]:
         die(f"there are pending database upgrades: {VERSION}. Run --upgrade.")
+    with conn.cursor() as cur:
+        # an install of an older stand-in has no sessions table yet (the real schema has)
+        cur.execute(
+            "CREATE TABLE IF NOT EXISTS sessions (id TEXT NOT NULL PRIMARY KEY, "
+            "data JSONB DEFAULT '{}'::jsonb NOT NULL, "
+            "created_at TIMESTAMP WITH TIME ZONE DEFAULT NOW() NOT NULL)"
+        )
+        # … nor every setting of v6.2's schema (a real upgrade's migrations add new ones)
+        for key, value in DEFAULT_SETTINGS.items():
+            cur.execute(
+                "INSERT INTO settings (key, value) VALUES (%s, %s) ON CONFLICT (key) DO NOTHING",
+                (key, json.dumps(value)),
+            )
+        cur.execute("SELECT value FROM settings WHERE key = 'app.root_url'")
+        found = cur.fetchone()
+    App.root_url = str(found[0]) if found else DEFAULT_SETTINGS["app.root_url"]
     conn.close()
     address = str(config.get("app.address") or "")
     host, _, port = address.rpartition(":")

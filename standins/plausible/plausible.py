@@ -11,22 +11,62 @@ DISABLE_REGISTRATION true/false/invite_only, and an EMPTY optional variable is a
 "unset" (``DISABLE_REGISTRATION=""``, an empty boolean or integer crash boot). Values come
 from ``$CONFIG_DIR/<NAME>`` files (default /run/secrets) before the environment.
 
+The mailer, as runtime.exs reads it: MAILER_ADAPTER one of Bamboo's adapters (no
+MAILER_ADAPTER: Bamboo.Mua, direct delivery on port 25, logged as a warning), booleans
+strict (SMTP_HOST_SSL_ENABLED, SMTP_MX_LOOKUPS_ENABLED, SMTP_MIDDLEBOX_COMP_MODE), Mua's
+SMTP_USER_NAME/SMTP_USER_PWD both or neither. Where the real release boots and then fails
+every delivery, the stand-in refuses at boot (vpsctl stand-in checks): Bamboo.SMTPAdapter
+without SMTP_HOST_ADDR, a non-numeric SMTP_HOST_PORT or SMTP_RETRIES, port 465 without
+SSL, one of the SMTP credentials empty or missing, a MAILER_EMAIL that is no address. The
+boot log names the mail route (``[notice] mailer: …``), never a credential.
+
 HTTP: ``GET /api/health`` → ``{"postgres","clickhouse","sites_cache"}`` with real checks
-(500 if one fails); ``GET /login`` names Plausible; ``POST /api/event`` → 202, stored in
-ClickHouse's ``events_v2`` when the domain is a site (dropped otherwise, with
-``x-plausible-dropped: 1``, like the real one); the Sites API (``/api/v1/sites``) and
-``/api/v1/stats/aggregate`` with any Bearer token (the stand-in has no API keys).
+(500 if one fails); ``POST /api/event`` → 202, stored in ClickHouse's ``events_v2`` when the
+domain is a site (dropped otherwise, with ``x-plausible-dropped: 1``, like the real one);
+the Sites API (``/api/v1/sites``) and ``/api/v1/stats/aggregate`` with any Bearer token
+(the stand-in has no API keys).
+
+Browser routes (``/``, ``/login``, ``/register``, ``/sites``, ``/sites/new``,
+``/settings``, ``/logout``), as v3.2's ``:browser`` pipeline: while the ``users`` table
+(in Postgres, so a restored database keeps its owner) is empty, every one but
+``/register`` answers 302 → ``/register`` (FirstLaunchPlug), GET and POST alike;
+``DISABLE_REGISTRATION=invite_only``/``true`` closes ``/register`` (302 → ``/login``) only
+once a user exists. Sessions are the signed ``_plausible_<ENVIRONMENT>`` cookie (HttpOnly,
+SameSite=Lax, ``secure`` with an https BASE_URL), CSRF tokens masked as Plug's; a POST
+with a bad token answers 403. ``/register`` is the RegisterForm LiveView: its page carries
+the csrf-token meta tag and signed ``data-phx-session``/``data-phx-static``; the websocket
+``/live/websocket`` (RFC 6455, Phoenix V2 JSON messages, ``vsn=2.0.0`` required — a
+stand-in check) refuses an Origin whose host is not BASE_URL's with 403 (check_origin; no
+Origin is allowed, as Phoenix does); a join whose connect ``_csrf_token`` does not match
+the cookie's session, or whose tokens are not signed by this SECRET_KEY_BASE, is answered
+``stale``, a join URL off BASE_URL's host or not ``/register`` ``unauthorized``. The
+``register`` form event validates as ``Auth.User.new/1`` (name, email, password required;
+password 12..128 characters and not weak — a rough stand-in for zxcvbn; confirmation
+required and equal; email taken; and, as the browser's type=email does, an address) and
+renders the errors next to the fields as the real form does (the red "Min 12 characters"
+hint, "Password is too weak", a red ``<p>`` after an input); on success it inserts the user
+and sets ``phx-trigger-action`` on the form, whose action is ``POST /login`` with
+``user[register_action]=register_form``: that logs the user in (302 → ``/sites/new``). A
+POST alone creates nobody: there is no ``POST /register`` (404), and ``POST /login``
+without a user redirects to ``/register``. Not modelled: login rate limits, email
+verification codes (``ENABLE_EMAIL_VERIFICATION`` only changes the redirect to
+``/activate``), invitations.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
+import hmac
+import html
 import http.client
+import http.cookies
 import ipaddress
 import json
 import os
+import re
 import sys
 import threading
 import time
@@ -62,6 +102,10 @@ LOG_LEVELS = (
     *("emergency", "alert", "critical", "error", "warning", "warn", "notice", "info", "debug"),
     *("all", "none"),
 )
+EMAIL = re.compile(r"[^@\s]+@[^@\s]+\.[^@\s]+")
+HOSTNAME = re.compile(
+    r"[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]*[A-Za-z0-9])?)*"
+)
 MAILERS = (
     "Bamboo.PostmarkAdapter",
     "Bamboo.MailgunAdapter",
@@ -91,7 +135,10 @@ class Config:
         self._logging_and_listen()
         self._base_url()
         self._secret_key_base()
+        self.environment = self.var("ENVIRONMENT", "prod") or ""
         self.mailer_adapter = self.var("MAILER_ADAPTER", "Bamboo.Mua") or ""
+        self.mailer_email = self.var("MAILER_EMAIL", f"plausible@{self.host}") or ""
+        self.mailer_name = self.var("MAILER_NAME")
         self.ch_url = self.var("CLICKHOUSE_DATABASE_URL", DEFAULT_CH_URL) or ""
         for name, default in CH_INTS:
             value = self.var(name, default) or ""
@@ -100,6 +147,7 @@ class Config:
         self._totp_vault_key()
         for name in BOOL_VARS:
             self.bool_var(name)
+        self.email_verification = bool(self.bool_var("ENABLE_EMAIL_VERIFICATION"))
         self._registration_and_cookies()
         if self.https_port:
             self._https_checks()
@@ -176,6 +224,7 @@ class Config:
             )
         # boots, but Plug's cookie store refuses every session below 64 bytes
         self.cookie_store_ok = len(secret_key_base.encode()) >= 64
+        self.secret_key_base = secret_key_base
 
     def _totp_vault_key(self) -> None:
         totp = self.var("TOTP_VAULT_KEY")
@@ -212,6 +261,7 @@ class Config:
         secure_cookie = self.var("SECURE_COOKIE", "true" if self.scheme == "https" else "false")
         if secure_cookie not in ("true", "false"):
             raise BootError("ArgumentError", "SECURE_COOKIE must be true or false")
+        self.secure_cookie = secure_cookie == "true"
 
     # ConfigHelpers
     def var(self, name: str, default: str | None = None) -> str | None:
@@ -293,17 +343,76 @@ class Config:
                 "Please see https://hexdocs.pm/bamboo/readme.html#available-adapters\n"
                 "for the list of available adapters that ship with Bamboo",
             )
-        if self.mailer_adapter == "Bamboo.Mua":
+        self.mail_route = self.mailer_adapter
+        if self.mailer_adapter == "Bamboo.SMTPAdapter":
+            self._smtp_adapter()
+        elif self.mailer_adapter == "Bamboo.Mua":
             self.bool_var("SMTP_MIDDLEBOX_COMP_MODE")
-            if self.var("SMTP_HOST_ADDR") is not None:
-                self.int_var("SMTP_HOST_PORT")
+            relay = self.var("SMTP_HOST_ADDR")
+            if relay is not None:
+                port = self.int_var("SMTP_HOST_PORT") or 587
                 self.bool_var("SMTP_HOST_SSL_ENABLED")
+                self.mail_route = f"Bamboo.Mua via {relay}:{port}"
+            else:
+                self.mail_route = "Bamboo.Mua, direct to each recipient's MX on port 25"
             if (self.var("SMTP_USER_NAME") is None) != (self.var("SMTP_USER_PWD") is None):
                 raise BootError(
                     "ArgumentError",
                     "Both SMTP_USER_NAME and SMTP_USER_PWD must be set for SMTP authentication.\n"
                     "Please provide values for both environment variables.",
                 )
+        if self.mailer_adapter in ("Bamboo.SMTPAdapter", "Bamboo.Mua") and not EMAIL.fullmatch(
+            self.mailer_email
+        ):
+            # the real release boots and every delivery fails on the bad sender
+            raise BootError(
+                "ArgumentError",
+                "MAILER_EMAIL must be an email address like noreply@example.com "
+                "(vpsctl stand-in check)",
+            )
+
+    def _smtp_adapter(self) -> None:
+        """runtime.exs's Bamboo.SMTPAdapter block; the real release reads SMTP_HOST_ADDR,
+        SMTP_HOST_PORT, SMTP_USER_* and SMTP_RETRIES as plain strings and fails only at the
+        first delivery: the stand-in refuses those at boot (vpsctl stand-in checks)."""
+        ssl = self.bool_var("SMTP_HOST_SSL_ENABLED")  # get_bool_from_path_or_env: strict
+        self.bool_var("SMTP_MX_LOOKUPS_ENABLED")
+        relay = self.var("SMTP_HOST_ADDR")
+        if not relay or not HOSTNAME.fullmatch(relay):
+            raise BootError(
+                "ArgumentError",
+                "Bamboo.SMTPAdapter needs SMTP_HOST_ADDR, the SMTP relay's host name "
+                "(unset, the release sends to a host named `mail`) (vpsctl stand-in check)",
+            )
+        port_text = self.var("SMTP_HOST_PORT", "25") or ""
+        if not port_text.isdigit() or not 0 < int(port_text) < 65536:
+            raise BootError(
+                "ArgumentError",
+                "SMTP_HOST_PORT must be a port number, 1 to 65535 (vpsctl stand-in check)",
+            )
+        port = int(port_text)
+        if port == 465 and not ssl:
+            raise BootError(
+                "ArgumentError",
+                "SMTP_HOST_PORT 465 is implicit TLS: set SMTP_HOST_SSL_ENABLED=true, or use 587 "
+                "(STARTTLS) (vpsctl stand-in check)",
+            )
+        retries = self.var("SMTP_RETRIES")
+        if retries is not None and not retries.isdigit():
+            raise BootError(
+                "ArgumentError", "SMTP_RETRIES must be a whole number (vpsctl stand-in check)"
+            )
+        user, password = self.var("SMTP_USER_NAME"), self.var("SMTP_USER_PWD")
+        if (not user or not password) and (user is not None or password is not None):
+            raise BootError(
+                "ArgumentError",
+                "SMTP_USER_NAME and SMTP_USER_PWD must both be set and not empty for SMTP "
+                "authentication (vpsctl stand-in check)",
+            )
+        self.mail_route = (
+            f"Bamboo.SMTPAdapter via {relay}:{port}"
+            f"{' (ssl)' if ssl else ''}{', authenticated' if user else ''}"
+        )
 
     @property
     def ch_database(self) -> str:
@@ -485,15 +594,477 @@ class SitesCache:
             time.sleep(15 if self.ready else 2)
 
 
+# ── sessions, CSRF, LiveView tokens ───────────────────────────────────────────────────────
+
+# PlausibleWeb.Endpoint's @session_options: the cookie store signs with SECRET_KEY_BASE and
+# this salt; the cookie is `_plausible_<ENVIRONMENT>`, SameSite=Lax, `secure` as SECURE_COOKIE.
+SESSION_SALT = b"I45i0SKHEku2f3tJh6y4v8gztrb/eG5KGCOe/o/AwFb7VHeuvDOn7AAq6KsdmOFM"
+LIVE_SALT = b"phoenix live view"
+SESSION_MAX_AGE = 60 * 60 * 24 * 365 * 5
+LIVE_MAX_AGE = 60 * 60 * 24 * 14  # Phoenix.LiveView's session token lifetime
+WS_GUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unb64url(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class Signer:
+    """Plug.Crypto.MessageVerifier's shape: ``SFMyNTY.<payload>.<HMAC-SHA256>``, the key
+    derived from SECRET_KEY_BASE and a salt (KeyGenerator: PBKDF2-SHA256, 1000 rounds)."""
+
+    HEAD = "SFMyNTY"  # base64 of "HS256"
+
+    def __init__(self, secret: str, salt: bytes) -> None:
+        self.key = hashlib.pbkdf2_hmac("sha256", secret.encode(), salt, 1000, 32)
+
+    def sign(self, value: Any) -> str:
+        payload = b64url(json.dumps(value, separators=(",", ":")).encode())
+        mac = hmac.new(self.key, f"{self.HEAD}.{payload}".encode(), hashlib.sha256).digest()
+        return f"{self.HEAD}.{payload}.{b64url(mac)}"
+
+    def verify(self, token: str) -> Any:
+        """The signed value, or None if the token was not signed with this key."""
+        parts = token.split(".")
+        if len(parts) != 3 or parts[0] != self.HEAD:
+            return None
+        mac = hmac.new(self.key, f"{parts[0]}.{parts[1]}".encode(), hashlib.sha256).digest()
+        try:
+            if not hmac.compare_digest(mac, unb64url(parts[2])):
+                return None
+            return json.loads(unb64url(parts[1]))
+        except (ValueError, binascii.Error):
+            return None
+
+
+def mask_token(token: str) -> str:
+    """Plug.CSRFProtection's masked form of the session's token (a new mask each time)."""
+    raw = unb64url(token)
+    mask = os.urandom(len(raw))
+    return b64url(bytes(a ^ b for a, b in zip(raw, mask, strict=True)) + mask)
+
+
+def csrf_valid(session: dict[str, Any] | None, masked: str | None) -> bool:
+    token = (session or {}).get("_csrf_token")
+    if not isinstance(token, str) or not masked:
+        return False
+    try:
+        raw, data = unb64url(token), unb64url(masked)
+    except (ValueError, binascii.Error):
+        return False
+    if len(data) != 2 * len(raw):
+        return False
+    unmasked = bytes(a ^ b for a, b in zip(data[: len(raw)], data[len(raw) :], strict=True))
+    return hmac.compare_digest(unmasked, raw)
+
+
+# ── users (Plausible.Auth.User) ───────────────────────────────────────────────────────────
+
+
+def hash_password(password: str) -> str:
+    salt = os.urandom(16)
+    digest = hashlib.pbkdf2_hmac("sha256", password.encode(), salt, 100_000)
+    return f"pbkdf2-sha256$100000${b64url(salt)}${b64url(digest)}"
+
+
+def password_matches(password: str, stored: str | None) -> bool:
+    try:
+        _, rounds, salt, digest = (stored or "").split("$")
+        mine = hashlib.pbkdf2_hmac("sha256", password.encode(), unb64url(salt), int(rounds))
+        return hmac.compare_digest(mine, unb64url(digest))
+    except ValueError:
+        return False
+
+
+def weak_password(password: str, name: str, email: str) -> bool:
+    """A rough stand-in for zxcvbn's score <= 2 (the real check): over 32 bytes is always
+    strong; else weak when, once the user's own name and email parts are taken out, fewer
+    than 10 characters or fewer than 6 distinct ones remain."""
+    if len(password.encode()) > 32:
+        return False
+    rest = password.lower()
+    parts = {p for p in re.split(r"[\s@.+_-]+", f"{name} {email}".lower()) if len(p) >= 3}
+    for part in sorted(parts, key=len, reverse=True):
+        rest = rest.replace(part, "")
+    return len(rest) < 10 or len(set(rest)) < 6
+
+
+def validate_user(params: dict[str, str]) -> dict[str, list[str]]:
+    """Auth.User.new/1: required email/name/password, password 12..128 characters and
+    strong, confirmation required and equal; and (vpsctl stand-in check, what the browser's
+    type=email enforces before it sends) an email address."""
+    errors: dict[str, list[str]] = {}
+
+    def add(field: str, message: str) -> None:
+        errors.setdefault(field, []).append(message)
+
+    for field in ("email", "name", "password"):
+        if not params.get(field, "").strip():
+            add(field, "can't be blank")
+    email, password = params.get("email", ""), params.get("password", "")
+    if email.strip() and not EMAIL.fullmatch(email):
+        add("email", "must be an email address (vpsctl stand-in check)")
+    if password:
+        if len(password) < 12:
+            add("password", "has to be at least 12 characters")
+        if len(password) > 128:
+            add("password", "cannot be longer than 128 characters")
+    confirmation = params.get("password_confirmation")
+    if not confirmation:
+        add("password_confirmation", "can't be blank")
+    elif confirmation != password:
+        add("password_confirmation", "does not match confirmation")
+    if password and weak_password(password, params.get("name", ""), email):
+        add("password", "is too weak")
+    return errors
+
+
+class Users:
+    """The `users` table in Plausible's Postgres (so a restored database keeps its owner)."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+
+    def any(self) -> bool:
+        conn = pg_connect(self.config)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT EXISTS (SELECT 1 FROM users)")
+                row = cur.fetchone()
+        finally:
+            conn.close()
+        return bool(row and row[0])
+
+    def insert(self, name: str, email: str, password: str) -> bool:
+        """False if the email is taken (unique_constraint(:email))."""
+        conn = pg_connect(self.config)
+        try:
+            with conn, conn.cursor() as cur:
+                cur.execute(
+                    "INSERT INTO users (email, name, password_hash) VALUES (%s, %s, %s)",
+                    (email, name, hash_password(password)),
+                )
+        except psycopg2.errors.UniqueViolation:
+            return False
+        finally:
+            conn.close()
+        return True
+
+    def get(self, *, email: str | None = None, user_id: int | None = None) -> Any:
+        conn = pg_connect(self.config)
+        try:
+            with conn.cursor() as cur:
+                if email is not None:
+                    cur.execute("SELECT id, password_hash FROM users WHERE email = %s", (email,))
+                else:
+                    cur.execute("SELECT id, password_hash FROM users WHERE id = %s", (user_id,))
+                return cur.fetchone()
+        finally:
+            conn.close()
+
+
+# ── the registration LiveView (PlausibleWeb.Live.RegisterForm) ───────────────────────────
+
+ERROR_P = ('<p class="flex gap-3 text-sm leading-6 text-red-500">', "</p>")
+# the form's statics, split around its dynamics 0..8 as HEEx would send them
+FORM_STATICS = [
+    '<form id="register-form" action="/login" method="post" phx-hook="Metrics" '
+    'phx-change="validate" phx-submit="register"',
+    '><input type="hidden" name="_csrf_token" value="',
+    '"><input name="user[register_action]" type="hidden" value="register_form">'
+    '<div class="my-4"><label for="user_name">Full name</label>'
+    '<input type="text" name="user[name]" id="user_name" placeholder="Jane Doe" value="',
+    '">',
+    '</div><div class="my-4"><label for="user_email">Email</label>'
+    '<input type="email" name="user[email]" id="user_email" value="',
+    '">',
+    '</div><div class="my-4"><div class="flex justify-between"><label for="user[password]">'
+    'Password</label><p class="',
+    '">Min 12 characters</p></div><input type="password" name="user[password]" '
+    'id="user_password" autocomplete="new-password">',
+    '</div><div class="my-4"><label for="user[password_confirmation]">Confirm password'
+    '</label><input type="password" name="user[password_confirmation]" '
+    'id="user_password_confirmation" autocomplete="new-password">',
+    '</div><button id="register" type="submit" class="mt-4 w-full">Create my account'
+    '</button><p>Already have an account? <a href="/login">Log in</a></p></form>',
+]
+
+
+def error_list(messages: list[str]) -> Any:
+    if not messages:
+        return ""
+    return {"s": list(ERROR_P), "d": [[html.escape(m)] for m in messages]}
+
+
+class RegisterForm:
+    """One joined LiveView: its assigns and the dynamics last sent to the client."""
+
+    def __init__(self, csrf: str) -> None:
+        self.csrf = csrf
+        self.values: dict[str, str] = {}
+        self.errors: dict[str, list[str]] = {}
+        self.trigger_submit = False
+        self.sent: dict[str, Any] = {}
+
+    def dynamics(self) -> dict[str, Any]:
+        password_errors = list(self.errors.get("password", []))
+        short = "has to be at least 12 characters" in password_errors
+        weak = "is too weak" in password_errors
+        shown = [
+            m
+            for m in password_errors
+            if m not in ("has to be at least 12 characters", "is too weak", "can't be blank")
+        ]
+        meter = {"s": ['<p class="text-sm text-red-500">', "</p>"], "d": [["Password is too weak"]]}
+        return {
+            "0": " phx-trigger-action" if self.trigger_submit else "",
+            "1": html.escape(self.csrf),
+            "2": html.escape(self.values.get("name", "")),
+            "3": error_list(self.errors.get("name", [])),
+            "4": html.escape(self.values.get("email", "")),
+            "5": error_list(self.errors.get("email", [])),
+            "6": "text-red-500 text-xs mt-1" if short else "text-gray-500 text-xs mt-1",
+            "7": meter if weak else error_list(shown),
+            "8": error_list(self.errors.get("password_confirmation", [])),
+        }
+
+    def render(self) -> dict[str, Any]:
+        self.sent = self.dynamics()
+        return {**self.sent, "s": FORM_STATICS}
+
+    def diff(self) -> dict[str, Any]:
+        now = self.dynamics()
+        changed = {k: v for k, v in now.items() if self.sent.get(k) != v}
+        self.sent = now
+        return changed
+
+    def event(self, users: Users, name: str, params: dict[str, str]) -> None:
+        self.values = {k: params.get(k, "") for k in ("name", "email")}
+        self.errors = validate_user(params)
+        if name != "register" or self.errors:
+            return
+        if users.insert(params["name"], params["email"], params["password"]):
+            self.trigger_submit = True
+            log("[info] RegisterForm: user created")
+        else:
+            self.errors = {"email": ["has already been taken"]}
+
+
+def render_html(rendered: dict[str, Any]) -> str:
+    """A rendered tree as HTML (the first, dead render)."""
+    statics = rendered["s"]
+    out = [statics[0]]
+    for i, static in enumerate(statics[1:]):
+        value = rendered[str(i)]
+        if isinstance(value, dict):
+            value = "".join(
+                value["s"][0] + "".join(c + s for c, s in zip(row, value["s"][1:], strict=True))
+                for row in value["d"]
+            )
+        out += [value, static]
+    return "".join(out)
+
+
+REGISTER_PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><meta name="csrf-token" content="{csrf}">
+<title>Register · Plausible Analytics</title></head>
+<body><main><h1>Register your Plausible Analytics account</h1>
+<div id="{id}" data-phx-main data-phx-session="{session}" data-phx-static="{static}">{form}</div>
+<p>Plausible Analytics {version} (vpsctl stand-in)</p></main></body></html>
+"""
+
 LOGIN_PAGE = """<!DOCTYPE html>
-<html lang="en"><head><meta charset="utf-8"><title>Plausible · Login</title></head>
-<body><main><h1>Enter your account credentials</h1>
-<form method="post" action="/login">
-<label>Email <input type="email" name="email"></label>
-<label>Password <input type="password" name="password"></label>
+<html lang="en"><head><meta charset="utf-8"><meta name="csrf-token" content="{csrf}">
+<title>Plausible · Login</title></head>
+<body><main><h1>Enter your account credentials</h1>{error}
+<form method="post" action="/login"><input type="hidden" name="_csrf_token" value="{csrf}">
+<input type="hidden" name="user[register_action]" value="login_form">
+<label>Email <input type="email" name="user[email]"></label>
+<label>Password <input type="password" name="user[password]"></label>
 <button type="submit">Log in</button></form>
 <p>Plausible Analytics {version} (vpsctl stand-in)</p></main></body></html>
 """
+
+PAGE = """<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>{title} · Plausible</title></head>
+<body><main><h1>{title}</h1><p>Plausible Analytics {version} (vpsctl stand-in)</p></main>
+</body></html>
+"""
+
+
+# ── the websocket (RFC 6455, Phoenix V2 JSON serializer) ─────────────────────────────────
+
+
+class WsClosed(Exception):
+    pass
+
+
+class LiveSocket:
+    """``/live/websocket``: Phoenix channels over a websocket, the LiveView topics only."""
+
+    def __init__(self, app: App, session: dict[str, Any] | None) -> None:
+        self.app = app
+        self.session = session  # None: the cookie or the connect CSRF token was refused
+        self.views: dict[str, RegisterForm] = {}
+
+    # frames
+    def read_exact(self, n: int) -> bytes:
+        data = self.app.rfile.read(n)
+        if len(data) != n:
+            raise WsClosed
+        return data
+
+    def read_message(self) -> tuple[int, bytes]:
+        opcode, chunks = 0, []
+        while True:
+            b0, b1 = self.read_exact(2)
+            if not b1 & 0x80:
+                self.close(1002)  # client frames must be masked (RFC 6455 5.1)
+                raise WsClosed
+            n = b1 & 0x7F
+            if n == 126:
+                n = int.from_bytes(self.read_exact(2), "big")
+            elif n == 127:
+                n = int.from_bytes(self.read_exact(8), "big")
+            if n > 1024 * 1024:
+                self.close(1009)
+                raise WsClosed
+            mask = self.read_exact(4)
+            data = bytes(b ^ mask[i % 4] for i, b in enumerate(self.read_exact(n)))
+            op = b0 & 0x0F
+            if op >= 0x8:  # control frames may come between fragments
+                if op == 0x9:
+                    self.send_frame(0xA, data)
+                elif op == 0x8:
+                    self.close(1000)
+                    raise WsClosed
+                continue
+            if op:
+                opcode = op
+            chunks.append(data)
+            if b0 & 0x80:
+                return opcode, b"".join(chunks)
+
+    def send_frame(self, opcode: int, data: bytes) -> None:
+        n = len(data)
+        if n < 126:
+            head = bytes([0x80 | opcode, n])
+        elif n < 65536:
+            head = bytes([0x80 | opcode, 126]) + n.to_bytes(2, "big")
+        else:
+            head = bytes([0x80 | opcode, 127]) + n.to_bytes(8, "big")
+        self.app.wfile.write(head + data)
+        self.app.wfile.flush()
+
+    def close(self, code: int) -> None:
+        with contextlib.suppress(OSError):
+            self.send_frame(0x8, code.to_bytes(2, "big"))
+
+    def push(self, message: list[Any]) -> None:
+        self.send_frame(0x1, json.dumps(message, separators=(",", ":")).encode())
+
+    # channels
+    def serve(self) -> None:
+        try:
+            while True:
+                opcode, data = self.read_message()
+                if opcode != 0x1:
+                    continue
+                try:
+                    message = json.loads(data)
+                    join_ref, ref, topic, event, payload = message
+                except (ValueError, TypeError):
+                    log("[error] Phoenix.Socket: could not decode a V2 message")
+                    self.close(1003)
+                    return
+                self.handle(join_ref, ref, str(topic), str(event), payload)
+        except (WsClosed, OSError, TimeoutError):
+            return
+
+    def reply(self, join_ref: Any, ref: Any, topic: str, status: str, response: Any) -> None:
+        self.push([join_ref, ref, topic, "phx_reply", {"status": status, "response": response}])
+
+    def handle(self, join_ref: Any, ref: Any, topic: str, event: str, payload: Any) -> None:
+        if topic == "phoenix" and event == "heartbeat":
+            self.reply(None, ref, topic, "ok", {})
+        elif event == "phx_join" and topic.startswith("lv:"):
+            self.join(join_ref, ref, topic, payload if isinstance(payload, dict) else {})
+        elif topic in self.views and event == "event" and isinstance(payload, dict):
+            self.event(join_ref, ref, topic, payload)
+        elif topic in self.views and event == "phx_leave":
+            del self.views[topic]
+            self.reply(join_ref, ref, topic, "ok", {})
+        else:
+            self.reply(join_ref, ref, topic, "error", {"reason": "unmatched topic"})
+
+    def join(self, join_ref: Any, ref: Any, topic: str, payload: dict[str, Any]) -> None:
+        config = self.app.config
+        signer = Signer(config.secret_key_base, LIVE_SALT)
+        if "session" not in payload:
+            self.reply(join_ref, ref, topic, "error", {"reason": "nosession"})
+            return
+        verified = signer.verify(str(payload.get("session")))
+        static = signer.verify(str(payload.get("static") or ""))
+        if (
+            not isinstance(verified, dict)
+            or not isinstance(static, dict)
+            or verified.get("id") != topic[3:]
+            or static.get("id") != topic[3:]
+            or int(verified.get("exp", 0)) < time.time()
+        ):
+            log(f"[error] Mounting {topic} failed while verifying session")
+            self.reply(join_ref, ref, topic, "error", {"reason": "stale"})
+            return
+        if self.session is None:
+            log("[debug] LiveView session was misconfigured or the user token is outdated.")
+            self.reply(join_ref, ref, topic, "error", {"reason": "stale"})
+            return
+        url = urlsplit(str(payload.get("url") or ""))
+        if url.hostname != config.host or url.path != "/register":
+            self.reply(join_ref, ref, topic, "error", {"reason": "unauthorized"})
+            return
+        view = RegisterForm(mask_token(self.session["_csrf_token"]))
+        self.views[topic] = view
+        self.reply(join_ref, ref, topic, "ok", {"rendered": view.render()})
+
+    def event(self, join_ref: Any, ref: Any, topic: str, payload: dict[str, Any]) -> None:
+        view = self.views[topic]
+        name = str(payload.get("event"))
+        raw = payload.get("value")
+        if payload.get("type") != "form" or name not in ("validate", "register"):
+            # no handle_event/3 clause: the LiveView crashes and the channel with it
+            log(f"[error] RegisterForm: no handle_event clause for {name!r}")
+            del self.views[topic]
+            self.push([join_ref, ref, topic, "phx_error", {}])
+            return
+        fields = parse_qs(str(raw or ""), keep_blank_values=True)
+        user = {k[5:-1]: v[0] for k, v in fields.items() if k.startswith("user[") and k[-1] == "]"}
+        if not user:
+            log(f"[error] RegisterForm: {name!r} without user params (FunctionClauseError)")
+            del self.views[topic]
+            self.push([join_ref, ref, topic, "phx_error", {}])
+            return
+        view.event(self.app.users, name, user)
+        self.reply(join_ref, ref, topic, "ok", {"diff": view.diff()})
+
+
+BROWSER_ROUTES = {
+    *(("/", m) for m in ("GET", "HEAD")),
+    ("/register", "GET"),
+    ("/login", "GET"),
+    ("/login", "POST"),
+    ("/logout", "GET"),
+    ("/sites", "GET"),
+    ("/sites/new", "GET"),
+    ("/settings", "GET"),
+}
+"""(path, method) of the browser routes the stand-in serves; POST /register is not one of
+them (v3.2 has no such route: the register form posts to /login once the LiveView has
+created the user)."""
 
 
 class App(Handler):
@@ -501,6 +1072,7 @@ class App(Handler):
     config: Config
     cache: SitesCache
     ch: ClickHouse
+    users: Users
 
     def route(self) -> None:
         path, method = self.route_path.rstrip("/") or "/", self.command
@@ -517,11 +1089,14 @@ class App(Handler):
         elif path in ("/js/script.js", "/js/plausible.js") and method in ("GET", "HEAD"):
             script = SCRIPT.replace("{base}", self.config.base_url)
             self.send(200, script, "application/javascript")
-        elif path in ("/", "/login", "/register", "/sites", "/settings"):
+        elif path == "/live/websocket" and method == "GET":
+            self.websocket()
+        elif (path, method) in BROWSER_ROUTES:
             self.browser(path)
         else:
             raise HttpError(404, "Not found")
 
+    # ── the :browser pipeline ─────────────────────────────────────────────────────────
     def browser(self, path: str) -> None:
         if not self.config.cookie_store_ok:
             log(
@@ -530,10 +1105,202 @@ class App(Handler):
             )
             self.send_html(500, "<html><body>Internal Server Error</body></html>\n")
             return
-        if path == "/login":
-            self.send_html(200, LOGIN_PAGE.format(version=VERSION))
+        self.session_in = self.read_session()
+        self.session_out: dict[str, Any] | None = None
+        # FirstLaunchPlug: while no user exists, every browser route but /register redirects
+        if path != "/register" and not self.users.any():
+            self.redirect("/register")
+            return
+        user_id = self.session_in.get("current_user_id")
+        logged_in = isinstance(user_id, int) and self.users.get(user_id=user_id) is not None
+        if self.command == "POST" and not csrf_valid(self.session_in, self.posted_csrf()):
+            log("[error] ** (Plug.CSRFProtection.InvalidCSRFTokenError) invalid CSRF token")
+            self.send_html(403, "<html><body>Forbidden</body></html>\n")
+            return
+        if path == "/register":
+            self.register_page(logged_in)
+        elif path == "/login":
+            self.login(logged_in)
+        elif path == "/logout":
+            self.session_out = {}
+            self.redirect("/")
+        elif path == "/":
+            self.redirect("/sites" if logged_in else "/login")
+        elif not logged_in:  # RequireAccountPlug
+            self.redirect("/login")
         else:
-            self.send(302, "", headers={"Location": "/login"})
+            title = {"/sites": "My sites", "/sites/new": "Add site"}.get(path, "Settings")
+            self.send_page(200, PAGE.format(title=title, version=VERSION))
+
+    def register_page(self, logged_in: bool) -> None:
+        if logged_in:  # RequireLoggedOutPlug
+            self.redirect("/sites")
+            return
+        # MaybeDisableRegistration: the first registration is always open
+        if self.config.registration in ("true", "invite_only") and self.users.any():
+            self.redirect("/login")
+            return
+        signer = Signer(self.config.secret_key_base, LIVE_SALT)
+        view_id = "phx-" + b64url(os.urandom(12))
+        session = self.csrf_session()
+        view = RegisterForm(mask_token(session["_csrf_token"]))
+        token = signer.sign(
+            {
+                "id": view_id,
+                "view": "PlausibleWeb.Live.RegisterForm",
+                "live_action": "register_form",
+                "exp": int(time.time()) + LIVE_MAX_AGE,
+            }
+        )
+        static = signer.sign({"id": view_id, "assign_new": [], "flash": {}})
+        page = REGISTER_PAGE.format(
+            csrf=mask_token(session["_csrf_token"]),
+            id=view_id,
+            session=token,
+            static=static,
+            form=render_html(view.render()),
+            version=VERSION,
+        )
+        self.send_page(200, page)
+
+    def login(self, logged_in: bool) -> None:
+        if logged_in:  # RequireLoggedOutPlug
+            self.redirect("/sites")
+            return
+        if self.command == "GET":
+            self.login_page(200, "")
+            return
+        params = self.form()
+        user = {k[5:-1]: v for k, v in params.items() if k.startswith("user[") and k[-1] == "]"}
+        fields = user or params
+        email, password = fields.get("email", ""), fields.get("password", "")
+        row = self.users.get(email=email) if email else None
+        if row is None or not password_matches(password, row[1]):
+            self.login_page(
+                200, '<p class="text-red-500">Wrong email or password. Please try again.</p>'
+            )
+            return
+        action = fields.get("register_action")
+        if action and self.config.email_verification:
+            target = "/activate?flow=" + ("register" if action == "register_form" else "invitation")
+        elif action == "register_form":
+            target = "/sites/new"
+        else:
+            target = fields.get("return_to") or "/sites"
+        # UserAuth.log_in_user renews the session
+        self.session_out = {"current_user_id": int(row[0]), "_csrf_token": b64url(os.urandom(18))}
+        self.redirect(target)
+
+    def login_page(self, status: int, error: str) -> None:
+        session = self.csrf_session()
+        page = LOGIN_PAGE.format(
+            csrf=mask_token(session["_csrf_token"]), error=error, version=VERSION
+        )
+        self.send_page(status, page)
+
+    # session plumbing
+    @property
+    def cookie_name(self) -> str:
+        return f"_plausible_{self.config.environment}"
+
+    def read_session(self) -> dict[str, Any]:
+        jar = http.cookies.SimpleCookie()
+        try:
+            jar.load(self.headers.get("Cookie", ""))
+        except http.cookies.CookieError:
+            return {}
+        morsel = jar.get(self.cookie_name)
+        value = (
+            Signer(self.config.secret_key_base, SESSION_SALT).verify(morsel.value)
+            if morsel
+            else None
+        )
+        return value if isinstance(value, dict) else {}
+
+    def csrf_session(self) -> dict[str, Any]:
+        """The session with a CSRF token (get_csrf_token/0 puts one in when missing)."""
+        session = self.session_out if self.session_out is not None else dict(self.session_in)
+        if not isinstance(session.get("_csrf_token"), str):
+            session["_csrf_token"] = b64url(os.urandom(18))
+            self.session_out = session
+        return session
+
+    def posted_csrf(self) -> str | None:
+        return self.form().get("_csrf_token") or self.headers.get("X-CSRF-Token")
+
+    def form(self) -> dict[str, str]:
+        if "urlencoded" not in self.headers.get("Content-Type", ""):
+            return {}
+        return {
+            k: v[0]
+            for k, v in parse_qs(
+                self.body().decode(errors="replace"), keep_blank_values=True
+            ).items()
+        }
+
+    def cookie_header(self) -> dict[str, str]:
+        if self.session_out is None:
+            return {}
+        token = Signer(self.config.secret_key_base, SESSION_SALT).sign(self.session_out)
+        flags = "; secure" if self.config.secure_cookie else ""
+        return {
+            "Set-Cookie": f"{self.cookie_name}={token}; path=/; max-age={SESSION_MAX_AGE}; "
+            f"HttpOnly; SameSite=Lax{flags}"
+        }
+
+    def redirect(self, location: str) -> None:
+        self.send(
+            302, "", "text/html; charset=utf-8", {"Location": location, **self.cookie_header()}
+        )
+
+    def send_page(self, status: int, page: str) -> None:
+        self.send_html(status, page, self.cookie_header())
+
+    # ── /live/websocket: PlausibleWeb.Endpoint's `socket "/live", Phoenix.LiveView.Socket`
+    def websocket(self) -> None:
+        headers = self.headers
+        key = headers.get("Sec-WebSocket-Key", "")
+        if (
+            headers.get("Upgrade", "").lower() != "websocket"
+            or "upgrade" not in headers.get("Connection", "").lower()
+            or headers.get("Sec-WebSocket-Version") != "13"
+            or not key
+        ):
+            self.send(400, "", "text/plain")
+            return
+        origin = headers.get("Origin")
+        # check_origin: true — the Origin's host must be BASE_URL's (no Origin: allowed)
+        if origin is not None and urlsplit(origin).hostname != self.config.host:
+            log(
+                "[error] Could not check origin for Phoenix.Socket transport.\n\n"
+                f"Origin of the request: {origin}\n\n"
+                "This happens when you are attempting a socket connection to\n"
+                "a different host than the one configured in your config/\n"
+                "files (BASE_URL)."
+            )
+            self.send(403, "", "text/plain")
+            return
+        if self.param("vsn") != "2.0.0":
+            # Phoenix would fall back to its V1 serializer; the stand-in speaks V2 only
+            log("[error] websocket without vsn=2.0.0 (vpsctl stand-in check)")
+            self.send(400, "vsn=2.0.0 required (vpsctl stand-in check)", "text/plain")
+            return
+        if not self.config.cookie_store_ok:
+            self.send(500, "", "text/plain")
+            return
+        session = self.read_session()
+        # connect_info session: nil unless the connect params' _csrf_token matches the session
+        connected = session if csrf_valid(session, self.param("_csrf_token")) else None
+        accept = base64.b64encode(hashlib.sha1((key + WS_GUID).encode()).digest()).decode()  # noqa: S324
+        self.send_response(101)
+        self.send_header("Upgrade", "websocket")
+        self.send_header("Connection", "Upgrade")
+        self.send_header("Sec-WebSocket-Accept", accept)
+        self.end_headers()
+        self.wfile.flush()
+        self.close_connection = True
+        self.connection.settimeout(90)  # Phoenix drops a socket without heartbeats
+        LiveSocket(self, connected).serve()
 
     def health(self) -> None:
         try:
@@ -724,10 +1491,18 @@ def run(config: Config) -> None:
     App.config = config
     App.cache = SitesCache(config)
     App.ch = ClickHouse(config.ch_url)
+    App.users = Users(config)
     threading.Thread(target=App.cache.loop, name="sites-cache", daemon=True).start()
     address = f"{config.listen_ip}:{config.port}"
     log(f"[notice] Running PlausibleWeb.Endpoint with Bandit {VERSION} at {address} (http)")
     log(f"[notice] Access PlausibleWeb.Endpoint at {config.base_url}")
+    log(f"[notice] mailer: {config.mail_route}")
+    if config.mail_route.startswith("Bamboo.Mua, direct"):
+        log(
+            "[warning] no SMTP relay: Bamboo.Mua delivers straight to each recipient's MX on "
+            "port 25, which most VPS providers block; invitations and password resets will "
+            "not arrive (vpsctl stand-in note)"
+        )
     serve(App, config.listen_ip, config.port)
 
 

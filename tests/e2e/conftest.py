@@ -4,15 +4,18 @@ and a copy of the example studio pointed at it."""
 from __future__ import annotations
 
 import shutil
+import socket
+import ssl
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.helpers import ROOT, run_cli
-from vpsctl import sandbox
+from vpsctl import pebble, sandbox
 from vpsctl.remote import Session, Target
 from vpsctl.sandbox import SandboxInfo
 
@@ -77,3 +80,22 @@ def studio_for(root: Path, box: SandboxInfo, backup: SandboxInfo | None = None) 
     result = run_cli(root, "secrets", "generate", "-i", "inventory/sandbox")
     assert result.code == 0, result.err
     return root
+
+
+def served_certificate(box: SandboxInfo, host: str) -> dict[str, Any]:
+    """The certificate Caddy on ``box`` serves for ``host`` (SNI, through the box's published
+    443), verified by Python against Pebble's recorded roots only (tls: pebble) — chain and
+    name — or the handshake fails the test."""
+    context = ssl.create_default_context(cafile=str(pebble.roots_path()))
+    with (
+        socket.create_connection((box.address, box.https_port), timeout=10) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        cert = tls.getpeercert()
+    assert cert is not None
+    return dict(cert)
+
+
+def issuer_name(cert: dict[str, Any]) -> str:
+    """The issuer's common name of a certificate from :func:`served_certificate`."""
+    return str(next(value for rdn in cert["issuer"] for key, value in rdn if key == "commonName"))

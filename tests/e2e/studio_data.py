@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 
-from tests.e2e.conftest import on_box
+import jwt
+
+from tests.e2e.conftest import on_box, target_of
+from vpsctl.remote import Session
 from vpsctl.sandbox import SandboxInfo
 
 PRODUCTS = ("documint", "cronping", "flagbit", "webhookvault")
@@ -19,11 +23,87 @@ def curl(host: str, *args: str) -> str:
     )
 
 
+# The integration vpsctl creates in Ghost when it claims the first launch (its content key
+# is what the audit reads; its admin key lets a test act as staff through the Admin API).
+GHOST_KEY_QUERY = (
+    "SELECT k.type, k.id, k.secret FROM api_keys k JOIN integrations i "
+    "ON i.id = k.integration_id WHERE i.name = 'vpsctl audit'"
+)
+
+
+def ghost_keys(box: SandboxInfo, stack: str = "ghost") -> dict[str, tuple[str, str]]:
+    """The ``vpsctl audit`` integration's keys, read from Ghost's database on the box (the
+    root password stays inside the mysql container): ``{"admin"|"content": (id, secret)}``."""
+    query = shlex.quote(GHOST_KEY_QUERY)
+    inner = f'MYSQL_PWD="$MYSQL_ROOT_PASSWORD" mysql -uroot -N -B -e {query} ghost'
+    out = on_box(box, f"docker exec {stack}-mysql-1 sh -c {shlex.quote(inner)}")
+    keys: dict[str, tuple[str, str]] = {}
+    for line in out.splitlines():
+        kind, key_id, secret = line.split("\t")
+        keys[kind] = (key_id, secret)
+    assert {"admin", "content"} <= set(keys), "no 'vpsctl audit' integration in Ghost"
+    return keys
+
+
+def ghost_admin_token(box: SandboxInfo, stack: str = "ghost") -> str:
+    """A short-lived Ghost Admin API token (HS256, kid = key id, aud /admin/), as Ghost's
+    own Admin API clients make it."""
+    key_id, secret = ghost_keys(box, stack)["admin"]
+    now = int(time.time())
+    return jwt.encode(
+        {"iat": now, "exp": now + 300, "aud": "/admin/"},
+        bytes.fromhex(secret),
+        algorithm="HS256",
+        headers={"kid": key_id},
+    )
+
+
+GHOST_AUTH_FILE = "/root/.e2e-ghost-admin-header"
+
+
+def put_ghost_auth(box: SandboxInfo, stack: str = "ghost") -> str:
+    """Put a fresh ``Authorization: Ghost <token>`` header into a root-only file on the box,
+    through stdin (never in a command line, so no failure message can print it); return
+    the file, for ``curl -H @FILE``."""
+    header = f"Authorization: Ghost {ghost_admin_token(box, stack)}\n"
+    with Session(target_of(box)) as session:
+        session.feed(
+            f"umask 077; cat > {GHOST_AUTH_FILE}", header.encode(), purpose="Ghost admin header"
+        )
+    return GHOST_AUTH_FILE
+
+
+def ghost_content_key_shell(stack: str = "ghost") -> str:
+    """Shell that sets ``KEY`` on the box to the content key vpsctl derived (never in this
+    test's argv)."""
+    return f"KEY=$(cat /opt/vpsctl/apps/{stack}/ghost-content-key); "
+
+
 def listmonk_auth() -> str:
-    # read on the box: the password never leaves it, not even into this test's argv
+    """Shell that signs in to listmonk as its admin and keeps the session cookie in the jar
+    ``$LJ`` (listmonk v6: the admin's password is no API credential; callers use
+    ``curl -b "$LJ"``). The password is read on the box: it never leaves it, not even into
+    this test's argv."""
+    login = (
+        curl(
+            "lists.lumen.test",
+            "-o",
+            "/dev/null",
+            "-c",
+            "@JAR@",
+            "--data-urlencode",
+            "username=studio-admin",
+            "--data-urlencode",
+            "password@-",
+            "https://lists.lumen.test/admin/login",
+        )
+        .replace("'@JAR@'", '"$LJ"')
+        .replace("@JAR@", '"$LJ"')
+    )
     return (
-        "PW=$(grep -o \"LISTMONK_ADMIN_PASSWORD='[^']*'\" "
+        "LJ=$(mktemp); PW=$(grep -o \"LISTMONK_ADMIN_PASSWORD='[^']*'\" "
         '/opt/vpsctl/stacks/listmonk/env/listmonk.env | cut -d"\'" -f2); '
+        f'printf %s "$PW" | {login.replace("--fail-with-body", "")}; '
     )
 
 
@@ -42,13 +122,14 @@ def write_data(box: SandboxInfo, records: int = 3) -> None:
             f"https://{product}.lumen.test/api/records",
         ).replace("@DATA@", f'"{{\\"n\\": $n, \\"product\\": \\"{product}\\"}}"')
         commands.append(f"for n in $(seq 1 {records}); do {one} >/dev/null || exit 1; done")
+    auth = put_ghost_auth(box)
     for title in ("Backups matter", "Restores matter more"):
         post = {"posts": [{"title": title, "html": f"<p>{title}</p>", "status": "published"}]}
         commands.append(
             curl(
                 "blog.lumen.test",
                 "-H",
-                "Authorization: Ghost e2e",
+                f"@{auth}",
                 "-H",
                 "Content-Type: application/json",
                 "--data",
@@ -67,7 +148,7 @@ def write_data(box: SandboxInfo, records: int = 3) -> None:
                 "--data",
                 json.dumps(subscriber),
                 "https://lists.lumen.test/api/subscribers",
-            ).replace("curl ", 'curl -u "studio-admin:$PW" ', 1)
+            ).replace("curl ", 'curl -b "$LJ" ', 1)
         )
     commands.append(
         curl(
@@ -113,17 +194,18 @@ def visible_data(box: SandboxInfo) -> dict[str, int]:
         out[product] = json.loads(answer)["count"]
     posts = on_box(
         box,
-        curl(
+        ghost_content_key_shell()
+        + curl(
             "blog.lumen.test",
-            "https://blog.lumen.test/ghost/api/content/posts/?key=e2e0123456789&limit=all",
-        ),
+            "https://blog.lumen.test/ghost/api/content/posts/?key=@KEY@&limit=1&fields=id",
+        ).replace("@KEY@", "'\"$KEY\"'"),
     )
     out["ghost posts"] = json.loads(posts)["meta"]["pagination"]["total"]
     subscribers = on_box(
         box,
         listmonk_auth()
         + curl("lists.lumen.test", "https://lists.lumen.test/api/subscribers").replace(
-            "curl ", 'curl -u "studio-admin:$PW" ', 1
+            "curl ", 'curl -b "$LJ" ', 1
         ),
     )
     out["subscribers"] = json.loads(subscribers)["data"]["total"]

@@ -21,9 +21,11 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import on_box, running_box, studio_for
+from tests.e2e.conftest import issuer_name, on_box, running_box, served_certificate, studio_for
+from tests.e2e.studio_data import curl, ghost_content_key_shell
 from tests.helpers import ROOT, Result, assert_no_secrets, run_cli
 from vpsctl import apply as apply_module
+from vpsctl import pebble
 from vpsctl.remote import Session
 from vpsctl.render import render
 from vpsctl.sandbox import SandboxInfo
@@ -44,11 +46,14 @@ def box(state_dir: Path) -> Iterator[SandboxInfo]:
 def studio(box: SandboxInfo, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example studio applied onto the fresh box (issue criterion 1)."""
     root = studio_for(tmp_path_factory.mktemp("studio"), box)
+    orders = pebble.orders()
     started = time.monotonic()
     result = run_cli(root, "apply", "-i", INV, "-y")
     took = time.monotonic() - started
     assert result.code == 0, result.err[-6000:]
-    print(f"fresh-box apply: {took:.1f}s")
+    placed = pebble.orders() - orders
+    assert placed > 0, "the first apply placed no ACME order with Pebble"
+    print(f"fresh-box apply: {took:.1f}s, {placed} ACME orders placed with Pebble")
     return root
 
 
@@ -80,7 +85,8 @@ def all_probes_pass(root: Path) -> None:
     found = probes.targets_for(spec)
     with Session(targets.target(spec)) as session:
         # judged by probes.parse: a missing answer is a failed probe
-        output = session.run(probes.script(found, verify_tls=False), check=False).stdout
+        # tls: pebble: curl trusts Pebble's recorded roots only (no -k)
+        output = session.run(probes.script(found, probes.trust_for(spec)), check=False).stdout
     failed = [f"{r.target.label}: {r.detail}" for r in probes.parse(output, found) if not r.ok]
     assert not failed, failed
 
@@ -93,10 +99,53 @@ def test_fresh_box_every_stack_healthy_and_every_probe_passes(
     assert len(names) == 12, status
     assert all("(healthy)" in line for line in status.splitlines()), status
     all_probes_pass(studio)
+    # every name's certificate came over ACME from Pebble and verifies against its root
+    spec = load_spec(studio / INV)
+    hosts = sorted({h for s in spec.host.stacks.values() for h in s.domains.values()})
+    issuers = {issuer_name(served_certificate(box, host)) for host in hosts}
+    assert len(issuers) == 1 and next(iter(issuers)).startswith("Pebble Intermediate CA "), issuers
     plan = run_cli(studio, "plan", "-i", INV)
     assert plan.code == 0, plan.out[-3000:]
     journal = on_box(box, "tail -n 1 /opt/vpsctl/journal.log")
     assert json.loads(journal)["result"] == "ok"
+
+
+def test_first_launches_claimed_and_listmonk_links_carry_the_public_url(
+    box: SandboxInfo, studio: Path
+) -> None:
+    """The fresh-box apply claimed every first launch before the edge routed to it:
+    Ghost's setup is done, Plausible's /login is its login page (not a redirect to
+    /register), the Content API key vpsctl derived is on the box (root, 0600, the key alone)
+    and Ghost answers it; Listmonk's links carry the public root URL, not localhost."""
+    setup = on_box(
+        box,
+        curl("blog.lumen.test", "https://blog.lumen.test/ghost/api/admin/authentication/setup/"),
+    )
+    assert json.loads(setup)["setup"][0]["status"] is True
+    login = on_box(
+        box,
+        "curl -sk -o /dev/null -w '%{http_code} %{redirect_url}' "
+        "--resolve stats.lumen.test:443:127.0.0.1 https://stats.lumen.test/login",
+    )
+    assert login.split()[0] == "200", login
+    kept = on_box(box, "stat -c '%a %U %s' /opt/vpsctl/apps/ghost/ghost-content-key").split()
+    assert kept == ["600", "root", "26"], kept
+    posts = on_box(
+        box,
+        ghost_content_key_shell()
+        + curl(
+            "blog.lumen.test",
+            "https://blog.lumen.test/ghost/api/content/posts/?key=@KEY@&limit=1&fields=id",
+        ).replace("@KEY@", "'\"$KEY\"'"),
+    )
+    assert "pagination" in json.loads(posts)["meta"]
+    form = on_box(box, curl("lists.lumen.test", "https://lists.lumen.test/subscription/form"))
+    assert 'href="https://lists.lumen.test/subscription/form"' in form, form[:2000]
+    assert "localhost:9000" not in form
+    journal = json.loads(on_box(box, "head -n 1 /opt/vpsctl/journal.log"))
+    said = " ".join(journal["changed"])
+    assert "owner studio@lumenstudio.dev claimed" in said, said
+    assert "listmonk settings set: app.root_url" in said, said
 
 
 def test_second_apply_changes_and_restarts_nothing(box: SandboxInfo, studio: Path) -> None:

@@ -17,10 +17,17 @@ from typing import Any
 
 import pytest
 
-from tests.e2e.conftest import make_box, on_box, running_box, studio_for
+from tests.e2e.conftest import (
+    issuer_name,
+    make_box,
+    on_box,
+    running_box,
+    served_certificate,
+    studio_for,
+)
 from tests.e2e.studio_data import curl, visible_data, write_data
 from tests.helpers import Result, run_cli
-from vpsctl import sandbox
+from vpsctl import pebble, sandbox
 from vpsctl.sandbox import SandboxInfo
 
 pytestmark = pytest.mark.e2e
@@ -49,8 +56,10 @@ def studio(
     source: SandboxInfo, backup_host: SandboxInfo, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     root = studio_for(tmp_path_factory.mktemp("studio"), source, backup=backup_host)
+    orders = pebble.orders()
     result = run_cli(root, "apply", "-i", INV, "-y")
     assert result.code == 0, result.err[-4000:]
+    assert pebble.orders() > orders  # the first apply ordered its certificates over ACME
     write_data(source)
     return root
 
@@ -365,7 +374,11 @@ def test_rebuild_onto_a_fresh_box_serves_yesterdays_data(
     assert result.code == 0, result.err[-2000:]
     data = visible_data(source)
     certs = cert_digests(source)
-    assert "local/" in certs  # Caddy's own CA and its site certificates
+    # tls: pebble: ACME certificates, stored under the name of Pebble's directory
+    folder = pebble.endpoint().directory.split("//")[1].replace(":", "-").replace("/", "-")
+    assert f"./caddy/certificates/{folder}/documint.lumen.test/" in certs, certs
+    orders = pebble.orders()
+    assert orders > 0  # the first apply placed them
     sandbox.down(source.name)  # the VPS dies
     fresh = make_box("new")
     try:
@@ -388,7 +401,21 @@ def test_rebuild_onto_a_fresh_box_serves_yesterdays_data(
         assert all(seconds > 0 for seconds in phases.values())
         assert abs(report["total_seconds"] - sum(phases.values())) < 0.1
         assert visible_data(fresh) == data
+        assert data["pageviews"] > 0  # ClickHouse's events are among the data back
+        # ClickHouse runs as uid 101, as the real image: the restore gave it the backups
+        # directory it made on the fresh volume, and the archive (root, umask 077, before)
+        clickhouse = on_box(
+            fresh,
+            "cd /opt/vpsctl/stacks/plausible && docker compose -p plausible exec -T "
+            "clickhouse cat /proc/1/status && stat -c 'dir %u:%g %a' "
+            "/var/lib/docker/volumes/plausible_event-data/_data/backups",
+        )
+        assert "\nUid:\t101\t101\t101\t101\n" in clickhouse, clickhouse
+        assert "dir 101:101 750" in clickhouse, clickhouse
         assert cert_digests(fresh) == certs  # the same files: Caddy never made new ones
+        assert pebble.orders() == orders  # and placed no new ACME order for them
+        served = served_certificate(fresh, "documint.lumen.test")  # verified: Pebble's root
+        assert issuer_name(served).startswith("Pebble Intermediate CA ")
         # the products run as uid 10001: their restored database and fresh volume are theirs
         owners = on_box(
             fresh,
@@ -405,8 +432,11 @@ def test_rebuild_onto_a_fresh_box_serves_yesterdays_data(
 
 
 def test_drill_rehearses_the_rebuild_and_compares_row_counts(studio: Path) -> None:
+    orders = pebble.orders()
+    assert orders > 0  # the first apply's
     result = run_cli(studio, "drill", "-i", INV)
     assert result.code == 0, result.err[-4000:]
+    assert pebble.orders() == orders  # the drill box served the restored certificates
     assert "rebuild done: audit green" in result.out
     # the drill box never backs up into the real repository: its timers were masked before
     # any could be linked, and the drill's audit passed them only as masked

@@ -9,6 +9,7 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from vpsctl.spec.envfile import BARE_LINE, EMPTY_VALUE, SecretsFile, env_value_p
 from vpsctl.spec.environment import Setting, effective, hazards
 from vpsctl.spec.models import (
     ConfigMount,
+    FirstLaunch,
+    ListmonkSettings,
     MysqlBackup,
     SftpRepository,
     Stack,
@@ -26,6 +29,7 @@ from vpsctl.spec.models import (
     VolumeMount,
     volume_holding,
 )
+from vpsctl.spec.secrets import Password
 from vpsctl.spec.studio import DOMAIN_REF, HOST_OWNER, SECRET_REF, Spec, network_alias
 from vpsctl.spec.units import MIN_MEM_LIMIT, human_size
 from vpsctl.spec.yamlsource import load_yaml
@@ -47,6 +51,7 @@ def check(spec: Spec) -> list[Problem]:
         _check_domains,
         _check_routes,
         _check_healthchecks,
+        _check_postgres_readiness,
         _check_probes,
         _check_ports,
         _check_depends_on,
@@ -59,6 +64,7 @@ def check(spec: Spec) -> list[Problem]:
         _check_secrets_in_urls,
         _check_env_file_safe,
         _check_images,
+        _check_apps,
     )
     return [problem for rule in rules for problem in rule(spec)]
 
@@ -263,15 +269,10 @@ def _check_secret_declarations(spec: Spec) -> Iterator[Problem]:
         for backup in stack.backups:
             if isinstance(backup, MysqlBackup):
                 used.add(backup.password_secret)
-        if stack.ghost_content is not None:
-            used.add(stack.ghost_content.content_api_key)
-            if stack.ghost_content.content_api_key not in stack.secrets:
-                yield spec.problem_in_stack(
-                    stack_name,
-                    ("ghost_content", "content_api_key"),
-                    f"secret {stack.ghost_content.content_api_key} is not declared in this "
-                    f"stack's `secrets`; declared: {', '.join(stack.secrets) or '(none)'}",
-                )
+        if stack.first_launch is not None:
+            used.add(stack.first_launch.password_secret)
+        if stack.listmonk is not None:
+            used.add(stack.listmonk.smtp.password_secret)
         for name in stack.secrets:
             if name not in used:
                 yield spec.problem_in_stack(
@@ -597,6 +598,51 @@ def _check_healthchecks(spec: Spec) -> Iterator[Problem]:
                             f"{port}; its `expose`: {listens}: check one of those (apply's "
                             "health gate would otherwise wait minutes and fail)",
                         )
+
+
+def _pg_isready_host(words: list[str]) -> str | None:
+    """The host ``pg_isready`` in ``words`` checks (``-h``/``--host``), or None (the socket)."""
+    host = None
+    for word, following in zip(words, [*words[1:], ""], strict=True):
+        if word in ("-h", "--host"):
+            host = following
+        elif word.startswith("--host="):
+            host = word.removeprefix("--host=")
+        elif word.startswith("-h") and len(word) > 2:
+            host = word[2:]
+    return host or None
+
+
+def _check_postgres_readiness(spec: Spec) -> Iterator[Problem]:
+    """A healthcheck's ``pg_isready`` must ask over TCP: over the Unix socket it also answers
+    the postgres image's temporary first-init server (``listen_addresses=''``), so whatever
+    depends on the database would start before it exists (a fresh box: the first deploy, a
+    rebuild). An error, not a warning: ``-h 127.0.0.1`` costs nothing and nothing needs the
+    socket-only answer."""
+    for stack_name, stack in spec.stacks.items():
+        for service_name, service in stack.services.items():
+            test = service.healthcheck.test
+            for index, part in enumerate(test[1:], start=1):
+                if "pg_isready" not in part:
+                    continue
+                try:
+                    words = shlex.split(part) if test[0] == "CMD-SHELL" else test[index:]
+                except ValueError:
+                    continue
+                if "pg_isready" not in words:
+                    continue
+                host = _pg_isready_host(words[words.index("pg_isready") :])
+                if host is None or host.startswith("/"):
+                    via = "the Unix socket" if host is None else f"the socket directory {host}"
+                    yield spec.problem_in_stack(
+                        stack_name,
+                        ("services", service_name, "healthcheck", "test", index),
+                        f"pg_isready checks {via}: it answers during the postgres image's "
+                        "first-init server (listen_addresses=''), before the database is "
+                        "ready, so services depending on it start too early; check over TCP "
+                        "as the server really serves: `pg_isready -h 127.0.0.1 -U … -d …`",
+                    )
+                break
 
 
 def _check_probes(spec: Spec) -> Iterator[Problem]:
@@ -937,6 +983,12 @@ def _check_host_access(spec: Spec) -> Iterator[Problem]:
             "give `ssh` (a real box) or `sandbox` (a local one), not both",
         )
     yield from _check_backup_repository(spec)
+    if host.tls == "pebble" and host.sandbox is None:
+        yield spec.problem_in_host(
+            ("tls",),
+            "pebble is the sandbox's own ACME CA and serves only sandbox boxes: give "
+            "`sandbox: {name: …}`, or tls: acme (Let's Encrypt) or internal for this box",
+        )
     if host.tls == "acme" and host.acme_email is None:
         yield spec.problem_in_host(
             ("acme_email",),
@@ -1083,3 +1135,158 @@ def _check_images(spec: Spec) -> Iterator[Problem]:
                     f"a sandbox cannot pull from a registry: map image {ref} to a stand-in "
                     "(images: {REF: {standin: NAME}})",
                 )
+
+
+# ── apps vpsctl talks to (first-launch claims, in-app settings) ────────────────────────
+
+PLAUSIBLE_MIN_PASSWORD = 12  # Plausible's registration refuses shorter passwords
+# what Ghost's own connection settings must say for vpsctl to read its integrations table
+GHOST_DB_ENV = ("database__connection__host", "database__connection__user",
+                "database__connection__database")  # fmt: skip
+
+
+def _check_apps(spec: Spec) -> Iterator[Problem]:
+    for stack_name, stack in spec.stacks.items():
+        if stack.first_launch is not None:
+            yield from _check_first_launch(spec, stack_name, stack, stack.first_launch)
+        if stack.listmonk is not None:
+            yield from _check_listmonk(spec, stack_name, stack, stack.listmonk)
+        if stack.ghost_content is not None and (
+            stack.first_launch is None or stack.first_launch.app != "ghost"
+        ):
+            yield spec.problem_in_stack(
+                stack_name,
+                ("ghost_content",),
+                "the Content API key the audit reads is derived by vpsctl's claim of Ghost's "
+                "first launch: add `first_launch: {app: ghost, service: SERVICE, owner_name: "
+                "…, owner_email: …, password_secret: SECRET}` to this stack",
+            )
+
+
+def _app_service(
+    spec: Spec, stack_name: str, stack: Stack, loc: tuple[str, ...], service: str
+) -> Iterator[Problem]:
+    if service not in stack.services:
+        yield spec.problem_in_stack(
+            stack_name,
+            loc,
+            f"no service '{service}' in this stack; services: {', '.join(stack.services)}"
+            f"{_suggest(service, list(stack.services))}",
+        )
+
+
+def _password_secret(
+    spec: Spec, stack_name: str, stack: Stack, loc: tuple[str, ...], *, name: str, minimum: int
+) -> Iterator[Problem]:
+    kind = stack.secrets.get(name)
+    if kind is None:
+        yield spec.problem_in_stack(
+            stack_name,
+            loc,
+            f"secret {name} is not declared in this stack's `secrets`; declare it as "
+            f"`{name}: {{kind: password, min_length: {max(minimum, 24)}}}` (`vpsctl secrets "
+            f"generate -i {spec.inventory}` creates it); declared: "
+            f"{', '.join(stack.secrets) or '(none)'}",
+        )
+    elif not isinstance(kind, Password):
+        yield spec.problem_in_stack(
+            stack_name,
+            loc,
+            f"secret {name} is of kind {kind.kind}; an owner's password must be "
+            f"`kind: password` (min_length at least {minimum}), so that `vpsctl secrets "
+            f"generate -i {spec.inventory}` can create it",
+        )
+    elif kind.min_length < minimum:
+        yield spec.problem_in_stack(
+            stack_name,
+            ("secrets", name, "min_length"),
+            f"{kind.min_length} is too short for {loc[0]}.{loc[-1]}: the app refuses "
+            f"passwords under {minimum} characters; use min_length {minimum} or more",
+        )
+
+
+def _check_first_launch(
+    spec: Spec, stack_name: str, stack: Stack, first: FirstLaunch
+) -> Iterator[Problem]:
+    yield from _app_service(spec, stack_name, stack, ("first_launch", "service"), first.service)
+    minimum = PLAUSIBLE_MIN_PASSWORD if first.app == "plausible" else 10
+    loc = ("first_launch", "password_secret")
+    yield from _password_secret(
+        spec, stack_name, stack, loc, name=first.password_secret, minimum=minimum
+    )
+    if first.app != "ghost" or first.service not in stack.services:
+        return
+    service = stack.services[first.service]
+    # a rebuild reads the restored integration's key from Ghost's own database (a staff
+    # login from a new device would need the code Ghost mails): its connection must be known
+    missing = [key for key in GHOST_DB_ENV if key not in service.env]
+    if service.env.get("database__client") != "mysql":
+        missing.insert(0, "database__client: mysql")
+    if "database__connection__password" not in service.secrets:
+        missing.append("secrets: database__connection__password")
+    host = service.env.get("database__connection__host")
+    if missing:
+        yield spec.problem_in_stack(
+            stack_name,
+            ("services", first.service, "env"),
+            f"first_launch (app ghost) reads Ghost's Content API key from its MySQL "
+            f"database with Ghost's own connection settings; missing: {', '.join(missing)}",
+        )
+    elif host not in stack.services:
+        yield spec.problem_in_stack(
+            stack_name,
+            ("services", first.service, "env", "database__connection__host"),
+            f"'{host}' is not a service of this stack: first_launch (app ghost) reads "
+            f"Ghost's database through it; services: {', '.join(stack.services)}",
+        )
+
+
+def _check_listmonk(
+    spec: Spec, stack_name: str, stack: Stack, settings: ListmonkSettings
+) -> Iterator[Problem]:
+    yield from _app_service(spec, stack_name, stack, ("listmonk", "service"), settings.service)
+    service = stack.services.get(settings.service)
+    if service is not None and (
+        "LISTMONK_ADMIN_USER" not in service.env or "LISTMONK_ADMIN_PASSWORD" not in service.secrets
+    ):
+        yield spec.problem_in_stack(
+            stack_name,
+            ("listmonk", "service"),
+            f"service {settings.service} needs LISTMONK_ADMIN_USER in `env` and "
+            "LISTMONK_ADMIN_PASSWORD in `secrets`: vpsctl signs in to listmonk as that admin "
+            "to set its settings (and without them whoever reaches /admin first owns it)",
+        )
+    domains = spec.host.stacks[stack_name].domains
+    loc = ("listmonk", "root_url")
+    for match in DOMAIN_REF.finditer(settings.root_url):
+        if match.group(1) not in domains:
+            yield spec.problem_in_stack(
+                stack_name, loc, _undefined_domain(spec, stack_name, match.group(1))
+            )
+            return
+    url = spec.resolve(stack_name, settings.root_url)
+    scheme, _, rest = url.partition("://")
+    host = rest.split("/", 1)[0]
+    if scheme not in ("http", "https") or not host or any(c.isspace() for c in url):
+        yield spec.problem_in_stack(
+            stack_name,
+            loc,
+            "must be an http(s) URL with a host, e.g. `https://{domain.site}`: every link "
+            "in every e-mail starts with it",
+        )
+    elif url.endswith("/"):
+        yield spec.problem_in_stack(
+            stack_name, loc, "no trailing '/': listmonk strips it, and the plan would never settle"
+        )
+    if "{secret." in settings.root_url:
+        yield spec.problem_in_stack(stack_name, loc, "a URL is shown in plans: no {secret.…}")
+    smtp_loc = ("listmonk", "smtp", "password_secret")
+    name = settings.smtp.password_secret
+    if name not in stack.secrets:
+        yield spec.problem_in_stack(
+            stack_name,
+            smtp_loc,
+            f"secret {name} is not declared in this stack's `secrets` (with its kind, e.g. "
+            f"`kind: password, external: true, obtain: …`); declared: "
+            f"{', '.join(stack.secrets) or '(none)'}",
+        )

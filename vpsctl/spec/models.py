@@ -23,6 +23,7 @@ from pydantic import (
     Tag,
     WithJsonSchema,
     field_validator,
+    model_validator,
 )
 
 from vpsctl.spec.base import Model, discriminator, presence_discriminator, tag
@@ -210,7 +211,7 @@ _IMAGE = re.compile(
 def _image(ref: str) -> str:
     match = _IMAGE.fullmatch(ref)
     if not match:
-        raise ValueError(f"{ref!r} is not an image reference like ghost:6.10.3-alpine")
+        raise ValueError(f"{ref!r} is not an image reference like ghost:6.65.0-alpine")
     tag_, digest = match.group("tag"), match.group("digest")
     if digest:
         return ref
@@ -277,6 +278,115 @@ class Healthcheck(Model):
         if any(not part for part in test):
             raise ValueError("no element may be empty")
         return test
+
+
+# The resource limits Docker sets (`docker run --ulimit`, compose `ulimits`), by name.
+ULIMIT_NAMES = (
+    "core",
+    "cpu",
+    "data",
+    "fsize",
+    "locks",
+    "memlock",
+    "msgqueue",
+    "nice",
+    "nofile",
+    "nproc",
+    "rss",
+    "rtprio",
+    "rttime",
+    "sigpending",
+    "stack",
+)
+NR_OPEN = 1048576  # the kernel's default fs.nr_open: no process may hold more open files
+_ULIMIT_HINT = (
+    "a number (soft = hard), or {soft: N, hard: N}; -1 is unlimited (not for nofile), "
+    "e.g. `ulimits: {nofile: {soft: 65535, hard: 65535}}`"
+)
+
+
+class Ulimit(Model):
+    """One limit: the soft value the process starts with, the hard ceiling it may raise it to."""
+
+    soft: int
+    hard: int
+
+
+def _ulimit_number(name: str, which: str, value: Any) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        # ValueError, not TypeError: pydantic turns only ValueError into a located error
+        raise ValueError(  # noqa: TRY004
+            f"{name}.{which}: {value!r} is not a whole number: expected {_ULIMIT_HINT}"
+        )
+    if name == "nofile":
+        if not 1 <= value <= NR_OPEN:
+            raise ValueError(
+                f"nofile.{which}: {value} is out of range: open files must be 1 to {NR_OPEN} "
+                "(the kernel's fs.nr_open; it cannot be unlimited), e.g. 65535"
+            )
+    elif value < -1:
+        raise ValueError(f"{name}.{which}: {value} is negative: expected {_ULIMIT_HINT}")
+    return value
+
+
+def _ulimits(value: Any) -> dict[str, Ulimit]:
+    """compose's shapes: `nofile: 65535` (soft = hard) or `nofile: {soft: N, hard: N}`."""
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a mapping of limit names to {_ULIMIT_HINT}")  # noqa: TRY004
+    limits: dict[str, Ulimit] = {}
+    for name, limit in value.items():
+        if name not in ULIMIT_NAMES:
+            close = difflib.get_close_matches(str(name), ULIMIT_NAMES, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ValueError(
+                f"'{name}' is not a limit Docker sets{hint}: expected one of "
+                f"{', '.join(ULIMIT_NAMES)}"
+            )
+        if isinstance(limit, dict):
+            if set(limit) != {"soft", "hard"}:
+                raise ValueError(
+                    f"{name}: give both `soft` and `hard` and nothing else (got "
+                    f"{', '.join(map(str, limit)) or 'nothing'}), or one number for both"
+                )
+            soft = _ulimit_number(name, "soft", limit["soft"])
+            hard = _ulimit_number(name, "hard", limit["hard"])
+        else:
+            soft = hard = _ulimit_number(name, "value", limit)
+        if hard != -1 and (soft == -1 or soft > hard):
+            raise ValueError(
+                f"{name}: soft {soft} is above hard {hard}: the soft limit may be at most the "
+                "hard one (the kernel refuses it and the container would not start)"
+            )
+        limits[str(name)] = Ulimit(soft=soft, hard=hard)
+    return limits
+
+
+_ULIMIT_VALUE_SCHEMA = {
+    "anyOf": [
+        {"type": "integer", "minimum": -1},
+        {
+            "type": "object",
+            "properties": {
+                "soft": {"type": "integer", "minimum": -1},
+                "hard": {"type": "integer", "minimum": -1},
+            },
+            "required": ["soft", "hard"],
+            "additionalProperties": False,
+        },
+    ]
+}
+Ulimits = Annotated[
+    dict[str, Ulimit],
+    BeforeValidator(_ulimits),
+    WithJsonSchema(
+        {
+            "type": "object",
+            "propertyNames": {"enum": list(ULIMIT_NAMES)},
+            "additionalProperties": _ULIMIT_VALUE_SCHEMA,
+            "description": f"resource limits by name (compose `ulimits`): {_ULIMIT_HINT}",
+        }
+    ),
+]
 
 
 class VolumeMount(Model):
@@ -367,6 +477,11 @@ class Service(Model):
     depends_on: list[ServiceName] = Field(default_factory=list)
     restart: Literal["unless-stopped", "always", "on-failure", "no"] = "unless-stopped"
     stop_grace_period: Duration | None = None
+    ulimits: Ulimits = Field(
+        default_factory=dict,
+        description="resource limits as upstream sets them, e.g. "
+        "`{nofile: {soft: 65535, hard: 65535}}` (compose `ulimits`)",
+    )
 
 
 class ConfigFile(Model):
@@ -503,11 +618,82 @@ Backup = Annotated[
 
 
 class GhostContent(Model):
-    """Audit Ghost's content: the Content API's post total must equal the sitemap's
-    ``<loc>`` count, must not drop between audits, and no published post may be empty."""
+    """Audit Ghost's content: every published post is read (paged through the Content
+    API), the sitemap must list exactly the posts Ghost puts in it (all but those whose
+    canonical_url points elsewhere), the post count must not drop between audits, and no
+    public post may be empty (members-only and paid bodies are gated from a content key).
+
+    The Content API key is not a secret of secrets.env: vpsctl derives it (the integration
+    "vpsctl audit", created with the first-launch claim) and keeps it on the box."""
 
     domain: DomainKey
-    content_api_key: SecretName = Field(description="secrets.env key of a Content API key")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_external_key(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "content_api_key" in data:
+            raise ValueError(
+                "content_api_key is no longer taken: vpsctl derives Ghost's Content API key "
+                'itself (the integration "vpsctl audit", created by `first_launch: {app: '
+                "ghost, …}`) and keeps it on the box in /opt/vpsctl/apps/<stack>/"
+                "ghost-content-key; remove content_api_key here and its secret from `secrets` "
+                "and secrets.env"
+            )
+        return data
+
+
+_EMAIL = r"^[^@\s]+@[^@\s]+\.[^@\s]+$"
+
+
+class FirstLaunch(Model):
+    """vpsctl claims the app's first launch itself, before the edge routes to it: the owner
+    account (Ghost's setup, Plausible's first registration) with these credentials."""
+
+    app: Literal["ghost", "plausible"] = Field(description="which app's first launch to claim")
+    service: ServiceName = Field(description="the service of this stack that runs the app")
+    owner_name: Annotated[str, StringConstraints(min_length=1, max_length=191)] = Field(
+        description="the owner's display name"
+    )
+    owner_email: Annotated[str, StringConstraints(pattern=_EMAIL, max_length=191)] = Field(
+        description="the owner's e-mail address (their login)"
+    )
+    password_secret: SecretName = Field(
+        description="secrets.env key of the owner's password: a `kind: password` secret of "
+        "this stack (`vpsctl secrets generate -i INVENTORY` creates it)"
+    )
+
+
+class ListmonkSmtp(Model):
+    """The SMTP server Listmonk sends through (its `smtp` settings block, enabled)."""
+
+    host: Hostname
+    port: Port
+    auth: Literal["none", "plain", "login", "cram"] = Field(
+        "login", description="SMTP auth protocol (listmonk's auth_protocol)"
+    )
+    tls: Literal["none", "STARTTLS", "TLS"] = Field(
+        "STARTTLS", description="`TLS` (implicit, port 465), `STARTTLS` (587) or `none`"
+    )
+    username: Annotated[str, StringConstraints(min_length=1, max_length=255)]
+    password_secret: SecretName = Field(
+        description="secrets.env key of the SMTP password, declared in this stack's `secrets`"
+    )
+
+
+class ListmonkSettings(Model):
+    """Listmonk settings that live in its database (not env vars), set by vpsctl through
+    its API after the health gate: GET, change, PUT the whole object back, only when
+    something differs."""
+
+    service: ServiceName = Field("listmonk", description="the service running listmonk")
+    root_url: Annotated[str, StringConstraints(min_length=1, max_length=500)] = Field(
+        description="app.root_url: the public URL in every link of every e-mail, e.g. "
+        "`https://{domain.site}`"
+    )
+    from_email: Annotated[str, StringConstraints(min_length=3, max_length=300)] | None = Field(
+        None, description="app.from_email, e.g. `Lumen Studio <news@lumenstudio.dev>`"
+    )
+    smtp: ListmonkSmtp
 
 
 class Stack(Model):
@@ -529,6 +715,14 @@ class Stack(Model):
     probes: list[Probe] = Field(default_factory=list)
     backups: list[Backup] = Field(default_factory=list)
     ghost_content: GhostContent | None = None
+    first_launch: FirstLaunch | None = Field(
+        None,
+        description="an owner account vpsctl claims itself at the app's first start, before "
+        "the edge exposes it (else the first visitor becomes the owner)",
+    )
+    listmonk: ListmonkSettings | None = Field(
+        None, description="Listmonk's database settings (root URL, SMTP), applied by vpsctl"
+    )
 
     def volumes(self) -> list[str]:
         """Named volumes the services mount, in first-use order."""
@@ -702,8 +896,11 @@ class Host(Model):
     open_ports: list[Port] = Field(
         default_factory=lambda: [22, 80, 443], description="the firewall allows only these"
     )
-    tls: Literal["acme", "internal"] = Field(
-        "acme", description="`internal`: Caddy's own CA, for boxes without public DNS"
+    tls: Literal["acme", "internal", "pebble"] = Field(
+        "acme",
+        description="`acme`: Let's Encrypt over ACME; `internal`: Caddy's own CA, for boxes "
+        "without public DNS; `pebble`: ACME from the sandbox's own CA (Pebble, started by "
+        "`vpsctl sandbox up`), HTTP-01 through the box's port 80 (sandbox boxes only)",
     )
     acme_email: Annotated[str, StringConstraints(pattern=r"^[^@\s]+@[^@\s]+\.[^@\s]+$")] | None = (
         None
@@ -719,6 +916,15 @@ class Host(Model):
     )
     standins_dir: str = Field(
         "../../standins", description="where stand-in build contexts are, from this file"
+    )
+    max_nofile: int | None = Field(
+        None,
+        ge=1024,
+        le=NR_OPEN,
+        description="the most open files this host's Docker can give a container: set it only "
+        "where dockerd cannot raise its own hard limit (no CAP_SYS_RESOURCE, as on the sandbox's "
+        "machines); services' `ulimits.nofile` above it are lowered to it in compose.yaml, "
+        "which says so. Unset (a real VPS): every service gets what its stack asks",
     )
     stacks: dict[StackName, HostStack] = Field(min_length=1)
     audit: AuditThresholds = Field(default_factory=AuditThresholds)
