@@ -475,8 +475,8 @@ def test_plan_shows_the_app_steps_and_no_value(prod: Path) -> None:
 
     plan = make_plan("lumen-prod", desired, parse(host.output()))
     text = plan_text(plan)
-    assert "ghost: first launch: owner claimed by vpsctl (studio@lumenstudio.dev)" in text
-    assert "plausible: first launch: owner registered by vpsctl" in text
+    assert "ghost: first launch of Ghost: owner claimed by vpsctl (studio@lumenstudio.dev)" in text
+    assert "plausible: first launch of Plausible: owner registered by vpsctl" in text
     assert re.search(r"listmonk settings: app\.root_url, app\.from_email, smtp", text)
     assert_no_secrets(prod, text, json.dumps(plan.to_json()))
     # recorded, but the key file is gone from the box: the ghost step runs again

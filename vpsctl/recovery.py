@@ -495,7 +495,7 @@ class _RebuildSteps:
         self.rebuild = rebuild
         self.out = out
         self.stacks = backed_up_stacks(spec)
-        self.recorded: list[list[str]] = []  # the snapshot's row counts, stack by stack
+        self.recorded: list[list[str]] = []  # the snapshot's row counts, every stack
         rebuild.phases["restore databases"] = 0.0
 
     def restore_files(self, applier: Applier) -> None:
@@ -510,6 +510,8 @@ class _RebuildSteps:
             file=self.out,
         )
         rebuild.restored += backups.restore(rebuild.snapshot.id, "files", self.stacks)
+        # the snapshot's row counts of every stack (the files phase lists them all)
+        self.recorded = list(backups.recorded)
         rebuild.phases["restore files"] = time.monotonic() - mark
 
     def restore_databases(self, applier: Applier, name: str) -> str:
@@ -525,7 +527,6 @@ class _RebuildSteps:
         try:
             backups = Backups(self.spec, self.session, applier.desired)
             rebuild.restored += backups.restore(rebuild.snapshot.id, "databases", [name])
-            self.recorded.extend(backups.recorded)
             ok, detail = applier.wait_healthy(name)
         except (BackupError, RemoteError) as exc:
             ok, detail = False, str(exc)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import io
+import logging
 import select
 import shlex
 import socket
@@ -450,6 +451,19 @@ class Session:
         if stopped is not None:
             raise RemoteError(f"the deploy stopped on {self.target.name}: {masked(str(stopped))}")
         return DeployReport(tuple(ops))
+
+
+class _RefusedChannels(logging.Filter):
+    """paramiko logs a refused ``direct-tcpip`` channel at ERROR ("Secsh channel N open
+    FAILED: Connection refused"), and with no handler configured Python prints it raw on
+    stderr: a forward whose app is restarting is expected to be refused for a moment, and the
+    client's own error says so when it matters."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "open FAILED" not in record.getMessage()
+
+
+logging.getLogger("paramiko.transport").addFilter(_RefusedChannels())
 
 
 def _pump(

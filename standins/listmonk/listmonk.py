@@ -540,6 +540,10 @@ class App(Handler):
             self.create_list()
         elif parts[0] == "settings":
             self.settings(method)
+        elif parts[0] == "logout" and method == "POST":
+            # listmonk v6 handleLogout: the session is destroyed in the store (its row gone)
+            self.rows("DELETE FROM sessions WHERE id = %s", (self.session_id(),))
+            self.send_json(200, {"data": True}, headers={"Set-Cookie": "session=; Max-Age=0"})
         elif parts[0] == "config" and method == "GET":
             self.send_json(
                 200,

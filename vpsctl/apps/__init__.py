@@ -217,9 +217,9 @@ def _plausible(ctx: StepContext, step: AppStep) -> str:
     from vpsctl.apps import plausible  # noqa: PLC0415 - helper D's client
 
     if not plausible.first_launch_pending(ctx.base, ctx.host):
-        return "plausible: an owner exists already (nothing claimed)"
+        return "Plausible has an owner already (nothing claimed)"
     name, email, password = owner_credentials(ctx.spec, step.stack)
     plausible.register_owner(ctx.base, ctx.host, name=name, email=email, password=password)
     if plausible.first_launch_pending(ctx.base, ctx.host):
         raise AppError(f"{step.stack}: Plausible still redirects to /register after registering")
-    return f"plausible: owner {email} registered by vpsctl"
+    return f"Plausible's owner {email} registered by vpsctl"

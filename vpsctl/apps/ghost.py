@@ -229,7 +229,7 @@ def converge(ctx: StepContext, step: AppStep) -> str:
             done.append("owner already set up (nothing claimed); key read from Ghost's database")
     assert key is not None
     done.append(keep_key(ctx, step.stack, key))
-    return "ghost: " + "; ".join(done)
+    return "Ghost: " + "; ".join(done)
 
 
 def keep_key(ctx: StepContext, stack: str, key: str) -> str:

@@ -17,6 +17,7 @@ its API as its own settings page does (listmonk v6.2, ``cmd/settings.go``):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from typing import TYPE_CHECKING, Any
@@ -160,15 +161,28 @@ def converge(ctx: StepContext, step: AppStep) -> str:
     register_secrets([wanted["smtp"]["password"]])
     user, password = admin_credentials(ctx, step)
     cookie = sign_in(ctx.base, ctx.host, user, password)
-    current = get_settings(ctx.base, ctx.host, cookie)
-    changed = differences(current, wanted, force)
-    if not changed:
-        return "listmonk settings: already as the spec says (nothing changed)"
-    put_settings(ctx.base, ctx.host, cookie, new_settings(current, wanted))
-    took = wait_restarted(ctx.base, ctx.host)
-    ctx.say(f"{step.stack}: listmonk restarted after its settings change ({took:.1f}s)")
-    after = get_settings(ctx.base, ctx.host, cookie)
-    still = differences(after, wanted, False)
-    if still:
-        raise AppError(f"listmonk does not hold the settings after the change: {', '.join(still)}")
-    return f"listmonk settings set: {', '.join(changed)}"
+    try:
+        current = get_settings(ctx.base, ctx.host, cookie)
+        changed = differences(current, wanted, force)
+        if not changed:
+            return "listmonk settings: already as the spec says (nothing changed)"
+        put_settings(ctx.base, ctx.host, cookie, new_settings(current, wanted))
+        took = wait_restarted(ctx.base, ctx.host)
+        ctx.say(f"{step.stack}: listmonk restarted after its settings change ({took:.1f}s)")
+        after = get_settings(ctx.base, ctx.host, cookie)
+        still = differences(after, wanted, False)
+        if still:
+            raise AppError(
+                f"listmonk does not hold the settings after the change: {', '.join(still)}"
+            )
+        return f"listmonk settings set: {', '.join(changed)}"
+    finally:
+        sign_out(ctx.base, ctx.host, cookie)
+
+
+def sign_out(base: str, host: str, cookie: str) -> None:
+    """End vpsctl's session (listmonk deletes it from its store): an apply leaves no login
+    behind, and a rebuild's restored tables keep the snapshot's row counts."""
+    # a session left behind expires on its own; the settings step itself succeeded
+    with contextlib.suppress(AppError):
+        request(base, host, "POST", "/api/logout", cookie=cookie)

@@ -102,14 +102,14 @@ def desired_steps(spec: Spec) -> dict[str, tuple[AppStep, ...]]:
             port = service_port(stack, first.service) or 0
             if first.app == "ghost":
                 label = (
-                    f"{first.app}: first launch: owner claimed by vpsctl ({first.owner_email}); "
+                    f"first launch of Ghost: owner claimed by vpsctl ({first.owner_email}); "
                     f'Content API key of the integration "{GHOST_INTEGRATION}" kept in '
                     f"{ghost_key_path(name)}"
                 )
                 files: tuple[str, ...] = (ghost_key_path(name),)
             else:
                 label = (
-                    f"{first.app}: first launch: owner registered by vpsctl ({first.owner_email})"
+                    f"first launch of Plausible: owner registered by vpsctl ({first.owner_email})"
                 )
                 files = ()
             steps.append(
