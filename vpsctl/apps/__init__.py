@@ -214,7 +214,7 @@ def owner_credentials(spec: Spec, stack: str) -> tuple[str, str, str]:
 
 
 def _plausible(ctx: StepContext, step: AppStep) -> str:
-    from vpsctl.apps import plausible  # noqa: PLC0415 - helper D's client
+    from vpsctl.apps import plausible  # noqa: PLC0415 - websockets loads only for Plausible
 
     if not plausible.first_launch_pending(ctx.base, ctx.host):
         return "Plausible has an owner already (nothing claimed)"
