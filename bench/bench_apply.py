@@ -45,13 +45,13 @@ from pyinfra.operations import files  # noqa: E402
 from bench.latency import DelayProxy  # noqa: E402
 from bench.report import write_section  # noqa: E402
 from tests.e2e.conftest import studio_for  # noqa: E402
-from vpsctl import sandbox  # noqa: E402
-from vpsctl.apply import Applier  # noqa: E402
-from vpsctl.audit import audit  # noqa: E402
-from vpsctl.facts import FACTS_SCRIPT, parse  # noqa: E402
-from vpsctl.plan import make_plan  # noqa: E402
-from vpsctl.remote import Session, Target  # noqa: E402
-from vpsctl.render import Desired, render  # noqa: E402
+from vpsctl.core.facts import FACTS_SCRIPT, parse  # noqa: E402
+from vpsctl.core.plan import make_plan  # noqa: E402
+from vpsctl.core.render import Desired, render  # noqa: E402
+from vpsctl.host.remote import Session, Target  # noqa: E402
+from vpsctl.local import sandbox  # noqa: E402
+from vpsctl.ops.apply import Applier  # noqa: E402
+from vpsctl.ops.audit import audit  # noqa: E402
 from vpsctl.spec.loader import load_spec  # noqa: E402
 from vpsctl.spec.studio import Spec  # noqa: E402
 

@@ -32,7 +32,7 @@ from bench.report import write_section  # noqa: E402
 from tests.e2e.conftest import on_box, studio_for  # noqa: E402
 from tests.e2e.studio_data import visible_data, write_data  # noqa: E402
 from tests.helpers import run_cli  # noqa: E402
-from vpsctl import sandbox  # noqa: E402
+from vpsctl.local import sandbox  # noqa: E402
 from vpsctl.spec.units import human_size  # noqa: E402
 
 SECTION = "## backup, restore and rebuild on sandbox boxes"

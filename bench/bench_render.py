@@ -26,9 +26,9 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import write_section  # noqa: E402
 from tests import factsim  # noqa: E402
-from vpsctl.facts import HostFacts, parse  # noqa: E402
-from vpsctl.plan import make_plan  # noqa: E402
-from vpsctl.render import Desired, render  # noqa: E402
+from vpsctl.core.facts import HostFacts, parse  # noqa: E402
+from vpsctl.core.plan import make_plan  # noqa: E402
+from vpsctl.core.render import Desired, render  # noqa: E402
 from vpsctl.spec.envfile import write_secrets  # noqa: E402
 from vpsctl.spec.loader import load_spec  # noqa: E402
 from vpsctl.spec.studio import Spec  # noqa: E402

@@ -65,12 +65,12 @@ def main() -> None:
             load_spec(inventory)
 
         def imports() -> None:
-            subprocess.run([sys.executable, "-c", "import vpsctl.cli"], check=True)
+            subprocess.run([sys.executable, "-c", "import vpsctl.cli.main"], check=True)
 
         cli()
         results = {
             "`vpsctl validate` process (wall)": timed(cli, args.runs),
-            "python -c 'import vpsctl.cli' (wall)": timed(imports, args.runs),
+            "python -c 'import vpsctl.cli.main' (wall)": timed(imports, args.runs),
             "load_spec, cold YAML cache": timed(cold, args.runs),
             "load_spec, warm YAML cache": timed(warm, args.runs),
         }
@@ -94,7 +94,7 @@ def main() -> None:
             f"{min(samples) * 1000:.0f} ms | {max(samples) * 1000:.0f} ms |"
         )
     cli_ms = statistics.median(results["`vpsctl validate` process (wall)"]) * 1000
-    imp_ms = statistics.median(results["python -c 'import vpsctl.cli' (wall)"]) * 1000
+    imp_ms = statistics.median(results["python -c 'import vpsctl.cli.main' (wall)"]) * 1000
     cold_ms = statistics.median(results["load_spec, cold YAML cache"]) * 1000
     lines += [
         "",

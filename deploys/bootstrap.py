@@ -3,7 +3,7 @@
 Packages (Docker and compose v2 from the distribution, sqlite3, restic, …), Docker enabled,
 a swap file and ``vm.swappiness``, the time zone, unattended security upgrades, SSH keys
 only, and a firewall that allows only the spec's open ports, docker-published ports
-included (its rules come from :mod:`vpsctl.firewall`, which the audit compares the box
+included (its rules come from :mod:`vpsctl.core.firewall`, which the audit compares the box
 with). Every step is idempotent: a second run changes nothing. Any other OS is refused
 before anything is changed, naming what was found and what is supported.
 
@@ -33,7 +33,7 @@ from pyinfra.facts.files import File
 from pyinfra.facts.server import Command, LinuxDistribution
 from pyinfra.operations import apt, files, server, systemd
 
-from vpsctl import firewall
+from vpsctl.core import firewall
 from vpsctl.errors import VpsctlError
 
 TEMPLATES = Path(__file__).resolve().parent.parent / "templates"

@@ -1,6 +1,6 @@
 """Host facts as the facts script prints them, synthesized for plan tests.
 
-The format is the one :data:`vpsctl.facts.FACTS_SCRIPT` prints; ``tests/e2e`` runs the
+The format is the one :data:`vpsctl.core.facts.FACTS_SCRIPT` prints; ``tests/e2e`` runs the
 real script on a sandbox box and checks it parses to the same facts as this does.
 """
 
@@ -11,9 +11,9 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 
-from vpsctl.backupfiles import TIMERS
-from vpsctl.facts import MANIFEST
-from vpsctl.render import Desired
+from vpsctl.core.backupfiles import TIMERS
+from vpsctl.core.facts import MANIFEST
+from vpsctl.core.render import Desired
 
 
 @dataclass

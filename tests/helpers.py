@@ -10,7 +10,7 @@ from pathlib import Path
 
 from dotenv import dotenv_values
 
-from vpsctl.cli import main
+from vpsctl.cli.main import main
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -1,4 +1,4 @@
-"""A scripted session: the :class:`vpsctl.remote.Remote` interface with no box behind it.
+"""A scripted session: the :class:`vpsctl.host.remote.Remote` interface with no box behind it.
 
 It records every call and answers each command from a script of rules (a regular
 expression searched in the command → a :class:`Result`), so that apply, backup and restore
@@ -24,9 +24,9 @@ How it answers, for ``run`` and ``feed``:
 ``forward`` is recorded as ``forward ADDRESS:PORT`` and leads to ``forward_to`` (a local
 server a test runs in place of the app). ``put_files`` is matched as the text ``put_files
 PATH…`` (so ``fail(r"put_files .*env")`` fails a file upload) and raises
-:class:`~vpsctl.remote.CommandFailed` as the real one does;
+:class:`~vpsctl.host.remote.CommandFailed` as the real one does;
 ``deploy`` (the bootstrap) and ``ship_images`` succeed and are recorded. A failing rule
-answers ``ok=False``: the session raises for it exactly as :class:`~vpsctl.remote.Session`
+answers ``ok=False``: the session raises for it exactly as :class:`~vpsctl.host.remote.Session`
 does (``CommandFailed`` unless the caller passed ``check=False``).
 
 Secrets: rules can answer with any text, secret values included, to prove that a summary
@@ -45,10 +45,9 @@ from pathlib import Path
 from typing import Any
 
 from tests.factsim import SimHost
-from vpsctl import probes
-from vpsctl.apply import HEALTH_MARK
-from vpsctl.facts import FACTS_SCRIPT
-from vpsctl.remote import (
+from vpsctl.core.facts import FACTS_SCRIPT
+from vpsctl.host import probes
+from vpsctl.host.remote import (
     Command,
     CommandFailed,
     DeployReport,
@@ -57,6 +56,7 @@ from vpsctl.remote import (
     purpose_of,
     shell,
 )
+from vpsctl.ops.apply import HEALTH_MARK
 from vpsctl.spec.studio import Spec
 
 Answer = Result | Callable[[str], Result]
@@ -98,7 +98,7 @@ class _Lock:
 
 @dataclass
 class ScriptedSession:
-    """A stand-in for :class:`vpsctl.remote.Session` that runs nothing; see the module."""
+    """A stand-in for :class:`vpsctl.host.remote.Session` that runs nothing; see the module."""
 
     host: SimHost | None = None
     target: Target = field(
@@ -163,7 +163,7 @@ class ScriptedSession:
     # ── the Remote interface ─────────────────────────────────────────────────────────────
 
     def __enter__(self) -> ScriptedSession:
-        """``with`` works as with a Session (a test may patch ``vpsctl.remote.Session``)."""
+        """``with`` works as with a Session (a test may patch ``vpsctl.host.remote.Session``)."""
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -249,7 +249,7 @@ _URL = re.compile(r"https://([^:/'\s]+):\d+([^'\s]*)")  # as probes.script write
 
 
 def health_answer(command: str, states: dict[str, tuple[str, ...]] | None = None) -> Result:
-    """An answer to the health gate's poll (:func:`vpsctl.apply.health_command`): each
+    """An answer to the health gate's poll (:func:`vpsctl.ops.apply.health_command`): each
     service it asks for with its (state, health[, restarts]) from ``states``, else running
     and healthy."""
     match = re.search(r"for s in ([^;]*); do", command)

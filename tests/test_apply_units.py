@@ -1,4 +1,4 @@
-"""apply's failure paths without a box: an :class:`~vpsctl.apply.Applier` driven through a
+"""apply's failure paths without a box: an :class:`~vpsctl.ops.apply.Applier` driven through a
 scripted session (``tests/scripted.py``) against a host of ``tests/factsim.py``, with chosen
 commands failing. Each test says what the operator is told, and checks the commands that
 ran (or did not): a rollback is claimed only when it was checked, and a failed one says
@@ -19,12 +19,13 @@ import pytest
 from tests import factsim
 from tests.helpers import ROOT, assert_no_secrets, edit, golden_prod_copy, run_cli
 from tests.scripted import ScriptedSession, health_answer
-from vpsctl import apply, remote
-from vpsctl.apply import Applier, ApplyResult, StackResult
-from vpsctl.render import render
+from vpsctl.cli.views import apply_text
+from vpsctl.core.render import render
+from vpsctl.host import remote
+from vpsctl.ops import apply
+from vpsctl.ops.apply import Applier, ApplyResult, StackResult
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.studio import Spec
-from vpsctl.views import apply_text
 
 INV = "inventory/prod"
 PREVIOUS = "/opt/vpsctl/previous/documint"
@@ -360,7 +361,7 @@ def test_a_drill_box_masks_its_backup_timers_before_any_is_linked(
 
 
 def test_a_drill_audit_passes_a_backup_timer_only_when_masked() -> None:
-    from vpsctl import audit, recovery  # noqa: PLC0415
+    from vpsctl.ops import audit, recovery  # noqa: PLC0415
 
     def judged(value: str) -> str:
         check = audit.Check("host", "timer vpsctl-backup.timer", audit.FAIL, value, "")

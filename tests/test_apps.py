@@ -28,16 +28,17 @@ import pytest
 from tests import factsim
 from tests.helpers import assert_no_secrets, edit, golden_prod_copy
 from tests.scripted import Call, ScriptedSession
-from vpsctl import apply, apps, probes
-from vpsctl.apply import Applier, StackResult
-from vpsctl.apps import AppError, StepContext, ghost, listmonk
-from vpsctl.apps.steps import GHOST_INTEGRATION, ghost_key_path
-from vpsctl.facts import MANIFEST, HostFacts
-from vpsctl.plan import make_plan
-from vpsctl.render import render
+from vpsctl.cli.views import plan_text
+from vpsctl.core.appsteps import GHOST_INTEGRATION, ghost_key_path
+from vpsctl.core.facts import MANIFEST, HostFacts
+from vpsctl.core.plan import make_plan
+from vpsctl.core.render import render
+from vpsctl.host import probes
+from vpsctl.ops import apply, apps
+from vpsctl.ops.apply import Applier, StackResult
+from vpsctl.ops.apps import AppError, StepContext, ghost, listmonk
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.studio import Spec
-from vpsctl.views import plan_text
 
 INV = "inventory/prod"
 BLOG = "blog.lumenstudio.dev"
@@ -471,7 +472,7 @@ def test_plan_shows_the_app_steps_and_no_value(prod: Path) -> None:
     assert isinstance(host.manifest, dict)
     host.manifest["apps"] = {}
     host.app_files.clear()
-    from vpsctl.facts import parse  # noqa: PLC0415
+    from vpsctl.core.facts import parse  # noqa: PLC0415
 
     plan = make_plan("lumen-prod", desired, parse(host.output()))
     text = plan_text(plan)

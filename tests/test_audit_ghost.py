@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from tests.helpers import ROOT
-from vpsctl import audit
-from vpsctl.apps import steps
+from vpsctl.core import appsteps as steps
+from vpsctl.ops import audit
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.studio import Spec
 

@@ -4,7 +4,7 @@ reads is judged.
 A process's command line is readable by every user of the box (``ps``, /proc/PID/cmdline):
 the read travels on stdin. Ghost's Content API key never travels at all: the box reads it
 from its root-only file (tests/test_audit_ghost.py runs that part here with ``ps``
-watching). Proven on the script's text and through :func:`vpsctl.audit.audit` with a
+watching). Proven on the script's text and through :func:`vpsctl.ops.audit.audit` with a
 session that records every command it is asked to run.
 """
 
@@ -21,8 +21,9 @@ import pytest
 
 from tests.helpers import secret_values
 from tests.test_audit_ghost import prod_spec
-from vpsctl import audit, firewall
-from vpsctl.remote import DeployReport, Result, Target
+from vpsctl.core import firewall
+from vpsctl.host.remote import DeployReport, Result, Target
+from vpsctl.ops import audit
 from vpsctl.spec.studio import Spec
 
 
@@ -45,7 +46,7 @@ def test_the_read_holds_no_secret_and_reads_the_key_on_the_box(spec: Spec) -> No
 
 
 class Recorder:
-    """A :class:`vpsctl.remote.Remote` that records every command it is given and answers
+    """A :class:`vpsctl.host.remote.Remote` that records every command it is given and answers
     the audit's read with ``answer``."""
 
     def __init__(self, answer: Callable[[str], str]) -> None:

@@ -22,8 +22,8 @@ import pytest
 from ruamel.yaml import YAML
 
 from tests.helpers import ROOT
-from vpsctl import backupfiles
-from vpsctl.render import _environment
+from vpsctl.core import backupfiles
+from vpsctl.core.render import _environment
 from vpsctl.spec.models import Stack
 
 SERVER = 101  # the clickhouse-server image's uid and gid (DEFAULT_UID/DEFAULT_GID)

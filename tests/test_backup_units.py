@@ -14,11 +14,11 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import ROOT, run_cli
-from vpsctl import backupfiles
-from vpsctl.facts import HostFacts, RemoteFile
-from vpsctl.plan import make_plan
-from vpsctl.recovery import Output, compare_counts, explain, grown_counts
-from vpsctl.render import render
+from vpsctl.core import backupfiles
+from vpsctl.core.facts import HostFacts, RemoteFile
+from vpsctl.core.plan import make_plan
+from vpsctl.core.render import render
+from vpsctl.ops.recovery import Output, compare_counts, explain, grown_counts
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.studio import Spec
 

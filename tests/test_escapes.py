@@ -19,10 +19,10 @@ from hypothesis import strategies as st
 
 from tests.helpers import run_cli
 from tests.test_invalid_corpus import INVENTORY, make_studio
-from vpsctl import backupfiles
-from vpsctl.localfiles import UnsafePath, member_problem, safe_target
-from vpsctl.remote import Session, Target
-from vpsctl.render import Desired, DesiredFile, render, write_tree
+from vpsctl.core import backupfiles
+from vpsctl.core.render import Desired, DesiredFile, render, write_tree
+from vpsctl.host.remote import Session, Target
+from vpsctl.local.files import UnsafePath, member_problem, safe_target
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.paths import ABSOLUTE_PATH, RELATIVE_NAME, absolute_problem, relative_problem
 from vpsctl.spec.studio import network_alias
@@ -264,7 +264,7 @@ def test_an_accepted_relative_name_stays_below_its_root(text: str) -> None:
 
 
 def test_a_bind_mount_never_leaves_the_stacks_config_directory() -> None:
-    from vpsctl.render import _config_bind  # noqa: PLC0415 - the renderer's own fence
+    from vpsctl.core.render import _config_bind  # noqa: PLC0415 - the renderer's own fence
 
     assert _config_bind("/opt/vpsctl/stacks/edge", "caddy") == "./config/caddy"
     for config in ("../../../../var/run/docker.sock", "../compose.yaml", "a/./b", "/etc"):

@@ -19,8 +19,9 @@ import pytest
 from pyinfra.facts.server import LinuxDistribution
 
 from tests.helpers import ROOT
-from vpsctl import apply, firewall
+from vpsctl.core import firewall
 from vpsctl.errors import VpsctlError
+from vpsctl.ops import apply
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.studio import Spec
 

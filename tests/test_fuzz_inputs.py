@@ -27,7 +27,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from tests.helpers import ROOT, Result
-from vpsctl.cli import main
+from vpsctl.cli.main import main
 from vpsctl.spec.generate import generate
 
 INVENTORY = "inventory/sandbox"

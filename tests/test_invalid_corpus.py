@@ -28,7 +28,7 @@ import pytest
 from dotenv import dotenv_values
 from ruamel.yaml import YAML
 
-from vpsctl.cli import main
+from vpsctl.cli.main import main
 
 CORPUS = Path(__file__).resolve().parent / "invalid"
 BASE = CORPUS / "base"

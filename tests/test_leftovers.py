@@ -16,14 +16,14 @@ import pytest
 from tests import factsim
 from tests.helpers import ROOT, edit, golden_prod_copy
 from tests.scripted import ScriptedSession
-from vpsctl import apply, audit
-from vpsctl.apply import Applier, ApplyResult, StackResult
-from vpsctl.facts import FACTS_SCRIPT, MANIFEST, Volume, parse
-from vpsctl.plan import SiteRename, make_plan
-from vpsctl.render import render, render_caddyfile
+from vpsctl.cli.views import audit_text, plan_text
+from vpsctl.core.facts import FACTS_SCRIPT, MANIFEST, Volume, parse
+from vpsctl.core.plan import SiteRename, make_plan
+from vpsctl.core.render import render, render_caddyfile
+from vpsctl.ops import apply, audit
+from vpsctl.ops.apply import Applier, ApplyResult, StackResult
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.studio import Spec
-from vpsctl.views import audit_text, plan_text
 
 INV = "inventory/prod"
 CADDYFILE = "/opt/vpsctl/stacks/edge/config/caddy/Caddyfile"

@@ -16,10 +16,15 @@ import pytest
 from tests import factsim
 from tests.helpers import ROOT, run_cli
 from tests.test_invalid_corpus import INVENTORY, SECRETS, make_studio
-from vpsctl import cli, localdocker, recovery, remote, standins, targets, views
+from vpsctl.cli import main as cli
+from vpsctl.cli import views
+from vpsctl.core.facts import parse
+from vpsctl.core.render import render
 from vpsctl.errors import Problem
-from vpsctl.facts import parse
-from vpsctl.render import render
+from vpsctl.host import remote
+from vpsctl.local import docker as localdocker
+from vpsctl.local import standins
+from vpsctl.ops import recovery, targets
 from vpsctl.spec import loader
 from vpsctl.spec.envfile import line_problem
 from vpsctl.spec.generate import generate

@@ -2,7 +2,7 @@
 its errors, and how the probes trust Pebble's roots and say why a certificate fails.
 
 Pebble's record is faked in a private state directory (its TLS CA is made for real by
-vpsctl.pebble); the sandbox e2e tests run the real Pebble (tests/e2e/test_acme.py)."""
+vpsctl.local.pebble); the sandbox e2e tests run the real Pebble (tests/e2e/test_acme.py)."""
 
 from __future__ import annotations
 
@@ -18,8 +18,9 @@ from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
 from tests.helpers import ROOT, edit, run_cli
-from vpsctl import pebble, probes, sandbox
-from vpsctl.render import render
+from vpsctl.core.render import render
+from vpsctl.host import probes
+from vpsctl.local import pebble, sandbox
 from vpsctl.spec.loader import load_spec
 
 CADDY = ROOT / ".venv" / "bin" / "caddy"

@@ -13,12 +13,12 @@ import pytest
 
 from tests import factsim
 from tests.helpers import ROOT, assert_no_secrets, run_cli
-from vpsctl import targets
-from vpsctl.facts import HostFacts, parse, unreachable
-from vpsctl.plan import Plan, make_plan
-from vpsctl.render import Desired, render
+from vpsctl.cli.views import plan_text
+from vpsctl.core.facts import HostFacts, parse, unreachable
+from vpsctl.core.plan import Plan, make_plan
+from vpsctl.core.render import Desired, render
+from vpsctl.ops import targets
 from vpsctl.spec.loader import load_spec
-from vpsctl.views import plan_text
 
 GOLDEN_SECRETS = ROOT / "tests" / "golden" / "prod.secrets.env.fixture"
 DOCUMINT_ENV = "/opt/vpsctl/stacks/documint/env/app.env"

@@ -18,10 +18,10 @@ import pytest
 
 from tests import factsim
 from tests.helpers import golden_prod_copy, run_cli
-from vpsctl import apply
-from vpsctl.facts import parse
-from vpsctl.plan import Plan, make_plan, plan_hash
-from vpsctl.render import render
+from vpsctl.core.facts import parse
+from vpsctl.core.plan import Plan, make_plan, plan_hash
+from vpsctl.core.render import render
+from vpsctl.ops import apply
 from vpsctl.spec.loader import load_spec
 
 INV = "inventory/prod"

@@ -1,4 +1,4 @@
-"""vpsctl.apps.plausible's LiveView pieces that need no server: the rendered tree (merge a
+"""vpsctl.ops.apps.plausible's LiveView pieces that need no server: the rendered tree (merge a
 diff, render it back to HTML, as phoenix_live_view.js does) and reading Plausible's field
 errors off the rendered form. The whole claim runs against the stand-in in
 tests/e2e/test_plausible_claim.py."""
@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import pytest
 
-from vpsctl.apps import AppError
-from vpsctl.apps import plausible as app
+from vpsctl.ops.apps import AppError
+from vpsctl.ops.apps import plausible as app
 
 # A join reply's rendered tree shaped like LiveView 1.0's: root statics, a component (cid 1)
 # holding the form, a comprehension with shared templates ("p") for the error list.

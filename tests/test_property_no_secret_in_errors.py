@@ -33,17 +33,18 @@ from pydantic import TypeAdapter
 from tests import factsim
 from tests.helpers import ROOT, run_cli
 from tests.scripted import ScriptedSession
-from vpsctl import apply, recovery, remote
-from vpsctl.apply import Applier
-from vpsctl.cli import main
+from vpsctl.cli.main import main
+from vpsctl.cli.views import plan_text
+from vpsctl.core.facts import parse
+from vpsctl.core.plan import make_plan
+from vpsctl.core.render import render, write_tree
 from vpsctl.errors import SpecError
-from vpsctl.facts import parse
-from vpsctl.plan import make_plan
-from vpsctl.render import render, write_tree
+from vpsctl.host import remote
+from vpsctl.ops import apply, recovery
+from vpsctl.ops.apply import Applier
 from vpsctl.spec.generate import generate
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.secrets import KINDS, SecretKind
-from vpsctl.views import plan_text
 
 PREFIXES = ["", "sk_live_", "sk_test_", "pk_live_", "pk_test_", "rk_live_", "whsec_", "https://"]
 

@@ -14,7 +14,9 @@ import pytest
 
 from tests.helpers import ROOT, run_cli
 from tests.test_invalid_corpus import make_studio
-from vpsctl import cli
+from vpsctl.cli import main as cli
+from vpsctl.core.plan import _env_diff
+from vpsctl.core.render import _environment, env_file_secret_keys, parse_env_file
 from vpsctl.errors import (
     MASK,
     RedactingStream,
@@ -24,8 +26,6 @@ from vpsctl.errors import (
     redacted_output,
     register_secrets,
 )
-from vpsctl.plan import _env_diff
-from vpsctl.render import _environment, env_file_secret_keys, parse_env_file
 from vpsctl.spec.envfile import LINE_BREAKS, env_value_problem
 from vpsctl.spec.loader import load_spec
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import ROOT, run_cli
-from vpsctl.render import Desired, render
+from vpsctl.core.render import Desired, render
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.secrets import Secret
 

@@ -13,8 +13,8 @@ import pytest
 from tests.helpers import run_cli
 from tests.scripted import ScriptedSession
 from tests.test_apply_units import INV, converged_session, prod  # noqa: F401 - a fixture
-from vpsctl import recovery
-from vpsctl.render import render
+from vpsctl.core.render import render
+from vpsctl.ops import recovery
 from vpsctl.spec.loader import load_spec
 
 CHOSEN = "1111aaaa2222bbbb" * 4  # the snapshot restored

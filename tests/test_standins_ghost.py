@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from vpsctl import localdocker, standins
+from vpsctl.local import docker as localdocker
+from vpsctl.local import standins
 
 ROOT = Path(__file__).resolve().parents[1]
 STANDINS = ROOT / "standins"

@@ -11,8 +11,8 @@ import pytest
 from ruamel.yaml import YAML
 
 from tests.helpers import ROOT
-from vpsctl import backupfiles
-from vpsctl.render import render
+from vpsctl.core import backupfiles
+from vpsctl.core.render import render
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.models import Service
 

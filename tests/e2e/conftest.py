@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 
 from tests.helpers import ROOT, run_cli
-from vpsctl import pebble, sandbox
-from vpsctl.remote import Session, Target
-from vpsctl.sandbox import SandboxInfo
+from vpsctl.host.remote import Session, Target
+from vpsctl.local import pebble, sandbox
+from vpsctl.local.sandbox import SandboxInfo
 
 
 def unique(prefix: str) -> str:

@@ -10,8 +10,8 @@ import time
 import jwt
 
 from tests.e2e.conftest import on_box, target_of
-from vpsctl.remote import Session
-from vpsctl.sandbox import SandboxInfo
+from vpsctl.host.remote import Session
+from vpsctl.local.sandbox import SandboxInfo
 
 PRODUCTS = ("documint", "cronping", "flagbit", "webhookvault")
 

@@ -21,8 +21,9 @@ from ruamel.yaml import YAML
 
 from tests.e2e.conftest import issuer_name, on_box, running_box, served_certificate, studio_for
 from tests.helpers import run_cli
-from vpsctl import localdocker, pebble
-from vpsctl.sandbox import SandboxInfo
+from vpsctl.local import docker as localdocker
+from vpsctl.local import pebble
+from vpsctl.local.sandbox import SandboxInfo
 
 pytestmark = pytest.mark.e2e
 

@@ -24,11 +24,11 @@ import pytest
 from tests.e2e.conftest import issuer_name, on_box, running_box, served_certificate, studio_for
 from tests.e2e.studio_data import curl, ghost_content_key_shell
 from tests.helpers import ROOT, Result, assert_no_secrets, run_cli
-from vpsctl import apply as apply_module
-from vpsctl import pebble
-from vpsctl.remote import Session
-from vpsctl.render import render
-from vpsctl.sandbox import SandboxInfo
+from vpsctl.core.render import render
+from vpsctl.host.remote import Session
+from vpsctl.local import pebble
+from vpsctl.local.sandbox import SandboxInfo
+from vpsctl.ops import apply as apply_module
 from vpsctl.spec.loader import load_spec
 
 pytestmark = pytest.mark.e2e
@@ -80,7 +80,8 @@ def edit(path: Path, old: str, new: str) -> None:
 def all_probes_pass(root: Path) -> None:
     """Every probe of the studio passes through Caddy (plan reads; the probes judge)."""
     spec = load_spec(root / INV)
-    from vpsctl import probes, targets  # noqa: PLC0415
+    from vpsctl.host import probes  # noqa: PLC0415
+    from vpsctl.ops import targets  # noqa: PLC0415
 
     found = probes.targets_for(spec)
     with Session(targets.target(spec)) as session:
@@ -242,7 +243,7 @@ def test_caddyfile_that_caddy_rejects_is_never_loaded(box: SandboxInfo, studio: 
     caddyfile = "/opt/vpsctl/stacks/edge/config/caddy/Caddyfile"
     served = on_box(box, f"sha256sum {caddyfile}")
     spec = load_spec(studio / INV)
-    from vpsctl import targets  # noqa: PLC0415
+    from vpsctl.ops import targets  # noqa: PLC0415
 
     with Session(targets.target(spec)) as session:
         applier = apply_module.Applier(
@@ -387,7 +388,7 @@ def test_env_files_are_private_and_only_the_edge_listens_outside(
 def test_a_second_apply_is_refused_while_one_runs(box: SandboxInfo, studio: Path) -> None:
     """The lock lives as long as the holder's SSH connection: held, a second apply refuses
     and changes nothing; released (even by a dropped connection), applies run again."""
-    from vpsctl import targets  # noqa: PLC0415
+    from vpsctl.ops import targets  # noqa: PLC0415
 
     edit(studio / "stacks/cronping.yaml", "PING_GRACE_SECONDS: 60", "PING_GRACE_SECONDS: 45")
     spec = load_spec(studio / INV)

@@ -22,11 +22,11 @@ from dotenv import dotenv_values
 
 from tests.e2e.conftest import on_box, running_box, studio_for, target_of
 from tests.helpers import run_cli, secret_values
-from vpsctl import audit as audit_module
-from vpsctl import targets
-from vpsctl.apps import Response, find_container, request
-from vpsctl.remote import Command, Result, Session, Target, shell
-from vpsctl.sandbox import SandboxInfo
+from vpsctl.host.remote import Command, Result, Session, Target, shell
+from vpsctl.local.sandbox import SandboxInfo
+from vpsctl.ops import audit as audit_module
+from vpsctl.ops import targets
+from vpsctl.ops.apps import Response, find_container, request
 from vpsctl.spec.loader import load_spec
 
 pytestmark = pytest.mark.e2e

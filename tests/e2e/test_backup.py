@@ -27,8 +27,8 @@ from tests.e2e.conftest import (
 )
 from tests.e2e.studio_data import curl, visible_data, write_data
 from tests.helpers import Result, run_cli
-from vpsctl import pebble, sandbox
-from vpsctl.sandbox import SandboxInfo
+from vpsctl.local import pebble, sandbox
+from vpsctl.local.sandbox import SandboxInfo
 
 pytestmark = pytest.mark.e2e
 

@@ -14,9 +14,9 @@ import pytest
 
 from tests.e2e.conftest import on_box, running_box, studio_for, target_of
 from tests.helpers import run_cli
-from vpsctl import standins
-from vpsctl.remote import Session
-from vpsctl.sandbox import SandboxInfo
+from vpsctl.host.remote import Session
+from vpsctl.local import standins
+from vpsctl.local.sandbox import SandboxInfo
 
 pytestmark = pytest.mark.e2e
 

@@ -1,4 +1,4 @@
-"""Plausible's first launch, claimed by :mod:`vpsctl.apps.plausible` against the stand-in
+"""Plausible's first launch, claimed by :mod:`vpsctl.ops.apps.plausible` against the stand-in
 (its Postgres and ClickHouse stand-ins too), on this machine's Docker engine — no box.
 
 The stand-in is as strict as Plausible CE v3.2 where vpsctl touches it: while no user
@@ -33,10 +33,10 @@ from tests.e2e.test_standins import (
     plausible_secrets,
     stack_service,
 )
-from vpsctl import localdocker
-from vpsctl.apps import AppError
-from vpsctl.apps import plausible as app
-from vpsctl.probes import ProbeTarget, judge
+from vpsctl.host.probes import ProbeTarget, judge
+from vpsctl.local import docker as localdocker
+from vpsctl.ops.apps import AppError
+from vpsctl.ops.apps import plausible as app
 from vpsctl.spec.models import Probe
 
 pytestmark = pytest.mark.e2e

@@ -23,8 +23,9 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from vpsctl import localdocker, sandbox
-from vpsctl.sandbox import SandboxError, SandboxInfo, SandboxNotFound
+from vpsctl.local import docker as localdocker
+from vpsctl.local import sandbox
+from vpsctl.local.sandbox import SandboxError, SandboxInfo, SandboxNotFound
 
 pytestmark = pytest.mark.e2e
 

@@ -1,4 +1,4 @@
-"""The stand-in images (``standins/``), built through :mod:`vpsctl.standins` and driven the
+"""The stand-in images (``standins/``), built through :mod:`vpsctl.local.standins` and driven the
 way the stacks and vpsctl drive the real images, on this machine's Docker engine.
 
 Each test takes the service's environment, command and healthcheck from the stack files
@@ -29,10 +29,11 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from vpsctl import localdocker, standins
-from vpsctl.apps import AppError
-from vpsctl.apps import listmonk as listmonk_app
-from vpsctl.apps import plausible as plausible_app
+from vpsctl.local import docker as localdocker
+from vpsctl.local import standins
+from vpsctl.ops.apps import AppError
+from vpsctl.ops.apps import listmonk as listmonk_app
+from vpsctl.ops.apps import plausible as plausible_app
 
 pytestmark = pytest.mark.e2e
 
@@ -55,7 +56,7 @@ _built: dict[tuple[str, tuple[tuple[str, str], ...]], str] = {}
 
 
 def image(name: str, **args: str) -> str:
-    """The stand-in's tag, built through vpsctl.standins once per test session."""
+    """The stand-in's tag, built through vpsctl.local.standins once per test session."""
     key = (name, tuple(sorted(args.items())))
     if key not in _built:
         localdocker.ensure_engine()

@@ -16,6 +16,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from vpsctl.errors import Problem, display_path
+from vpsctl.local.standins import PREDEFINED_ARGS, build_args
 from vpsctl.spec.envfile import BARE_LINE, EMPTY_VALUE, SecretsFile, env_value_problem
 from vpsctl.spec.environment import Setting, effective, hazards
 from vpsctl.spec.models import (
@@ -33,7 +34,6 @@ from vpsctl.spec.secrets import Password
 from vpsctl.spec.studio import DOMAIN_REF, HOST_OWNER, SECRET_REF, Spec, network_alias
 from vpsctl.spec.units import MIN_MEM_LIMIT, human_size
 from vpsctl.spec.yamlsource import load_yaml
-from vpsctl.standins import PREDEFINED_ARGS, build_args
 
 EDGE_PORTS = (80, 443)
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from dotenv.parser import parse_stream
 
 from vpsctl.errors import Problem, display_path
-from vpsctl.localfiles import write_atomic
+from vpsctl.local.files import write_atomic
 from vpsctl.spec.secrets import SECRET_NAME, Secret
 
 NOT_KEY_VALUE = (

@@ -192,5 +192,5 @@ class Spec:
         repo_key = getattr(backup.repository, "key", None) if backup is not None else None
         if repo_key:
             keys.append(repo_key)
-        # as vpsctl opens them (vpsctl.targets): `~` expanded, relative to the working directory
+        # as vpsctl opens them (vpsctl.ops.targets): `~` expanded, relative to the working directory
         return [Path(k).expanduser().resolve() for k in keys]

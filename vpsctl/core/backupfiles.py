@@ -22,8 +22,8 @@ from typing import Any
 
 import jinja2
 
+from vpsctl.core.layout import HOST_FILES, HOST_ROOT
 from vpsctl.errors import VpsctlError
-from vpsctl.layout import HOST_FILES, HOST_ROOT
 from vpsctl.spec.models import (
     ClickhouseBackup,
     LocalRepository,
@@ -76,7 +76,7 @@ def resolve(spec: Spec) -> Repository | None:
         return Repository(url=repo.path)
     assert isinstance(repo, SftpRepository)
     if repo.sandbox is not None:
-        from vpsctl import sandbox  # noqa: PLC0415 - docker helpers only for sandboxes
+        from vpsctl.local import sandbox  # noqa: PLC0415 - docker helpers only for sandboxes
 
         try:
             info = sandbox.load(repo.sandbox)

@@ -9,7 +9,7 @@ Phases, over ONE SSH session:
 4. per stack, dependencies first and the edge last: keep the previous version of every file
    that changes, upload the new files in one tar stream, ``docker compose up -d --wait
    --remove-orphans`` with a scrubbed environment, then its app steps (claim a first
-   launch, set in-app settings: :mod:`vpsctl.apps`), before the edge routes to a new
+   launch, set in-app settings: :mod:`vpsctl.ops.apps`), before the edge routes to a new
    stack, then the stack's probes through Caddy; on failure restore the previous files and
    bring the previous version back;
 5. the edge's Caddyfile is validated by Caddy itself before it is loaded with
@@ -44,11 +44,10 @@ from pathlib import Path
 from types import ModuleType
 from typing import IO, Any
 
-from vpsctl import apps, backupfiles, firewall, pebble, probes, standins, targets
-from vpsctl.errors import VpsctlError, display_path, masked, masked_data
-from vpsctl.facts import FACTS_SCRIPT, MANIFEST, HostFacts, parse
-from vpsctl.layout import HOST_ROOT
-from vpsctl.plan import (
+from vpsctl.core import backupfiles, firewall
+from vpsctl.core.facts import FACTS_SCRIPT, MANIFEST, HostFacts, parse
+from vpsctl.core.layout import HOST_ROOT
+from vpsctl.core.plan import (
     PLAN_FORMAT,
     Plan,
     StackChange,
@@ -57,8 +56,7 @@ from vpsctl.plan import (
     plan_hash,
     redact,
 )
-from vpsctl.remote import Command, DeployReport, Remote, RemoteError, Session, output_tail
-from vpsctl.render import (
+from vpsctl.core.render import (
     EDGE_NETWORK,
     Desired,
     DesiredFile,
@@ -66,9 +64,15 @@ from vpsctl.render import (
     render_caddyfile,
     stack_dir,
 )
+from vpsctl.errors import VpsctlError, display_path, masked, masked_data
+from vpsctl.host import probes
+from vpsctl.host.remote import Command, DeployReport, Remote, RemoteError, Session, output_tail
+from vpsctl.local import pebble, standins
+from vpsctl.ops import apps, targets
+from vpsctl.resources import shipped
 from vpsctl.spec.studio import Spec
 
-DEPLOYS = Path(__file__).resolve().parent.parent / "deploys"
+DEPLOYS = shipped("deploys")
 JOURNAL = f"{HOST_ROOT}/journal.log"
 LOCK = "/run/vpsctl/apply.lock"  # held while an apply runs (see Session.hold_lock)
 PREVIOUS = f"{HOST_ROOT}/previous"  # outside the stacks tree: never mistaken for a managed file
@@ -538,8 +542,8 @@ class _Steps:
 
 
 class Applier:
-    """One apply run over one session to the host (a :class:`~vpsctl.remote.Session`, or
-    any :class:`~vpsctl.remote.Remote`: tests drive it with a scripted one).
+    """One apply run over one session to the host (a :class:`~vpsctl.host.remote.Session`, or
+    any :class:`~vpsctl.host.remote.Remote`: tests drive it with a scripted one).
 
     Every remote command is checked: one expected to fail says ``check=False`` and judges
     its result; anything else that fails raises, and a stack whose change or rollback
@@ -956,7 +960,7 @@ class Applier:
     def needs_snapshot(self, name: str, change: StackChange) -> bool:
         """Whether this change takes a pre-apply snapshot: as the plan said, only when the
         image a running container of a backed-up stack runs differs from the one the spec
-        wants (see :func:`vpsctl.plan.needs_snapshot`). Only then may the new version change
+        wants (see :func:`vpsctl.core.plan.needs_snapshot`). Only then may the new version change
         the data, so only then does a rollback put data back."""
         return change.action == "recreate" and change.snapshot
 

@@ -86,7 +86,7 @@ def trust_for(spec: Spec) -> Trust:
         return SYSTEM_ROOTS
     if spec.host.tls == "internal":
         return INSECURE
-    from vpsctl import pebble  # noqa: PLC0415 - the sandbox's CA only for tls: pebble
+    from vpsctl.local import pebble  # noqa: PLC0415 - the sandbox's CA only for tls: pebble
 
     found = pebble.roots(refresh=True)
     where = display_path(found.path)

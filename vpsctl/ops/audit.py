@@ -20,7 +20,7 @@ probe through Caddy), then judged here against the spec and its thresholds:
 - the host: disk and inodes, memory and swap, load, the age of the last backup, days left
   on each TLS certificate in Caddy's storage;
 - the firewall as the kernel has it: INPUT and DOCKER-USER, IPv4 and IPv6, hold exactly the
-  rules the bootstrap installs for the spec's open ports (:mod:`vpsctl.firewall`, the one
+  rules the bootstrap installs for the spec's open ports (:mod:`vpsctl.core.firewall`, the one
   source of both), with nothing ahead of them;
 - ports open to the outside: every public port a container publishes must be one the spec
   declares for that service, and every TCP socket listening on a non-loopback address must
@@ -46,13 +46,14 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from vpsctl import backupfiles, firewall, probes
-from vpsctl.apps.steps import APPS_ROOT
+from vpsctl.core import backupfiles, firewall
+from vpsctl.core.appsteps import APPS_ROOT
+from vpsctl.core.facts import FACTS_SCRIPT, HostFacts, parse
+from vpsctl.core.layout import HOST_ROOT
+from vpsctl.core.render import Desired, render
 from vpsctl.errors import display_path
-from vpsctl.facts import FACTS_SCRIPT, HostFacts, parse
-from vpsctl.layout import HOST_ROOT
-from vpsctl.remote import Remote, RemoteError, output_tail
-from vpsctl.render import Desired, render
+from vpsctl.host import probes
+from vpsctl.host.remote import Remote, RemoteError, output_tail
 from vpsctl.spec.studio import Spec
 from vpsctl.spec.units import human_size
 

@@ -15,7 +15,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from vpsctl.layout import HOST_ROOT
+from vpsctl.core.layout import HOST_ROOT
 from vpsctl.spec.models import Stack
 from vpsctl.spec.studio import Spec
 

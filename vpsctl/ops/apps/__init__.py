@@ -5,12 +5,12 @@
     VpsctlError
      └── AppError      (apps) an app's own API refused or failed a step vpsctl needs
 
-The Applier runs a stack's app steps (:mod:`vpsctl.apps.steps`) after its health gate and
+The Applier runs a stack's app steps (:mod:`vpsctl.core.appsteps`) after its health gate and
 before its probes, so before the edge routes to it (stacks start before ``edge``): a first
 launch is claimed while nobody else can reach the app. :func:`run_step` finds the service's
 container address on the box, opens a TCP forward to it through the SSH session
-(:meth:`vpsctl.remote.Session.forward`; nothing is published), and runs the app's client:
-``vpsctl.apps.ghost``, ``vpsctl.apps.plausible``, ``vpsctl.apps.listmonk``. Clients take
+(:meth:`vpsctl.host.remote.Session.forward`; nothing is published), and runs the app's client:
+``vpsctl.ops.apps.ghost``, ``vpsctl.ops.apps.plausible``, ``vpsctl.ops.apps.listmonk``. Clients take
 ``base`` (``http://127.0.0.1:PORT``) and ``host`` (the public name, sent as ``Host`` and as
 ``Origin: https://HOST``, with ``X-Forwarded-Proto: https``, as Caddy would).
 """
@@ -28,9 +28,9 @@ from urllib.parse import urlsplit
 from vpsctl.errors import VpsctlError, masked
 
 if TYPE_CHECKING:
-    from vpsctl.apps.steps import AppStep
-    from vpsctl.facts import HostFacts
-    from vpsctl.remote import Remote
+    from vpsctl.core.appsteps import AppStep
+    from vpsctl.core.facts import HostFacts
+    from vpsctl.host.remote import Remote
     from vpsctl.spec.studio import Spec
 
 
@@ -184,7 +184,7 @@ def run_step(  # noqa: PLR0917 - the Applier's whole context, passed on as it is
 ) -> str:
     """Run one app step against the live app (see the module); what it did, in words.
     Raises :class:`AppError` when the app refuses or cannot be reached."""
-    from vpsctl.apps.steps import FIRST_LAUNCH, public_host  # noqa: PLC0415
+    from vpsctl.core.appsteps import FIRST_LAUNCH, public_host  # noqa: PLC0415
 
     host = public_host(spec, step.stack, step.service)
     if host is None or not step.port:
@@ -193,12 +193,12 @@ def run_step(  # noqa: PLR0917 - the Applier's whole context, passed on as it is
     with session.forward(address, step.port) as (local, port):
         ctx = StepContext(spec, session, facts, say, f"http://{local}:{port}", host, differ)
         if step.kind == FIRST_LAUNCH and step.app == "ghost":
-            from vpsctl.apps import ghost  # noqa: PLC0415
+            from vpsctl.ops.apps import ghost  # noqa: PLC0415
 
             return ghost.converge(ctx, step)
         if step.kind == FIRST_LAUNCH and step.app == "plausible":
             return _plausible(ctx, step)
-        from vpsctl.apps import listmonk  # noqa: PLC0415
+        from vpsctl.ops.apps import listmonk  # noqa: PLC0415
 
         return listmonk.converge(ctx, step)
 
@@ -214,7 +214,7 @@ def owner_credentials(spec: Spec, stack: str) -> tuple[str, str, str]:
 
 
 def _plausible(ctx: StepContext, step: AppStep) -> str:
-    from vpsctl.apps import plausible  # noqa: PLC0415 - websockets loads only for Plausible
+    from vpsctl.ops.apps import plausible  # noqa: PLC0415 - websockets loads only for Plausible
 
     if not plausible.first_launch_pending(ctx.base, ctx.host):
         return "Plausible has an owner already (nothing claimed)"

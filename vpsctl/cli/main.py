@@ -16,7 +16,8 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from vpsctl import sandbox, views
+from vpsctl.cli import views
+from vpsctl.core.render import render, write_tree
 from vpsctl.errors import (
     VpsctlError,
     display_path,
@@ -25,7 +26,7 @@ from vpsctl.errors import (
     masked_data,
     redacted_output,
 )
-from vpsctl.render import render, write_tree
+from vpsctl.local import sandbox
 from vpsctl.spec import generate as secrets_generate
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.schema import schemas
@@ -83,8 +84,8 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """Diff the rendered spec against the live host; exit 2 when there are changes."""
-    from vpsctl import targets  # noqa: PLC0415 - pyinfra loads only for commands that connect
-    from vpsctl.plan import make_plan  # noqa: PLC0415
+    from vpsctl.core.plan import make_plan  # noqa: PLC0415
+    from vpsctl.ops import targets  # noqa: PLC0415 - pyinfra loads only for commands that connect
 
     spec = _load(args.inventory)
     desired = render(spec)
@@ -108,8 +109,8 @@ def cmd_plan(args: argparse.Namespace) -> int:
 
 def cmd_apply(args: argparse.Namespace) -> int:
     """Converge the host: show the plan, ask (unless -y), apply exactly that, report."""
-    from vpsctl import apply, audit, targets  # noqa: PLC0415 - pyinfra loads only when connecting
-    from vpsctl.remote import Session  # noqa: PLC0415
+    from vpsctl.host.remote import Session  # noqa: PLC0415
+    from vpsctl.ops import apply, audit, targets  # noqa: PLC0415 - pyinfra loads only when connecting
 
     saved = apply.load_plan_file(args.planfile, str(args.inventory)) if args.planfile else None
     spec = _load(args.inventory)
@@ -142,8 +143,8 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
 def cmd_audit(args: argparse.Namespace) -> int:
     """Prove the box healthy: exit 0 only when no check fails."""
-    from vpsctl import audit, targets  # noqa: PLC0415 - pyinfra loads only when connecting
-    from vpsctl.remote import Session  # noqa: PLC0415
+    from vpsctl.host.remote import Session  # noqa: PLC0415
+    from vpsctl.ops import audit, targets  # noqa: PLC0415 - pyinfra loads only when connecting
 
     spec = load_spec(args.inventory)
     with Session(targets.target(spec)) as session:
@@ -156,8 +157,8 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     """Snapshot every stack's data (consistent dumps, volumes) to the restic repository."""
-    from vpsctl import recovery, targets  # noqa: PLC0415 - pyinfra loads only when connecting
-    from vpsctl.remote import Session  # noqa: PLC0415
+    from vpsctl.host.remote import Session  # noqa: PLC0415
+    from vpsctl.ops import recovery, targets  # noqa: PLC0415 - pyinfra loads only when connecting
 
     if args.kind is not None and not args.list:
         raise VpsctlError("backup: --kind only filters --list; add --list")
@@ -187,7 +188,7 @@ def cmd_backup(args: argparse.Namespace) -> int:
 
 def cmd_restore(args: argparse.Namespace) -> int:
     """Put a snapshot's data back (stop, restore, start), then audit."""
-    from vpsctl import recovery  # noqa: PLC0415 - pyinfra loads only when connecting
+    from vpsctl.ops import recovery  # noqa: PLC0415 - pyinfra loads only when connecting
 
     spec = load_spec(args.inventory)
     _, report = recovery.run_restore(
@@ -199,7 +200,7 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
     """Disaster recovery onto a fresh box: bootstrap, apply, restore, audit, timed."""
-    from vpsctl import recovery  # noqa: PLC0415 - pyinfra loads only when connecting
+    from vpsctl.ops import recovery  # noqa: PLC0415 - pyinfra loads only when connecting
 
     spec = load_spec(args.inventory)
     rebuild = recovery.run_rebuild(spec, args.snapshot, sys.stderr, force=args.force)
@@ -212,7 +213,7 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
 def cmd_drill(args: argparse.Namespace) -> int:
     """Rehearse the rebuild on a throwaway sandbox box; compare row counts; tear down."""
-    from vpsctl import recovery  # noqa: PLC0415 - pyinfra loads only when connecting
+    from vpsctl.ops import recovery  # noqa: PLC0415 - pyinfra loads only when connecting
 
     spec = load_spec(args.inventory)
     drill = recovery.run_drill(spec, sys.stderr, keep=args.keep)

@@ -15,7 +15,7 @@ Caddy and ufw, as on a real box). The recipe is the one verified in ``SANDBOX.md
   (:data:`PROBE_PORTS`): traffic to them enters the box on eth0, so a test can prove from
   outside that the box's firewall drops everything but 22/80/443.
 
-Beside the boxes of a state directory runs their ACME CA, Pebble (:mod:`vpsctl.pebble`):
+Beside the boxes of a state directory runs their ACME CA, Pebble (:mod:`vpsctl.local.pebble`):
 ``up`` starts it, the ``down`` of the last box removes it.
 
 Each sandbox gets its own ed25519 key pair. Its connection is recorded in
@@ -49,15 +49,17 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:  # paramiko and cryptography load only when a box is used, not per command
     import paramiko
 
-from vpsctl import localdocker, pebble
 from vpsctl.errors import VpsctlError, display_path
-from vpsctl.localfiles import write_atomic
+from vpsctl.local import docker as localdocker
+from vpsctl.local import pebble
+from vpsctl.local.files import write_atomic
+from vpsctl.resources import shipped
 
-CONTEXT = Path(__file__).resolve().parent.parent / "sandbox"
+CONTEXT = shipped("sandbox")
 SUITE = "trixie"
 IMAGE_REPO = "vpsctl-sandbox"
 BASE_REPO = "vpsctl-sandbox-base"
-LABEL = "io.vpsctl.sandbox"
+LABEL = "io.vpsctl.local.sandbox"
 ADDRESS = "127.0.0.1"
 USER = "root"
 MEMORY = "8g"
@@ -353,7 +355,7 @@ def image_tag(context: Path = CONTEXT) -> str:
             "run vpsctl from its source checkout"
         )
     digest = hashlib.sha256(f"{SUITE}\0".encode())
-    # pebble/ is the context of another image (vpsctl.pebble), hashed into that one's tag
+    # pebble/ is the context of another image (vpsctl.local.pebble), hashed into that one's tag
     files = (
         p for p in context.rglob("*") if p.is_file() and p.parts[len(context.parts)] != "pebble"
     )

@@ -1,7 +1,7 @@
 """backup, restore, rebuild and drill: the studio's data off the box, and back onto one.
 
 The work happens on the box, in the rendered ``vpsctl-backup`` script (see
-:mod:`vpsctl.backupfiles`): dumps are made where the data is, restic streams them to the
+:mod:`vpsctl.core.backupfiles`): dumps are made where the data is, restic streams them to the
 repository, and nothing passes through this machine but results. Python drives it over the
 one SSH session, reads its ``@@`` lines, and turns restic's failures into sentences.
 
@@ -31,12 +31,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from vpsctl import audit, backupfiles, targets, views
-from vpsctl.apply import LOCK, Applier, counted_rows, discarded_rows
+from vpsctl.cli import views
+from vpsctl.core import backupfiles
+from vpsctl.core.plan import redact
+from vpsctl.core.render import Desired, render
 from vpsctl.errors import VpsctlError
-from vpsctl.plan import redact
-from vpsctl.remote import Remote, RemoteError, Session
-from vpsctl.render import Desired, render
+from vpsctl.host.remote import Remote, RemoteError, Session
+from vpsctl.ops import audit, targets
+from vpsctl.ops.apply import LOCK, Applier, counted_rows, discarded_rows
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.secrets import fingerprint
 from vpsctl.spec.studio import Spec
@@ -687,7 +689,7 @@ def run_drill(spec: Spec, out: IO[str], keep: bool = False) -> DrillReport:
     audit, compare row counts with the snapshot's, tear the box down, report."""
     import tempfile  # noqa: PLC0415
 
-    from vpsctl import sandbox  # noqa: PLC0415 - docker helpers only for the drill
+    from vpsctl.local import sandbox  # noqa: PLC0415 - docker helpers only for the drill
 
     if spec.host.backup is None:
         raise BackupError(f"{spec.host_doc.file}: no `backup:` section: nothing to drill")

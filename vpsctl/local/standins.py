@@ -40,7 +40,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from vpsctl import localdocker
+from vpsctl.local import docker as localdocker
 
 BASE_REPO = "vpsctl-standin-base"
 BASE_SUITE = "trixie"

@@ -33,11 +33,11 @@ from pyinfra.api.inventory import Inventory
 from pyinfra.api.operations import run_ops
 from pyinfra.api.state import State
 
-from vpsctl import localdocker
+from vpsctl.core.facts import FACTS_SCRIPT, FactsError, HostFacts, parse, unreachable
+from vpsctl.core.layout import HOST_ROOT
 from vpsctl.errors import VpsctlError, masked
-from vpsctl.facts import FACTS_SCRIPT, FactsError, HostFacts, parse, unreachable
-from vpsctl.layout import HOST_ROOT
-from vpsctl.localfiles import UnsafePath, member_problem
+from vpsctl.local import docker as localdocker
+from vpsctl.local.files import UnsafePath, member_problem
 
 # A remote command: a shell string, or an argv list that :func:`shell` joins (quoted).
 Command = str | Sequence[str]

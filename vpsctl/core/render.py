@@ -25,10 +25,12 @@ from typing import Any
 
 import jinja2
 
-from vpsctl import backupfiles, standins
-from vpsctl.apps.steps import AppStep, desired_steps
-from vpsctl.layout import HOST_FILES, HOST_ROOT, STACKS_ROOT
-from vpsctl.localfiles import UnsafePath, member_problem, safe_target, write_atomic
+from vpsctl.core import backupfiles
+from vpsctl.core.appsteps import AppStep, desired_steps
+from vpsctl.core.layout import HOST_FILES, HOST_ROOT, STACKS_ROOT
+from vpsctl.local import standins
+from vpsctl.local.files import UnsafePath, member_problem, safe_target, write_atomic
+from vpsctl.resources import shipped
 from vpsctl.spec.envfile import env_value_problem
 from vpsctl.spec.models import ConfigMount, Service, Stack, VolumeMount
 from vpsctl.spec.secrets import Secret
@@ -37,7 +39,7 @@ from vpsctl.spec.units import format_size
 
 EDGE_NETWORK = "vpsctl-edge"
 CADDY_CONFIG = "caddy"  # the edge's config directory holding the rendered Caddyfile
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES = shipped("templates")
 
 LABEL_STACK = "dev.vpsctl.stack"
 LABEL_CONFIG = "dev.vpsctl.config-hash"
@@ -573,7 +575,7 @@ def private_acme(spec: Spec) -> PrivateAcme | None:
     """The sandbox's ACME CA for ``tls: pebble`` (from its record), else None."""
     if spec.host.tls != "pebble":
         return None
-    from vpsctl import pebble  # noqa: PLC0415 - the sandbox's CA only for tls: pebble
+    from vpsctl.local import pebble  # noqa: PLC0415 - the sandbox's CA only for tls: pebble
 
     try:
         found = pebble.endpoint()

@@ -6,7 +6,7 @@ in base64, so that a plan can show diffs without a second round trip), the docke
 compose versions, every container with its compose labels, and the images present.
 
 Env files come back with their secret values; they live only in memory, and every view of a
-plan masks them (see :mod:`vpsctl.plan`).
+plan masks them (see :mod:`vpsctl.core.plan`).
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from vpsctl.backupfiles import TIMERS
-from vpsctl.layout import HOST_FILES, HOST_ROOT, STACKS_ROOT
+from vpsctl.core.backupfiles import TIMERS
+from vpsctl.core.layout import HOST_FILES, HOST_ROOT, STACKS_ROOT
 
 MANIFEST = f"{HOST_ROOT}/manifest.json"
 MAX_CONTENT = 256 * 1024

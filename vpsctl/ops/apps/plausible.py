@@ -44,7 +44,7 @@ from websockets.exceptions import InvalidHandshake, InvalidStatus, WebSocketExce
 from websockets.sync.client import ClientConnection, connect
 from websockets.typing import Origin
 
-from vpsctl.apps import AppError
+from vpsctl.ops.apps import AppError
 
 USER_AGENT = "vpsctl (Plausible first-launch claim)"
 FIELDS = ("name", "email", "password", "password_confirmation")

@@ -23,12 +23,12 @@ import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
-from vpsctl.apps import AppError, StepContext, cookie_pair, request
-from vpsctl.apps.steps import listmonk_wanted
+from vpsctl.core.appsteps import listmonk_wanted
 from vpsctl.errors import register_secrets
+from vpsctl.ops.apps import AppError, StepContext, cookie_pair, request
 
 if TYPE_CHECKING:
-    from vpsctl.apps.steps import AppStep
+    from vpsctl.core.appsteps import AppStep
 
 MASK = "•"
 SMTP_FIELDS = ("enabled", "host", "port", "auth_protocol", "tls_type", "username")

@@ -26,15 +26,16 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import jinja2
 
+from vpsctl.resources import shipped
+
 if TYPE_CHECKING:  # the bootstrap deploy imports this module: keep it light
     from vpsctl.spec.studio import Spec
 
-TEMPLATES = Path(__file__).resolve().parent.parent / "templates"
+TEMPLATES = shipped("templates")
 SCRIPT_TEMPLATE = "vpsctl-firewall.sh.j2"
 INPUT_CHAIN = "VPSCTL-INPUT"
 FORWARD_CHAIN = "VPSCTL-FORWARD"

@@ -36,7 +36,10 @@ import re
 import shlex
 from typing import TYPE_CHECKING
 
-from vpsctl.apps import (
+from vpsctl.core.appsteps import GHOST_INTEGRATION, ghost_key_path
+from vpsctl.errors import display_path, register_secrets
+from vpsctl.host.remote import RemoteError
+from vpsctl.ops.apps import (
     AppError,
     Response,
     StepContext,
@@ -45,12 +48,9 @@ from vpsctl.apps import (
     owner_credentials,
     request,
 )
-from vpsctl.apps.steps import GHOST_INTEGRATION, ghost_key_path
-from vpsctl.errors import display_path, register_secrets
-from vpsctl.remote import RemoteError
 
 if TYPE_CHECKING:
-    from vpsctl.apps.steps import AppStep
+    from vpsctl.core.appsteps import AppStep
 
 ADMIN = "/ghost/api/admin"
 SESSION_COOKIE = "ghost-admin-api-session"

@@ -44,16 +44,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from vpsctl import localdocker
 from vpsctl.errors import VpsctlError, display_path
-from vpsctl.localfiles import write_atomic
+from vpsctl.local import docker as localdocker
+from vpsctl.local.files import write_atomic
+from vpsctl.resources import shipped
 
 if TYPE_CHECKING:
     from vpsctl.spec.studio import Spec
 
-CONTEXT = Path(__file__).resolve().parent.parent / "sandbox" / "pebble"
+CONTEXT = shipped("sandbox") / "pebble"
 IMAGE_REPO = "vpsctl-pebble"
-LABEL = "io.vpsctl.pebble"
+LABEL = "io.vpsctl.local.pebble"
 ACME_PORT = 14000  # the directory, in the container
 MANAGEMENT_PORT = 15000  # Pebble's management API (roots), in the container
 DNS_MANAGEMENT_PORT = 8055  # pebble-challtestsrv's management API, in the container
@@ -91,7 +92,7 @@ class Roots:
 
 
 def _sandboxes() -> Path:
-    from vpsctl import sandbox  # noqa: PLC0415 - one definition of the state directory
+    from vpsctl.local import sandbox  # noqa: PLC0415 - one definition of the state directory
 
     return sandbox.state_dir()
 
@@ -124,7 +125,7 @@ def record_path() -> Path:
 
 def image_tag() -> str:
     """The Pebble image's tag: a hash of its context and of the stand-in base it builds on."""
-    from vpsctl import standins  # noqa: PLC0415
+    from vpsctl.local import standins  # noqa: PLC0415
 
     digest = hashlib.sha256(standins.base_id().encode() + b"\0")
     for path in sorted(p for p in CONTEXT.rglob("*") if p.is_file()):
@@ -138,7 +139,7 @@ def image_tag() -> str:
 
 def ensure_image(say: Progress) -> str:
     """Build the Pebble image unless its tag exists; return the tag."""
-    from vpsctl import sandbox, standins  # noqa: PLC0415
+    from vpsctl.local import sandbox, standins  # noqa: PLC0415
 
     tag = image_tag()
     if localdocker.image_exists(tag):
@@ -416,7 +417,7 @@ def _sha256() -> Any:
 def ensure(progress: Progress | None = None) -> Endpoint:
     """Make this state directory's Pebble run; record it and its current root; return the
     endpoint Caddy orders from. Idempotent (a running Pebble is only re-read)."""
-    from vpsctl import sandbox  # noqa: PLC0415
+    from vpsctl.local import sandbox  # noqa: PLC0415
 
     say = progress or (lambda _: None)
     localdocker.ensure_engine()
@@ -535,7 +536,7 @@ def orders() -> int:
 def point_names(box: str, names: Iterable[str]) -> str:
     """Make the mock DNS answer each of ``names`` with sandbox ``box``'s address (and
     nothing else); return that address. The box that is applied is the one that asks."""
-    from vpsctl import sandbox  # noqa: PLC0415
+    from vpsctl.local import sandbox  # noqa: PLC0415
 
     address = sandbox.internal_address(sandbox.load(box))
     port = int(_record()["dns_management_port"])

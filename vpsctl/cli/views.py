@@ -9,14 +9,14 @@ from typing import IO, TYPE_CHECKING, Any
 
 from ruamel.yaml import YAML
 
+from vpsctl.core.plan import Plan
 from vpsctl.errors import masked_data
-from vpsctl.plan import Plan
 
 if TYPE_CHECKING:
-    from vpsctl.apply import ApplyResult
-    from vpsctl.audit import Check as AuditCheck
-    from vpsctl.audit import Report as AuditReport
-    from vpsctl.recovery import Snapshot
+    from vpsctl.ops.apply import ApplyResult
+    from vpsctl.ops.audit import Check as AuditCheck
+    from vpsctl.ops.audit import Report as AuditReport
+    from vpsctl.ops.recovery import Snapshot
 from vpsctl.spec.generate import GenerateReport
 from vpsctl.spec.secrets import Secret
 from vpsctl.spec.studio import Spec

@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from vpsctl.core.facts import HostFacts, unreachable
 from vpsctl.errors import VpsctlError
-from vpsctl.facts import HostFacts, unreachable
-from vpsctl.remote import Target
-from vpsctl.remote import read_facts as _read_facts
+from vpsctl.host.remote import Target
+from vpsctl.host.remote import read_facts as _read_facts
 from vpsctl.spec.studio import Spec
 
 STATE_DIR = Path(".vpsctl")
@@ -18,7 +18,7 @@ def target(spec: Spec) -> Target:
     """The SSH target of ``spec``'s host; raises when a sandbox is not up."""
     host = spec.host
     if host.sandbox is not None:
-        from vpsctl import sandbox  # noqa: PLC0415 - docker helpers only for sandboxes
+        from vpsctl.local import sandbox  # noqa: PLC0415 - docker helpers only for sandboxes
 
         info = sandbox.load(host.sandbox.name)
         return Target(

@@ -21,17 +21,17 @@ import json
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from vpsctl.backupfiles import SYSTEMD_DIR, TIMERS
-from vpsctl.errors import is_secret, masked, masked_data, register_secrets
-from vpsctl.facts import Container, HostFacts
-from vpsctl.layout import HOST_FILES, STACKS_ROOT
-from vpsctl.render import (
+from vpsctl.core.backupfiles import SYSTEMD_DIR, TIMERS
+from vpsctl.core.facts import Container, HostFacts
+from vpsctl.core.layout import HOST_FILES, STACKS_ROOT
+from vpsctl.core.render import (
     Desired,
     DesiredFile,
     DesiredStack,
     env_file_secret_keys,
     parse_env_file,
 )
+from vpsctl.errors import is_secret, masked, masked_data, register_secrets
 from vpsctl.spec.secrets import fingerprint
 
 PLAN_FORMAT = "vpsctl-plan/1"

@@ -1,0 +1,21 @@
+"""Where the files that ship with vpsctl are: templates, deploys, stand-in and sandbox contexts.
+
+In a source checkout they sit at the repository's top level (``templates/``, ``deploys/``,
+``standins/``, ``sandbox/``); in an installed wheel the build maps them into the package as
+``vpsctl/_data/<name>`` (pyproject's ``package-dir``). Never the studio's files: those are
+found from the current directory or ``--root``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+_PACKAGE = Path(__file__).resolve().parent
+
+
+def shipped(name: str) -> Path:
+    """The directory ``name`` (``templates``, ``deploys``, ``standins``, ``sandbox``) of vpsctl."""
+    installed = _PACKAGE / "_data" / name
+    if installed.is_dir():
+        return installed
+    return _PACKAGE.parent / name
