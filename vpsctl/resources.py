@@ -9,6 +9,10 @@ found from the current directory or ``--root``.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from vpsctl.spec.studio import Spec
 
 _PACKAGE = Path(__file__).resolve().parent
 
@@ -19,3 +23,10 @@ def shipped(name: str) -> Path:
     if installed.is_dir():
         return installed
     return _PACKAGE.parent / name
+
+
+def standins_root(spec: Spec) -> Path:
+    """The stand-in build contexts: host.yaml's ``standins_dir`` (from that file), else vpsctl's."""
+    if spec.host.standins_dir is None:
+        return shipped("standins")
+    return ((spec.inventory / "host.yaml").parent / spec.host.standins_dir).resolve()

@@ -30,7 +30,7 @@ from vpsctl.core.appsteps import AppStep, desired_steps
 from vpsctl.core.layout import HOST_FILES, HOST_ROOT, STACKS_ROOT
 from vpsctl.local import standins
 from vpsctl.local.files import UnsafePath, member_problem, safe_target, write_atomic
-from vpsctl.resources import shipped
+from vpsctl.resources import shipped, standins_root
 from vpsctl.spec.envfile import env_value_problem
 from vpsctl.spec.models import ConfigMount, Service, Stack, VolumeMount
 from vpsctl.spec.secrets import Secret
@@ -203,7 +203,7 @@ def render(spec: Spec, repository: backupfiles.Repository | None = None) -> Desi
         for path, content, mode, kind in host_files:
             desired.files[path] = DesiredFile(path, content, mode, "", kind)
         desired.host_files = tuple(path for path, *_ in host_files)
-    standins_dir = (spec.inventory / "host.yaml").parent / spec.host.standins_dir
+    standins_dir = standins_root(spec)
     for name in apply_order(spec):
         stack = spec.stacks[name]
         files: list[DesiredFile] = []

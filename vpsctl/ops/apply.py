@@ -69,7 +69,7 @@ from vpsctl.host import probes
 from vpsctl.host.remote import Command, DeployReport, Remote, RemoteError, Session, output_tail
 from vpsctl.local import pebble, standins
 from vpsctl.ops import apps, targets
-from vpsctl.resources import shipped
+from vpsctl.resources import shipped, standins_root
 from vpsctl.spec.studio import Spec
 
 DEPLOYS = shipped("deploys")
@@ -767,7 +767,7 @@ class Applier:
     def images(self) -> None:
         """Build and ship the stand-ins the box lacks (one archive: shared layers go once),
         and pull the registry images it lacks."""
-        standins_dir = (self.spec.inventory / "host.yaml").parent / self.spec.host.standins_dir
+        standins_dir = standins_root(self.spec)
         local = {
             i.ref: i for s in self.desired.stacks.values() for i in s.images if i.source == "local"
         }

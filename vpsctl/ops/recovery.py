@@ -39,6 +39,7 @@ from vpsctl.errors import VpsctlError
 from vpsctl.host.remote import Remote, RemoteError, Session
 from vpsctl.ops import audit, targets
 from vpsctl.ops.apply import LOCK, Applier, counted_rows, discarded_rows
+from vpsctl.resources import standins_root
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.secrets import fingerprint
 from vpsctl.spec.studio import Spec
@@ -672,7 +673,7 @@ def throwaway_inventory(spec: Spec, box: str, workdir: Path) -> Iterator[Path]:
     data["name"] = spec.host.name  # snapshots are found by host name
     base = host_file.resolve().parent
     data["stacks_dir"] = str((base / spec.host.stacks_dir).resolve())
-    data["standins_dir"] = str((base / spec.host.standins_dir).resolve())
+    data["standins_dir"] = str(standins_root(spec))
     repo = data.get("backup", {}).get("repository", {})
     if isinstance(repo, dict) and repo.get("key"):
         repo["key"] = str(Path(repo["key"]).expanduser().resolve())

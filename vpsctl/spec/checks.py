@@ -17,6 +17,7 @@ from pydantic import ValidationError
 
 from vpsctl.errors import Problem, display_path
 from vpsctl.local.standins import PREDEFINED_ARGS, build_args
+from vpsctl.resources import standins_root
 from vpsctl.spec.envfile import BARE_LINE, EMPTY_VALUE, SecretsFile, env_value_problem
 from vpsctl.spec.environment import Setting, effective, hazards
 from vpsctl.spec.models import (
@@ -1115,7 +1116,7 @@ def _check_images(spec: Spec) -> Iterator[Problem]:
     for stack in spec.stacks.values():
         for service in stack.services.values():
             used.setdefault(service.image)
-    standins_dir = ((spec.inventory / "host.yaml").parent / host.standins_dir).resolve()
+    standins_dir = standins_root(spec)
     # A mapping no stack uses is fine (a stack taken off the box for a while); a typo in
     # one shows up as the real image left unmapped, which a sandbox refuses below.
     for ref, mapped in host.images.items():

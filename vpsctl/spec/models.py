@@ -914,8 +914,10 @@ class Host(Model):
         description="image (as stack files name it) → local stand-in that vpsctl builds and ships "
         "to the box instead (boxes that cannot reach a registry, like the sandbox)",
     )
-    standins_dir: str = Field(
-        "../../standins", description="where stand-in build contexts are, from this file"
+    standins_dir: str | None = Field(
+        None,
+        description="where stand-in build contexts are, from this file (default: the stand-ins "
+        "that ship with vpsctl)",
     )
     max_nofile: int | None = Field(
         None,
