@@ -238,7 +238,7 @@ def test_a_standin_arg_the_standin_refuses_fails_validate(sandbox_studio: Path) 
     assert result.err == (
         f"inventory/sandbox/host.yaml:{line}: images.ghcr.io/lumen-studio/cronping:1.9.0.args."
         "PRODUCT: 'PagePulse' is not a PRODUCT stand-in product builds; one of: DocuMint, "
-        "CronPing, FlagBit, WebhookVault (standins/product/Dockerfile)\n"
+        f"CronPing, FlagBit, WebhookVault ({ROOT}/standins/product/Dockerfile)\n"
     )
 
 
