@@ -16,12 +16,14 @@ $(STAMP): pyproject.toml tools/get-compose.sh
 install: $(STAMP)
 
 # A Docker engine and debootstrap on this machine, for the sandbox VPS and the stand-in
-# images (a fresh machine has only a docker client). vpsctl starts dockerd when needed.
+# images (a fresh machine has only a docker client), and shellcheck for the box scripts'
+# test. vpsctl starts dockerd when needed.
 system:
-	@if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null; then \
-	  echo "installing docker.io and debootstrap (Debian packages)"; \
+	@if ! command -v dockerd >/dev/null || ! command -v debootstrap >/dev/null \
+	  || ! command -v shellcheck >/dev/null; then \
+	  echo "installing docker.io, debootstrap and shellcheck (Debian packages)"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
-	    docker.io debootstrap >/dev/null; \
+	    docker.io debootstrap shellcheck >/dev/null; \
 	fi
 
 lint: install

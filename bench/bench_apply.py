@@ -43,15 +43,16 @@ from pyinfra.connectors.ssh import SSHConnector  # noqa: E402
 from pyinfra.operations import files  # noqa: E402
 
 from bench.latency import DelayProxy  # noqa: E402
-from bench.report import write_section  # noqa: E402
+from bench.report import publish  # noqa: E402
 from tests.e2e.conftest import studio_for  # noqa: E402
 from vpsctl.core.facts import FACTS_SCRIPT, parse  # noqa: E402
 from vpsctl.core.plan import make_plan  # noqa: E402
-from vpsctl.core.render import Desired, render  # noqa: E402
+from vpsctl.core.render import Desired  # noqa: E402
 from vpsctl.host.remote import Session, Target  # noqa: E402
 from vpsctl.local import sandbox  # noqa: E402
 from vpsctl.ops.apply import Applier  # noqa: E402
 from vpsctl.ops.audit import audit  # noqa: E402
+from vpsctl.ops.inputs import render_spec  # noqa: E402
 from vpsctl.spec.loader import load_spec  # noqa: E402
 from vpsctl.spec.studio import Spec  # noqa: E402
 
@@ -98,7 +99,7 @@ def via(info: sandbox.SandboxInfo, one_way: float, tmp: Path) -> Iterator[Target
 
 def noop_plan(inventory: Path, target: Target) -> int:
     spec = load_spec(inventory)
-    desired = render(spec)
+    desired = render_spec(spec)
     with Session(target) as session:
         facts = parse(session.run(FACTS_SCRIPT).stdout)
         plan = make_plan(spec.host.name, desired, facts)
@@ -216,7 +217,7 @@ def main() -> None:
                     "-",
                 )
             )
-            desired = render(spec)
+            desired = render_spec(spec)
             for one_way in (0.0, 0.025):
                 rtt = "loopback" if one_way == 0 else f"{one_way * 2000:.0f} ms RTT"
                 with via(info, one_way, tmp) as target:
@@ -278,9 +279,7 @@ def main() -> None:
         "",
     ]
     report = "\n".join(lines)
-    print(report)
-    if args.write:
-        write_section(args.write, SECTION, report)
+    publish(args.write, SECTION, report)
 
 
 if __name__ == "__main__":

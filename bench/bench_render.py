@@ -11,6 +11,7 @@ Usage: python bench/bench_render.py [--runs N] [--write bench/RESULTS.md]
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import re
 import shutil
@@ -24,11 +25,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.report import write_section  # noqa: E402
+from bench.report import publish  # noqa: E402
 from tests import factsim  # noqa: E402
+from tests.conftest import FAKE_BACKUP_KEY  # noqa: E402
 from vpsctl.core.facts import HostFacts, parse  # noqa: E402
 from vpsctl.core.plan import make_plan  # noqa: E402
-from vpsctl.core.render import Desired, render  # noqa: E402
+from vpsctl.core.render import Desired  # noqa: E402
+from vpsctl.ops.inputs import render_spec  # noqa: E402
 from vpsctl.spec.envfile import write_secrets  # noqa: E402
 from vpsctl.spec.loader import load_spec  # noqa: E402
 from vpsctl.spec.studio import Spec  # noqa: E402
@@ -59,10 +62,19 @@ def make_tenfold(root: Path) -> Path:
         body = path.read_text()
         domains = re.search(rf"^  {name}:\n    domains: (\{{.*\}})$", text, re.M)
         assert domains, name
+        # only the secret names the stack declares are renamed (an env variable such as
+        # LISTMONK_ADMIN_PASSWORD keeps its name: the app checks look for it)
+        declared = re.findall(r"^  ([A-Z][A-Z0-9_]*):", body.split("\nservices:")[0], re.M)
         for n in range(1, COPIES + 1):
             copy = f"{name}{n}"
-            renamed = re.sub(r"\b([A-Z]+)_", rf"\g<1>{n}_", body)
+            renamed = body.replace(f"files/{name}/", f"files/{copy}/")
+            for secret in declared:
+                renamed = re.sub(
+                    rf"(^  |: |\{{secret\.){secret}\b", rf"\g<1>{secret}_{n}", renamed, flags=re.M
+                )
             (root / "stacks" / f"{copy}.yaml").write_text(renamed)
+            if (root / "stacks/files" / name).is_dir():
+                shutil.copytree(root / "stacks/files" / name, root / "stacks/files" / copy)
             doms = re.sub(r"([a-z0-9.-]+\.[a-z]+)", rf"c{n}.\g<1>", domains.group(1))
             extra.append(f"  {copy}:\n    domains: {doms}\n")
     text = text.replace("memory: 7800m", "memory: 80g").replace(
@@ -81,6 +93,11 @@ def main() -> None:
     results: dict[str, list[float]] = {}
     sizes: dict[str, tuple[int, int]] = {}
     with tempfile.TemporaryDirectory() as tmp:
+        # ~ holds the backup key inventory/prod/host.yaml names, as for the tests: render
+        # reads it (the operator's own key never comes into a benchmark)
+        os.environ["HOME"] = tmp
+        (Path(tmp) / ".ssh").mkdir(mode=0o700)
+        (Path(tmp) / ".ssh/lumen_backup_ed25519").write_bytes(FAKE_BACKUP_KEY)
         for label, tenfold in (("example (8 stacks)", False), ("10x (71 stacks)", True)):
             root = Path(tmp) / label.split()[0]
             for name in ("stacks", "inventory", "standins"):
@@ -93,16 +110,16 @@ def main() -> None:
             host.write_text(host.read_text().replace("stripe_mode: live\n", ""))
             fill_secrets(inventory)
             spec = load_spec(inventory)
-            desired = render(spec)
+            desired = render_spec(spec)
             sizes[label] = (len(spec.stacks), len(desired.files))
             facts = parse(factsim.converged(desired).output())
 
             def full(inventory: Path = inventory) -> None:
                 _parse_cached.cache_clear()
-                render(load_spec(inventory))
+                render_spec(load_spec(inventory))
 
             def render_only(spec: Spec = spec) -> None:
-                render(spec)
+                render_spec(spec)
 
             def plan_only(desired: Desired = desired, facts: HostFacts = facts) -> None:
                 make_plan("h", desired, facts)
@@ -139,9 +156,7 @@ def main() -> None:
         "",
     ]
     report = "\n".join(lines)
-    print(report)
-    if args.write:
-        write_section(args.write, SECTION, report)
+    publish(args.write, SECTION, report)
 
 
 def fill_secrets(inventory: Path) -> None:

@@ -15,3 +15,10 @@ def write_section(path: Path, section: str, report: str) -> None:
     else:
         text = text.rstrip("\n") + "\n\n" + report
     path.write_text(text)
+
+
+def publish(path: Path | None, section: str, report: str) -> None:
+    """Print ``report``; with ``--write PATH``, also put it into that file."""
+    print(report)
+    if path is not None:
+        write_section(path, section, report)

@@ -58,11 +58,23 @@ def run_cli(root: Path, *args: str) -> Result:
 GOLDEN_SECRETS = ROOT / "tests" / "golden" / "prod.secrets.env.fixture"
 
 
+def copy_studio(root: Path, *extra: str) -> Path:
+    """A private copy of the example studio under ``root``: its ``stacks/`` and
+    ``inventory/`` (and the top-level directories named in ``extra``, e.g. ``schemas``),
+    without any secrets.env; returns ``root``.
+
+    Stand-ins are vpsctl's own (``vpsctl.resources.standins_root``): a test that edits one
+    copies ``standins`` here AND sets ``standins_dir`` in host.yaml, else its copy is unused.
+    """
+    for name in ("stacks", "inventory", *extra):
+        shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("secrets.env"))
+    return root
+
+
 def golden_prod_copy(root: Path) -> Path:
     """A private copy of the example studio under ``root`` whose inventory/prod holds the
     golden (fake) secrets; returns ``root``."""
-    for name in ("stacks", "inventory"):
-        shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("secrets.env"))
+    copy_studio(root)
     secrets = root / "inventory/prod/secrets.env"
     shutil.copy(GOLDEN_SECRETS, secrets)
     secrets.chmod(0o600)

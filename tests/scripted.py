@@ -25,7 +25,8 @@ How it answers, for ``run`` and ``feed``:
 server a test runs in place of the app). ``put_files`` is matched as the text ``put_files
 PATH…`` (so ``fail(r"put_files .*env")`` fails a file upload) and raises
 :class:`~vpsctl.host.remote.CommandFailed` as the real one does;
-``deploy`` (the bootstrap) and ``ship_images`` succeed and are recorded. A failing rule
+``ship_images`` is matched as ``ship TAG…`` (and fails the same way); ``deploy`` (the
+bootstrap) succeeds and is recorded. A failing rule
 answers ``ok=False``: the session raises for it exactly as :class:`~vpsctl.host.remote.Session`
 does (``CommandFailed`` unless the caller passed ``check=False``).
 
@@ -37,6 +38,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import io
 import json
 import re
 from collections.abc import Callable, Iterator
@@ -44,7 +46,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from tests.factsim import SimHost
+from tests.factsim import SimHost, converged
 from vpsctl.core.facts import FACTS_SCRIPT
 from vpsctl.host import probes
 from vpsctl.host.remote import (
@@ -56,7 +58,9 @@ from vpsctl.host.remote import (
     purpose_of,
     shell,
 )
-from vpsctl.ops.apply import HEALTH_MARK
+from vpsctl.ops import apply
+from vpsctl.ops.apply import HEALTH_MARK, Applier, ApplyResult, StackOutcome
+from vpsctl.ops.inputs import render_spec
 from vpsctl.spec.studio import Spec
 
 Answer = Result | Callable[[str], Result]
@@ -154,6 +158,16 @@ class ScriptedSession:
             c.command for c in self.calls if c.kind in ("run", "feed") and found.search(c.command)
         ]
 
+    def in_order(self, *patterns: str) -> list[str]:
+        """The commands run, fed, uploaded (``put_files …``) or shipped (``ship …``) as the
+        first of ``patterns`` each matches, in the order they ran: ``in_order(A, B) == [A,
+        B]`` says A ran once, then B once (a command matching none is left out)."""
+        found: list[str] = []
+        for call in self.calls:
+            if call.kind in ("run", "feed", "put_files", "ship"):
+                found += [p for p in patterns if re.search(p, call.command)][:1]
+        return found
+
     def log(self) -> str:
         """Every call, one per line: for a failing test's message."""
         return "\n".join(
@@ -227,8 +241,11 @@ class ScriptedSession:
     def ship_images(
         self, tags: list[str], progress: Callable[[int, int], None] | None = None
     ) -> int:
-        """Record the images; nothing is sent."""
-        self.calls.append(Call("ship", "ship " + " ".join(tags)))
+        """Record the images (matched as ``ship TAG…``); nothing is sent. Raises when a rule
+        fails it, as a transfer that breaks off does."""
+        result = self._answer("ship", "ship " + " ".join(tags), f"shipping {len(tags)} image(s)")
+        if not result.ok:
+            raise CommandFailed(f"shipping {len(tags)} image(s)", self.target.name, result)
         return 0
 
     @contextlib.contextmanager
@@ -241,6 +258,53 @@ class ScriptedSession:
         """Record the deploy (the bootstrap); it changes nothing."""
         self.calls.append(Call("deploy", getattr(func, "__name__", str(func))))
         return DeployReport(())
+
+
+# ── a converged host, and an apply over it ──────────────────────────────────────────────
+
+CADDY_CONTAINER = "c4ddy"  # the id ``docker ps`` answers for the edge's running Caddy
+
+
+def converged_session(spec: Spec, host: SimHost | None = None) -> ScriptedSession:
+    """A session to a host that runs ``spec`` exactly as declared (or to ``host``, whose
+    manifest gets ``spec``'s bootstrap settings), with every probe passing and the edge's
+    Caddy running as :data:`CADDY_CONTAINER`."""
+    host = host if host is not None else converged(render_spec(spec))
+    assert isinstance(host.manifest, dict)
+    # bootstrapped with these settings: an apply runs no bootstrap
+    host.manifest["bootstrap"] = apply.settings_hash(apply.bootstrap_settings(spec))
+    session = ScriptedSession(host)
+    session.pass_probes(spec)
+    session.answer(
+        r"^docker ps -q --filter label=com.docker.compose.project=edge",
+        stdout=CADDY_CONTAINER + "\n",
+    )
+    return session
+
+
+def run_applier(spec: Spec, session: ScriptedSession, **kwargs: Any) -> tuple[ApplyResult, str]:
+    """One apply of ``spec`` over ``session`` with no waits (probes are judged once, the
+    health gate polls without sleeping): its result and everything it printed."""
+    out = io.StringIO()
+    applier = Applier(spec, session, out, **kwargs)
+    applier.probe_deadline = 0
+    applier.health_interval = 0
+    return applier.apply(), out.getvalue()
+
+
+def outcome_of(result: ApplyResult, stack: str) -> StackOutcome:
+    """The one outcome of ``stack`` in ``result``."""
+    [found] = [o for o in result.outcomes if o.stack == stack]
+    return found
+
+
+def journal_of(session: ScriptedSession) -> dict[str, object]:
+    """The journal line the run appended on the host (as the shell command carried it)."""
+    [command] = session.ran(r">> /opt/vpsctl/journal.log")
+    match = re.search(r"printf '%s\\n' '(.*)' >>", command)
+    assert match, command
+    line: dict[str, object] = json.loads(match.group(1).replace("'\"'\"'", "'"))
+    return line
 
 
 # ── health and probe answers ───────────────────────────────────────────────────────────

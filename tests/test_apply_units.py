@@ -10,20 +10,18 @@ from __future__ import annotations
 import io
 import json
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests import factsim
-from tests.helpers import ROOT, assert_no_secrets, edit, golden_prod_copy, run_cli
-from tests.scripted import ScriptedSession, health_answer
+from tests import scripted
+from tests.helpers import assert_no_secrets, edit, golden_prod_copy, run_cli
+from tests.scripted import ScriptedSession, health_answer, journal_of, outcome_of
 from vpsctl.cli.views import apply_text
-from vpsctl.core.render import render
 from vpsctl.host import remote
 from vpsctl.ops import apply
-from vpsctl.ops.apply import Applier, ApplyResult, StackResult
+from vpsctl.ops.apply import Applier, StackResult
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.studio import Spec
 
@@ -42,16 +40,7 @@ def prod(tmp_path: Path) -> Iterator[Path]:
 def converged_session(root: Path) -> ScriptedSession:
     """A session to a host that runs the studio exactly as ``root`` declares it now, with
     every probe passing and Caddy running."""
-    spec = load_spec(root / INV)
-    host = factsim.converged(render(spec))
-    assert isinstance(host.manifest, dict)
-    host.manifest["bootstrap"] = apply._settings_hash(apply.bootstrap_settings(spec))
-    session = ScriptedSession(host)
-    session.pass_probes(spec)
-    session.answer(
-        r"^docker ps -q --filter label=com.docker.compose.project=edge", stdout="c4ddy\n"
-    )
-    return session
+    return scripted.converged_session(load_spec(root / INV))
 
 
 def change_documint_env(root: Path) -> Spec:
@@ -60,26 +49,7 @@ def change_documint_env(root: Path) -> Spec:
     return load_spec(root / INV)
 
 
-def run_apply(spec: Spec, session: ScriptedSession, **kwargs: object) -> tuple[ApplyResult, str]:
-    out = io.StringIO()
-    applier = Applier(spec, session, out, **kwargs)  # type: ignore[arg-type]
-    applier.probe_deadline = 0
-    applier.health_interval = 0
-    result = applier.apply()
-    return result, out.getvalue()
-
-
-def outcome_of(result: ApplyResult, stack: str) -> apply.StackOutcome:
-    return next(o for o in result.outcomes if o.stack == stack)
-
-
-def journal_of(session: ScriptedSession) -> dict[str, object]:
-    """The journal line the run appended on the host."""
-    [command] = session.ran(r">> /opt/vpsctl/journal.log")
-    match = re.search(r"printf '%s\\n' '(.*)' >>", command)
-    assert match, command
-    line: dict[str, object] = json.loads(match.group(1).replace("'\"'\"'", "'"))
-    return line
+run_apply = scripted.run_applier
 
 
 # ── a rollback that works ───────────────────────────────────────────────────────────────
@@ -384,7 +354,6 @@ SNAP_COPY = "cccc3333dddd4444" * 4  # the pre-rollback copy of the failed versio
 def with_standin(root: Path) -> None:
     """documint's image mapped to a local stand-in (as in a sandbox): its container runs the
     stand-in's local tag, never the registry ref the stack names."""
-    shutil.copytree(ROOT / "standins", root / "standins")
     host = root / INV / "host.yaml"
     host.write_text(
         host.read_text() + "\nimages:\n  ghcr.io/lumen-studio/documint:2.4.1: "

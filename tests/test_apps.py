@@ -27,16 +27,16 @@ import pytest
 
 from tests import factsim
 from tests.helpers import assert_no_secrets, edit, golden_prod_copy
-from tests.scripted import Call, ScriptedSession
+from tests.scripted import Call, ScriptedSession, converged_session, run_applier
 from vpsctl.cli.views import plan_text
 from vpsctl.core.appsteps import GHOST_INTEGRATION, ghost_key_path
 from vpsctl.core.facts import MANIFEST, HostFacts
 from vpsctl.core.plan import make_plan
-from vpsctl.core.render import render
 from vpsctl.host import probes
-from vpsctl.ops import apply, apps
+from vpsctl.ops import apps
 from vpsctl.ops.apply import Applier, StackResult
 from vpsctl.ops.apps import AppError, StepContext, ghost, listmonk
+from vpsctl.ops.inputs import render_spec
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.studio import Spec
 
@@ -149,7 +149,7 @@ def ghost_ctx(spec: Spec, session: ScriptedSession, base: str, facts: HostFacts)
 
 
 def ghost_step(spec: Spec) -> Any:
-    return render(spec).app_steps["ghost"][0]
+    return render_spec(spec).app_steps["ghost"][0]
 
 
 def answer_database(session: ScriptedSession, key: str | None, signed_in: bool) -> None:
@@ -333,7 +333,7 @@ def test_listmonk_settings_are_put_whole_and_only_when_they_differ(
     fake_listmonk: tuple[FakeListmonk, str, Spec],
 ) -> None:
     app, base, spec = fake_listmonk
-    step = render(spec).app_steps["listmonk"][0]
+    step = render_spec(spec).app_steps["listmonk"][0]
     said = listmonk.converge(listmonk_ctx(spec, base, ("smtp",)), step)
     assert app.puts == 1 and "app.root_url" in said and "smtp" in said
     assert app.settings["app.root_url"] == "https://lists.lumenstudio.dev"
@@ -373,17 +373,6 @@ def test_masked_values_go_back_blank() -> None:
 # ── the Applier: health gate, then the app steps, then the probes; once ─────────────────
 
 
-def converged_session(spec: Spec, host: factsim.SimHost) -> ScriptedSession:
-    assert isinstance(host.manifest, dict)
-    host.manifest["bootstrap"] = apply._settings_hash(apply.bootstrap_settings(spec))
-    session = ScriptedSession(host)
-    session.pass_probes(spec)
-    session.answer(
-        r"^docker ps -q --filter label=com.docker.compose.project=edge", stdout="c4ddy\n"
-    )
-    return session
-
-
 def record_steps(monkeypatch: pytest.MonkeyPatch, session: ScriptedSession) -> list[str]:
     ran: list[str] = []
 
@@ -396,19 +385,14 @@ def record_steps(monkeypatch: pytest.MonkeyPatch, session: ScriptedSession) -> l
     return ran
 
 
-def run(spec: Spec, session: ScriptedSession) -> tuple[apply.ApplyResult, str]:
-    out = io.StringIO()
-    applier = Applier(spec, session, out)
-    applier.probe_deadline = 0
-    applier.health_interval = 0
-    return applier.apply(), out.getvalue()
+run = run_applier
 
 
 def test_app_step_runs_after_the_health_gate_and_before_the_probes_then_never_again(
     prod: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     before = spec_of(prod)
-    host = factsim.converged(render(before))
+    host = factsim.converged(render_spec(before))
     assert isinstance(host.manifest, dict)
     host.manifest["apps"] = {}  # a box of an older vpsctl: nothing claimed yet
     edit(prod / "stacks/ghost.yaml", "mem_limit: 768m", "mem_limit: 700m")
@@ -435,7 +419,7 @@ def test_app_step_runs_after_the_health_gate_and_before_the_probes_then_never_ag
 
     # the next plan and apply: nothing to do, no app call
     host.manifest = manifest
-    host.files = {p: (f.content, f.mode, "root:root") for p, f in render(spec).files.items()}
+    host.files = {p: (f.content, f.mode, "root:root") for p, f in render_spec(spec).files.items()}
     host.app_files[ghost_key_path("ghost")] = (KEY.encode(), 0o600)
     again = converged_session(spec, host)
     ran.clear()
@@ -448,7 +432,7 @@ def test_a_failed_app_step_fails_the_stack_and_is_not_recorded(
     prod: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spec = spec_of(prod)
-    host = factsim.converged(render(spec))
+    host = factsim.converged(render_spec(spec))
     assert isinstance(host.manifest, dict)
     del host.manifest["apps"]["listmonk"]  # type: ignore[attr-defined]
     session = converged_session(spec, host)
@@ -467,7 +451,7 @@ def test_a_failed_app_step_fails_the_stack_and_is_not_recorded(
 
 def test_plan_shows_the_app_steps_and_no_value(prod: Path) -> None:
     spec = spec_of(prod)
-    desired = render(spec)
+    desired = render_spec(spec)
     host = factsim.converged(desired)
     assert isinstance(host.manifest, dict)
     host.manifest["apps"] = {}
@@ -494,7 +478,7 @@ def test_a_rebuild_restores_the_databases_before_the_app_steps_and_probes(
     and before its app steps: a Ghost restored from the backup is found set up, never claimed
     afresh; a failed restore fails the stack's gate."""
     before = spec_of(prod)
-    host = factsim.converged(render(before))
+    host = factsim.converged(render_spec(before))
     assert isinstance(host.manifest, dict)
     host.manifest["apps"] = {}
     edit(prod / "stacks/ghost.yaml", "mem_limit: 768m", "mem_limit: 700m")
@@ -514,7 +498,7 @@ def test_a_rebuild_restores_the_databases_before_the_app_steps_and_probes(
     assert order.index("restore ghost") < order.index("app ghost first_launch"), order
     assert ran[0] == "ghost:first_launch"
 
-    session = converged_session(spec, factsim.converged(render(before)))
+    session = converged_session(spec, factsim.converged(render_spec(before)))
     failing = Applier(spec, session, io.StringIO(), after_healthy=lambda a, n: "mysql: no dump")
     failing.probe_deadline = 0
     failing.health_interval = 0

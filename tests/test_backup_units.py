@@ -6,33 +6,26 @@ row-count comparison of restore and drill. (The real thing runs in tests/e2e/tes
 from __future__ import annotations
 
 import hashlib
-import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, run_cli
+from tests.helpers import golden_prod_copy, run_cli
 from vpsctl.core import backupfiles
 from vpsctl.core.facts import HostFacts, RemoteFile
 from vpsctl.core.plan import make_plan
-from vpsctl.core.render import render
+from vpsctl.ops import inputs
+from vpsctl.ops.inputs import render_spec
 from vpsctl.ops.recovery import Output, compare_counts, explain, grown_counts
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.studio import Spec
 
-GOLDEN = ROOT / "tests" / "golden"
-
 
 @pytest.fixture
 def prod(tmp_path: Path) -> Iterator[Spec]:
-    for name in ("stacks", "inventory", "standins"):
-        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("secrets.env"))
-    secrets = tmp_path / "inventory/prod/secrets.env"
-    shutil.copy(GOLDEN / "prod.secrets.env.fixture", secrets)
-    secrets.chmod(0o600)
-    yield load_spec(tmp_path / "inventory/prod")
+    yield load_spec(golden_prod_copy(tmp_path) / "inventory/prod")
 
 
 def test_each_stack_says_what_stops_for_files_and_what_for_databases(prod: Spec) -> None:
@@ -65,7 +58,7 @@ def test_each_stack_says_what_stops_for_files_and_what_for_databases(prod: Spec)
 
 
 def test_backup_files_are_private_where_they_hold_secrets(prod: Spec) -> None:
-    desired = render(prod)
+    desired = render_spec(prod)
     files = {p: desired.files[p] for p in desired.host_files}
     modes = {Path(p).name: f.mode for p, f in files.items()}
     assert modes["vpsctl-backup"] == 0o700
@@ -87,7 +80,7 @@ def test_backup_files_are_private_where_they_hold_secrets(prod: Spec) -> None:
 
 def test_the_rendered_script_is_valid_bash(prod: Spec, tmp_path: Path) -> None:
     script = tmp_path / "vpsctl-backup"
-    script.write_bytes(render(prod).files[backupfiles.SCRIPT].content)
+    script.write_bytes(render_spec(prod).files[backupfiles.SCRIPT].content)
     checked = subprocess.run(
         ["bash", "-n", str(script)], check=False, capture_output=True, text=True
     )
@@ -100,7 +93,7 @@ def test_the_rendered_script_is_valid_bash(prod: Spec, tmp_path: Path) -> None:
 
 
 def test_plan_masks_the_password_and_the_key(prod: Spec) -> None:
-    desired = render(prod)
+    desired = render_spec(prod)
     password = prod.secret("RESTIC_PASSWORD")
     assert password is not None
     key = desired.files[f"{backupfiles.CONF_DIR}/sftp_key"].content.decode()
@@ -139,7 +132,7 @@ def test_plan_masks_the_password_and_the_key(prod: Spec) -> None:
 def test_restic_failures_are_said_in_words(prod: Spec, reason: str, expected: str) -> None:
     password = prod.secret("RESTIC_PASSWORD")
     assert password is not None
-    repo = backupfiles.resolve(prod)
+    repo = inputs.repository(prod)
     detail = f"ssh: connect to host refused (password was {password.reveal()})"
     message = explain(prod, repo, Output(False, [], "", (reason, detail)))
     assert expected in message

@@ -20,9 +20,10 @@ from hypothesis import strategies as st
 from tests.helpers import run_cli
 from tests.test_invalid_corpus import INVENTORY, make_studio
 from vpsctl.core import backupfiles
-from vpsctl.core.render import Desired, DesiredFile, render, write_tree
+from vpsctl.core.render import Desired, DesiredFile
 from vpsctl.host.remote import Session, Target
 from vpsctl.local.files import UnsafePath, member_problem, safe_target
+from vpsctl.ops.inputs import render_spec, write_tree
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.paths import ABSOLUTE_PATH, RELATIVE_NAME, absolute_problem, relative_problem
 from vpsctl.spec.studio import network_alias
@@ -106,7 +107,7 @@ def test_render_refuses_a_source_swapped_after_validation(tmp_path: Path) -> Non
     source.unlink()
     source.symlink_to(studio / INVENTORY / "secrets.env")
     with pytest.raises(UnsafePath, match="outside this stack's files directory"):
-        render(spec)
+        render_spec(spec)
 
 
 def test_render_out_writes_nothing_for_a_config_that_climbs_out(tmp_path: Path) -> None:
@@ -194,7 +195,7 @@ def _functions(script: str, *names: str) -> str:
 @pytest.fixture
 def guards(tmp_path: Path) -> str:
     studio = make_studio(tmp_path)
-    script = render(load_spec(studio / INVENTORY)).files[backupfiles.SCRIPT].content.decode()
+    script = render_spec(load_spec(studio / INVENTORY)).files[backupfiles.SCRIPT].content.decode()
     return "set -euo pipefail\nexec 3>&1\n" + _functions(
         script, "say", "fail", "sql_str", "in_volume"
     )

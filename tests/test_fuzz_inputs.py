@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import shutil
 import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -26,7 +25,7 @@ from dotenv import dotenv_values
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.helpers import ROOT, Result
+from tests.helpers import Result, copy_studio
 from vpsctl.cli.main import main
 from vpsctl.spec.generate import generate
 
@@ -258,9 +257,7 @@ def studio() -> Iterator[Path]:
     """A private copy of the example studio with a generated sandbox secrets.env."""
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for name in ("stacks", "inventory", "standins"):
-            shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("secrets.env"))
-        generate(root / INVENTORY)
+        generate(copy_studio(root) / INVENTORY)
         assert run_cli(root, "validate", "-i", INVENTORY).code == 0
         yield root
 

@@ -19,9 +19,10 @@ from tests.scripted import ScriptedSession
 from vpsctl.cli.views import audit_text, plan_text
 from vpsctl.core.facts import FACTS_SCRIPT, MANIFEST, Volume, parse
 from vpsctl.core.plan import SiteRename, make_plan
-from vpsctl.core.render import render, render_caddyfile
+from vpsctl.core.render import render_caddyfile
 from vpsctl.ops import apply, audit
 from vpsctl.ops.apply import Applier, ApplyResult, StackResult
+from vpsctl.ops.inputs import render_spec
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.studio import Spec
 
@@ -50,7 +51,7 @@ def host_without_cronping(root: Path) -> tuple[Spec, ScriptedSession]:
     """The studio runs, except cronping, which this apply starts for the first time: the
     host's Caddyfile has no route to it yet."""
     spec = load_spec(root / INV)
-    desired = render(spec)
+    desired = render_spec(spec)
     host = factsim.converged(desired)
     assert isinstance(host.manifest, dict)
     host.manifest["bootstrap"] = apply._settings_hash(apply.bootstrap_settings(spec))
@@ -101,7 +102,7 @@ def test_a_new_stack_that_fails_to_start_gets_no_route_at_the_edge(prod: Path) -
     assert session.host is not None
     session.host.files[CADDYFILE] = (loaded.encode(), 0o644, "root:root")
     session.host.manifest = manifest
-    again = make_plan("lumen-prod", render(spec), parse(session.host.output()))
+    again = make_plan("lumen-prod", render_spec(spec), parse(session.host.output()))
     [caddy] = [f for f in again.files if f.path == CADDYFILE]
     assert caddy.action == "update" and caddy.reason == "content differs"
     assert "+cronping.dev {" in caddy.diff
@@ -130,7 +131,7 @@ OLD_VOLUME = ("oldstats_event-data", "oldstats", "2026-11-02T09:14:03Z", 1572864
 
 
 def converged_host(spec: Spec) -> factsim.SimHost:
-    host = factsim.converged(render(spec))
+    host = factsim.converged(render_spec(spec))
     assert isinstance(host.manifest, dict)
     host.manifest["bootstrap"] = apply._settings_hash(apply.bootstrap_settings(spec))
     # the declared stacks' volumes (in use: not measured), and one of a stack removed before
@@ -156,7 +157,7 @@ def test_facts_read_volumes_and_recorded_answers_without_them_still_parse() -> N
 def test_kept_volumes_are_listed_by_plan_v_and_counted_without_v(prod: Path) -> None:
     spec = load_spec(prod / INV)
     facts = parse(converged_host(spec).output())
-    plan = make_plan("lumen-prod", render(spec), facts, inventory="inventory/prod")
+    plan = make_plan("lumen-prod", render_spec(spec), facts, inventory="inventory/prod")
     assert not plan.changes and plan.summary() == "No changes. The host matches the spec."
     assert [(v.name, v.action) for v in plan.volumes] == [
         ("oldstats_db-data", "keep"),
@@ -178,7 +179,7 @@ def test_kept_volumes_are_listed_by_plan_v_and_counted_without_v(prod: Path) -> 
 def test_destroy_data_plans_and_deletes_kept_volumes_with_no_stack_removed(prod: Path) -> None:
     spec = load_spec(prod / INV)
     host = converged_host(spec)
-    plan = make_plan("lumen-prod", render(spec), parse(host.output()), destroy_data=True)
+    plan = make_plan("lumen-prod", render_spec(spec), parse(host.output()), destroy_data=True)
     assert plan.changes
     assert plan.summary() == "Plan: 0 to add, 0 to change, 2 to remove."
     assert "  - delete oldstats_event-data 1.50 GiB since 2026-11-02" in plan_text(plan)
@@ -255,9 +256,9 @@ def rename_plausible(root: Path) -> None:
 
 
 def test_a_domain_rename_is_one_line_above_the_caddyfile_diff(prod: Path) -> None:
-    host = factsim.converged(render(load_spec(prod / INV)))
+    host = factsim.converged(render_spec(load_spec(prod / INV)))
     rename_plausible(prod)
-    plan = make_plan("lumen-prod", render(load_spec(prod / INV)), parse(host.output()))
+    plan = make_plan("lumen-prod", render_spec(load_spec(prod / INV)), parse(host.output()))
     assert plan.renames == [
         SiteRename("plausible", "site", "stats.lumenstudio.dev", "analytics.lumenstudio.dev")
     ]
@@ -283,26 +284,28 @@ def test_a_domain_rename_is_one_line_above_the_caddyfile_diff(prod: Path) -> Non
     assert isinstance(stacks, dict)
     for record in stacks.values():
         record.pop("domains")
-    plan = make_plan("lumen-prod", render(load_spec(prod / INV)), parse(host.output()))
+    plan = make_plan("lumen-prod", render_spec(load_spec(prod / INV)), parse(host.output()))
     assert [(r.stack, r.key, r.new) for r in plan.renames] == [
         ("plausible", "site", "analytics.lumenstudio.dev")
     ]
 
 
 def test_two_names_of_one_stack_renamed_are_paired_by_their_keys(prod: Path) -> None:
-    host = factsim.converged(render(load_spec(prod / INV)))
+    host = factsim.converged(render_spec(load_spec(prod / INV)))
     edit(
         prod / "inventory/prod/host.yaml",
         "domains: {app: cronping.dev, www: www.cronping.dev}",
         "domains: {app: cronping.io, www: www.cronping.io}",
     )
-    plan = make_plan("lumen-prod", render(load_spec(prod / INV)), parse(host.output()))
+    plan = make_plan("lumen-prod", render_spec(load_spec(prod / INV)), parse(host.output()))
     assert sorted((r.key, r.old, r.new) for r in plan.renames) == [
         ("app", "cronping.dev", "cronping.io"),
         ("www", "www.cronping.dev", "www.cronping.io"),
     ]
-    unchanged = factsim.converged(render(load_spec(prod / INV)))
+    unchanged = factsim.converged(render_spec(load_spec(prod / INV)))
     assert (
-        make_plan("lumen-prod", render(load_spec(prod / INV)), parse(unchanged.output())).renames
+        make_plan(
+            "lumen-prod", render_spec(load_spec(prod / INV)), parse(unchanged.output())
+        ).renames
         == []
     )

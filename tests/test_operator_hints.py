@@ -7,24 +7,23 @@ import ast
 import contextlib
 import io
 import re
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests import factsim
-from tests.helpers import ROOT, run_cli
+from tests.helpers import ROOT, copy_studio, run_cli
 from tests.test_invalid_corpus import INVENTORY, SECRETS, make_studio
 from vpsctl.cli import main as cli
 from vpsctl.cli import views
 from vpsctl.core.facts import parse
-from vpsctl.core.render import render
 from vpsctl.errors import Problem
 from vpsctl.host import remote
 from vpsctl.local import docker as localdocker
 from vpsctl.local import standins
 from vpsctl.ops import recovery, targets
+from vpsctl.ops.inputs import render_spec
 from vpsctl.spec import loader
 from vpsctl.spec.envfile import line_problem
 from vpsctl.spec.generate import generate
@@ -90,7 +89,7 @@ def test_plan_prints_the_same_warnings(tmp_path: Path, monkeypatch: pytest.Monke
     key.parent.mkdir(parents=True, exist_ok=True)
     key.write_text("-----BEGIN OPENSSH PRIVATE KEY-----\ntest\n-----END OPENSSH PRIVATE KEY-----\n")
     with contextlib.chdir(studio):
-        desired = render(load_spec(Path(INVENTORY)))
+        desired = render_spec(load_spec(Path(INVENTORY)))
     monkeypatch.setattr(
         targets, "read_facts", lambda spec: parse(factsim.converged(desired).output())
     )
@@ -189,9 +188,7 @@ def test_the_scan_sees_a_bare_command() -> None:
 @pytest.fixture
 def sandbox_studio(tmp_path: Path) -> Path:
     """A copy of the example studio whose sandbox secrets.env `secrets generate` filled."""
-    for name in ("stacks", "inventory", "standins"):
-        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("secrets.env"))
-    generate(tmp_path / "inventory/sandbox")
+    generate(copy_studio(tmp_path) / "inventory/sandbox")
     return tmp_path
 
 

@@ -17,10 +17,13 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 
-from tests.helpers import ROOT, edit, run_cli
-from vpsctl.core.render import render
+from tests.helpers import ROOT, copy_studio, edit, run_cli
+from vpsctl.core.facts import HostFacts
+from vpsctl.core.plan import make_plan
+from vpsctl.core.render import UnresolvedInput
 from vpsctl.host import probes
 from vpsctl.local import pebble, sandbox
+from vpsctl.ops.inputs import render_spec
 from vpsctl.spec.loader import load_spec
 
 CADDY = ROOT / ".venv" / "bin" / "caddy"
@@ -57,9 +60,7 @@ def fake_pebble(state: Path) -> bytes:
 def studio(tmp_path: Path, state: Path) -> Iterator[Path]:
     """The example sandbox studio (tls: pebble) with fresh secrets and no backup section
     (its repository would be another sandbox's record)."""
-    root = tmp_path / "studio"
-    for name in ("stacks", "inventory", "standins"):
-        shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("secrets.env"))
+    root = copy_studio(tmp_path / "studio")
     host = root / INV / "host.yaml"
     text = host.read_text()
     start = text.index("\nbackup:\n")
@@ -70,14 +71,14 @@ def studio(tmp_path: Path, state: Path) -> Iterator[Path]:
 
 
 def caddyfile_of(root: Path) -> str:
-    return render(load_spec(root / INV)).files[CADDYFILE].content.decode()
+    return render_spec(load_spec(root / INV)).files[CADDYFILE].content.decode()
 
 
 def test_pebble_mode_orders_from_the_recorded_directory_with_its_ca_beside(
     studio: Path, state: Path
 ) -> None:
     ca = fake_pebble(state)
-    desired = render(load_spec(studio / INV))
+    desired = render_spec(load_spec(studio / INV))
     caddyfile = desired.files[CADDYFILE].content.decode()
     assets = [f for f in desired.files.values() if f.kind == "caddy-asset"]
     assert len(assets) == 1
@@ -108,7 +109,7 @@ def test_a_new_ca_is_a_new_file_name_so_the_caddyfile_changes_too(
 def test_internal_and_acme_are_unchanged(studio: Path, state: Path) -> None:
     host = studio / INV / "host.yaml"
     edit(host, "tls: pebble\n", "tls: internal\n")
-    internal = render(load_spec(studio / INV))
+    internal = render_spec(load_spec(studio / INV))
     text = internal.files[CADDYFILE].content.decode()
     assert "\tlocal_certs\n" in text and "acme_ca" not in text and "email" not in text
     assert not [f for f in internal.files.values() if f.kind == "caddy-asset"]
@@ -121,13 +122,18 @@ def test_internal_and_acme_are_unchanged(studio: Path, state: Path) -> None:
 def test_without_a_pebble_the_render_names_the_line_and_the_command(
     studio: Path, state: Path
 ) -> None:
-    result = run_cli(studio, "render", "-i", INV, "--out", "out")
-    assert result.code == 1
+    # render works offline (issue 12): a marked placeholder, named; plan refuses to go on
     line = (studio / INV / "host.yaml").read_text().splitlines().index("tls: pebble")
-    assert result.err.startswith(
-        f"inventory/sandbox/host.yaml:{line + 1}: tls: pebble: no Pebble is recorded in "
-    )
-    assert "`vpsctl sandbox up` starts it" in result.err
+    why = f"inventory/sandbox/host.yaml:{line + 1}: tls: pebble: no Pebble is recorded in "
+    result = run_cli(studio, "render", "-i", INV, "--out", "out")
+    assert result.code == 0, result.err
+    assert f"placeholder for the ACME CA (Pebble): {why}" in result.err
+    caddyfile = (studio / "out" / CADDYFILE.lstrip("/")).read_text()
+    assert "\tacme_ca https://unresolved.invalid/dir\n" in caddyfile
+    desired = render_spec(load_spec(studio / INV), offline=True)
+    with pytest.raises(UnresolvedInput, match=r"cannot plan with placeholders: .*ACME CA") as err:
+        make_plan("lumen-sandbox", desired, HostFacts(reachable=False))
+    assert why in str(err.value) and "`vpsctl sandbox up` starts it" in str(err.value)
 
 
 def caddy_validate(caddyfile: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -148,7 +154,7 @@ def test_caddy_validates_the_pebble_caddyfile_only_with_its_ca_file(
     """Caddy 2.11 loads `acme_ca_root` while it validates (without contacting the CA): the
     reason apply uploads the CA file with Caddyfile.next, before `caddy validate`."""
     fake_pebble(state)
-    desired = render(load_spec(studio / INV))
+    desired = render_spec(load_spec(studio / INV))
     config = tmp_path / "etc-caddy"
     config.mkdir()
     # the box's /etc/caddy is the edge's config directory: here, a directory of the test

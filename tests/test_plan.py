@@ -5,22 +5,21 @@ codes and outputs (scanned for every secret value)."""
 from __future__ import annotations
 
 import json
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests import factsim
-from tests.helpers import ROOT, assert_no_secrets, run_cli
+from tests.helpers import ROOT, assert_no_secrets, golden_prod_copy, run_cli
 from vpsctl.cli.views import plan_text
 from vpsctl.core.facts import HostFacts, parse, unreachable
 from vpsctl.core.plan import Plan, make_plan
-from vpsctl.core.render import Desired, render
+from vpsctl.core.render import Desired
 from vpsctl.ops import targets
+from vpsctl.ops.inputs import render_spec
 from vpsctl.spec.loader import load_spec
 
-GOLDEN_SECRETS = ROOT / "tests" / "golden" / "prod.secrets.env.fixture"
 DOCUMINT_ENV = "/opt/vpsctl/stacks/documint/env/app.env"
 GHOST_COMPOSE = "/opt/vpsctl/stacks/ghost/compose.yaml"
 CADDYFILE = "/opt/vpsctl/stacks/edge/config/caddy/Caddyfile"
@@ -28,16 +27,11 @@ CADDYFILE = "/opt/vpsctl/stacks/edge/config/caddy/Caddyfile"
 
 @pytest.fixture
 def prod(tmp_path: Path) -> Iterator[Path]:
-    for name in ("stacks", "inventory"):
-        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("secrets.env"))
-    secrets = tmp_path / "inventory/prod/secrets.env"
-    shutil.copy(GOLDEN_SECRETS, secrets)
-    secrets.chmod(0o600)
-    yield tmp_path
+    yield golden_prod_copy(tmp_path)
 
 
 def desired_of(root: Path) -> Desired:
-    return render(load_spec(root / "inventory/prod"))
+    return render_spec(load_spec(root / "inventory/prod"))
 
 
 def plan_for(root: Path, host: factsim.SimHost) -> Plan:

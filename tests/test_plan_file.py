@@ -20,8 +20,8 @@ from tests import factsim
 from tests.helpers import golden_prod_copy, run_cli
 from vpsctl.core.facts import parse
 from vpsctl.core.plan import Plan, make_plan, plan_hash
-from vpsctl.core.render import render
 from vpsctl.ops import apply
+from vpsctl.ops.inputs import render_spec
 from vpsctl.spec.loader import load_spec
 
 INV = "inventory/prod"
@@ -37,11 +37,11 @@ def prod(tmp_path: Path) -> Iterator[Path]:
 
 def planned(root: Path) -> tuple[Plan, Any, Any]:
     """A plan with one change (documint's env), the desired state and the host's facts."""
-    desired = render(load_spec(root / INV))
+    desired = render_spec(load_spec(root / INV))
     facts = parse(factsim.converged(desired).output())
     stack = root / "stacks/documint.yaml"
     stack.write_text(stack.read_text().replace("PDF_RENDERER: builtin", "PDF_RENDERER: chromium"))
-    desired = render(load_spec(root / INV))
+    desired = render_spec(load_spec(root / INV))
     return make_plan("lumen-prod", desired, facts), desired, facts
 
 

@@ -19,7 +19,6 @@ import contextlib
 import io
 import json
 import re
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,18 +29,18 @@ from hypothesis import HealthCheck, assume, event, given, settings
 from hypothesis import strategies as st
 from pydantic import TypeAdapter
 
-from tests import factsim
-from tests.helpers import ROOT, run_cli
+from tests import factsim, scripted
+from tests.helpers import copy_studio, golden_prod_copy, run_cli
 from tests.scripted import ScriptedSession
 from vpsctl.cli.main import main
 from vpsctl.cli.views import plan_text
 from vpsctl.core.facts import parse
 from vpsctl.core.plan import make_plan
-from vpsctl.core.render import render, write_tree
 from vpsctl.errors import SpecError
 from vpsctl.host import remote
-from vpsctl.ops import apply, recovery
+from vpsctl.ops import recovery
 from vpsctl.ops.apply import Applier
+from vpsctl.ops.inputs import render_spec, write_tree
 from vpsctl.spec.generate import generate
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.secrets import KINDS, SecretKind
@@ -68,9 +67,7 @@ def quoted(value: str) -> str:
 def sandbox() -> Iterator[Path]:
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        for name in ("stacks", "inventory"):
-            shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("secrets.env"))
-        generate(root / "inventory/sandbox")
+        generate(copy_studio(root) / "inventory/sandbox")
         yield root
 
 
@@ -227,7 +224,6 @@ def test_hostile_secret_is_never_printed_by_validate_or_show(
 
 # ── render and plan ─────────────────────────────────────────────────────────────────────
 
-GOLDEN_SECRETS = ROOT / "tests" / "golden" / "prod.secrets.env.fixture"
 TARGET = "GHOST_SMTP_PASSWORD"  # a password (16+): any character a kind lets through
 GHOST = "stacks/ghost.yaml"
 AUTH_PASS = "      mail__options__auth__pass: GHOST_SMTP_PASSWORD\n"
@@ -237,12 +233,7 @@ AUTH_PASS = "      mail__options__auth__pass: GHOST_SMTP_PASSWORD\n"
 def prod() -> Iterator[Path]:
     """The example studio with the golden (fake) prod secrets."""
     with tempfile.TemporaryDirectory() as tmp:
-        root = Path(tmp)
-        for name in ("stacks", "inventory"):
-            shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("secrets.env"))
-        shutil.copy(GOLDEN_SECRETS, root / "inventory/prod/secrets.env")
-        (root / "inventory/prod/secrets.env").chmod(0o600)
-        yield root
+        yield golden_prod_copy(Path(tmp))
 
 
 def loaded_or_refused(root: Path, value: str) -> bool:
@@ -282,7 +273,7 @@ def test_hostile_secret_through_render_and_plan(
         write_secret(secrets, original_secrets, TARGET, old, raw=False)
         if not loaded_or_refused(prod, old):
             return
-        before = render(load_spec(prod / "inventory/prod"))
+        before = render_spec(load_spec(prod / "inventory/prod"))
         host = factsim.converged(before)
         if legacy:  # rendered before env files named their secret keys
             for path, (content, mode, owner) in list(host.files.items()):
@@ -307,7 +298,7 @@ def test_hostile_secret_through_render_and_plan(
         if not loaded_or_refused(prod, new):
             return
         spec = load_spec(prod / "inventory/prod")
-        desired = render(spec)
+        desired = render_spec(spec)
         with tempfile.TemporaryDirectory() as out:
             write_tree(desired, Path(out))
             readable = [
@@ -344,18 +335,11 @@ HOSTILE_EXAMPLES = [  # valid passwords that JSON, Go and Python reprs all escap
 def converged_session(root: Path) -> ScriptedSession:
     """A scripted session to a host that runs ``root``'s studio as declared now."""
     spec = load_spec(root / INV)
-    host = factsim.converged(render(spec))
-    assert isinstance(host.manifest, dict)
-    host.manifest["bootstrap"] = apply._settings_hash(apply.bootstrap_settings(spec))
+    host = factsim.converged(render_spec(spec))
     for c in host.containers:
         c["image"] = spec.stacks[c["project"]].services[c["service"]].image
-    session = ScriptedSession(host)
-    session.pass_probes(spec)
-    session.answer(
-        r"^docker ps -q --filter label=com.docker.compose.project=edge", stdout="c4ddy\n"
-    )
-    assert session.host is not None
-    session.answer(re.escape("script=$(cat)"), stdout=session.host.output() + "@@audit-end\n")
+    session = scripted.converged_session(spec, host)
+    session.answer(re.escape("script=$(cat)"), stdout=host.output() + "@@audit-end\n")
     return session
 
 
@@ -366,11 +350,7 @@ def test_apply_summary_masks_what_compose_quotes(
     """compose fails on the env file and quotes it, the old and the new secret with it
     (escaped as Go would print them, too): the summary, the progress and the journal line on
     the box show neither."""
-    for name in ("stacks", "inventory"):
-        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("secrets.env"))
-    secrets = tmp_path / INV / "secrets.env"
-    shutil.copy(GOLDEN_SECRETS, secrets)
-    secrets.chmod(0o600)
+    secrets = golden_prod_copy(tmp_path) / INV / "secrets.env"
     session = converged_session(tmp_path)
     old = load_spec(tmp_path / INV).secret(TARGET)
     assert old is not None
@@ -397,14 +377,10 @@ def test_restore_failure_masks_what_restic_quotes(
 ) -> None:
     """The box's backup script fails quoting the repository password: `vpsctl restore`
     says what failed and shows no secret."""
-    for name in ("stacks", "inventory"):
-        shutil.copytree(ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("secrets.env"))
-    secrets = tmp_path / INV / "secrets.env"
-    shutil.copy(GOLDEN_SECRETS, secrets)
-    secrets.chmod(0o600)
+    secrets = golden_prod_copy(tmp_path) / INV / "secrets.env"
     write_secret(secrets, secrets.read_text(), TARGET, value, raw=False)
     spec = load_spec(tmp_path / INV)
-    desired = render(spec)
+    desired = render_spec(spec)
     password = spec.secret("RESTIC_PASSWORD")
     assert password is not None
     session = converged_session(tmp_path)

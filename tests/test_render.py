@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from tests.helpers import ROOT, run_cli
-from vpsctl.core.render import Desired, render
+from tests.helpers import ROOT, golden_prod_copy, run_cli
+from vpsctl.core.render import Desired
+from vpsctl.ops.inputs import render_spec
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.secrets import Secret
 
@@ -27,19 +28,11 @@ CADDY = ROOT / ".venv" / "bin" / "caddy"
 @pytest.fixture
 def prod(tmp_path: Path) -> Iterator[Path]:
     """A copy of the example studio with the golden (fake, deterministic) prod secrets."""
-    for name in ("stacks", "inventory", "standins"):
-        if (ROOT / name).is_dir():
-            shutil.copytree(
-                ROOT / name, tmp_path / name, ignore=shutil.ignore_patterns("secrets.env")
-            )
-    secrets = tmp_path / "inventory/prod/secrets.env"
-    shutil.copy(GOLDEN / "prod.secrets.env.fixture", secrets)
-    secrets.chmod(0o600)
-    yield tmp_path
+    yield golden_prod_copy(tmp_path)
 
 
 def rendered(root: Path) -> Desired:
-    return render(load_spec(root / "inventory/prod"))
+    return render_spec(load_spec(root / "inventory/prod"))
 
 
 def test_golden_tree_of_the_example_studio(prod: Path) -> None:

@@ -13,8 +13,8 @@ import pytest
 from tests.helpers import run_cli
 from tests.scripted import ScriptedSession
 from tests.test_apply_units import INV, converged_session, prod  # noqa: F401 - a fixture
-from vpsctl.core.render import render
 from vpsctl.ops import recovery
+from vpsctl.ops.inputs import render_spec
 from vpsctl.spec.loader import load_spec
 
 CHOSEN = "1111aaaa2222bbbb" * 4  # the snapshot restored
@@ -26,7 +26,7 @@ def restore_session(root: Path) -> ScriptedSession:
     """A converged box whose backup script answers: one nightly snapshot of documint with 3
     rows in `records`; 5 rows live now."""
     session = converged_session(root)
-    desired = render(load_spec(root / INV))
+    desired = render_spec(load_spec(root / INV))
     session.answer(
         r"^sha256sum",
         stdout="".join(f"{desired.files[p].sha256}  {p}\n" for p in desired.host_files),

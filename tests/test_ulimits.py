@@ -12,7 +12,7 @@ from ruamel.yaml import YAML
 
 from tests.helpers import ROOT
 from vpsctl.core import backupfiles
-from vpsctl.core.render import render
+from vpsctl.ops.inputs import render_spec
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.models import Service
 
@@ -70,7 +70,7 @@ def studio(tmp_path: Path, host_extra: str = "") -> Path:
 
 def rendered(inventory: Path) -> tuple[str, dict[str, object]]:
     local = backupfiles.Repository(url="/srv/restic")  # no backup host needed to render
-    text = render(load_spec(inventory), local).files[COMPOSE].content.decode()
+    text = render_spec(load_spec(inventory), repository=local).files[COMPOSE].content.decode()
     data = YAML(typ="safe").load(text)
     return text, data["services"]["app"]["ulimits"]
 

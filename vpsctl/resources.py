@@ -1,7 +1,9 @@
-"""Where the files that ship with vpsctl are: templates, deploys, stand-in and sandbox contexts.
+"""Where the files that ship with vpsctl are: templates, deploys, stand-in and sandbox contexts,
+and the example studio ``vpsctl init`` copies (inventory, stacks, schemas).
 
-In a source checkout they sit at the repository's top level (``templates/``, ``deploys/``,
-``standins/``, ``sandbox/``); in an installed wheel the build maps them into the package as
+In a source checkout (and an editable install of it) they sit at the repository's top level
+(``templates/``, ``deploys/``, ``standins/``, ``sandbox/``, ``inventory/``, ``stacks/``,
+``schemas/``); in an installed wheel the build maps them into the package as
 ``vpsctl/_data/<name>`` (pyproject's ``package-dir``). Never the studio's files: those are
 found from the current directory or ``--root``.
 """
@@ -18,7 +20,8 @@ _PACKAGE = Path(__file__).resolve().parent
 
 
 def shipped(name: str) -> Path:
-    """The directory ``name`` (``templates``, ``deploys``, ``standins``, ``sandbox``) of vpsctl."""
+    """The directory ``name`` of vpsctl (``templates``, ``deploys``, ``standins``, ``sandbox``;
+    the example studio's ``inventory``, ``stacks``, ``schemas``)."""
     installed = _PACKAGE / "_data" / name
     if installed.is_dir():
         return installed

@@ -3,9 +3,10 @@ and a copy of the example studio pointed at it."""
 
 from __future__ import annotations
 
-import shutil
+import json
 import socket
 import ssl
+import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -14,10 +15,12 @@ from typing import Any
 
 import pytest
 
-from tests.helpers import ROOT, run_cli
+from tests.helpers import Result, copy_studio, run_cli
 from vpsctl.host.remote import Session, Target
 from vpsctl.local import pebble, sandbox
 from vpsctl.local.sandbox import SandboxInfo
+
+SANDBOX_INV = "inventory/sandbox"
 
 
 def unique(prefix: str) -> str:
@@ -64,9 +67,8 @@ def on_box(info: SandboxInfo, command: str, timeout: int = 120) -> str:
 def studio_for(root: Path, box: SandboxInfo, backup: SandboxInfo | None = None) -> Path:
     """A copy of the example studio whose sandbox inventory points at ``box``, with fresh
     secrets; its backups go to the sandbox ``backup``, or the copy declares none."""
-    for name in ("stacks", "inventory", "standins"):
-        shutil.copytree(ROOT / name, root / name, ignore=shutil.ignore_patterns("secrets.env"))
-    host = root / "inventory/sandbox/host.yaml"
+    copy_studio(root)
+    host = root / SANDBOX_INV / "host.yaml"
     text = host.read_text().replace("  name: default\n", f"  name: {box.name}\n")
     start = text.index("\nbackup:\n")
     end = text.index("\n\n", start + 1)
@@ -77,9 +79,34 @@ def studio_for(root: Path, box: SandboxInfo, backup: SandboxInfo | None = None) 
         assert backup.name in section
         text = text[:start] + section + text[end:]
     host.write_text(text)
-    result = run_cli(root, "secrets", "generate", "-i", "inventory/sandbox")
+    result = run_cli(root, "secrets", "generate", "-i", SANDBOX_INV)
     assert result.code == 0, result.err
     return root
+
+
+def first_apply(root: Path, what: str) -> tuple[Result, int]:
+    """``vpsctl apply -y`` of ``root``'s sandbox inventory onto its fresh box, which must
+    succeed and order its certificates from Pebble over ACME; prints how long it took and
+    how many orders it placed. The run's output, and that count."""
+    before = pebble.orders()
+    started = time.monotonic()
+    result = run_cli(root, "apply", "-i", SANDBOX_INV, "-y")
+    took = time.monotonic() - started
+    assert result.code == 0, result.err[-6000:]
+    placed = pebble.orders() - before
+    assert placed > 0, "the first apply placed no ACME order with Pebble"
+    print(f"{what}: apply {took:.1f}s, {placed} ACME orders placed with Pebble")
+    return result, placed
+
+
+def audit_ok(root: Path) -> dict[str, Any]:
+    """``vpsctl audit --json`` of ``root``'s sandbox inventory, which must pass (the failed
+    checks are the assertion's message)."""
+    result = run_cli(root, "audit", "-i", SANDBOX_INV, "--json")
+    data: dict[str, Any] = json.loads(result.out)
+    bad = [(c["group"], c["name"], c["value"]) for c in data["checks"] if c["status"] == "FAIL"]
+    assert result.code == 0, bad
+    return data
 
 
 def served_certificate(box: SandboxInfo, host: str) -> dict[str, Any]:

@@ -79,6 +79,15 @@ def ghost_content_key_shell(stack: str = "ghost") -> str:
     return f"KEY=$(cat /opt/vpsctl/apps/{stack}/ghost-content-key); "
 
 
+def ghost_first_post_command() -> str:
+    """Shell asking Ghost's Content API (with the key vpsctl derived, read on the box) for
+    one post's id: its JSON holds ``meta.pagination.total``."""
+    return ghost_content_key_shell() + curl(
+        "blog.lumen.test",
+        "https://blog.lumen.test/ghost/api/content/posts/?key=@KEY@&limit=1&fields=id",
+    ).replace("@KEY@", "'\"$KEY\"'")
+
+
 def listmonk_auth() -> str:
     """Shell that signs in to listmonk as its admin and keeps the session cookie in the jar
     ``$LJ`` (listmonk v6: the admin's password is no API credential; callers use
@@ -192,14 +201,7 @@ def visible_data(box: SandboxInfo) -> dict[str, int]:
             box, curl(f"{product}.lumen.test", f"https://{product}.lumen.test/api/records")
         )
         out[product] = json.loads(answer)["count"]
-    posts = on_box(
-        box,
-        ghost_content_key_shell()
-        + curl(
-            "blog.lumen.test",
-            "https://blog.lumen.test/ghost/api/content/posts/?key=@KEY@&limit=1&fields=id",
-        ).replace("@KEY@", "'\"$KEY\"'"),
-    )
+    posts = on_box(box, ghost_first_post_command())
     out["ghost posts"] = json.loads(posts)["meta"]["pagination"]["total"]
     subscribers = on_box(
         box,

@@ -11,15 +11,21 @@ and test_backup.py.
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from ruamel.yaml import YAML
 
-from tests.e2e.conftest import issuer_name, on_box, running_box, served_certificate, studio_for
+from tests.e2e.conftest import (
+    audit_ok,
+    first_apply,
+    issuer_name,
+    on_box,
+    running_box,
+    served_certificate,
+    studio_for,
+)
 from tests.helpers import run_cli
 from vpsctl.local import docker as localdocker
 from vpsctl.local import pebble
@@ -56,24 +62,10 @@ def small_studio(root: Path, box: SandboxInfo) -> Path:
 @pytest.fixture(scope="module")
 def studio(box: SandboxInfo, tmp_path_factory: pytest.TempPathFactory) -> Path:
     root = small_studio(tmp_path_factory.mktemp("studio"), box)
-    before = pebble.orders()
-    started = time.monotonic()
-    result = run_cli(root, "apply", "-i", INV, "-y")
-    took = time.monotonic() - started
-    assert result.code == 0, result.err[-4000:]
-    placed = pebble.orders() - before
-    print(f"small studio, fresh box: apply {took:.1f}s, {placed} ACME orders placed")
+    result, placed = first_apply(root, "small studio, fresh box")
     assert placed >= len(HOSTS)  # one per name at least (more names are redirects' too)
     assert "pebble: the mock DNS answers" in result.out + result.err
     return root
-
-
-def audit(root: Path) -> dict[str, Any]:
-    result = run_cli(root, "audit", "-i", INV, "--json")
-    data: dict[str, Any] = json.loads(result.out)
-    bad = [(c["group"], c["name"], c["value"]) for c in data["checks"] if c["status"] == "FAIL"]
-    assert result.code == 0, bad
-    return data
 
 
 def test_fresh_box_serves_pebble_certificates_verified_against_its_root(
@@ -90,7 +82,7 @@ def test_fresh_box_serves_pebble_certificates_verified_against_its_root(
     caddyfile = on_box(box, "cat /opt/vpsctl/stacks/edge/config/caddy/Caddyfile")
     assert f"\tacme_ca {directory}\n" in caddyfile and "local_certs" not in caddyfile
     # the audit's probes verified them: against Pebble's roots, without -k
-    data = audit(studio)
+    data = audit_ok(studio)
     routes = [c for c in data["checks"] if c["name"].startswith("route ")]
     assert routes and all(c["status"] == "ok" for c in routes), routes
 
@@ -115,7 +107,7 @@ def test_a_pebble_restart_keeps_the_certificates_verified(box: SandboxInfo, stud
     assert now.count == old.count + 1 and now.pem.startswith(old.pem)
     for host in HOSTS:
         served_certificate(box, host)  # still verifies, against the older root
-    audit(studio)
+    audit_ok(studio)
     assert run_cli(studio, "plan", "-i", INV).code == 0  # the Caddyfile did not change
     assert pebble.orders() == before
 
@@ -136,4 +128,4 @@ def test_a_root_no_longer_kept_fails_the_probes_saying_why(box: SandboxInfo, stu
         assert all(why in c["value"] for c in failed), failed
     finally:
         pebble.roots_path().write_bytes(kept)
-    audit(studio)
+    audit_ok(studio)

@@ -21,14 +21,20 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import issuer_name, on_box, running_box, served_certificate, studio_for
-from tests.e2e.studio_data import curl, ghost_content_key_shell
-from tests.helpers import ROOT, Result, assert_no_secrets, run_cli
-from vpsctl.core.render import render
+from tests.e2e.conftest import (
+    first_apply,
+    issuer_name,
+    on_box,
+    running_box,
+    served_certificate,
+    studio_for,
+)
+from tests.e2e.studio_data import curl, ghost_first_post_command
+from tests.helpers import ROOT, Result, assert_no_secrets, edit, run_cli
 from vpsctl.host.remote import Session
-from vpsctl.local import pebble
 from vpsctl.local.sandbox import SandboxInfo
 from vpsctl.ops import apply as apply_module
+from vpsctl.ops.inputs import render_spec
 from vpsctl.spec.loader import load_spec
 
 pytestmark = pytest.mark.e2e
@@ -46,14 +52,7 @@ def box(state_dir: Path) -> Iterator[SandboxInfo]:
 def studio(box: SandboxInfo, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example studio applied onto the fresh box (issue criterion 1)."""
     root = studio_for(tmp_path_factory.mktemp("studio"), box)
-    orders = pebble.orders()
-    started = time.monotonic()
-    result = run_cli(root, "apply", "-i", INV, "-y")
-    took = time.monotonic() - started
-    assert result.code == 0, result.err[-6000:]
-    placed = pebble.orders() - orders
-    assert placed > 0, "the first apply placed no ACME order with Pebble"
-    print(f"fresh-box apply: {took:.1f}s, {placed} ACME orders placed with Pebble")
+    first_apply(root, "fresh box")
     return root
 
 
@@ -69,12 +68,6 @@ def containers(box: SandboxInfo) -> dict[str, tuple[str, str]]:
 
 def apply(root: Path, *args: str) -> Result:
     return run_cli(root, "apply", "-i", INV, "-y", *args)
-
-
-def edit(path: Path, old: str, new: str) -> None:
-    text = path.read_text()
-    assert text.count(old) == 1, old
-    path.write_text(text.replace(old, new))
 
 
 def all_probes_pass(root: Path) -> None:
@@ -131,14 +124,7 @@ def test_first_launches_claimed_and_listmonk_links_carry_the_public_url(
     assert login.split()[0] == "200", login
     kept = on_box(box, "stat -c '%a %U %s' /opt/vpsctl/apps/ghost/ghost-content-key").split()
     assert kept == ["600", "root", "26"], kept
-    posts = on_box(
-        box,
-        ghost_content_key_shell()
-        + curl(
-            "blog.lumen.test",
-            "https://blog.lumen.test/ghost/api/content/posts/?key=@KEY@&limit=1&fields=id",
-        ).replace("@KEY@", "'\"$KEY\"'"),
-    )
+    posts = on_box(box, ghost_first_post_command())
     assert "pagination" in json.loads(posts)["meta"]
     form = on_box(box, curl("lists.lumen.test", "https://lists.lumen.test/subscription/form"))
     assert 'href="https://lists.lumen.test/subscription/form"' in form, form[:2000]
@@ -209,7 +195,7 @@ def test_a_rollback_whose_old_version_cannot_start_says_so_and_exits_1(
     back. apply must say so — not "rolled back" — name what to run, journal it, exit 1."""
     host = studio / INV / "host.yaml"
     original = host.read_text()
-    [old_image] = [i.ref for i in render(load_spec(studio / INV)).stacks["documint"].images]
+    [old_image] = [i.ref for i in render_spec(load_spec(studio / INV)).stacks["documint"].images]
     edit(
         host,
         "ghcr.io/lumen-studio/documint:2.4.1: {standin: product, args: {PRODUCT: DocuMint}}",
@@ -365,7 +351,7 @@ def test_env_files_are_private_and_only_the_edge_listens_outside(
 ) -> None:
     modes = on_box(box, "stat -c '%a %U %G %n' /opt/vpsctl/stacks/*/env/*.env")
     lines = modes.splitlines()
-    desired = render(load_spec(studio / INV))
+    desired = render_spec(load_spec(studio / INV))
     assert len(lines) == sum(f.kind == "env" for f in desired.files.values())
     assert all(line.startswith("600 root root ") for line in lines), modes
     published = on_box(box, "docker ps --format '{{.Names}} {{.Ports}}'")

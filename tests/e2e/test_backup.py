@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import (
+    audit_ok,
+    first_apply,
     issuer_name,
     make_box,
     on_box,
@@ -56,10 +58,7 @@ def studio(
     source: SandboxInfo, backup_host: SandboxInfo, tmp_path_factory: pytest.TempPathFactory
 ) -> Path:
     root = studio_for(tmp_path_factory.mktemp("studio"), source, backup=backup_host)
-    orders = pebble.orders()
-    result = run_cli(root, "apply", "-i", INV, "-y")
-    assert result.code == 0, result.err[-4000:]
-    assert pebble.orders() > orders  # the first apply ordered its certificates over ACME
+    first_apply(root, "the studio's box")
     write_data(source)
     return root
 
@@ -87,14 +86,6 @@ def cert_digests(box: SandboxInfo) -> str:
         "find . -type f \\( -name '*.crt' -o -name '*.key' -o -name '*.json' \\) | sort | "
         "xargs sha256sum",
     )
-
-
-def audit_ok(root: Path) -> dict[str, Any]:
-    result = run_cli(root, "audit", "-i", INV, "--json")
-    data: dict[str, Any] = json.loads(result.out)
-    bad = [(c["group"], c["name"], c["value"]) for c in data["checks"] if c["status"] == "FAIL"]
-    assert result.code == 0, bad
-    return data
 
 
 # ── the tests, in order ──────────────────────────────────────────────────────────────────

@@ -27,11 +27,11 @@ from tests.e2e.test_standins import (
     DOMAINS,
     STACKS,
     Kit,
-    clickhouse_config,
     http,
     image,
     plausible_secrets,
     stack_service,
+    start_plausible,
 )
 from vpsctl.host.probes import ProbeTarget, judge
 from vpsctl.local import docker as localdocker
@@ -81,39 +81,8 @@ def plausible(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Instance]:
     localdocker.ensure_engine()
     kit = Kit()
     try:
-        values = plausible_secrets()
-        app_svc = stack_service("plausible", "plausible", values)
-        db_svc = stack_service("plausible", "db", values)
-        ch_svc = stack_service("plausible", "clickhouse", values)
-        net = kit.network()
-        db = kit.start(
-            "db",
-            image("postgres"),
-            env=db_svc.env,
-            network=net,
-            alias="db",
-            mounts=(f"{kit.volume('db-data')}:/var/lib/postgresql/data",),
-        )
-        ch = kit.start(
-            "clickhouse",
-            image("clickhouse"),
-            env=ch_svc.env,
-            network=net,
-            alias="clickhouse",
-            mounts=clickhouse_config(tmp_path_factory.mktemp("ch")),
-        )
-        kit.wait_healthy(db, db_svc.healthcheck, timeout=60)
-        kit.wait_healthy(ch, ch_svc.healthcheck, timeout=60)
-        container = kit.start(
-            "plausible",
-            image("plausible"),
-            app_svc.command,
-            env=app_svc.env,
-            network=net,
-            ports=(8000,),
-        )
-        kit.wait_healthy(container, app_svc.healthcheck, timeout=90)
-        yield Instance(kit, container, db, kit.port(container, 8000), app_svc.secret_values)
+        run = start_plausible(kit, plausible_secrets(), tmp_path_factory.mktemp("ch"))
+        yield Instance(kit, run.app, run.db, run.port, run.app_svc.secret_values)
     finally:
         kit.cleanup()
 

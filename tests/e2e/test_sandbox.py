@@ -18,14 +18,15 @@ import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
-import paramiko
 import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from vpsctl.cli import sandbox as sandbox_cli
+from vpsctl.host import remote
 from vpsctl.local import docker as localdocker
 from vpsctl.local import sandbox
-from vpsctl.local.sandbox import SandboxError, SandboxInfo, SandboxNotFound
+from vpsctl.local.sandbox import SandboxError, SandboxInfo, SandboxNotFound, keys
 
 pytestmark = pytest.mark.e2e
 
@@ -49,7 +50,7 @@ def cli(*argv: str) -> int:
     """Run ``vpsctl sandbox ARGV`` through the parser that ``add_parser`` builds."""
     parser = argparse.ArgumentParser(prog="vpsctl")
     sub = parser.add_subparsers(dest="command", required=True)
-    sandbox.add_parser(sub)
+    sandbox_cli.add_parser(sub)
     args = parser.parse_args(["sandbox", *argv])
     code: int = args.func(args)
     return code
@@ -135,7 +136,7 @@ def test_box_runs_with_the_sandbox_recipe(box: SandboxInfo) -> None:
     assert checks.stdout.splitlines()[-2:] == ["tmpfs", str(8 * 1024**3)]
 
 
-def test_host_key_is_recorded_and_verified(box: SandboxInfo) -> None:
+def test_host_key_is_recorded_and_verified(box: SandboxInfo, tmp_path: Path) -> None:
     recorded = sandbox.known_hosts_path(box.name).read_text().splitlines()
     assert tuple(recorded) == box.host_keys
     on_box = localdocker.docker_exec(box.container, ["sh", "-c", "cat /etc/ssh/*.pub"])
@@ -145,20 +146,26 @@ def test_host_key_is_recorded_and_verified(box: SandboxInfo) -> None:
     )
     assert sorted(recorded) == expected
     assert any(" ssh-ed25519 " in line for line in recorded)
-    # paramiko with RejectPolicy accepts the recorded keys...
-    client = box.connect()
-    try:
-        _, out, _ = client.exec_command("echo ok", timeout=10)
-        assert out.read().decode().strip() == "ok"
-    finally:
-        client.close()
+    # vpsctl's one SSH stack (remote.Session, as apply uses it) accepts the recorded keys...
+    with remote.Session(box.target()) as session:
+        assert session.run("echo ok", timeout=10).stdout.strip() == "ok"
+    assert sandbox.probe(box) is None
     # ...and refuses a box that presents a key other than the recorded one
     other = Ed25519PrivateKey.generate().public_key()
     blob = other.public_bytes(serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH)
-    forged = dataclasses.replace(box, host_keys=(f"[127.0.0.1]:{box.ssh_port} {blob.decode()}",))
-    with pytest.raises(paramiko.BadHostKeyException):
-        forged.connect().close()
-    assert forged.probe() == "the box's SSH host key does not match the recorded one"
+    forged_known = tmp_path / "forged_known_hosts"
+    forged_known.write_text(f"[127.0.0.1]:{box.ssh_port} {blob.decode()}\n")
+    forged = dataclasses.replace(box, known_hosts_path=forged_known)
+    with (
+        pytest.raises(remote.HostKeyMismatch, match="does not match"),
+        remote.Session(forged.target()),
+    ):
+        pass
+    assert sandbox.probe(forged) == remote.HOST_KEY_CHANGED
+    # a box whose key is recorded nowhere is refused too (no trust on first use), and the
+    # rewritten file is read again (pyinfra would keep the first read for the process)
+    forged_known.write_text("")
+    assert sandbox.probe(forged, 5.0) not in (None, remote.HOST_KEY_CHANGED)
 
 
 def test_up_again_is_idempotent(box: SandboxInfo) -> None:
@@ -271,7 +278,7 @@ def test_failed_up_removes_the_half_made_box(monkeypatch: pytest.MonkeyPatch) ->
     def refuse(container: str, public_line: str) -> None:
         raise SandboxError("authorized_keys is read-only (simulated)")
 
-    monkeypatch.setattr(sandbox, "_install_key", refuse)
+    monkeypatch.setattr(keys, "install_key", refuse)
     started = time.monotonic()
     try:
         with pytest.raises(SandboxError) as caught:

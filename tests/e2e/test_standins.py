@@ -798,8 +798,23 @@ def test_plausible_boots_with_a_short_secret_key_base_but_fails_every_page(kit: 
     assert kit.stop(app) < STOP_WITHIN
 
 
-def test_plausible_with_postgres_and_clickhouse(kit: Kit, tmp_path: Path) -> None:
-    values = plausible_secrets()
+@dataclass
+class PlausibleRun:
+    """Plausible with its Postgres and ClickHouse stand-ins, as the stack wires them."""
+
+    app: str
+    db: str
+    clickhouse: str
+    port: int  # the app's 8000, published on 127.0.0.1
+    app_svc: Service
+    db_svc: Service
+    ch_svc: Service
+
+
+def start_plausible(kit: Kit, values: dict[str, str], config_root: Path) -> PlausibleRun:
+    """Start the plausible stack's db and clickhouse (ClickHouse's config under
+    ``config_root``), wait until both are healthy, then Plausible itself, with the stack's
+    environment filled from ``values``."""
     app_svc = stack_service("plausible", "plausible", values)
     db_svc = stack_service("plausible", "db", values)
     ch_svc = stack_service("plausible", "clickhouse", values)
@@ -818,10 +833,10 @@ def test_plausible_with_postgres_and_clickhouse(kit: Kit, tmp_path: Path) -> Non
         env=ch_svc.env,
         network=net,
         alias="clickhouse",
-        mounts=clickhouse_config(tmp_path),
+        mounts=clickhouse_config(config_root),
     )
     kit.wait_healthy(db, db_svc.healthcheck, timeout=60)
-    kit.wait_healthy(ch, ch_svc.healthcheck, timeout=30)
+    kit.wait_healthy(ch, ch_svc.healthcheck, timeout=60)
     app = kit.start(
         "plausible",
         image("plausible"),
@@ -830,8 +845,14 @@ def test_plausible_with_postgres_and_clickhouse(kit: Kit, tmp_path: Path) -> Non
         network=net,
         ports=(8000,),
     )
-    kit.wait_healthy(app, app_svc.healthcheck, timeout=60)
-    port = kit.port(app, 8000)
+    kit.wait_healthy(app, app_svc.healthcheck, timeout=90)
+    return PlausibleRun(app, db, ch, kit.port(app, 8000), app_svc, db_svc, ch_svc)
+
+
+def test_plausible_with_postgres_and_clickhouse(kit: Kit, tmp_path: Path) -> None:
+    run = start_plausible(kit, plausible_secrets(), tmp_path)
+    app, db, ch, port = run.app, run.db, run.clickhouse, run.port
+    app_svc, db_svc, ch_svc = run.app_svc, run.db_svc, run.ch_svc
 
     health = http(port, "/api/health")
     assert health.status == 200

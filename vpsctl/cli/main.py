@@ -8,29 +8,24 @@ other exception is a bug, reported without its arguments (they might hold a valu
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import sys
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from vpsctl.cli import views
-from vpsctl.core.render import render, write_tree
-from vpsctl.errors import (
-    VpsctlError,
-    display_path,
-    forget_secrets,
-    masked,
-    masked_data,
-    redacted_output,
-)
-from vpsctl.local import sandbox
-from vpsctl.spec import generate as secrets_generate
-from vpsctl.spec.loader import load_spec
-from vpsctl.spec.schema import schemas
-from vpsctl.spec.studio import Spec
+from vpsctl.cli import sandbox, views
+from vpsctl.errors import VpsctlError, forget_secrets, masked, masked_data, redacted_output
+
+if TYPE_CHECKING:
+    from vpsctl.spec.studio import Spec
+
+# Every command imports what it needs inside its function, and building the parser imports
+# nothing heavy: a `validate` must not pay for pydantic models it can skip (a cache hit),
+# nor for render, plan, pyinfra or the sandbox it never uses (issue 12, "A fast start").
 
 DEFAULT_INVENTORY = Path("inventory/prod")
 
@@ -51,6 +46,13 @@ def _json(data: Any) -> str:
     return json.dumps(masked_data(data), indent=2) + "\n"
 
 
+def load_spec(inventory: Path) -> Spec:
+    """:func:`vpsctl.spec.loader.load_spec`, imported when a command first needs it."""
+    from vpsctl.spec.loader import load_spec as load  # noqa: PLC0415 - see the imports
+
+    return load(inventory)
+
+
 def _load(inventory: Path) -> Spec:
     """The validated spec; its warnings (valid, but most likely a mistake) go to stderr
     as `warning: file:line: …`, through the same redacting stream as everything else."""
@@ -61,8 +63,23 @@ def _load(inventory: Path) -> Spec:
 
 
 def cmd_validate(args: argparse.Namespace) -> int:
-    """Load and validate everything; print nothing but errors (and warnings)."""
-    _load(args.inventory)
+    """Load and validate everything; print nothing but errors (and warnings).
+
+    A studio validated before with the very same inputs (every file, secrets.env included,
+    by content hash: :mod:`vpsctl.spec.cache`) only prints the warnings it found then.
+    """
+    from vpsctl.spec import cache  # noqa: PLC0415 - stdlib only: a hit never loads pydantic
+
+    if os.environ.get("VPSCTL_NO_CACHE"):
+        _load(args.inventory)
+        return 0
+    hit = cache.lookup(args.inventory)
+    if hit is not None:
+        for line in hit:
+            print(f"warning: {line}", file=sys.stderr)
+        return 0
+    spec = _load(args.inventory)
+    cache.store(spec)
     return 0
 
 
@@ -76,19 +93,26 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 def cmd_render(args: argparse.Namespace) -> int:
     """Write the desired files locally, laid out as they will sit on the host."""
-    desired = render(load_spec(args.inventory))
+    from vpsctl.ops.inputs import render_spec, write_tree  # noqa: PLC0415 - see the imports
+
+    # offline: what only a running sandbox gives is a marked placeholder (plan/apply refuse it)
+    desired = render_spec(load_spec(args.inventory), offline=True)
     written = write_tree(desired, args.out)
     print(f"wrote {written} files under {args.out}", file=sys.stderr)
+    for missing in desired.unresolved:
+        print(f"placeholder for the {missing.what}: {missing.reason}", file=sys.stderr)
     return 0
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """Diff the rendered spec against the live host; exit 2 when there are changes."""
     from vpsctl.core.plan import make_plan  # noqa: PLC0415
+    from vpsctl.errors import display_path  # noqa: PLC0415
     from vpsctl.ops import targets  # noqa: PLC0415 - pyinfra loads only for commands that connect
+    from vpsctl.ops.inputs import render_spec  # noqa: PLC0415
 
     spec = _load(args.inventory)
-    desired = render(spec)
+    desired = render_spec(spec)
     print(f"reading {spec.host.name} …", file=sys.stderr)
     facts = targets.read_facts(spec)
     plan = make_plan(
@@ -221,8 +245,19 @@ def cmd_drill(args: argparse.Namespace) -> int:
     return 0 if drill.ok else 1
 
 
+def cmd_init(args: argparse.Namespace) -> int:
+    """Write a new studio repository into an empty directory."""
+    from vpsctl.cli.init import init_studio  # noqa: PLC0415 - only init needs it
+
+    init_studio(args.dir)
+    print(f"wrote a new studio in {args.dir}; next: read its README.md", file=sys.stderr)
+    return 0
+
+
 def cmd_schema(args: argparse.Namespace) -> int:
     """Print (or write) the JSON Schemas of host.yaml and stack files."""
+    from vpsctl.spec.schema import schemas  # noqa: PLC0415 - see the imports
+
     found = schemas()
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -238,6 +273,8 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 def cmd_secrets_generate(args: argparse.Namespace) -> int:
     """Fill missing secrets with fresh values; list the ones only a third party issues."""
+    from vpsctl.spec import generate as secrets_generate  # noqa: PLC0415 - see the imports
+
     report = secrets_generate.generate(args.inventory)
     views.print_generate_report(report, sys.stderr)
     return 0
@@ -245,6 +282,8 @@ def cmd_secrets_generate(args: argparse.Namespace) -> int:
 
 def cmd_secrets_example(args: argparse.Namespace) -> int:
     """Print a secrets.env.example listing every key the inventory needs."""
+    from vpsctl.spec import generate as secrets_generate  # noqa: PLC0415 - see the imports
+
     sys.stdout.write(secrets_generate.example(args.inventory))
     return 0
 
@@ -293,12 +332,29 @@ def _recovery_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.set_defaults(func=cmd_drill)
 
 
+def _init_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser("init", help="write a new studio repository, from the example")
+    p.add_argument("dir", type=Path, help="a new or empty directory")
+    p.set_defaults(func=cmd_init)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    """The argument parser of every command."""
+    """The argument parser of every command; building it imports nothing heavy (the sandbox's
+    parser lives in the light :mod:`vpsctl.cli.sandbox`; tests/test_fast_start.py)."""
+
     parser = argparse.ArgumentParser(
         prog="vpsctl", description="Declarative infrastructure for a small studio on one VPS."
     )
+    parser.add_argument(
+        "--root",
+        type=Path,
+        default=Path(),
+        metavar="DIR",
+        help="the studio repository to work in, as if started there (default: the current "
+        "directory); -i, --out and .vpsctl/ are taken from it",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _init_parser(sub)
 
     p = sub.add_parser("validate", help="load and validate the spec; print only errors")
     _inventory(p)
@@ -379,8 +435,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
+    if not args.root.is_dir():
+        parser.error(f"--root {args.root}: no such directory")
     forget_secrets()  # one command, one set of secrets to mask
-    with redacted_output():
+    with contextlib.chdir(args.root), redacted_output():
         return _run(func, args)
 
 

@@ -7,20 +7,19 @@ import io
 import re
 from typing import IO, TYPE_CHECKING, Any
 
-from ruamel.yaml import YAML
-
-from vpsctl.core.plan import Plan
 from vpsctl.errors import masked_data
+from vpsctl.spec.units import human_size
 
+# Only types here: the CLI imports this module for every command, and a cached `validate`
+# must not load pydantic (the spec models) nor the planner to print nothing.
 if TYPE_CHECKING:
+    from vpsctl.core.plan import Plan
     from vpsctl.ops.apply import ApplyResult
     from vpsctl.ops.audit import Check as AuditCheck
     from vpsctl.ops.audit import Report as AuditReport
     from vpsctl.ops.recovery import Snapshot
-from vpsctl.spec.generate import GenerateReport
-from vpsctl.spec.secrets import Secret
-from vpsctl.spec.studio import Spec
-from vpsctl.spec.units import human_size
+    from vpsctl.spec.generate import GenerateReport
+    from vpsctl.spec.studio import Spec
 
 
 def merged(spec: Spec) -> dict[str, Any]:
@@ -50,11 +49,15 @@ def merged(spec: Spec) -> dict[str, Any]:
 def _plain_value(value: str, secrets: set[str]) -> str:
     """A plain env value as shown: a secret's value used verbatim (of any length) is shown
     like a secret."""
+    from vpsctl.spec.secrets import Secret  # noqa: PLC0415 - see the imports
+
     return Secret(value).masked() if value in secrets else value
 
 
 def to_yaml(data: Any) -> str:
     """Block-style YAML of plain data."""
+    from ruamel.yaml import YAML  # noqa: PLC0415 - see the imports
+
     yaml = YAML(typ="safe", pure=True)
     yaml.default_flow_style = False
     yaml.width = 120

@@ -13,15 +13,16 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Final, Literal
 
 from vpsctl.core.layout import HOST_ROOT
 from vpsctl.spec.models import Stack
 from vpsctl.spec.studio import Spec
 
 APPS_ROOT = f"{HOST_ROOT}/apps"  # files the app steps keep on the box, one directory a stack
-FIRST_LAUNCH = "first_launch"
-LISTMONK_SETTINGS = "listmonk_settings"
+StepKind = Literal["first_launch", "listmonk_settings"]  # as plans and the manifest name it
+FIRST_LAUNCH: Final = "first_launch"
+LISTMONK_SETTINGS: Final = "listmonk_settings"
 # The Ghost integration whose Content API key vpsctl uses: a name, not a command (joined so
 # that the scan for suggested commands without `-i` does not take it for one).
 GHOST_INTEGRATION = " ".join(("vpsctl", "audit"))
@@ -39,7 +40,7 @@ class AppStep:
     print), and a digest per part it sets (``parts``: part → sha256)."""
 
     stack: str
-    kind: str  # FIRST_LAUNCH | LISTMONK_SETTINGS
+    kind: StepKind
     app: str  # ghost | plausible | listmonk
     service: str
     port: int

@@ -9,15 +9,14 @@ Layout on the host (managed like the stacks' files: planned, diffed, drift-audit
     /opt/vpsctl/host/backup/known_hosts          0644  the backup host's key, verified
     /opt/vpsctl/host/systemd/vpsctl-backup{,-check}.{service,timer}   linked into systemd
 
-The repository is resolved here: ``host.yaml``'s address and key, or the record of a
-sandbox box (``vpsctl sandbox up --name backup``) standing in for a storage server.
+The repository comes resolved (:func:`vpsctl.ops.inputs.repository`: ``host.yaml``'s address
+and key, or the record of a sandbox box standing in for a storage server): no I/O here.
 """
 
 from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import jinja2
@@ -26,17 +25,15 @@ from vpsctl.core.layout import HOST_FILES, HOST_ROOT
 from vpsctl.errors import VpsctlError
 from vpsctl.spec.models import (
     ClickhouseBackup,
-    LocalRepository,
     MysqlBackup,
     PostgresBackup,
-    SftpRepository,
     SqliteBackup,
     Stack,
     VolumeBackup,
     VolumeMount,
     volume_holding,
 )
-from vpsctl.spec.studio import PRIVATE_KEY, Spec
+from vpsctl.spec.studio import Spec
 
 CONF_DIR = f"{HOST_FILES}/backup"
 SYSTEMD_DIR = f"{HOST_FILES}/systemd"
@@ -66,65 +63,11 @@ class Repository:
         return self.url
 
 
-def resolve(spec: Spec) -> Repository | None:
-    """The repository ``spec`` backs up to, or ``None`` when host.yaml declares no backup."""
-    settings = spec.host.backup
-    if settings is None:
-        return None
-    repo = settings.repository
-    if isinstance(repo, LocalRepository):
-        return Repository(url=repo.path)
-    assert isinstance(repo, SftpRepository)
-    if repo.sandbox is not None:
-        from vpsctl.local import sandbox  # noqa: PLC0415 - docker helpers only for sandboxes
-
-        try:
-            info = sandbox.load(repo.sandbox)
-        except VpsctlError as exc:
-            raise RepositoryError(
-                f"{spec.host_doc.file}: backup.repository.sandbox: {exc}; the backup host is "
-                f"a sandbox: `vpsctl sandbox up --name {repo.sandbox}`"
-            ) from None
-        address = sandbox.internal_address(info)
-        keys = [" ".join(line.split()[1:3]) for line in info.host_keys]
-        return _sftp(
-            address=address,
-            port=22,
-            user=info.user,
-            path=repo.path,
-            key=info.key_path.read_bytes(),
-            host_keys=keys,
-        )
-    assert repo.address is not None and repo.key is not None and repo.host_key is not None
-    key_file = Path(repo.key).expanduser()
-    try:
-        key = key_file.read_bytes()
-    except OSError as exc:
-        line, _ = spec.host_doc.locate(("backup", "repository", "key"))
-        raise RepositoryError(
-            f"{spec.host_doc.file}:{line}: backup.repository.key: cannot read {key_file}: "
-            f"{exc.strerror}; the private key the box logs in to the backup host with"
-        ) from None
-    if not PRIVATE_KEY.search(key):
-        line, _ = spec.host_doc.locate(("backup", "repository", "key"))
-        raise RepositoryError(
-            f"{spec.host_doc.file}:{line}: backup.repository.key: {key_file} is not a private "
-            "key (no `-----BEGIN … PRIVATE KEY-----` line): name the key file the box logs in "
-            "to the backup host with (it is installed on the box, 0600)"
-        )
-    return _sftp(
-        address=repo.address,
-        port=repo.port,
-        user=repo.user,
-        path=repo.path,
-        key=key,
-        host_keys=[repo.host_key],
-    )
-
-
-def _sftp(
-    *, address: str, port: int, user: str, path: str, key: bytes, host_keys: list[str]
+def sftp_repository(
+    *, address: str, port: int, user: str, path: str, key: bytes | None, host_keys: list[str]
 ) -> Repository:
+    """The repository on an SFTP host: restic's URL, the ssh command it runs (with the
+    box's key and the verified host keys), the key and ``known_hosts`` to install."""
     where = address if port == 22 else f"[{address}]:{port}"
     command = shlex.join(
         [
@@ -156,7 +99,7 @@ def _sftp(
         url=f"sftp:{user}@{address}:{path}",
         sftp_command=command,
         key=key,
-        known_hosts="".join(f"{where} {k}\n" for k in host_keys),
+        known_hosts="".join(f"{where} {k}\n" for k in host_keys) if host_keys else None,
     )
 
 

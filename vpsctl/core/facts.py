@@ -13,69 +13,51 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from vpsctl.core import boxscripts, sections
 from vpsctl.core.backupfiles import TIMERS
 from vpsctl.core.layout import HOST_FILES, HOST_ROOT, STACKS_ROOT
 
 MANIFEST = f"{HOST_ROOT}/manifest.json"
 MAX_CONTENT = 256 * 1024
 
-# POSIX sh (dash) + coreutils + findutils: all a fresh Debian or Ubuntu VPS is sure to have.
-# Paths under the managed tree are vpsctl's own, so one path per line is safe.
-FACTS_SCRIPT = f"""\
-set -u
-echo '@@vpsctl-facts 1'
-if [ -f {MANIFEST} ]; then echo '@@manifest'; base64 -w0 < {MANIFEST}; echo; fi
-for f in {HOST_ROOT}/apps/*/*; do
-  [ -f "$f" ] && printf '@@appfile %s %s %s\\n' "$(stat -c %a "$f")" \
-    "$(sha256sum < "$f" | cut -d' ' -f1)" "$f"
-done
-for d in {STACKS_ROOT} {HOST_FILES}; do [ -d "$d" ] && echo "$d"; done | while read -r d; do
-  find "$d" -type f 2>/dev/null | sort | while IFS= read -r f; do
-    size=$(stat -c %s "$f")
-    printf '@@file %s %s %s %s %s\\n' "$(stat -c %a "$f")" "$(stat -c %U:%G "$f")" "$size" \
-      "$(sha256sum < "$f" | cut -d' ' -f1)" "$f"
-    if [ "$size" -le {MAX_CONTENT} ]; then base64 -w0 < "$f"; fi
-    echo
-  done
-done
-if [ -d {HOST_FILES}/systemd ]; then
-  for t in {" ".join(TIMERS)}; do
-    echo "@@timer $t $(systemctl is-enabled "$t" 2>/dev/null || true) \
-$(systemctl is-active "$t" 2>/dev/null || true)"
-  done
-fi
-if command -v docker >/dev/null 2>&1; then
-  echo "@@docker $(docker version --format '{{{{.Server.Version}}}}' 2>/dev/null || echo none)"
-  echo "@@compose $(docker compose version --short 2>/dev/null || echo none)"
-  echo '@@containers'
-  docker ps -a --no-trunc --filter label=com.docker.compose.project \
-    --format '{{{{json .}}}}' 2>/dev/null
-  echo '@@images'
-  docker image ls --no-trunc --format '{{{{json .}}}}' 2>/dev/null
-  # compose volumes; sized (du) only when no container of their project exists: the kept
-  # volumes of a removed stack, whose size a reviewer wants, not the live data's
-  projects=$(docker ps -a --format '{{{{.Label "com.docker.compose.project"}}}}' 2>/dev/null \
-    | sort -u)
-  vols=$(docker volume ls -q --filter label=com.docker.compose.project 2>/dev/null)
-  if [ -n "$vols" ]; then
-    docker volume inspect --format '{{{{.Name}}}} \
-{{{{index .Labels "com.docker.compose.project"}}}} {{{{.CreatedAt}}}} {{{{.Mountpoint}}}}' \
-      $vols 2>/dev/null | while read -r name project created mount; do
-      size=-
-      if ! printf '%s\\n' "$projects" | grep -qxF -- "$project"; then
-        size=$(timeout 20 du -sk -- "$mount" 2>/dev/null | cut -f1)
-      fi
-      echo "@@volume $name $project $created ${{size:--}}"
-    done
-  fi
-fi
-echo '@@end'
-"""
+# Docker's Go templates for what :func:`parse` reads: one JSON object a line, and the words
+# of a ``@@volume`` line.
+DOCKER_FORMATS = {
+    "version": "{{.Server.Version}}",
+    "json": "{{json .}}",
+    "project": '{{.Label "com.docker.compose.project"}}',
+    "volume": '{{.Name}} {{index .Labels "com.docker.compose.project"}} {{.CreatedAt}} '
+    "{{.Mountpoint}}",
+}
+
+
+@functools.cache
+def facts_script() -> str:
+    """The facts read (``templates/box/facts.sh.j2``), rendered once."""
+    return boxscripts.render(
+        boxscripts.FACTS,
+        manifest=MANIFEST,
+        apps_root=f"{HOST_ROOT}/apps",
+        managed=[STACKS_ROOT, HOST_FILES],
+        max_content=MAX_CONTENT,
+        systemd_dir=f"{HOST_FILES}/systemd",
+        timers=TIMERS,
+        formats=DOCKER_FORMATS,
+    )
+
+
+def __getattr__(name: str) -> str:
+    # ``FACTS_SCRIPT``, the name callers (apply, remote, tests/scripted.py) import: rendered
+    # on first use, so that importing this module never loads jinja2
+    if name == "FACTS_SCRIPT":
+        return facts_script()
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 class FactsError(ValueError):
@@ -172,49 +154,45 @@ def unreachable(error: str) -> HostFacts:
 
 def parse(output: str) -> HostFacts:
     """Parse the facts script's stdout."""
-    lines = output.splitlines()
-    if not lines or lines[0].strip() != "@@vpsctl-facts 1":
+    found = sections.split(output)
+    if not found or (found[0].name, found[0].args.strip()) != ("vpsctl-facts", "1"):
         raise FactsError("the host's answer does not start with the facts header")
-    if "@@end" not in (line.strip() for line in lines):
+    if sections.first(found, "end") is None:
         raise FactsError("the host's answer was cut short (no @@end)")
     facts = HostFacts(reachable=True)
-    section = ""
-    index = 1
-    while index < len(lines):
-        line = lines[index]
-        index += 1
-        if line.startswith("@@manifest"):
-            facts.manifest = json.loads(_b64(lines[index]) or b"null")
-            index += 1
-        elif line.startswith("@@file "):
-            mode, owner, size, sha, path = line[len("@@file ") :].split(" ", 4)
-            body = lines[index] if index < len(lines) else ""
-            index += 1
-            content = _b64(body) if int(size) <= MAX_CONTENT else None
-            facts.files[path] = RemoteFile(path, int(mode, 8), owner, int(size), sha, content)
-        elif line.startswith("@@docker "):
-            value = line.split(" ", 1)[1].strip()
-            facts.docker = None if value == "none" else value
-        elif line.startswith("@@compose "):
-            value = line.split(" ", 1)[1].strip()
-            facts.compose = None if value == "none" else value
-        elif line.startswith("@@volume "):
-            facts.volumes.append(_volume(line))
-        elif line.startswith("@@appfile "):
-            mode, sha, path = line[len("@@appfile ") :].split(" ", 2)
-            facts.app_files[path] = (int(mode, 8), sha)
-        elif line.startswith("@@timer "):
-            name, *state = line.split()[1:]
-            facts.timers[name] = " ".join(state)
-        elif line.startswith("@@"):
-            section = line.strip()
-        elif section == "@@containers" and line.strip():
-            facts.containers.append(_container(json.loads(line)))
-        elif section == "@@images" and line.strip():
+    for section in found:
+        _read(facts, section)
+    return facts
+
+
+def _read(facts: HostFacts, section: sections.Section) -> None:
+    """Fold one section of the facts script's answer into ``facts``."""
+    name, args = section.name, section.args
+    if name == "manifest":
+        facts.manifest = json.loads(_b64(section.body) or b"null")
+    elif name == "file":
+        mode, owner, size, sha, path = args.split(" ", 4)
+        content = _b64(section.body) if int(size) <= MAX_CONTENT else None
+        facts.files[path] = RemoteFile(path, int(mode, 8), owner, int(size), sha, content)
+    elif name == "docker":
+        facts.docker = None if args.strip() == "none" else args.strip()
+    elif name == "compose":
+        facts.compose = None if args.strip() == "none" else args.strip()
+    elif name == "volume":
+        facts.volumes.append(_volume(section.words))
+    elif name == "appfile":
+        mode, sha, path = args.split(" ", 2)
+        facts.app_files[path] = (int(mode, 8), sha)
+    elif name == "timer":
+        unit, *state = section.words
+        facts.timers[unit] = " ".join(state)
+    elif name == "containers":
+        facts.containers += [_container(json.loads(line)) for line in section.lines if line.strip()]
+    elif name == "images":
+        for line in filter(str.strip, section.lines):
             image = json.loads(line)
             if image.get("Repository") and image.get("Tag") and image["Tag"] != "<none>":
                 facts.images.add(f"{image['Repository']}:{image['Tag']}")
-    return facts
 
 
 def _b64(text: str) -> bytes:
@@ -224,12 +202,11 @@ def _b64(text: str) -> bytes:
         raise FactsError(f"bad base64 in the host's answer: {exc}") from None
 
 
-def _volume(line: str) -> Volume:
+def _volume(words: list[str]) -> Volume:
     """``@@volume NAME PROJECT CREATED SIZE_KIB`` (size ``-`` when not measured)."""
-    parts = line.split()
-    if len(parts) != 5:
-        raise FactsError(f"a volume line of the host's answer has {len(parts) - 1} fields, not 4")
-    _, name, project, created, size = parts
+    if len(words) != 4:
+        raise FactsError(f"a volume line of the host's answer has {len(words)} fields, not 4")
+    name, project, created, size = words
     return Volume(name, project, created, int(size) * 1024 if size.isdigit() else None)
 
 

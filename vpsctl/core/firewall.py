@@ -28,14 +28,11 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import jinja2
-
-from vpsctl.resources import shipped
+from vpsctl.core.templates import environment
 
 if TYPE_CHECKING:  # the bootstrap deploy imports this module: keep it light
     from vpsctl.spec.studio import Spec
 
-TEMPLATES = shipped("templates")
 SCRIPT_TEMPLATE = "vpsctl-firewall.sh.j2"
 INPUT_CHAIN = "VPSCTL-INPUT"
 FORWARD_CHAIN = "VPSCTL-FORWARD"
@@ -141,12 +138,7 @@ def script(ports: Ports, proc: str = "/proc") -> str:
     ``proc`` is where the script looks for the kernel's IPv6 state (tests point it at a
     fake tree; the box always uses ``/proc``).
     """
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        autoescape=False,  # noqa: S701 - a shell script, not HTML
-    )
+    env = environment()
     families = [
         {
             "tool": FAMILIES[family][0],

@@ -19,15 +19,18 @@ import difflib
 import hashlib
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, Literal
 
+from vpsctl.core.appsteps import StepKind
 from vpsctl.core.backupfiles import SYSTEMD_DIR, TIMERS
-from vpsctl.core.facts import Container, HostFacts
+from vpsctl.core.facts import Container, HostFacts, RemoteFile
 from vpsctl.core.layout import HOST_FILES, STACKS_ROOT
 from vpsctl.core.render import (
+    LABEL_STACK,
     Desired,
     DesiredFile,
     DesiredStack,
+    UnresolvedInput,
     env_file_secret_keys,
     parse_env_file,
 )
@@ -36,6 +39,13 @@ from vpsctl.spec.secrets import fingerprint
 
 PLAN_FORMAT = "vpsctl-plan/1"
 
+# What a plan does to each kind of thing (the values are the plan's JSON and its text).
+FileAction = Literal["create", "update", "delete", "unchanged"]
+StackAction = Literal["start", "recreate", "reload", "none", "remove"]
+ImageAction = Literal["ship", "pull"]
+VolumeAction = Literal["keep", "delete"]
+AppAction = Literal["run", "none"]
+
 
 @dataclass(frozen=True)
 class FileChange:
@@ -43,7 +53,7 @@ class FileChange:
 
     path: str
     stack: str
-    action: str  # create | update | delete | unchanged
+    action: FileAction
     reason: str
     old_sha256: str | None
     new_sha256: str | None
@@ -56,7 +66,7 @@ class StackChange:
     """What happens to one compose project."""
 
     stack: str
-    action: str  # start | recreate | reload | none | remove
+    action: StackAction
     reason: str
     services: tuple[str, ...] = ()  # the services that get (re)created
     # the image of a running service changes: its data is snapshotted before the change and
@@ -97,7 +107,7 @@ class ImageChange:
 
     ref: str
     stack: str
-    action: str  # ship | pull
+    action: ImageAction
     reason: str
 
 
@@ -108,7 +118,7 @@ class VolumeChange:
 
     name: str
     stack: str  # its compose project
-    action: str  # keep | delete
+    action: VolumeAction
     reason: str
     size: int | None  # bytes; None when not measured
     created: str  # when docker created it (RFC 3339)
@@ -130,8 +140,8 @@ class AppChange:
     settings): ``run`` or ``none``, and why. Never a value: names of what it sets only."""
 
     stack: str
-    step: str  # first_launch | listmonk_settings
-    action: str  # run | none
+    step: StepKind
+    action: AppAction
     label: str
     reason: str
 
@@ -232,7 +242,13 @@ def make_plan(
 
     With ``destroy_data``, the volumes of every compose project the spec does not declare
     are to delete (else listed as kept). ``inventory`` names the inventory in the commands
-    the plan suggests."""
+    the plan suggests. A render holding placeholders (an offline render: a sandbox not up)
+    is refused: what is planned is applied, and a placeholder must never reach a box."""
+    if desired.unresolved:
+        raise UnresolvedInput(
+            "cannot plan with placeholders: "
+            + "; ".join(f"{u.what}: {u.reason}" for u in desired.unresolved)
+        )
     if not facts.reachable:
         note = f"host unreachable ({facts.error}); showing everything as to-create"
     elif facts.bare:
@@ -367,60 +383,42 @@ def _timer_changes(desired: Desired, facts: HostFacts, files: list[FileChange]) 
 
 
 def _file_changes(desired: Desired, facts: HostFacts, secrets: list[str]) -> list[FileChange]:
+    """Every desired file against the host's copy, then the managed files the spec no
+    longer declares."""
+    changes = [
+        _file_change(want, facts.files.get(path), facts, secrets)
+        for path, want in desired.files.items()
+    ]
+    return changes + _deleted_files(desired, facts, secrets)
+
+
+def _file_change(
+    want: DesiredFile, have: RemoteFile | None, facts: HostFacts, secrets: list[str]
+) -> FileChange:
+    """One desired file: created, updated (content, or mode and owner) or unchanged."""
+    mode = f"{want.mode:04o}"
+    if have is None:
+        diff = _diff(None, want, secrets)
+        return FileChange(
+            want.path, want.stack, "create", "not on the host", None, want.sha256, mode, diff
+        )
+    action: FileAction = "update"
+    diff = ""
+    if have.sha256 != want.sha256:
+        edited = _edited_on_host(facts, want.path, have.sha256)
+        reason = "edited on the host since the last apply" if edited else "content differs"
+        diff = _diff(have.content, want, secrets)
+    elif have.mode != want.mode or have.owner != "root:root":
+        reason = f"mode/owner {have.mode:04o} {have.owner} → {mode} root:root"
+    else:
+        action, reason = "unchanged", "sha256, mode and owner match"
+    return FileChange(want.path, want.stack, action, reason, have.sha256, want.sha256, mode, diff)
+
+
+def _deleted_files(desired: Desired, facts: HostFacts, secrets: list[str]) -> list[FileChange]:
+    """Files vpsctl manages on the host that the spec no longer declares."""
     changes: list[FileChange] = []
-    managed = _managed_paths(facts)
-    for path, want in desired.files.items():
-        have = facts.files.get(path)
-        mode = f"{want.mode:04o}"
-        if have is None:
-            diff = _diff(None, want, secrets)
-            changes.append(
-                FileChange(
-                    path, want.stack, "create", "not on the host", None, want.sha256, mode, diff
-                )
-            )
-        elif have.sha256 != want.sha256:
-            edited = _edited_on_host(facts, path, have.sha256)
-            reason = "edited on the host since the last apply" if edited else "content differs"
-            changes.append(
-                FileChange(
-                    path,
-                    want.stack,
-                    "update",
-                    reason,
-                    have.sha256,
-                    want.sha256,
-                    mode,
-                    _diff(have.content, want, secrets),
-                )
-            )
-        elif have.mode != want.mode or have.owner != "root:root":
-            changes.append(
-                FileChange(
-                    path,
-                    want.stack,
-                    "update",
-                    f"mode/owner {have.mode:04o} {have.owner} → {mode} root:root",
-                    have.sha256,
-                    want.sha256,
-                    mode,
-                    "",
-                )
-            )
-        else:
-            changes.append(
-                FileChange(
-                    path,
-                    want.stack,
-                    "unchanged",
-                    "sha256, mode and owner match",
-                    have.sha256,
-                    want.sha256,
-                    mode,
-                    "",
-                )
-            )
-    for path in sorted(managed - set(desired.files)):
+    for path in sorted(_managed_paths(facts) - set(desired.files)):
         have = facts.files.get(path)
         if have is None:
             continue  # listed in the manifest but already gone
@@ -651,7 +649,7 @@ def _stack_changes(
                 )
             )
     for name in sorted((set(projects) | set(recorded)) - set(desired.stacks)):
-        owned = any(c.labels.get("dev.vpsctl.stack") == name for c in projects.get(name, []))
+        owned = any(c.labels.get(LABEL_STACK) == name for c in projects.get(name, []))
         if owned or name in recorded:
             out.append(
                 StackChange(

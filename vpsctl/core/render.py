@@ -1,4 +1,7 @@
-"""Render the validated spec into the exact files the host needs: a pure function of the spec.
+"""Render the validated spec into the exact files the host needs: a pure function of the spec
+and of its :class:`RenderInputs` (config file contents, stand-in tags, the backup repository,
+the sandbox's ACME CA), which :func:`vpsctl.ops.inputs.gather` reads at the boundary. No I/O
+here: no file, no docker, no sandbox record (``tests/test_core_pure.py`` holds the core to it).
 
 Layout on the host (``HOST_ROOT``)::
 
@@ -8,7 +11,8 @@ Layout on the host (``HOST_ROOT``)::
     /opt/vpsctl/stacks/edge/config/caddy/Caddyfile   0644  built from every stack's routes
 
 Python builds a view of each file; the jinja2 templates under ``templates/`` only lay it out
-(``StrictUndefined``: a missing value is an error, never an empty string). Compose files
+(``StrictUndefined``: a missing value is an error, never an empty string). The templates are
+vpsctl's own program text, loaded once like code (see :mod:`vpsctl.core.templates`). Compose files
 carry no interpolation: every string is JSON-quoted and every ``$`` doubled, and values reach
 containers only through the env files.
 """
@@ -17,29 +21,25 @@ from __future__ import annotations
 
 import hashlib
 import json
-import shlex
+from collections.abc import Mapping
 from dataclasses import dataclass, field
-from functools import cache
-from pathlib import Path
 from typing import Any
 
 import jinja2
 
 from vpsctl.core import backupfiles
 from vpsctl.core.appsteps import AppStep, desired_steps
-from vpsctl.core.layout import HOST_FILES, HOST_ROOT, STACKS_ROOT
-from vpsctl.local import standins
-from vpsctl.local.files import UnsafePath, member_problem, safe_target, write_atomic
-from vpsctl.resources import shipped, standins_root
+from vpsctl.core.layout import HOST_FILES, STACKS_ROOT, UnsafePath, member_problem
+from vpsctl.core.templates import environment
+from vpsctl.errors import VpsctlError
 from vpsctl.spec.envfile import env_value_problem
-from vpsctl.spec.models import ConfigMount, Service, Stack, VolumeMount
+from vpsctl.spec.models import ConfigMount, Service, SftpRepository, Stack, VolumeMount
 from vpsctl.spec.secrets import Secret
 from vpsctl.spec.studio import Spec, network_alias
 from vpsctl.spec.units import format_size
 
 EDGE_NETWORK = "vpsctl-edge"
 CADDY_CONFIG = "caddy"  # the edge's config directory holding the rendered Caddyfile
-TEMPLATES = shipped("templates")
 
 LABEL_STACK = "dev.vpsctl.stack"
 LABEL_CONFIG = "dev.vpsctl.config-hash"
@@ -105,6 +105,8 @@ class Desired:
     host_files: tuple[str, ...] = ()
     # steps inside the apps after their health gate: first-launch claims, in-app settings
     app_steps: dict[str, tuple[AppStep, ...]] = field(default_factory=dict)
+    # inputs an offline render could not read: placeholders stand in for them (never planned)
+    unresolved: tuple[Unresolved, ...] = ()
 
     @property
     def inputs_hash(self) -> str:
@@ -128,30 +130,7 @@ class Desired:
         return sorted(values, key=len, reverse=True)
 
 
-def _q(value: Any) -> str:
-    """A compose-safe YAML scalar: JSON (a subset of YAML) with ``$`` doubled."""
-    return json.dumps(_dollars(value), ensure_ascii=False)
-
-
-def _dollars(value: Any) -> Any:
-    if isinstance(value, str):
-        return value.replace("$", "$$")
-    if isinstance(value, list):
-        return [_dollars(v) for v in value]
-    return value
-
-
-@cache
-def _environment() -> jinja2.Environment:
-    env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(TEMPLATES),
-        undefined=jinja2.StrictUndefined,
-        keep_trailing_newline=True,
-        autoescape=False,  # noqa: S701 - YAML, env files and a Caddyfile, not HTML
-    )
-    env.filters["q"] = _q
-    env.filters["sh"] = lambda value: shlex.quote(str(value))
-    return env
+_environment = environment  # the name tests import; one environment for the whole core
 
 
 def stack_dir(stack: str) -> str:
@@ -188,105 +167,199 @@ def env_file_secret_keys(content: bytes) -> frozenset[str] | None:
     return frozenset(first[len(SECRET_KEYS_HEADER) :].split()) - {"(none)"}
 
 
-def render(spec: Spec, repository: backupfiles.Repository | None = None) -> Desired:
-    """The desired state of the host for ``spec``.
+UNRESOLVED_HOST = "unresolved.invalid"  # RFC 2606: a name that never resolves
 
-    With a ``backup`` in host.yaml, the backup files need the resolved repository: given, or
-    resolved here (host.yaml's key file, or the backup sandbox's record).
-    """
-    env = _environment()
+
+class UnresolvedInput(VpsctlError):
+    """A render holds a placeholder (an input only a running sandbox gives): never planned."""
+
+
+@dataclass(frozen=True)
+class Unresolved:
+    """An input of this machine that could not be read for an offline render (a sandbox not
+    up): render writes a placeholder naming :data:`UNRESOLVED_HOST` and records why."""
+
+    what: str  # "backup repository", "ACME CA (Pebble)"
+    reason: str
+
+
+@dataclass(frozen=True)
+class PrivateAcme:
+    """``tls: pebble``: the ACME directory Caddy orders from and the CA of its TLS, a file
+    beside the Caddyfile (named by its hash: a new CA is a new Caddyfile, validated and
+    reloaded; Caddy reads it when it provisions, so it must be there before `validate`)."""
+
+    directory: str
+    root_pem: bytes
+
+    @property
+    def root_file(self) -> str:
+        return f"acme-ca-root-{hashlib.sha256(self.root_pem).hexdigest()[:12]}.pem"
+
+
+@dataclass(frozen=True)
+class RenderInputs:
+    """Everything a render needs beyond the spec, read at the boundary
+    (:func:`vpsctl.ops.inputs.gather`): data only."""
+
+    configs: Mapping[tuple[str, str], bytes]  # (stack, config ``source``) → the file's bytes
+    standin_tags: Mapping[str, str]  # image ref host.yaml maps → the stand-in's local tag
+    repository: backupfiles.Repository | Unresolved | None = None  # None: no backup
+    private_acme: PrivateAcme | Unresolved | None = None  # None: tls is not pebble
+
+
+def render(spec: Spec, inputs: RenderInputs) -> Desired:
+    """The desired state of the host for ``spec`` and ``inputs``: the box's own files, then
+    each stack's in apply order, then the app steps."""
+    env = environment()
     desired = Desired()
+    unresolved = [i for i in (inputs.repository, inputs.private_acme) if isinstance(i, Unresolved)]
+    desired.unresolved = tuple(unresolved)
     if spec.host.backup is not None:
-        repo = repository or backupfiles.resolve(spec)
-        assert repo is not None
-        host_files = backupfiles.render_files(spec, repo, env, STACKS_ROOT, apply_order(spec))
-        for path, content, mode, kind in host_files:
-            desired.files[path] = DesiredFile(path, content, mode, "", kind)
-        desired.host_files = tuple(path for path, *_ in host_files)
-    standins_dir = standins_root(spec)
+        _backup_files(spec, inputs.repository, env, desired)
     for name in apply_order(spec):
-        stack = spec.stacks[name]
-        files: list[DesiredFile] = []
-        configs = _config_files(spec, name, stack)
-        files.extend(configs.values())
-        services: list[dict[str, Any]] = []
-        service_hashes: dict[str, str] = {}
-        images: dict[str, Image] = {}
-        service_images: dict[str, str] = {}
-        for service_name, service in stack.services.items():
-            env_file = _env_file(spec, name, service_name, env)
-            if env_file is not None:
-                files.append(env_file)
-            image = _image(spec, standins_dir, service.image)
-            images.setdefault(image.ref, image)
-            service_images[service_name] = image.ref
-            mounted = _mounted_configs(service, configs)
-            view = _service_view(
-                spec,
-                stack_name=name,
-                stack=stack,
-                service_name=service_name,
-                service=service,
-                image=image,
-                env_file=env_file,
-                mounted=mounted,
-            )
-            services.append(view)
-            service_hashes[service_name] = _hash_json(
-                {
-                    "compose": view,
-                    "env": env_file.sha256 if env_file else None,
-                    "configs": sorted(f.sha256 for f in mounted),
-                }
-            )
-        compose = env.get_template("compose.yaml.j2").render(
-            stack={"name": name, "services": services, "volumes": stack.volumes()},
-            edge_network=EDGE_NETWORK,
-        )
-        files.insert(
-            0,
-            DesiredFile(
-                f"{stack_dir(name)}/compose.yaml", compose.encode(), 0o644, name, "compose"
-            ),
-        )
-        if stack.role == "edge":
-            caddyfile = render_caddyfile(spec, env)
-            files.append(
-                DesiredFile(
-                    f"{stack_dir(name)}/config/{CADDY_CONFIG}/Caddyfile",
-                    caddyfile.encode(),
-                    0o644,
-                    name,
-                    "caddyfile",
-                )
-            )
-            private = private_acme(spec)
-            if private is not None:  # read by Caddy with the Caddyfile: apply validates both
-                files.append(
-                    DesiredFile(
-                        f"{stack_dir(name)}/config/{CADDY_CONFIG}/{private.root_file}",
-                        private.root_pem,
-                        0o644,
-                        name,
-                        "caddy-asset",
-                    )
-                )
+        files, stack = _stack(spec, name, inputs, env)
         for f in files:
             desired.files[f.path] = f
-        desired.stacks[name] = DesiredStack(
-            name=name,
-            role=stack.role,
-            files=tuple(f.path for f in files),
-            images=tuple(images.values()),
-            services=service_hashes,
-            hash=_hash_json({p.path: p.sha256 for p in files}),
-            service_images=service_images,
-            backed_up=spec.host.backup is not None and bool(stack.backups),
-            domains=dict(spec.host.stacks[name].domains),
-        )
+        desired.stacks[name] = stack
     _contained(desired)
     desired.app_steps = desired_steps(spec)
     return desired
+
+
+def _backup_files(
+    spec: Spec,
+    repository: backupfiles.Repository | Unresolved | None,
+    env: jinja2.Environment,
+    desired: Desired,
+) -> None:
+    """The box's backup script, password, key and timers (stack "" in ``desired.files``)."""
+    if repository is None:
+        raise ValueError("host.yaml declares a backup: render needs its resolved repository")
+    repo = _placeholder_repository(spec) if isinstance(repository, Unresolved) else repository
+    host_files = backupfiles.render_files(spec, repo, env, STACKS_ROOT, apply_order(spec))
+    for path, content, mode, kind in host_files:
+        desired.files[path] = DesiredFile(path, content, mode, "", kind)
+    desired.host_files = tuple(path for path, *_ in host_files)
+
+
+def _placeholder_repository(spec: Spec) -> backupfiles.Repository:
+    """A sandbox repository with no sandbox to ask: its address :data:`UNRESOLVED_HOST`, and
+    no key or host key to install (make_plan refuses the render: never applied)."""
+    assert spec.host.backup is not None
+    repo = spec.host.backup.repository
+    user = repo.user if isinstance(repo, SftpRepository) else "root"
+    return backupfiles.sftp_repository(
+        address=UNRESOLVED_HOST, port=22, user=user, path=repo.path, key=None, host_keys=[]
+    )
+
+
+def _stack(
+    spec: Spec, name: str, inputs: RenderInputs, env: jinja2.Environment
+) -> tuple[list[DesiredFile], DesiredStack]:
+    """One compose project: its compose file first, then configs, env files and (the edge)
+    the Caddyfile and the files it loads."""
+    stack = spec.stacks[name]
+    configs = _config_files(name, stack, inputs.configs)
+    files: list[DesiredFile] = list(configs.values())
+    rendered = {
+        service_name: _service(
+            spec, name, service_name, configs=configs, standin_tags=inputs.standin_tags, env=env
+        )
+        for service_name in stack.services
+    }
+    files.extend(r.env_file for r in rendered.values() if r.env_file is not None)
+    images: dict[str, Image] = {}
+    for r in rendered.values():
+        images.setdefault(r.image.ref, r.image)
+    compose = env.get_template("compose.yaml.j2").render(
+        stack={
+            "name": name,
+            "services": [r.view for r in rendered.values()],
+            "volumes": stack.volumes(),
+        },
+        edge_network=EDGE_NETWORK,
+    )
+    files.insert(
+        0,
+        DesiredFile(f"{stack_dir(name)}/compose.yaml", compose.encode(), 0o644, name, "compose"),
+    )
+    if stack.role == "edge":
+        files.extend(_edge_files(spec, name, inputs.private_acme))
+    result = DesiredStack(
+        name=name,
+        role=stack.role,
+        files=tuple(f.path for f in files),
+        images=tuple(images.values()),
+        services={service_name: r.hash for service_name, r in rendered.items()},
+        hash=_hash_json({p.path: p.sha256 for p in files}),
+        service_images={service_name: r.image.ref for service_name, r in rendered.items()},
+        backed_up=spec.host.backup is not None and bool(stack.backups),
+        domains=dict(spec.host.stacks[name].domains),
+    )
+    return files, result
+
+
+@dataclass(frozen=True)
+class _Service:
+    """One service as rendered: its env file, its image, its compose view, and the hash of
+    everything that defines its container."""
+
+    env_file: DesiredFile | None
+    image: Image
+    view: dict[str, Any]
+    hash: str
+
+
+def _service(
+    spec: Spec,
+    stack_name: str,
+    service_name: str,
+    *,
+    configs: dict[str, DesiredFile],
+    standin_tags: Mapping[str, str],
+    env: jinja2.Environment,
+) -> _Service:
+    stack = spec.stacks[stack_name]
+    service = stack.services[service_name]
+    env_file = _env_file(spec, stack_name, service_name, env)
+    image = _image(spec, standin_tags, service.image)
+    mounted = _mounted_configs(service, configs)
+    view = _service_view(
+        spec,
+        stack_name=stack_name,
+        stack=stack,
+        service_name=service_name,
+        service=service,
+        image=image,
+        env_file=env_file,
+        mounted=mounted,
+    )
+    digest = _hash_json(
+        {
+            "compose": view,
+            "env": env_file.sha256 if env_file else None,
+            "configs": sorted(f.sha256 for f in mounted),
+        }
+    )
+    return _Service(env_file, image, view, digest)
+
+
+def _edge_files(
+    spec: Spec, name: str, private: PrivateAcme | Unresolved | None
+) -> list[DesiredFile]:
+    """The edge's Caddyfile, and the CA root it loads for ``tls: pebble`` (read by Caddy with
+    the Caddyfile: apply validates both)."""
+    config = f"{stack_dir(name)}/config/{CADDY_CONFIG}"
+    caddyfile = render_caddyfile(spec, private)
+    files = [DesiredFile(f"{config}/Caddyfile", caddyfile.encode(), 0o644, name, "caddyfile")]
+    if isinstance(private, PrivateAcme):
+        files.append(
+            DesiredFile(
+                f"{config}/{private.root_file}", private.root_pem, 0o644, name, "caddy-asset"
+            )
+        )
+    return files
 
 
 def _contained(desired: Desired) -> None:
@@ -297,20 +370,6 @@ def _contained(desired: Desired) -> None:
         problem = member_problem(f.path, root)
         if problem is not None:
             raise UnsafePath(f"rendered file {problem}")
-
-
-def write_tree(desired: Desired, out: Path) -> int:
-    """Write every desired file under ``out`` (``out/opt/vpsctl/…``) with its mode.
-
-    Files are created with their final mode from the start: an env file is never readable
-    by others, not even for a moment.
-    """
-    targets = [(safe_target(out, f.path, HOST_ROOT), f) for f in desired.files.values()]
-    for target, f in targets:
-        write_atomic(target, f.content, f.mode)
-        # made before the write: a directory created on the way is checked too
-        safe_target(out, f.path, HOST_ROOT)
-    return len(desired.files)
 
 
 def apply_order(spec: Spec) -> list[str]:
@@ -328,22 +387,27 @@ def _hash_json(data: Any) -> str:
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
-def _image(spec: Spec, standins_dir: Path, ref: str) -> Image:
+def _image(spec: Spec, standin_tags: Mapping[str, str], ref: str) -> Image:
     mapped = spec.host.images.get(ref)
     if mapped is None:
         return Image(ref=ref, source="registry")
-    args = dict(mapped.args)
-    tag = standins.local_tag(standins_dir, mapped.standin, args)
-    return Image(ref=tag, source="local", standin=mapped.standin, args=tuple(sorted(args.items())))
+    args = tuple(sorted(dict(mapped.args).items()))
+    return Image(ref=standin_tags[ref], source="local", standin=mapped.standin, args=args)
 
 
-def _config_files(spec: Spec, name: str, stack: Stack) -> dict[str, DesiredFile]:
+def config_problem(stack: str, config: str, problem: str) -> str:
+    """The message of a config file that may not be shipped."""
+    return f"stack {stack}: config {config}: {problem}"
+
+
+def _config_files(
+    name: str, stack: Stack, contents: Mapping[tuple[str, str], bytes]
+) -> dict[str, DesiredFile]:
     out: dict[str, DesiredFile] = {}
     for config_name, config in sorted(stack.configs.items()):
-        source, problem = spec.config_source(name, config.source)
-        if problem is not None:  # validation refuses it first; never ship it anyway
-            raise UnsafePath(f"stack {name}: config {config_name}: {problem}")
-        content = source.read_bytes()
+        content = contents.get((name, config.source))
+        if content is None:  # gather reads every config it may ship, and refuses the rest
+            raise UnsafePath(config_problem(name, config_name, "not among the gathered files"))
         out[config_name] = DesiredFile(
             f"{stack_dir(name)}/config/{config_name}", content, 0o644, name, "config"
         )
@@ -483,18 +547,16 @@ def _bracketed(address: str) -> str:
     return f"[{address}]" if ":" in address else address
 
 
-def upstream_host(stack: str, service: str) -> str:
-    """How Caddy reaches a service on the shared edge network."""
-    return network_alias(stack, service)
-
-
 def render_caddyfile(
-    spec: Spec, env: jinja2.Environment | None = None, without: frozenset[str] = frozenset()
+    spec: Spec,
+    private: PrivateAcme | Unresolved | None = None,
+    without: frozenset[str] = frozenset(),
 ) -> str:
     """The edge's Caddyfile: one site per host name, longest path prefix first; the routes
     and redirects of the stacks in ``without`` left out (apply withholds those of a stack
-    whose first start failed)."""
-    env = env or _environment()
+    whose first start failed). ``private``: the CA Caddy orders from for ``tls: pebble``."""
+    if (spec.host.tls == "pebble") != (private is not None):
+        raise ValueError("render_caddyfile: tls: pebble and only it needs the ACME CA")
     sites: dict[str, dict[str, Any]] = {}
     for stack_name in apply_order(spec):
         if stack_name in without:
@@ -508,7 +570,7 @@ def render_caddyfile(
                     host or "",
                     route.path,
                     {
-                        "upstream": f"{upstream_host(stack_name, route.service)}:{route.port}",
+                        "upstream": f"{network_alias(stack_name, route.service)}:{route.port}",
                         "redirect": None,
                         "webhook": route.webhook,
                     },
@@ -547,39 +609,16 @@ def render_caddyfile(
                 "handlers": handlers,
             }
         )
-    private = private_acme(spec)
-    return env.get_template("Caddyfile.j2").render(
-        sites=rendered_sites,
-        email=spec.host.acme_email if spec.host.tls != "internal" else None,
-        local_certs=spec.host.tls == "internal",
-        acme_ca=private.directory if private else None,
-        acme_ca_root=f"/etc/caddy/{private.root_file}" if private else None,
+    if isinstance(private, Unresolved):  # an offline render's placeholder: never planned
+        private = PrivateAcme(f"https://{UNRESOLVED_HOST}/dir", b"")
+    return (
+        environment()
+        .get_template("Caddyfile.j2")
+        .render(
+            sites=rendered_sites,
+            email=spec.host.acme_email if spec.host.tls != "internal" else None,
+            local_certs=spec.host.tls == "internal",
+            acme_ca=private.directory if private else None,
+            acme_ca_root=f"/etc/caddy/{private.root_file}" if private else None,
+        )
     )
-
-
-@dataclass(frozen=True)
-class PrivateAcme:
-    """``tls: pebble``: the ACME directory Caddy orders from and the CA of its TLS, a file
-    beside the Caddyfile (named by its hash: a new CA is a new Caddyfile, validated and
-    reloaded; Caddy reads it when it provisions, so it must be there before `validate`)."""
-
-    directory: str
-    root_pem: bytes
-
-    @property
-    def root_file(self) -> str:
-        return f"acme-ca-root-{hashlib.sha256(self.root_pem).hexdigest()[:12]}.pem"
-
-
-def private_acme(spec: Spec) -> PrivateAcme | None:
-    """The sandbox's ACME CA for ``tls: pebble`` (from its record), else None."""
-    if spec.host.tls != "pebble":
-        return None
-    from vpsctl.local import pebble  # noqa: PLC0415 - the sandbox's CA only for tls: pebble
-
-    try:
-        found = pebble.endpoint()
-    except pebble.PebbleError as exc:
-        line, _ = spec.host_doc.locate(("tls",))
-        raise pebble.PebbleError(f"{spec.host_doc.file}:{line}: tls: pebble: {exc}") from None
-    return PrivateAcme(found.directory, found.tls_ca_pem)

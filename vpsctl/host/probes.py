@@ -17,10 +17,10 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-import shlex
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from vpsctl.core import boxscripts, sections
 from vpsctl.errors import display_path
 from vpsctl.spec.models import Probe
 from vpsctl.spec.studio import Spec
@@ -54,15 +54,13 @@ class Trust:
         """Shell lines that put the roots at :data:`ROOTS_ON_BOX` (mode "roots" only)."""
         if self.mode != "roots":
             return ""
-        pem = (
-            self.roots_pem
-            if self.roots_pem.endswith("\n") or not self.roots_pem
-            else (self.roots_pem + "\n")
-        )
-        return (
-            f"mkdir -p {shlex.quote(str(ROOTS_ON_BOX.rsplit('/', 1)[0]))}\n"
-            f"cat > {ROOTS_ON_BOX}.$$ <<'{_ROOTS_EOF}'\n{pem}{_ROOTS_EOF}\n"
-            f"mv -f {ROOTS_ON_BOX}.$$ {ROOTS_ON_BOX}\n"
+        pem = self.roots_pem
+        return boxscripts.render(
+            boxscripts.ACME_ROOTS,
+            directory=ROOTS_ON_BOX.rsplit("/", 1)[0],
+            path=ROOTS_ON_BOX,
+            eof=_ROOTS_EOF,
+            pem=pem if pem.endswith("\n") or not pem else pem + "\n",
         )
 
     def describe(self) -> str:
@@ -147,32 +145,31 @@ def targets_for(spec: Spec, stacks: list[str] | None = None) -> list[ProbeTarget
 
 def script(targets: list[ProbeTarget], verify_tls: bool | Trust, port: int = 443) -> str:
     """The remote command that runs every probe once and prints its answers (and curl's
-    exit code). ``verify_tls``: a :class:`Trust`, or True/False for the system's roots or
-    none."""
+    exit code): ``templates/box/probes.sh.j2``. ``verify_tls``: a :class:`Trust`, or
+    True/False for the system's roots or none."""
     trust = (
         verify_tls if isinstance(verify_tls, Trust) else (SYSTEM_ROOTS if verify_tls else INSECURE)
     )
-    lines = ["set -u", "tmp=$(mktemp -d); trap 'rm -rf \"$tmp\"' EXIT"]
-    if trust.prelude():
-        lines.append(trust.prelude().rstrip("\n"))
-    # one line: what a TLS failure was judged against
-    lines.append(f"echo {shlex.quote(f'{TRUST_MARK} {trust.describe()}'.replace(chr(10), ' '))}")
-    for index, target in enumerate(targets):
-        method = target.probe.method
-        data = " --data ''" if method == "POST" else ""
-        head = " -I" if method == "HEAD" else ""
-        cmd = (
-            f"code=$(curl -s{trust.curl_flag}{head} -o \"$tmp/{index}\" -w '%{{http_code}}' "
-            f"--max-time 10 -X {method}{data} "
-            f"--resolve {shlex.quote(f'{target.host}:{port}:127.0.0.1')} "
-            f"{shlex.quote(f'https://{target.host}:{port}{target.probe.path}')} 2>/dev/null)"
-        )
-        lines += [
-            cmd + "; rc=$?",
-            f'echo "{MARK} {index} ${{code:-000}} $rc"',
-            f'base64 -w0 < "$tmp/{index}" 2>/dev/null; echo',
-        ]
-    return "\n".join(lines) + "\n"
+    probes = [
+        {
+            "index": index,
+            "method": target.probe.method,
+            "head": " -I" if target.probe.method == "HEAD" else "",
+            "data": " --data ''" if target.probe.method == "POST" else "",
+            "resolve": f"{target.host}:{port}:127.0.0.1",
+            "url": f"https://{target.host}:{port}{target.probe.path}",
+        }
+        for index, target in enumerate(targets)
+    ]
+    return boxscripts.render(
+        boxscripts.PROBES,
+        tls=trust.curl_flag,
+        roots=trust.prelude(),
+        # one line: what a TLS failure was judged against
+        trusted=f"{TRUST_MARK} {trust.describe()}".replace("\n", " "),
+        mark=MARK,
+        probes=probes,
+    )
 
 
 def parse(output: str, targets: list[ProbeTarget]) -> list[ProbeResult]:
@@ -180,15 +177,13 @@ def parse(output: str, targets: list[ProbeTarget]) -> list[ProbeResult]:
     answers: dict[int, tuple[int, bytes]] = {}
     failures: dict[int, str] = {}
     trusted = ""
-    lines = output.splitlines()
-    for i, line in enumerate(lines):
-        if line.startswith(TRUST_MARK + " "):
-            trusted = line[len(TRUST_MARK) + 1 :]
-        elif line.startswith(MARK + " "):
-            number, code, *rest = line.split(" ")[1:]
-            body_line = lines[i + 1] if i + 1 < len(lines) else ""
+    for section in sections.split(output):
+        if section.name == TRUST_MARK[2:]:
+            trusted = section.args
+        elif section.name == MARK[2:] and len(section.words) >= 2:
+            number, code, *rest = section.args.split(" ")
             try:
-                body = base64.b64decode(body_line.strip(), validate=True)
+                body = base64.b64decode(section.body.strip(), validate=True)
             except binascii.Error:
                 body = b""
             if not number.isdigit():

@@ -24,20 +24,22 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
-from paramiko import SSHException
+from paramiko import BadHostKeyException, SSHException
 from pyinfra.api.command import StringCommand
 from pyinfra.api.config import Config
 from pyinfra.api.deploy import add_deploy
-from pyinfra.api.exceptions import ConnectError, PyinfraError
+from pyinfra.api.exceptions import PyinfraError
 from pyinfra.api.inventory import Inventory
 from pyinfra.api.operations import run_ops
 from pyinfra.api.state import State
+from pyinfra.connectors.sshuserclient.client import get_host_keys
 
 from vpsctl.core.facts import FACTS_SCRIPT, FactsError, HostFacts, parse, unreachable
-from vpsctl.core.layout import HOST_ROOT
+from vpsctl.core.layout import HOST_ROOT, UnsafePath, member_problem
 from vpsctl.errors import VpsctlError, masked
+from vpsctl.host import commands
+from vpsctl.host.target import Target as Target  # noqa: PLC0414 - re-exported (mypy)
 from vpsctl.local import docker as localdocker
-from vpsctl.local.files import UnsafePath, member_problem
 
 # A remote command: a shell string, or an argv list that :func:`shell` joins (quoted).
 Command = str | Sequence[str]
@@ -45,6 +47,10 @@ Command = str | Sequence[str]
 
 class RemoteError(VpsctlError):
     """The host could not be reached, or a remote command failed."""
+
+
+class HostKeyMismatch(RemoteError):
+    """The host presented a key other than the ones its known_hosts file records."""
 
 
 class CommandFailed(RemoteError):
@@ -63,8 +69,9 @@ class CommandFailed(RemoteError):
 
 
 def shell(command: Command) -> str:
-    """The one place an argv list becomes a shell command line: every word quoted."""
-    return command if isinstance(command, str) else shlex.join(command)
+    """The line sent for ``command``: :func:`vpsctl.host.commands.join`, the one place an
+    argv list becomes a shell command line (every word quoted)."""
+    return commands.join(command)
 
 
 def output_tail(result: Result, lines: int = 8, chars: int = 600) -> str:
@@ -78,18 +85,6 @@ def purpose_of(command: Command) -> str:
     """A name for a command when its caller gave none: its first words."""
     first = shell(command).strip().splitlines()[0] if shell(command).strip() else "a command"
     return masked(f"`{first[:60]}{'…' if len(first) > 60 else ''}`")
-
-
-@dataclass(frozen=True)
-class Target:
-    """Where and how to reach a host over SSH."""
-
-    name: str
-    address: str
-    port: int
-    user: str
-    key: Path
-    known_hosts: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -188,9 +183,17 @@ class Session:
             result = session.run("uname -a")
     """
 
-    def __init__(self, target: Target, connect_timeout: int = 10) -> None:
+    def __init__(
+        self, target: Target, connect_timeout: float = 10, banner_timeout: float = 30
+    ) -> None:
         self.target = target
         self.commands = 0
+        connect_kwargs: dict[str, float] = {
+            "timeout": connect_timeout,
+            "banner_timeout": banner_timeout,
+        }
+        if banner_timeout < connect_timeout:  # a probe: every wait as short as the connect
+            connect_kwargs.update(auth_timeout=banner_timeout, channel_timeout=banner_timeout)
         data: dict[str, Any] = {
             "ssh_hostname": target.address,
             "ssh_port": target.port,
@@ -198,7 +201,7 @@ class Session:
             "ssh_key": str(target.key.expanduser()),
             "ssh_allow_agent": False,
             "ssh_look_for_keys": False,
-            "ssh_paramiko_connect_kwargs": {"timeout": connect_timeout, "banner_timeout": 30},
+            "ssh_paramiko_connect_kwargs": connect_kwargs,
         }
         if target.known_hosts is not None:
             data["ssh_known_hosts_file"] = str(target.known_hosts)
@@ -208,13 +211,18 @@ class Session:
         self._host = self._inventory.get_host(target.name)
 
     def __enter__(self) -> Session:
+        _forget_known_hosts()
         try:
             self._host.connect(show_errors=False, raise_exceptions=True)
-        except ConnectError as exc:
-            raise RemoteError(
-                f"cannot reach {self.target.user}@{self.target.address}:{self.target.port}: "
-                f"{exc.args[0] if exc.args else exc}"
-            ) from None
+        except PyinfraError as exc:  # ConnectError, or a key file that cannot be read
+            self._close()
+            where = f"{self.target.user}@{self.target.address}:{self.target.port}"
+            if _caused_by(exc, BadHostKeyException):
+                raise HostKeyMismatch(
+                    f"cannot reach {where}: its SSH host key does not match the one recorded "
+                    f"in {self.target.known_hosts}"
+                ) from None
+            raise RemoteError(f"cannot reach {where}: {exc.args[0] if exc.args else exc}") from None
         client = getattr(self._host.connector, "client", None)
         transport = client.get_transport() if client is not None else None
         if transport is not None:
@@ -229,6 +237,13 @@ class Session:
         tb: TracebackType | None,
     ) -> None:
         self._host.disconnect()
+        self._close()
+
+    def _close(self) -> None:
+        # pyinfra's disconnect leaves paramiko's client (and its transport thread) open
+        client = getattr(self._host.connector, "client", None)
+        if client is not None:
+            client.close()
 
     def run(
         self, command: Command, timeout: int = 600, *, check: bool = True, purpose: str = ""
@@ -493,6 +508,49 @@ def _pump(
     finally:
         channel.close()
         client.close()
+
+
+def _forget_known_hosts() -> None:
+    """pyinfra reads each known_hosts file once per process (memoized): a sandbox made again
+    under the same name rewrites its file, and the next connection must check the new keys."""
+    cache = getattr(get_host_keys, "cache", None)
+    if isinstance(cache, dict):
+        cache.clear()
+
+
+def _caused_by(exc: BaseException, kind: type[BaseException]) -> bool:
+    """Whether ``exc`` was raised while handling a ``kind`` (pyinfra raises its own
+    ``ConnectError`` from inside paramiko's exception handler)."""
+    seen: BaseException | None = exc
+    while seen is not None:
+        if isinstance(seen, kind):
+            return True
+        seen = seen.__cause__ or seen.__context__
+    return False
+
+
+def probe(target: Target, timeout: float = 5.0) -> str | None:
+    """None when the host lets ``target``'s key in (its host key checked against
+    ``target.known_hosts``) and runs a command; otherwise why not, in one line.
+
+    The same connection as :class:`Session`'s, with every wait bounded by ``timeout``: what
+    a caller polls while a box boots (``vpsctl sandbox up``) or asks of a box's health
+    (``vpsctl sandbox status``)."""
+    wait = max(1.0, timeout)
+    try:
+        with Session(target, connect_timeout=wait, banner_timeout=wait) as session:
+            result = session.run("true", timeout=max(1, round(wait)), check=False)
+    except HostKeyMismatch:
+        return HOST_KEY_CHANGED
+    except RemoteError as exc:
+        return f"ssh: {exc}"
+    except (SSHException, EOFError, OSError) as exc:  # the connection died after the login
+        return f"ssh: running a command failed: {exc or exc.__class__.__name__}"
+    return None if result.ok else f"ssh: `true` failed: {output_tail(result, 2, 200)}"
+
+
+# what :func:`probe` answers when the host key changed: a caller stops polling on it
+HOST_KEY_CHANGED = "the SSH host key does not match the recorded one"
 
 
 def read_facts(target: Target) -> HostFacts:

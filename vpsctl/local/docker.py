@@ -89,13 +89,42 @@ def ensure_engine(timeout: float = 90.0) -> None:
     raise DockerError(f"dockerd did not answer within {timeout:.0f}s; see {DOCKERD_LOG}")
 
 
+def _exists(kind: str, name: str) -> bool:
+    """Whether the local engine has a ``kind`` (image, volume) called ``name``."""
+    inspected = subprocess.run(
+        ["docker", kind, "inspect", name], capture_output=True, check=False, timeout=60
+    )
+    return inspected.returncode == 0
+
+
 def image_exists(tag: str) -> bool:
     """Whether the local engine has an image called ``tag``."""
+    return _exists("image", tag)
+
+
+def import_tar(source: Sequence[str], tag: str, changes: Sequence[str] = ()) -> str | None:
+    """``SOURCE | docker import [--change C]… - TAG``: the tar stream that the command
+    ``source`` prints becomes image ``tag``. None when both ends succeed; else what went
+    wrong (docker import's last words)."""
+    flags = [arg for change in changes for arg in ("--change", change)]
+    producer = subprocess.Popen(list(source), stdout=subprocess.PIPE)
+    try:
+        imported = subprocess.run(
+            ["docker", "import", *flags, "-", tag],
+            stdin=producer.stdout,
+            capture_output=True,
+            check=False,
+            timeout=1800,
+        )
+    finally:
+        if producer.stdout is not None:
+            producer.stdout.close()
+        producer.wait()
+    if imported.returncode == 0 and producer.returncode == 0:
+        return None
     return (
-        subprocess.run(
-            ["docker", "image", "inspect", tag], capture_output=True, check=False, timeout=60
-        ).returncode
-        == 0
+        imported.stderr.decode(errors="replace")[-800:]
+        or f"{source[0]} exited {producer.returncode}"
     )
 
 
@@ -119,21 +148,9 @@ def debootstrap_image(
             raise DockerError(
                 f"debootstrap {suite} failed: {proc.stderr.decode(errors='replace')[-800:]}"
             )
-        tar = subprocess.Popen(["tar", "-C", str(root), "-c", "."], stdout=subprocess.PIPE)
-        try:
-            imported = subprocess.run(
-                ["docker", "import", "-", tag],
-                stdin=tar.stdout,
-                capture_output=True,
-                check=False,
-                timeout=1800,
-            )
-        finally:
-            if tar.stdout is not None:
-                tar.stdout.close()
-            tar.wait()
-        if imported.returncode != 0:
-            raise DockerError(f"docker import failed: {imported.stderr.decode()[-800:]}")
+        failed = import_tar(["tar", "-C", str(root), "-c", "."], tag)
+        if failed is not None:
+            raise DockerError(f"docker import failed: {failed}")
 
 
 def build_image(tag: str, context: Path, build_args: dict[str, str] | None = None) -> None:
@@ -240,9 +257,4 @@ def remove_volume(name: str, timeout: float = 30) -> bool:
 
 def volume_exists(name: str) -> bool:
     """Whether the local engine has a volume called ``name``."""
-    return (
-        subprocess.run(
-            ["docker", "volume", "inspect", name], capture_output=True, check=False, timeout=60
-        ).returncode
-        == 0
-    )
+    return _exists("volume", name)

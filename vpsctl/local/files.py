@@ -4,32 +4,12 @@
 from __future__ import annotations
 
 import os
-import posixpath
 from pathlib import Path
 
-from vpsctl.errors import VpsctlError
+from vpsctl.core.layout import UnsafePath, member_problem  # the pure check lives in the core
 
-
-class UnsafePath(VpsctlError):
-    """A file that would land outside the directory it belongs to."""
-
-
-def member_problem(name: str, root: str = "/") -> str | None:
-    """Why the file ``name`` (absolute, as it sits on the box) may not be written below
-    ``root``; ``None`` when it may. Checked on the text alone: no `..`, `.` or empty parts,
-    nothing outside ``root``, no control characters."""
-    if not name.startswith("/"):
-        return f"{name!r} is not an absolute path"
-    if any(ord(c) < 32 or c == "\x7f" for c in name):
-        return f"{name!r} holds a control character"
-    parts = name.split("/")[1:]
-    if any(part in ("", ".", "..") for part in parts):
-        return f"{name!r} has an empty, '.' or '..' part"
-    normal = posixpath.normpath(name)
-    root = posixpath.normpath(root)
-    if root != "/" and not normal.startswith(root + "/"):
-        return f"{name!r} lies outside {root}"
-    return None
+# UnsafePath and member_problem are re-exported: callers that write files import them here
+__all__ = ["UnsafePath", "member_problem", "safe_target", "write_atomic"]
 
 
 def safe_target(out: Path, name: str, root: str = "/") -> Path:

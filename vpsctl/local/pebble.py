@@ -50,6 +50,9 @@ from vpsctl.local.files import write_atomic
 from vpsctl.resources import shipped
 
 if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.ec import EllipticCurvePrivateKey
+    from cryptography.x509 import Certificate
+
     from vpsctl.spec.studio import Spec
 
 CONTEXT = shipped("sandbox") / "pebble"
@@ -173,59 +176,14 @@ def gateway() -> str:
 
 def _tls_identity(address: str) -> tuple[bytes, bytes]:
     """The directory's certificate and key (PEM) for ``address``, from this state
-    directory's TLS CA (made on first use and kept: the file on every box stays the same)."""
+    directory's TLS CA (:func:`_tls_ca`)."""
     from cryptography import x509  # noqa: PLC0415
     from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
     from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
     from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID  # noqa: PLC0415
 
     now = dt.datetime.now(dt.UTC)
-    key_file = state_dir() / "tls-ca.key"
-    if tls_ca_path().is_file() and key_file.is_file():
-        ca_cert = x509.load_pem_x509_certificate(tls_ca_path().read_bytes())
-        loaded = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
-        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
-            raise PebbleError(f"{display_path(key_file)} is not an EC key")
-        ca_key = loaded
-    else:
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vpsctl sandbox Pebble TLS CA")])
-        ca_cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(name)
-            .public_key(ca_key.public_key())
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - dt.timedelta(hours=1))
-            .not_valid_after(now + dt.timedelta(days=3650))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
-            .add_extension(
-                x509.KeyUsage(
-                    digital_signature=False,
-                    content_commitment=False,
-                    key_encipherment=False,
-                    data_encipherment=False,
-                    key_agreement=False,
-                    key_cert_sign=True,
-                    crl_sign=True,
-                    encipher_only=False,
-                    decipher_only=False,
-                ),
-                critical=True,
-            )
-            .sign(ca_key, hashes.SHA256())
-        )
-        write_atomic(
-            key_file,
-            ca_key.private_bytes(
-                serialization.Encoding.PEM,
-                serialization.PrivateFormat.PKCS8,
-                serialization.NoEncryption(),
-            ),
-            0o600,
-        )
-        write_atomic(tls_ca_path(), ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    ca_cert, ca_key = _tls_ca(now)
     key = ec.generate_private_key(ec.SECP256R1())
     names: list[x509.GeneralName] = [
         x509.IPAddress(ipaddress.ip_address(address)),
@@ -250,13 +208,63 @@ def _tls_identity(address: str) -> tuple[bytes, bytes]:
         )
         .sign(ca_key, hashes.SHA256())
     )
-    return (
-        cert.public_bytes(serialization.Encoding.PEM),
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        ),
+    return cert.public_bytes(serialization.Encoding.PEM), _private_pem(key)
+
+
+def _tls_ca(now: dt.datetime) -> tuple[Certificate, EllipticCurvePrivateKey]:
+    """This state directory's TLS CA: made on first use and kept (the file on every box
+    stays the same)."""
+    from cryptography import x509  # noqa: PLC0415
+    from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
+    from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
+    from cryptography.x509.oid import NameOID  # noqa: PLC0415
+
+    key_file = state_dir() / "tls-ca.key"
+    if tls_ca_path().is_file() and key_file.is_file():
+        loaded = serialization.load_pem_private_key(key_file.read_bytes(), password=None)
+        if not isinstance(loaded, ec.EllipticCurvePrivateKey):
+            raise PebbleError(f"{display_path(key_file)} is not an EC key")
+        return x509.load_pem_x509_certificate(tls_ca_path().read_bytes()), loaded
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "vpsctl sandbox Pebble TLS CA")])
+    ca_cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(ca_key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(hours=1))
+        .not_valid_after(now + dt.timedelta(days=3650))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(ca_key.public_key()), False)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    write_atomic(key_file, _private_pem(ca_key), 0o600)
+    write_atomic(tls_ca_path(), ca_cert.public_bytes(serialization.Encoding.PEM), 0o644)
+    return ca_cert, ca_key
+
+
+def _private_pem(key: EllipticCurvePrivateKey) -> bytes:
+    from cryptography.hazmat.primitives import serialization  # noqa: PLC0415
+
+    return key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
     )
 
 

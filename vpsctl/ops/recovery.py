@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import json
 import re
-import shlex
 import sys
 import time
 import uuid
@@ -32,13 +31,15 @@ from pathlib import Path
 from typing import IO, Any
 
 from vpsctl.cli import views
-from vpsctl.core import backupfiles
+from vpsctl.core import backupfiles, sections
 from vpsctl.core.plan import redact
-from vpsctl.core.render import Desired, render
+from vpsctl.core.render import Desired
 from vpsctl.errors import VpsctlError
+from vpsctl.host.commands import Argv, files
+from vpsctl.host.commands import backup as commands
 from vpsctl.host.remote import Remote, RemoteError, Session
-from vpsctl.ops import audit, targets
-from vpsctl.ops.apply import LOCK, Applier, counted_rows, discarded_rows
+from vpsctl.ops import audit, inputs, targets
+from vpsctl.ops.apply import LOCK, Applier, count_rows, counted_rows, discarded_rows
 from vpsctl.resources import standins_root
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.secrets import fingerprint
@@ -62,9 +63,9 @@ class Output:
     fail: tuple[str, str] | None = None  # (reason, detail)
 
     def values(self, marker: str) -> list[str]:
-        """The rest of every line starting with ``@@marker ``."""
-        prefix = f"@@{marker} "
-        return [line[len(prefix) :] for line in self.lines if line.startswith(prefix)]
+        """The arguments of every ``@@marker`` line, in order."""
+        found = sections.named(sections.split("\n".join(self.lines)), marker)
+        return [section.args for section in found]
 
 
 @dataclass
@@ -119,15 +120,16 @@ class Backups:
             )
         self.spec = spec
         self.session = session
-        self.desired = desired or render(spec)
-        self.repository = backupfiles.resolve(spec)
+        self.desired = desired or inputs.render_spec(spec)
+        self.repository = inputs.repository(spec)
         self.recorded: list[list[str]] = []  # the snapshot's row counts, from a restore
 
     # ── the script ───────────────────────────────────────────────────────────────────────
 
-    def call(self, args: str, timeout: int = 3600, stdin: bytes | None = None) -> Output:
-        command = f"{SCRIPT} {args}"
-        purpose = f"vpsctl-backup {args.split(' ', 1)[0]}"
+    def call(self, command: Argv, timeout: int = 3600, stdin: bytes | None = None) -> Output:
+        """Run the box's script (``command``: a :mod:`vpsctl.host.commands.backup` builder's);
+        raise :class:`BackupError`, in words, when it fails."""
+        purpose = f"vpsctl-backup {command[1]}"
         # check=False: a failure is explained below from the script's @@fail line
         result = (
             self.session.feed(command, stdin, timeout, check=False, purpose=purpose)
@@ -153,7 +155,7 @@ class Backups:
         paths = list(self.desired.host_files)
         # check=False: sha256sum fails when a file is missing, which is judged below
         result = self.session.run(
-            ["sha256sum", "--", *paths], check=False, purpose="reading the backup files' hashes"
+            files.sha256(paths), check=False, purpose="reading the backup files' hashes"
         )
         have = {}
         for line in result.stdout.splitlines():
@@ -171,13 +173,14 @@ class Backups:
 
     def init_repository(self) -> bool:
         """Create the repository unless it exists; whether it was created."""
-        out = self.call("init", timeout=300)
+        out = self.call(commands.script("init"), timeout=300)
         return "@@created" in out.lines
 
-    def backup(self, kind: str = "manual", stacks: list[str] | None = None) -> BackupReport:
+    def backup(
+        self, kind: commands.BackupKind = "manual", stacks: list[str] | None = None
+    ) -> BackupReport:
         started = time.monotonic()
-        names = " ".join(shlex.quote(s) for s in stacks or [])
-        out = self.call(f"backup {kind} {names}")
+        out = self.call(commands.backup(kind, stacks or []))
         snapshot = out.values("snapshot")
         if not snapshot:
             raise BackupError(f"the backup printed no snapshot id: {out.stderr[-300:]}")
@@ -198,12 +201,12 @@ class Backups:
     def backup_secrets(self) -> str:
         """secrets.env, on stdin into its own snapshot: encrypted by restic, never on disk."""
         data = (self.spec.inventory / "secrets.env").read_bytes()
-        out = self.call("secrets", timeout=600, stdin=data)
+        out = self.call(commands.script("secrets"), timeout=600, stdin=data)
         ids = out.values("snapshot")
         return ids[-1] if ids else ""
 
     def snapshots(self) -> list[Snapshot]:
-        out = self.call("snapshots", timeout=300)
+        out = self.call(commands.script("snapshots"), timeout=300)
         text = "\n".join(line for line in out.lines if not line.startswith("@@"))
         data = json.loads(text or "[]")
         return [
@@ -243,26 +246,24 @@ class Backups:
             )
         return chosen
 
-    def restore(self, snapshot: str, phase: str, stacks: list[str]) -> list[str]:
+    def restore(self, snapshot: str, phase: commands.RestorePhase, stacks: list[str]) -> list[str]:
         """Run one restore phase; the ``@@restored`` lines."""
-        names = " ".join(shlex.quote(s) for s in stacks)
-        out = self.call(f"restore {snapshot} {phase} {names}")
+        out = self.call(commands.restore(snapshot, phase, stacks))
         self.recorded = [v.split("\t") for v in out.values("recorded")]
         return out.values("restored")
 
     def recorded_counts(self, snapshot: str, stacks: list[str]) -> dict[tuple[str, str, str], int]:
         """The row counts ``snapshot`` recorded for ``stacks``, read without restoring it."""
-        names = " ".join(shlex.quote(s) for s in stacks)
-        out = self.call(f"recorded {snapshot} {names}", timeout=600)
-        return _counts(v.split("\t") for v in out.values("recorded"))
+        out = self.call(commands.script("recorded", snapshot, *stacks), timeout=600)
+        return count_rows(v.split("\t") for v in out.values("recorded"))
 
     def counts(self, stacks: list[str]) -> dict[tuple[str, str, str], int]:
         """Live row counts of ``stacks``' databases, keyed (stack, item, table)."""
-        out = self.call("counts " + " ".join(shlex.quote(s) for s in stacks), timeout=600)
-        return _counts(v.split("\t") for v in out.values("count"))
+        out = self.call(commands.script("counts", *stacks), timeout=600)
+        return count_rows(v.split("\t") for v in out.values("count"))
 
     def check(self, subset: str = "1/10") -> None:
-        self.call(f"check {shlex.quote(subset)}", timeout=3600)
+        self.call(commands.script("check", subset), timeout=3600)
 
 
 def explain(spec: Spec, repository: backupfiles.Repository | None, out: Output) -> str:
@@ -293,14 +294,6 @@ def explain(spec: Spec, repository: backupfiles.Repository | None, out: Output) 
         "busy": detail,
     }
     return said.get(reason, f"{reason}: {detail}")
-
-
-def _counts(rows: Any) -> dict[tuple[str, str, str], int]:
-    out: dict[tuple[str, str, str], int] = {}
-    for row in rows:
-        if len(row) == 4 and row[3].strip().isdigit():
-            out[(row[0], row[1], row[2])] = int(row[3])
-    return out
 
 
 def compare_counts(
@@ -405,7 +398,7 @@ def run_restore(
         finally:
             lock.close()
         print(f"restored in {time.monotonic() - started:.1f}s", file=out)
-        recorded, live = _counts(backups.recorded), backups.counts(chosen_stacks)
+        recorded, live = count_rows(backups.recorded), backups.counts(chosen_stacks)
         differ = compare_counts(recorded, live)
         if differ:  # a restore that went wrong
             print("row counts differ from the snapshot (rows missing):", file=out)
@@ -599,7 +592,7 @@ def run_rebuild(
         rebuild.apply_ok = result.ok
         if rebuild.snapshot is None:
             raise BackupError("the rebuild stopped before restoring anything")
-        rebuild.recorded = _counts(steps.recorded)
+        rebuild.recorded = count_rows(steps.recorded)
         mark = time.monotonic()
         rebuild.report = audit.audit(spec, session, applier.desired)
         if not backup_timers:

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from vpsctl.core.facts import HostFacts, unreachable
 from vpsctl.errors import VpsctlError
-from vpsctl.host.remote import Target
 from vpsctl.host.remote import read_facts as _read_facts
+from vpsctl.host.target import Target
 from vpsctl.spec.studio import Spec
 
 STATE_DIR = Path(".vpsctl")
@@ -20,15 +20,7 @@ def target(spec: Spec) -> Target:
     if host.sandbox is not None:
         from vpsctl.local import sandbox  # noqa: PLC0415 - docker helpers only for sandboxes
 
-        info = sandbox.load(host.sandbox.name)
-        return Target(
-            name=host.name,
-            address=info.address,
-            port=info.ssh_port,
-            user=info.user,
-            key=info.key_path,
-            known_hosts=info.known_hosts_path,
-        )
+        return sandbox.load(host.sandbox.name).target(host.name)
     assert host.ssh is not None  # checks guarantee one of ssh/sandbox
     known_hosts = STATE_DIR / "known_hosts"
     known_hosts.parent.mkdir(parents=True, exist_ok=True)

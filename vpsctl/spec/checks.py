@@ -16,7 +16,6 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from vpsctl.errors import Problem, display_path
-from vpsctl.local.standins import PREDEFINED_ARGS, build_args
 from vpsctl.resources import standins_root
 from vpsctl.spec.envfile import BARE_LINE, EMPTY_VALUE, SecretsFile, env_value_problem
 from vpsctl.spec.environment import Setting, effective, hazards
@@ -1083,6 +1082,10 @@ def _check_standin_args(spec: Spec, ref: str, context: Path) -> Iterator[Problem
     """The build args of one `images:` entry against what the stand-in's Dockerfile
     declares (``ARG``) and accepts (its own ``case`` check): what the build would refuse
     mid-apply, with a raw build log, is refused here."""
+    # here, not at the top: the stand-ins module loads docker and HTTP clients, which a
+    # validate of an inventory without `images:` never needs
+    from vpsctl.local.standins import PREDEFINED_ARGS, build_args  # noqa: PLC0415
+
     mapped = spec.host.images[ref]
     declared = build_args(context)
     shown = display_path(context / "Dockerfile")

@@ -16,7 +16,6 @@ from pathlib import Path
 from dotenv.parser import parse_stream
 
 from vpsctl.errors import Problem, display_path
-from vpsctl.local.files import write_atomic
 from vpsctl.spec.secrets import SECRET_NAME, Secret
 
 NOT_KEY_VALUE = (
@@ -244,4 +243,7 @@ def write_secrets(
             appended.append(f"# {comments[name]}")
         appended.append(f"{name}='{value}'")
     text = "\n".join([*lines, *appended]) + "\n"
+    # here, not at the top: the pure core imports this module (env_value_problem)
+    from vpsctl.local.files import write_atomic  # noqa: PLC0415
+
     write_atomic(path, text.encode(), 0o600)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -160,9 +161,8 @@ class Spec:
             return path, f"no such file: {shown} (sources are relative to the stack file)"
         if path.name.startswith("secrets.env"):
             return path, f"{source} is a secrets file ({path.name}): never a config source"
-        for key in self._key_files():
-            if key == path:
-                return path, f"{source} is a private key file named in host.yaml"
+        if path in self._key_files:
+            return path, f"{source} is a private key file named in host.yaml"
         try:
             content = path.read_bytes()
         except OSError as exc:
@@ -173,9 +173,8 @@ class Spec:
                 "in plans: never ship a key as a config"
             )
         text = content.decode(errors="replace")
-        for name, entry in self.secrets_file.entries.items():
-            value = entry.value.reveal() if entry.value is not None else ""
-            if len(value) >= 8 and value in text:
+        for name, secret in self._long_secrets:
+            if secret.reveal() in text:
                 return path, (
                     f"{shown} holds the value of {name} from secrets.env; config files are "
                     f"0644 on the box and shown in plans: reference the secret from a "
@@ -183,8 +182,21 @@ class Spec:
                 )
         return path, None
 
+    @cached_property
+    def _long_secrets(self) -> list[tuple[str, Secret]]:
+        """Every secret of secrets.env worth searching a config file for (8 characters or
+        more), in file order: sorted out once per spec, not once per config file (71 stacks
+        made that a cost of its own). Kept as :class:`Secret`, never as plain text."""
+        return [
+            (name, entry.value)
+            for name, entry in self.secrets_file.entries.items()
+            if entry.value is not None and len(entry.value.reveal()) >= 8
+        ]
+
+    @cached_property
     def _key_files(self) -> list[Path]:
-        """Private key files host.yaml names (the SSH key, the backup host's key)."""
+        """Private key files host.yaml names (the SSH key, the backup host's key): resolved
+        once per spec."""
         keys: list[str] = []
         if self.host.ssh is not None:
             keys.append(self.host.ssh.key)

@@ -25,7 +25,8 @@ from ruamel.yaml.constructor import DuplicateKeyError
 from ruamel.yaml.error import MarkedYAMLError, YAMLError
 from ruamel.yaml.events import AliasEvent, ScalarEvent
 from ruamel.yaml.nodes import MappingNode, ScalarNode
-from ruamel.yaml.scanner import RoundTripScanner
+from ruamel.yaml.parser import Parser
+from ruamel.yaml.scanner import Scanner
 
 from vpsctl.errors import Problem, display_path
 
@@ -121,7 +122,7 @@ _TOO_DEEP = (
 )
 
 
-class _PlainScanner(RoundTripScanner):
+class _PlainScanner(Scanner):
     """ruamel's scanner, stopping at the first ``[`` or ``{`` nested too deeply.
 
     The scanner reads up to 1024 characters ahead of the composer, and in a run of ``[``
@@ -234,7 +235,11 @@ _ALIASES = (
 
 def _yaml() -> YAML:
     yaml = YAML(typ="rt")
+    # the plain scanner and parser, not the round-trip ones: those gather every comment
+    # (a third of the load time) for a dump we never make; the round-trip constructor still
+    # gives every key and item its line
     yaml.Scanner = _PlainScanner
+    yaml.Parser = Parser
     yaml.Composer = _PlainComposer
     return yaml
 

@@ -19,13 +19,14 @@ from __future__ import annotations
 
 import http.client
 import json
-import shlex
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+from vpsctl.core import sections
 from vpsctl.errors import VpsctlError, masked
+from vpsctl.host.commands import docker
 
 if TYPE_CHECKING:
     from vpsctl.core.appsteps import AppStep
@@ -119,39 +120,23 @@ def cookie_pair(set_cookies: list[str], name: str) -> str:
 
 # ── the dispatcher ───────────────────────────────────────────────────────────────────────
 
-NETWORKS_FORMAT = (
-    "{{range $k, $v := .NetworkSettings.Networks}}@@net {{$k}} {{$v.IPAddress}}\n{{end}}"
-)
-
-
-def container_command(stack: str, service: str) -> str:
-    """The running container of ``service`` of ``stack``: ``@@id ID`` and one ``@@net
-    NETWORK ADDRESS`` line per network it is on."""
-    project = shlex.quote(f"label=com.docker.compose.project={stack}")
-    label = shlex.quote(f"label=com.docker.compose.service={service}")
-    return (
-        f"id=$(docker ps -q --filter {project} --filter {label} --filter status=running "
-        '| head -n 1); [ -n "$id" ] || exit 3; echo "@@id $id"; '
-        f'docker inspect --format {shlex.quote(NETWORKS_FORMAT)} "$id"'
-    )
-
 
 def find_container(session: Remote, stack: str, service: str) -> tuple[str, str]:
     """(container id, address on the stack's own network) of the running ``service``."""
     result = session.run(
-        container_command(stack, service),
+        docker.running_container(stack, service),
         60,
         check=False,  # judged here: no running container is the step's failure, said so
         purpose=f"finding the container of {stack}/{service}",
     )
     ident = ""
     networks: dict[str, str] = {}
-    for line in result.stdout.splitlines():
-        words = line.split()
-        if len(words) == 2 and words[0] == "@@id":
-            ident = words[1]
-        elif len(words) == 3 and words[0] == "@@net":
-            networks[words[1]] = words[2]
+    for section in sections.split(result.stdout):
+        words = section.words
+        if section.name == "id" and len(words) == 1:
+            ident = words[0]
+        elif section.name == "net" and len(words) == 2:
+            networks[words[0]] = words[1]
     if not result.ok or not ident:
         raise AppError(f"{stack}: no running container of service {service} to talk to")
     address = networks.get(f"{stack}_default") or next((a for a in networks.values() if a), "")

@@ -1,0 +1,382 @@
+"""The Applier: one apply run over one session, sequencing the phases (see the package)."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import Callable
+from typing import IO
+
+from vpsctl.core.facts import FACTS_SCRIPT, HostFacts, parse
+from vpsctl.core.layout import HOST_ROOT
+from vpsctl.core.plan import StackChange, make_plan, redact
+from vpsctl.core.render import DesiredFile, render
+from vpsctl.errors import VpsctlError, display_path, masked
+from vpsctl.host.commands import files as file_commands
+from vpsctl.host.remote import Remote, RemoteError, output_tail
+from vpsctl.ops.apply.bootstrap import bootstrap_settings, run_bootstrap, settings_hash
+from vpsctl.ops.apply.edge import Edge
+from vpsctl.ops.apply.health import HealthGate
+from vpsctl.ops.apply.host import HostSetup
+from vpsctl.ops.apply.probe import PROBE_DEADLINE, Prober
+from vpsctl.ops.apply.prune import Prune
+from vpsctl.ops.apply.record import Record
+from vpsctl.ops.apply.result import ApplyResult, StackOutcome, StackResult
+from vpsctl.ops.apply.rollback import Rollback
+from vpsctl.ops.apply.snapshots import Snapshots
+from vpsctl.ops.apply.stackapps import AppSteps
+from vpsctl.ops.inputs import gather
+from vpsctl.spec.studio import Spec
+
+LOCK = "/run/vpsctl/apply.lock"  # held while an apply runs (see Session.hold_lock)
+PREVIOUS = f"{HOST_ROOT}/previous"  # outside the stacks tree: never mistaken for a managed file
+# ANSI escape sequences and other control characters (newline and tab stay)
+_CONTROL = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-_]|[\x00-\x08\x0b-\x1f\x7f]")
+
+
+class Applier:
+    """One apply run over one session to the host (a :class:`~vpsctl.host.remote.Session`, or
+    any :class:`~vpsctl.host.remote.Remote`: tests drive it with a scripted one).
+
+    It sequences the phases (:class:`HostSetup`, per stack :meth:`converge` with its
+    :class:`HealthGate`, :class:`AppSteps`, :class:`Prober` and :class:`Rollback`, the
+    :class:`Edge`, :class:`Prune`, :class:`Record`); each phase builds its commands with
+    :mod:`vpsctl.host.commands` and runs them over this run's session.
+
+    Every remote command is checked: one expected to fail says ``check=False`` and judges
+    its result; anything else that fails raises, and a stack whose change or rollback
+    failed says so in its :class:`StackOutcome`.
+    """
+
+    probe_deadline = PROBE_DEADLINE  # seconds a failing probe is retried (tests: 0)
+    health_interval = 2.0  # seconds between two polls of the health gate (tests: 0)
+    health_every = 5.0  # seconds between two "waiting" lines of a gate or the probes
+
+    def __init__(
+        self,
+        spec: Spec,
+        session: Remote,
+        out: IO[str],
+        *,
+        destroy_data: bool = False,
+        caddyfile: Callable[[bytes], bytes] | None = None,
+        before_stacks: Callable[[Applier], None] | None = None,
+        after_healthy: Callable[[Applier, str], str] | None = None,
+        backup_timers: bool = True,
+    ) -> None:
+        self.spec = spec
+        self.session = session
+        self.out = out
+        self.destroy_data = destroy_data
+        # a rebuild restores files (volumes, SQLite, Caddy's certificates) here: after the
+        # bootstrap and the backup files, before any stack first starts
+        self.before_stacks = before_stacks
+        # a rebuild restores each stack's databases here: once its services are healthy,
+        # before its app steps and probes (so a restored app is never claimed afresh);
+        # returns what failed, "" when all went well
+        self.after_healthy = after_healthy
+        # False on a drill box: its timers are masked, never enabled, so that it can never
+        # back up into the real repository under the real host's name
+        self.backup_timers = backup_timers
+        # what this run has changed on the box so far, in words: the journal lists it, a
+        # failed run's too (the operator sees what is no longer as it was)
+        self.changed: list[str] = []
+        self.caddyfile_hook = caddyfile
+        self.withheld: frozenset[str] = frozenset()  # stacks the edge does not route to
+        self.setup = HostSetup(self)
+        self.gate = HealthGate(self)
+        self.prober = Prober(self)
+        self.snapshots = Snapshots(self)
+        self.apps = AppSteps(self)
+        self.edge = Edge(self)
+        self.rollbacks = Rollback(self)
+        self.prune = Prune(self)
+        self.records = Record(self)
+        self.secrets = spec.secret_values()
+        self.inputs = gather(spec)  # strict: a sandbox not up fails here, named
+        self.desired = render(spec, self.inputs)
+        if caddyfile is not None:  # tests inject a Caddyfile Caddy rejects
+            for path, f in list(self.desired.files.items()):
+                if f.kind == "caddyfile":
+                    self.desired.files[path] = DesiredFile(
+                        f.path, caddyfile(f.content), f.mode, f.stack, f.kind
+                    )
+        self.facts = self.read_facts()
+        self.plan = make_plan(
+            spec.host.name,
+            self.desired,
+            self.facts,
+            destroy_data=destroy_data,
+            inventory=display_path(spec.inventory),
+        )
+
+    def say(self, text: str) -> None:
+        print(self.clean(text), file=self.out, flush=True)
+
+    def record(self, text: str) -> None:
+        """Note one change made to the box (for the journal)."""
+        self.changed.append(self.clean(text))
+
+    def clean(self, text: str) -> str:
+        """``text`` (a command's output, an error) with every secret value masked, and no
+        terminal control sequence a container's log could carry to the operator's screen."""
+        return _CONTROL.sub("", masked(redact(text, self.secrets)))
+
+    def last_lines(self, output: str, count: int = 12) -> str:
+        return self.clean("\n".join(output.splitlines()[-count:]))
+
+    def read_facts(self) -> HostFacts:
+        result = self.session.run(FACTS_SCRIPT, timeout=120, purpose="reading the host")
+        return parse(result.stdout)
+
+    def wait_healthy(self, name: str) -> tuple[bool, str]:
+        """The health gate of stack ``name`` (a rebuild gates again after its databases)."""
+        return self.gate.wait_healthy(name)
+
+    # ── the run ──────────────────────────────────────────────────────────────────────────
+
+    def apply(self) -> ApplyResult:
+        """Converge the host to the plan; the journal records the run, even a failed one."""
+        lock = self.session.hold_lock(LOCK, "apply")
+        try:
+            return self._apply()
+        except VpsctlError as exc:
+            # stopped before any stack's gate could judge (bootstrap, images, a hook): the
+            # stacks are as they were; the journal still says this run happened and failed
+            self.records.append_journal("error: " + self.clean(str(exc))[-300:], 0.0)
+            raise
+        finally:
+            lock.close()
+
+    def _apply(self) -> ApplyResult:
+        started = time.monotonic()
+        result = ApplyResult(self.plan)
+        bootstrap_hash = settings_hash(bootstrap_settings(self.spec))
+        self.bootstrap(result, bootstrap_hash)
+        self.setup.network()
+        self.setup.host_files()
+        result.phases["bootstrap"] = time.monotonic() - started
+        mark = time.monotonic()
+        self.setup.images()
+        result.phases["images"] = time.monotonic() - mark
+        if self.before_stacks is not None:
+            mark = time.monotonic()
+            self.before_stacks(self)
+            result.phases["before stacks"] = time.monotonic() - mark
+        mark = time.monotonic()
+        self.stacks(result)
+        for change in self.plan.stacks:
+            if change.action == "remove":
+                result.outcomes.append(self.prune.remove(change.stack))
+        self.prune.delete_stale_files(result)
+        if self.plan.changes or result.bootstrapped:
+            try:
+                self.records.write_manifest(result, bootstrap_hash)
+            except RemoteError as exc:
+                result.problems.append(
+                    f"the manifest could not be written ({self.clean(str(exc))}): the next "
+                    "plan shows this run's changes again"
+                )
+        result.phases["stacks"] = time.monotonic() - mark
+        result.seconds = time.monotonic() - started
+        self.records.journal(result)
+        return result
+
+    def bootstrap(self, result: ApplyResult, bootstrap_hash: str) -> None:
+        """Run the bootstrap when the box lacks docker or its bootstrap settings changed."""
+        manifest = self.facts.manifest or {}
+        if (
+            self.facts.docker is None
+            or self.facts.compose is None
+            or manifest.get("bootstrap") != bootstrap_hash
+        ):
+            report = run_bootstrap(self.session, self.spec, self.out)
+            result.bootstrapped = True
+            if report.changed:
+                self.record(f"bootstrap: {len(report.changed)} change(s)")
+
+    def stacks(self, result: ApplyResult) -> None:
+        """Converge every stack, dependencies first and the edge last; then probe the ones
+        applied before the edge was up."""
+        changes = {s.stack: s for s in self.plan.stacks}
+        deferred: list[StackOutcome] = []
+        # A stack is probed through Caddy right away only when Caddy already routes to it as
+        # the spec says: the edge runs and has nothing to change in this run.
+        edge_up = self.edge.running() and all(
+            changes[n].action == "none" for n, s in self.desired.stacks.items() if s.role == "edge"
+        )
+        for name, stack in self.desired.stacks.items():
+            change = changes[name]
+            if change.action == "none":
+                if self.apps.pending(name):
+                    result.outcomes.append(self.apps.only(name))
+                    continue
+                result.outcomes.append(
+                    StackOutcome(name, "none", StackResult.UNCHANGED, change.reason)
+                )
+                continue
+            self.edge.withhold_routes(result, name)  # no route to a stack whose start failed
+            probe_now = edge_up or stack.role == "edge"
+            outcome = self.converge(name, change, probe_now=probe_now)
+            result.outcomes.append(outcome)
+            if stack.role == "edge" and outcome.result == StackResult.APPLIED:
+                edge_up = True
+            if outcome.result == StackResult.APPLIED and not probe_now:
+                deferred.append(outcome)
+        self.probe_deferred(result, deferred)
+
+    def probe_deferred(self, result: ApplyResult, deferred: list[StackOutcome]) -> None:
+        """Probe, through the edge now up, the stacks applied before it first came up (their
+        previous files were kept until then, for a rollback); a new one rolled back here
+        loses its routes at the edge again."""
+        changes = {s.stack: s for s in self.plan.stacks}
+        for outcome in deferred:
+            failures = self.prober.probe([outcome.stack])
+            if failures:
+                change = changes[outcome.stack]
+                outcome.result, outcome.detail = self.rollbacks.rollback(
+                    outcome.stack, change, failures, probe=True
+                )
+            else:
+                self.discard_previous(outcome.stack)
+        self.reroute_edge(result)
+
+    def reroute_edge(self, result: ApplyResult) -> None:
+        """After the probes deferred until the edge was up: a new stack rolled back there
+        had its routes loaded with the edge; load the edge's Caddyfile again without them."""
+        edges = [
+            o.stack
+            for o in result.outcomes
+            if o.result == StackResult.APPLIED and self.edge.is_edge(o.stack)
+        ]
+        if not edges or not self.edge.withhold_routes(result, edges[0]):
+            return
+        for name in edges:
+            change = StackChange(name, "reload", "routes of a failed new stack withheld")
+            result.outcomes.append(self.converge(name, change, probe_now=True))
+
+    # ── one stack ────────────────────────────────────────────────────────────────────────
+
+    def stack_files(self, name: str) -> list[DesiredFile]:
+        """The files of stack ``name`` this run creates or updates."""
+        changed = {
+            f.path for f in self.plan.files if f.stack == name and f.action in ("create", "update")
+        }
+        return [self.desired.files[p] for p in self.desired.stacks[name].files if p in changed]
+
+    def steady_stacks(self) -> list[str]:
+        """Stacks this run leaves as they were (their probes judge a change of the edge)."""
+        return [s.stack for s in self.plan.stacks if s.action == "none"]
+
+    def previous(self, name: str) -> str:
+        """Where the previous version of ``name``'s changed files waits during its change."""
+        return f"{PREVIOUS}/{name}"
+
+    def discard_previous(self, name: str) -> None:
+        """The change held: its previous files are no longer needed (the next save starts
+        afresh, so a copy left behind does no harm; it is only reported)."""
+        result = self.session.run(
+            file_commands.remove([self.previous(name)], recursive=True),
+            check=False,
+            purpose=f"removing the previous files of {name}",
+        )
+        if not result.ok:
+            self.say(
+                f"{name}: note: {self.previous(name)} could not be removed: "
+                f"{output_tail(result, 2, 200)}"
+            )
+
+    def converge(self, name: str, change: StackChange, probe_now: bool) -> StackOutcome:
+        """Change one stack, gate it (compose's healthchecks, then its probes when Caddy can
+        reach it now), and roll it back when the gate fails."""
+        started = time.monotonic()
+
+        def outcome(result: StackResult, detail: str = "") -> StackOutcome:
+            self.record(f"{name}: {change.action} → {result}")
+            return StackOutcome(name, change.action, result, detail, time.monotonic() - started)
+
+        files = self.stack_files(name)
+        self.say(f"{name}: {change.action} ({change.reason})")
+        caddyfile = next((f for f in files if f.kind == "caddyfile"), None)
+        refused = self.prepare(name, change, files, caddyfile)
+        if refused:
+            return outcome(StackResult.FAILED, refused)
+        failures = self.change(name, change, files, caddyfile)
+        if not failures and self.after_healthy is not None:
+            failures = self.after_healthy(self, name)
+        if not failures:
+            # healthy, not yet probed: a new stack is not routed yet, so a first launch is
+            # claimed before anyone else can reach it
+            failures = self.apps.run(name)
+        if not failures and probe_now:
+            # The edge's own gate: the stacks that were serving before still serve.
+            failures = self.prober.probe(
+                self.steady_stacks() if self.edge.is_edge(name) else [name]
+            )
+        if failures:
+            return outcome(*self.rollbacks.rollback(name, change, failures, probe=probe_now))
+        if probe_now:
+            self.discard_previous(name)
+        seconds = time.monotonic() - started
+        self.say(f"{name}: {change.action} done in {seconds:.1f}s")
+        return outcome(StackResult.APPLIED)
+
+    def prepare(
+        self,
+        name: str,
+        change: StackChange,
+        files: list[DesiredFile],
+        caddyfile: DesiredFile | None,
+    ) -> str:
+        """Before any change (a failure here leaves the stack exactly as it was): Caddy
+        judges a new Caddyfile, the pre-apply snapshot, and the previous version of every
+        file that changes is kept. "" when the change may go ahead, else why not."""
+        try:
+            if caddyfile is not None and not self.edge.validate(name, caddyfile):
+                return "the new Caddyfile was rejected by Caddy; the old config keeps serving"
+            if self.snapshots.needed(change):
+                ok, detail = self.snapshots.take(name)
+                if not ok:
+                    return (
+                        "the pre-apply snapshot of its data failed, so nothing was changed: "
+                        + detail
+                    )
+            # the previous version of every file that changes, kept until the stack is
+            # healthy (a rollback puts it back)
+            self.session.run(
+                file_commands.save_previous(self.previous(name), [f.path for f in files]),
+                purpose=f"saving the previous files of {name}",
+            )
+        except RemoteError as exc:
+            leftover = self.edge.remove_next(caddyfile)
+            detail = f"{self.clean(str(exc))}; nothing was changed{leftover}"
+            self.say(f"{name}: FAILED before any change: {detail}")
+            return detail
+        return ""
+
+    def change(
+        self,
+        name: str,
+        change: StackChange,
+        files: list[DesiredFile],
+        caddyfile: DesiredFile | None,
+    ) -> str:
+        """Upload the new files, put the validated Caddyfile in place, and start (or reload)
+        the stack through its health gate: "" when it came up, else what failed."""
+        others = [f for f in files if f.kind != "caddyfile"]
+        try:
+            self.session.put_files([(f.path, f.content, f.mode) for f in others])
+            if others:
+                self.record(f"{name}: files uploaded: {', '.join(f.path for f in others)}")
+            if caddyfile is not None:
+                self.edge.place(caddyfile)
+                self.record(f"{name}: Caddyfile replaced")
+            if change.action == "reload":
+                ok, output = self.edge.reload(name)
+            else:
+                ok, output = self.gate.compose_up(name)
+                if ok and caddyfile is not None and self.edge.is_edge(name):
+                    ok, output = self.edge.reload(name)  # compose may not have restarted Caddy
+        except RemoteError as exc:
+            return self.clean(str(exc))
+        return "" if ok else f"{change.action} failed: {self.last_lines(output)}"

@@ -1,0 +1,73 @@
+"""The bootstrap phase: the pyinfra deploy that prepares a box (docker, firewall, swap …)."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import sys
+import time
+from dataclasses import asdict
+from types import ModuleType
+from typing import IO, Any
+
+from vpsctl.core import firewall
+from vpsctl.host.remote import DeployReport, Remote, Session
+from vpsctl.ops import targets
+from vpsctl.resources import shipped
+from vpsctl.spec.studio import Spec
+
+DEPLOYS = shipped("deploys")
+
+
+def deploy_module(name: str) -> ModuleType:
+    """Load ``deploys/<name>.py`` (a pyinfra deploy file, also runnable by the pyinfra CLI)."""
+    qualified = f"vpsctl_deploys.{name}"
+    if qualified in sys.modules:
+        return sys.modules[qualified]
+    spec = importlib.util.spec_from_file_location(qualified, DEPLOYS / f"{name}.py")
+    if spec is None or spec.loader is None:
+        raise ImportError(f"cannot load deploys/{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[qualified] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def bootstrap_settings(spec: Spec) -> Any:
+    """The bootstrap deploy's settings for ``spec``'s host."""
+    host = spec.host
+    return deploy_module("bootstrap").Settings(
+        timezone=host.timezone,
+        swap_bytes=host.swap,
+        swappiness=host.swappiness,
+        open_ports=tuple(host.open_ports),
+        udp_ports=firewall.ports_for(spec).udp,
+    )
+
+
+def settings_hash(settings: Any) -> str:
+    """The hash of the bootstrap settings the manifest records (a change re-runs it)."""
+    return hashlib.sha256(json.dumps(asdict(settings), sort_keys=True).encode()).hexdigest()
+
+
+def run_bootstrap(session: Remote, spec: Spec, out: IO[str]) -> DeployReport:
+    """Run the bootstrap deploy; print each change."""
+    started = time.monotonic()
+    print(f"bootstrap {spec.host.name} …", file=out)
+    report = session.deploy(deploy_module("bootstrap").bootstrap, settings=bootstrap_settings(spec))
+    for name in report.changed:
+        print(f"  changed: {name.removeprefix('vpsctl bootstrap | ')}", file=out)
+    unchanged = len(report.ops) - len(report.changed)
+    print(
+        f"bootstrap: {len(report.changed)} changed, {unchanged} already in place "
+        f"({time.monotonic() - started:.1f}s)",
+        file=out,
+    )
+    return report
+
+
+def bootstrap(spec: Spec, out: IO[str]) -> DeployReport:
+    """``apply --only bootstrap``."""
+    with Session(targets.target(spec)) as session:
+        return run_bootstrap(session, spec, out)
