@@ -21,7 +21,7 @@ from typing import Any
 
 from vpsctl.core import boxscripts, sections
 from vpsctl.core.backupfiles import TIMERS
-from vpsctl.core.layout import HOST_FILES, HOST_ROOT, STACKS_ROOT
+from vpsctl.core.layout import HOST_FILES, HOST_ROOT, LABEL_STACK, STACKS_ROOT
 
 MANIFEST = f"{HOST_ROOT}/manifest.json"
 MAX_CONTENT = 256 * 1024
@@ -135,7 +135,7 @@ class HostFacts:
             "manifest": self.manifest,
             "files": {p: [f.mode, f.owner, f.sha256] for p, f in sorted(self.files.items())},
             "containers": sorted(
-                [c.project, c.service, c.state, c.image, c.labels.get("dev.vpsctl.stack", "")]
+                [c.project, c.service, c.state, c.image, c.labels.get(LABEL_STACK, "")]
                 for c in self.containers
             ),
             "images": sorted(self.images),

@@ -28,6 +28,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from vpsctl.core import sections
 from vpsctl.core.templates import environment
 
 if TYPE_CHECKING:  # the bootstrap deploy imports this module: keep it light
@@ -202,26 +203,17 @@ class FirewallFacts:
 def parse(output: str) -> FirewallFacts:
     """Parse :data:`READ_SCRIPT`'s sections out of the audit's output."""
     facts = FirewallFacts({})
-    current: list[str] | None = None
     raw: dict[int, list[str]] = {}
-    for line in output.splitlines():
-        if line.startswith(f"{MARK} "):
-            family = int(line.split()[1])
-            current = raw.setdefault(family, [])
-        elif line.startswith(f"{MARK}-error "):
-            family = int(line.split()[1])
-            raw.setdefault(family, []).append(f"{MARK}-error")
-            current = None
-        elif line.startswith(f"{MARK}-ipv6 "):
-            facts.ipv6_off = line.split()[1] == "off"
-            current = None
-        elif line.startswith(f"{MARK}-end"):
+    name = MARK.removeprefix(sections.MARK)
+    for section in sections.split(output):
+        if section.name == name:
+            raw.setdefault(int(section.words[0]), []).extend(x.rstrip() for x in section.lines)
+        elif section.name == f"{name}-error":
+            raw.setdefault(int(section.words[0]), []).append(f"{MARK}-error")
+        elif section.name == f"{name}-ipv6":
+            facts.ipv6_off = section.words[:1] == ["off"]
+        elif section.name == f"{name}-end":
             facts.read = True
-            current = None
-        elif line.startswith("@@"):
-            current = None
-        elif current is not None:
-            current.append(line.rstrip())
     for family, lines in raw.items():
         facts.listings[family] = _listing(lines)
     return facts

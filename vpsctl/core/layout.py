@@ -10,6 +10,8 @@ from vpsctl.errors import VpsctlError
 HOST_ROOT = "/opt/vpsctl"
 STACKS_ROOT = f"{HOST_ROOT}/stacks"  # one directory per compose project
 HOST_FILES = f"{HOST_ROOT}/host"  # managed files that belong to the box, not to a stack
+# the label on every container of a stack vpsctl applied: its stack's name
+LABEL_STACK = "dev.vpsctl.stack"
 
 
 class UnsafePath(VpsctlError):

@@ -24,9 +24,8 @@ from typing import Any, Literal
 from vpsctl.core.appsteps import StepKind
 from vpsctl.core.backupfiles import SYSTEMD_DIR, TIMERS
 from vpsctl.core.facts import Container, HostFacts, RemoteFile
-from vpsctl.core.layout import HOST_FILES, STACKS_ROOT
+from vpsctl.core.layout import HOST_FILES, LABEL_STACK, STACKS_ROOT
 from vpsctl.core.render import (
-    LABEL_STACK,
     Desired,
     DesiredFile,
     DesiredStack,

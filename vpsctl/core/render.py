@@ -29,7 +29,13 @@ import jinja2
 
 from vpsctl.core import backupfiles
 from vpsctl.core.appsteps import AppStep, desired_steps
-from vpsctl.core.layout import HOST_FILES, STACKS_ROOT, UnsafePath, member_problem
+from vpsctl.core.layout import (
+    HOST_FILES,
+    LABEL_STACK,
+    STACKS_ROOT,
+    UnsafePath,
+    member_problem,
+)
 from vpsctl.core.templates import environment
 from vpsctl.errors import VpsctlError
 from vpsctl.spec.envfile import env_value_problem
@@ -41,7 +47,6 @@ from vpsctl.spec.units import format_size
 EDGE_NETWORK = "vpsctl-edge"
 CADDY_CONFIG = "caddy"  # the edge's config directory holding the rendered Caddyfile
 
-LABEL_STACK = "dev.vpsctl.stack"
 LABEL_CONFIG = "dev.vpsctl.config-hash"
 
 

@@ -39,7 +39,8 @@ def image_tag(context: Path = CONTEXT) -> str:
     if not (context / "Dockerfile").is_file() or not (context / "packages.txt").is_file():
         raise SandboxError(
             f"the sandbox build context {context}/ (Dockerfile, packages.txt) is missing; "
-            "run vpsctl from its source checkout"
+            "vpsctl's install is incomplete (a wheel ships it as vpsctl/_data/sandbox/): "
+            "reinstall it"
         )
     digest = hashlib.sha256(f"{SUITE}\0".encode())
     # pebble/ is the context of another image (vpsctl.local.pebble), hashed into that one's tag

@@ -33,11 +33,11 @@ from __future__ import annotations
 import hashlib
 import json
 import re
-import shlex
 from typing import TYPE_CHECKING
 
 from vpsctl.core.appsteps import GHOST_INTEGRATION, ghost_key_path
 from vpsctl.errors import display_path, register_secrets
+from vpsctl.host import commands
 from vpsctl.host.remote import RemoteError
 from vpsctl.ops.apps import (
     AppError,
@@ -155,7 +155,9 @@ def database_command(container: str, user: str, database: str) -> str:
     """``mysql`` in the database container, its password read from the first line of stdin
     (never on a command line), the query from the rest."""
     inner = 'IFS= read -r MYSQL_PWD; export MYSQL_PWD; exec mysql -h 127.0.0.1 -u "$1" -N -B "$2"'
-    return shlex.join(["docker", "exec", "-i", container, "sh", "-c", inner, "sh", user, database])
+    return commands.join(
+        ["docker", "exec", "-i", container, "sh", "-c", inner, "sh", user, database]
+    )
 
 
 def read_database(ctx: StepContext, stack: str, service: str) -> tuple[str | None, bool]:
