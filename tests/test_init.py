@@ -9,6 +9,7 @@ import pytest
 
 from tests.helpers import ROOT, run_cli
 from vpsctl import resources
+from vpsctl.cli import init
 from vpsctl.cli.init import GITIGNORE, STUDIO_DIRS
 from vpsctl.cli.main import main
 
@@ -135,3 +136,28 @@ def test_shipped_files_are_found_in_the_checkout() -> None:
     # an editable install has no vpsctl/_data: the checkout's top level is used
     for name in ("templates", "deploys", "standins", "sandbox", *STUDIO_DIRS):
         assert resources.shipped(name).is_dir(), name
+
+
+def test_init_copies_no_secrets_file_nor_a_copy_of_one(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    example = tmp_path / "example"
+    for name in STUDIO_DIRS:
+        (example / name).mkdir(parents=True)
+    kept = ["inventory/prod/host.yaml", "inventory/prod/secrets.env.example", "stacks/a.yaml"]
+    secret = [
+        "inventory/prod/secrets.env",
+        "inventory/prod/secrets.env.bak",
+        "inventory/prod/prod.secrets.env",
+        "stacks/secrets.env.orig",
+    ]
+    for rel in kept + secret:
+        (example / rel).parent.mkdir(parents=True, exist_ok=True)
+        (example / rel).write_text("X=1\n", encoding="utf-8")
+    monkeypatch.setattr(init, "shipped", lambda name: example / name)
+    studio = tmp_path / "studio"
+    init.init_studio(studio)
+    for rel in kept:
+        assert (studio / rel).is_file(), rel
+    copied = sorted(str(p.relative_to(studio)) for p in studio.rglob("*secrets.env*"))
+    assert copied == ["inventory/prod/secrets.env.example"]

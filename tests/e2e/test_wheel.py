@@ -35,6 +35,13 @@ NOT_SOURCE = shutil.ignore_patterns(
     ".venv", ".git", "build", "dist", "*.egg-info", ".vpsctl", "__pycache__", ".*_cache",
     ".hypothesis", "tests", "bench",
 )  # fmt: skip
+# planted in the copy the wheel is built from (the demo writes the first)
+PLANTED_SECRETS = (
+    "inventory/sandbox/secrets.env",
+    "inventory/sandbox/secrets.env.bak",
+    "inventory/prod/prod.secrets.env",
+    "stacks/files/secrets.env.orig",
+)
 # files that must keep their x bit: the entrypoints the images run as they are copied
 EXECUTABLES = (
     "vpsctl/_data/standins/ghost/docker-entrypoint.sh",
@@ -80,6 +87,9 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     # and the copy keeps inventory/sandbox/secrets.env when the demo made one (never shipped)
     source = work / "source"
     shutil.copytree(ROOT, source, ignore=NOT_SOURCE)
+    # an operator's secrets and copies of them, beside the example's files: none may ship
+    for planted in PLANTED_SECRETS:
+        (source / planted).write_text("STRIPE_SECRET_KEY=sk_live_planted\n", encoding="utf-8")
     _pip(sys.executable, "wheel", "--no-deps", "-w", str(work / "dist"), str(source))
     (wheel,) = (work / "dist").glob("vpsctl-*.whl")
     venv = work / "venv"
@@ -122,7 +132,10 @@ def test_the_wheel_ships_vpsctls_files_and_no_secret(installed: Installed) -> No
         "vpsctl/_data/schemas/stack.schema.json",
     ):
         assert name in names, name
-    assert not [n for n in names if n.endswith("secrets.env") or "__pycache__" in n]
+    leaked = [n for n in names if "__pycache__" in n or n.endswith(".pyc")]
+    leaked += [n for n in names if "secrets.env" in n and not n.endswith("secrets.env.example")]
+    assert not leaked, f"the wheel ships an operator's secrets or caches: {leaked}"
+    assert "vpsctl/_data/inventory/prod/secrets.env.example" in names
     packages = {str(p.relative_to(ROOT)) for p in (ROOT / "vpsctl").rglob("__init__.py")}
     assert packages <= names, f"sub-packages missing from the wheel: {packages - names}"
     site = next((installed.venv / "lib").glob("python3*/site-packages"))

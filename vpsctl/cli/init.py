@@ -18,8 +18,18 @@ from vpsctl.resources import shipped
 # inventories, the stack files with the files they ship, and the editors' JSON Schemas
 STUDIO_DIRS = ("inventory", "stacks", "schemas")
 
-# the example in a checkout may hold the demo's generated secrets: those are never copied
-_NOT_COPIED = shutil.ignore_patterns("secrets.env", "*.secrets.env", "__pycache__", "*.pyc")
+
+def never_copied(name: str) -> bool:
+    """The example in a checkout may hold the demo's generated secrets (or a copy of them:
+    ``secrets.env.bak``, ``prod.secrets.env``): never copied, nor interpreter caches. The
+    ``*.example`` files are the example's own. The wheel ships by the same rule (setup.py)."""
+    secret = "secrets.env" in name and not name.endswith(".example")
+    return secret or name == "__pycache__" or name.endswith(".pyc")
+
+
+def _not_copied(folder: str, names: list[str]) -> set[str]:
+    return {name for name in names if never_copied(name)}
+
 
 GITIGNORE = """\
 # Real secrets never enter git: only secrets.env.example files are tracked.
@@ -79,7 +89,7 @@ def init_studio(target: Path) -> list[Path]:
     target.mkdir(parents=True, exist_ok=True)
     written = []
     for name, source in sources.items():
-        shutil.copytree(source, target / name, ignore=_NOT_COPIED)
+        shutil.copytree(source, target / name, ignore=_not_copied)
         written.append(target / name)
     for name, text in ((".gitignore", GITIGNORE), ("README.md", README)):
         (target / name).write_text(text, encoding="utf-8")
