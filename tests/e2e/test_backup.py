@@ -415,6 +415,10 @@ def test_rebuild_onto_a_fresh_box_serves_yesterdays_data(
         )
         assert {line.split()[0] for line in owners.splitlines()} == {"10001"}, owners
         audit_ok(studio)
+        # the files phase and the three database stacks read ONE extraction of the
+        # snapshot, which the rebuild then released: nothing of it is left on the box
+        left = on_box(fresh, "mkdir -p /var/lib/vpsctl/restore; ls -A /var/lib/vpsctl/restore")
+        assert left.strip() == "", left
         again = run_cli(studio, "rebuild", "-i", INV)  # a live box is no rebuild target
         assert again.code == 1
         assert "already runs" in again.err and "use `vpsctl restore -i " in again.err

@@ -546,6 +546,22 @@ class _RebuildSteps:
         rebuild.phases["restore databases"] += time.monotonic() - mark
         return "" if ok else f"restoring its databases: {applier.clean(detail)}"
 
+    def release(self, applier: Applier) -> None:
+        """Remove the snapshot's copy on the box that the files phase extracted and every
+        stack's databases phase then read (one ``restic restore`` per rebuild, not one per
+        database stack). Best effort: the next restore removes a copy left behind."""
+        if self.rebuild.snapshot is None:
+            return
+        try:
+            backups = Backups(self.spec, self.session, applier.desired)
+            backups.call(commands.release(self.rebuild.snapshot.id), timeout=600)
+        except (BackupError, RemoteError) as exc:
+            print(
+                f"warning: the snapshot's extracted copy stays on the box until the next "
+                f"restore: {applier.clean(str(exc))}",
+                file=self.out,
+            )
+
 
 def run_rebuild(
     spec: Spec,
@@ -579,7 +595,10 @@ def run_rebuild(
                 f"a fresh box (use `vpsctl restore -i {spec.inventory}` on a live one, or "
                 "--force)"
             )
-        result = applier.apply()
+        try:
+            result = applier.apply()
+        finally:
+            steps.release(applier)
         rebuild.phases["connect"] = connected - started
         rebuild.phases["bootstrap"] = result.phases.get("bootstrap", 0.0)
         rebuild.phases["images"] = result.phases.get("images", 0.0)

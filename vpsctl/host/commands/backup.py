@@ -14,7 +14,8 @@ RestorePhase = Literal["files", "databases", "all"]
 
 def script(verb: str, *args: str) -> Argv:
     """``vpsctl-backup VERB ARGS…`` (``init``, ``backup KIND STACK…``, ``restore SNAPSHOT
-    PHASE STACK…``, ``recorded``, ``counts``, ``snapshots``, ``secrets``, ``check``)."""
+    PHASE STACK…``, ``release SNAPSHOT``, ``recorded``, ``counts``, ``snapshots``,
+    ``secrets``, ``check``)."""
     return [SCRIPT, verb, *args]
 
 
@@ -24,5 +25,12 @@ def backup(kind: BackupKind, stacks: list[str]) -> Argv:
 
 
 def restore(snapshot: str, phase: RestorePhase, stacks: list[str]) -> Argv:
-    """Restore ``stacks`` from ``snapshot``: ``phase`` ``files``, ``databases`` or ``all``."""
+    """Restore ``stacks`` from ``snapshot``: ``phase`` ``files``, ``databases`` or ``all``.
+    ``files`` and ``databases`` keep the snapshot's extracted copy for the next call
+    (:func:`release` removes it); ``all`` removes it."""
     return script("restore", snapshot, phase, *stacks)
+
+
+def release(snapshot: str) -> Argv:
+    """Remove the copy of ``snapshot`` that ``files``/``databases`` restores kept."""
+    return script("release", snapshot)
