@@ -106,8 +106,9 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 def cmd_plan(args: argparse.Namespace) -> int:
     """Diff the rendered spec against the live host; exit 2 when there are changes."""
-    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
+    import threading  # noqa: PLC0415
 
+    from vpsctl.core.facts import HostFacts  # noqa: PLC0415
     from vpsctl.core.plan import make_plan  # noqa: PLC0415
     from vpsctl.errors import display_path  # noqa: PLC0415
     from vpsctl.ops import targets  # noqa: PLC0415 - pyinfra loads only for commands that connect
@@ -116,12 +117,24 @@ def cmd_plan(args: argparse.Namespace) -> int:
     spec = _load(args.inventory)
     # The host's facts are read while the spec renders: the SSH handshake and the box's
     # facts script overlap the local work. The spec is whole and valid before anything
-    # connects, and the read changes nothing on the host.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="facts") as pool:
-        reading = pool.submit(targets.read_facts, spec)
-        desired = render_spec(spec)
-        print(f"reading {spec.host.name} …", file=sys.stderr)
-        facts = reading.result()
+    # connects, and the read changes nothing on the host. A daemon thread: a render error
+    # or Ctrl-C ends the command at once, without waiting for the read.
+    read: list[HostFacts | BaseException] = []
+
+    def reading() -> None:
+        try:
+            read.append(targets.read_facts(spec))
+        except BaseException as exc:  # noqa: BLE001 - raised again below, in the command
+            read.append(exc)
+
+    reader = threading.Thread(target=reading, name="facts", daemon=True)
+    reader.start()
+    desired = render_spec(spec)
+    print(f"reading {spec.host.name} …", file=sys.stderr)
+    reader.join()
+    if isinstance(read[0], BaseException):
+        raise read[0]
+    facts = read[0]
     plan = make_plan(
         spec.host.name,
         desired,
