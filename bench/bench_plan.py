@@ -28,7 +28,6 @@ Usage: python bench/bench_plan.py [--runs N] [--vpsctl PATH]... [--write bench/R
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
 import io
 import json
@@ -93,6 +92,7 @@ class CountingProxy(DelayProxy):
         self.turns = 0
         self.up = 0
         self.down = 0
+        self._last = "box"
 
     def __enter__(self) -> CountingProxy:
         super().__enter__()
@@ -101,51 +101,18 @@ class CountingProxy(DelayProxy):
     def reset(self) -> None:
         self.connections = self.turns = self.up = self.down = 0
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def connected(self) -> None:
         self.connections += 1
-        last = ["box"]  # the client speaks first: its first chunk is a turn
-        up_reader, up_writer = await asyncio.open_connection(*self.target)
-        await asyncio.gather(
-            self._counted(reader, up_writer, last, "client"),
-            self._counted(up_reader, writer, last, "box"),
-            return_exceptions=True,
-        )
+        self._last = "box"  # the client speaks first: its first chunk is a turn
 
-    async def _counted(
-        self,
-        reader: asyncio.StreamReader,
-        writer: asyncio.StreamWriter,
-        last: list[str],
-        side: str,
-    ) -> None:
-        queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
-
-        async def deliver() -> None:
-            while True:
-                due, chunk = await queue.get()
-                wait = due - time.monotonic()
-                if wait > 0:
-                    await asyncio.sleep(wait)
-                if not chunk:
-                    writer.close()
-                    return
-                writer.write(chunk)
-                await writer.drain()
-
-        task = asyncio.ensure_future(deliver())
-        try:
-            while chunk := await reader.read(65536):
-                if side == "client":
-                    self.up += len(chunk)
-                    if last[0] == "box":
-                        self.turns += 1
-                else:
-                    self.down += len(chunk)
-                last[0] = side
-                queue.put_nowait((time.monotonic() + self.one_way, chunk))
-        finally:
-            queue.put_nowait((time.monotonic() + self.one_way, b""))
-            await task
+    def seen(self, side: str, chunk: bytes) -> None:
+        if side == "client":
+            self.up += len(chunk)
+            if self._last == "box":
+                self.turns += 1
+        else:
+            self.down += len(chunk)
+        self._last = side
 
 
 # ── running a whole process ──────────────────────────────────────────────────────────────

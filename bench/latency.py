@@ -46,13 +46,24 @@ class DelayProxy:
         self._ready.set()
         self._loop.run_forever()
 
+    def connected(self) -> None:
+        """Called for each new connection (a subclass counts them)."""
+
+    def seen(self, side: str, chunk: bytes) -> None:
+        """Called for each chunk read, ``side`` "client" or "box" (a subclass counts them)."""
+
     async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.connected()
         up_reader, up_writer = await asyncio.open_connection(*self.target)
         await asyncio.gather(
-            self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
+            self._pipe(reader, up_writer, "client"),
+            self._pipe(up_reader, writer, "box"),
+            return_exceptions=True,
         )
 
-    async def _pipe(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, side: str
+    ) -> None:
         queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
 
         async def deliver() -> None:
@@ -70,6 +81,7 @@ class DelayProxy:
         task = asyncio.ensure_future(deliver())
         try:
             while chunk := await reader.read(65536):
+                self.seen(side, chunk)
                 queue.put_nowait((time.monotonic() + self.one_way, chunk))
         finally:
             queue.put_nowait((time.monotonic() + self.one_way, b""))
