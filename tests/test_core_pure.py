@@ -31,7 +31,8 @@ SPEC_BOUNDARY = {
     "yamlsource": "parses YAML text read from files, with ruamel",
     "checks": "checks the loaded studio against files on disk (config sources, keys)",
     "generate": "writes new secret values into secrets.env",
-    "cache": "reads and writes validate's content-hash cache under .vpsctl/cache/",
+    "cache": "reads and writes validate's and plan's content-hash caches under .vpsctl/cache/",
+    "zones": "reads the machine's tz database (the one file a time zone name points to)",
     "pydantic_errors": "restates pydantic's errors against the YAML documents the loader read",
     "studio": "the loaded Spec: its config_source/files_root look at files on disk, called "
     "only at the boundary (vpsctl.ops.inputs, checks); the core uses it as data",
@@ -72,9 +73,9 @@ THIRD_PARTY = {"pydantic", "jinja2", "re2"}
 ONLY_IN = {
     # random bytes for `secrets generate`'s values: no file, no process
     ("vpsctl.spec.secrets", "secrets"),
-    # timezone names are checked against the tz database (package data, read-only, as
-    # importing a module reads its file)
-    ("vpsctl.spec.models", "zoneinfo"),
+    # timezone names are checked against the tz database (read-only, one file per name:
+    # vpsctl.spec.zones, the boundary that reads it)
+    ("vpsctl.spec.models", "vpsctl.spec.zones"),
 }
 # vpsctl modules the core may import, and which names of them (None: any)
 VPSCTL: dict[str, frozenset[str] | None] = {

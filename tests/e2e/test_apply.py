@@ -35,6 +35,7 @@ from vpsctl.host.remote import Session
 from vpsctl.local.sandbox import SandboxInfo
 from vpsctl.ops import apply as apply_module
 from vpsctl.ops.inputs import render_spec
+from vpsctl.spec import loader
 from vpsctl.spec.loader import load_spec
 
 pytestmark = pytest.mark.e2e
@@ -86,7 +87,7 @@ def all_probes_pass(root: Path) -> None:
 
 
 def test_fresh_box_every_stack_healthy_and_every_probe_passes(
-    box: SandboxInfo, studio: Path
+    box: SandboxInfo, studio: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     status = on_box(box, "docker ps --format '{{.Names}} {{.Status}}'")
     names = {line.split()[0] for line in status.splitlines()}
@@ -102,6 +103,26 @@ def test_fresh_box_every_stack_healthy_and_every_probe_passes(
     assert plan.code == 0, plan.out[-3000:]
     journal = on_box(box, "tail -n 1 /opt/vpsctl/journal.log")
     assert json.loads(journal)["result"] == "ok"
+    # The plan cache (issue 15): the same plan again reads the box over paramiko alone and,
+    # the box answering as before, prints the very same without loading the spec ...
+    with monkeypatch.context() as patch:
+        patch.setattr(loader, "load_spec", _not_loaded)
+        again = run_cli(studio, "plan", "-i", INV)
+    assert (again.code, again.out, again.err) == (plan.code, plan.out, plan.err)
+    # ... and a box that answers otherwise is planned in full from that answer
+    compose = "/opt/vpsctl/stacks/documint/compose.yaml"
+    on_box(box, f"chmod 600 {compose}")
+    try:
+        drift = run_cli(studio, "plan", "-i", INV)
+    finally:
+        on_box(box, f"chmod 644 {compose}")
+    assert drift.code == 2 and compose in drift.out, drift.out[-2000:]
+    assert drift.err == plan.err  # the warnings and "reading …" once, as ever
+    assert run_cli(studio, "plan", "-i", INV).out == plan.out
+
+
+def _not_loaded(*_: object, **__: object) -> None:
+    raise AssertionError("the spec was loaded: the plan cache missed")
 
 
 def test_first_launches_claimed_and_listmonk_links_carry_the_public_url(

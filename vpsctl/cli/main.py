@@ -21,6 +21,7 @@ from vpsctl.cli import sandbox, views
 from vpsctl.errors import VpsctlError, forget_secrets, masked, masked_data, redacted_output
 
 if TYPE_CHECKING:
+    from vpsctl.core.facts import HostFacts
     from vpsctl.spec.studio import Spec
 
 # Every command imports what it needs inside its function, and building the parser imports
@@ -105,50 +106,110 @@ def cmd_render(args: argparse.Namespace) -> int:
 
 
 def cmd_plan(args: argparse.Namespace) -> int:
-    """Diff the rendered spec against the live host; exit 2 when there are changes."""
+    """Diff the rendered spec against the live host; exit 2 when there are changes.
+
+    A plan whose every input is unchanged since a plan printed before (:mod:`the plan
+    cache <vpsctl.spec.cache>`) reads the host at once, without loading the spec; when the
+    host answers as it did then, it prints what that plan printed. Otherwise it plans in
+    full, with the answer already read: one connection, one command, either way.
+    """
+    from vpsctl.spec import cache  # noqa: PLC0415 - stdlib only: a hit never loads pydantic
+
+    context = None
+    if args.out is None and not os.environ.get("VPSCTL_NO_CACHE"):
+        context = [
+            "plan",
+            *(f"{flag}={getattr(args, flag)}" for flag in ("json", "verbose", "destroy_data")),
+            *sorted(f"{k}={v}" for k, v in os.environ.items() if k.startswith("VPSCTL_")),
+        ]
+    memo = cache.plan_lookup(args.inventory, context) if context is not None else None
+    if memo is None:
+        return _plan(args, context)
+    from vpsctl.host import quick  # noqa: PLC0415 - paramiko alone
+
+    sys.stderr.write(memo.stderr)  # the warnings, and "reading HOST …"
+    facts = quick.read_facts(memo.target, memo.script)
+    if facts is not None and facts.fingerprint() == memo.facts:
+        sys.stdout.write(memo.stdout)
+        return memo.code
+    return _plan(args, context, facts, printed=True)
+
+
+def _plan(
+    args: argparse.Namespace,
+    context: list[str] | None,
+    facts: HostFacts | None = None,
+    *,
+    printed: bool = False,
+) -> int:
+    """The plan in full; ``facts`` when the host was read already, ``printed`` when the
+    warnings and the "reading" line were. With a ``context``, what it printed is stored in
+    the plan cache under it."""
     import threading  # noqa: PLC0415
 
-    from vpsctl.core.facts import HostFacts  # noqa: PLC0415
-    from vpsctl.core.plan import make_plan  # noqa: PLC0415
-    from vpsctl.errors import display_path  # noqa: PLC0415
-    from vpsctl.ops import targets  # noqa: PLC0415 - pyinfra loads only for commands that connect
-    from vpsctl.ops.inputs import render_spec  # noqa: PLC0415
+    from vpsctl.spec import cache  # noqa: PLC0415
 
-    spec = _load(args.inventory)
-    # The host's facts are read while the spec renders: the SSH handshake and the box's
-    # facts script overlap the local work. The spec is whole and valid before anything
-    # connects, and the read changes nothing on the host. A daemon thread: a render error
-    # or Ctrl-C ends the command at once, without waiting for the read.
-    read: list[HostFacts | BaseException] = []
-
-    def reading() -> None:
-        try:
-            read.append(targets.read_facts(spec))
-        except BaseException as exc:  # noqa: BLE001 - raised again below, in the command
-            read.append(exc)
-
-    reader = threading.Thread(target=reading, name="facts", daemon=True)
-    reader.start()
-    desired = render_spec(spec)
-    print(f"reading {spec.host.name} …", file=sys.stderr)
-    reader.join()
-    if isinstance(read[0], BaseException):
-        raise read[0]
-    facts = read[0]
-    plan = make_plan(
-        spec.host.name,
-        desired,
-        facts,
-        destroy_data=args.destroy_data,
-        inventory=display_path(spec.inventory),
+    recorder: contextlib.AbstractContextManager[set[str]] = (
+        cache.recording() if context is not None else contextlib.nullcontext(set())
     )
-    data = plan.to_json()  # masked, then hashed
-    sys.stdout.write(_json(data) if args.json else views.plan_text(plan, args.verbose))
+    with recorder as reads:
+        from vpsctl.core.facts import facts_script  # noqa: PLC0415
+        from vpsctl.core.plan import make_plan  # noqa: PLC0415
+        from vpsctl.errors import display_path  # noqa: PLC0415
+        from vpsctl.ops import targets  # noqa: PLC0415 - pyinfra loads only for commands that connect
+        from vpsctl.ops.inputs import render_spec  # noqa: PLC0415
+
+        spec = load_spec(args.inventory)
+        # what a plan prints before its output: the warnings, then what it reads
+        warned = "".join(f"warning: {problem}\n" for problem in spec.warnings)
+        reading_line = f"reading {spec.host.name} …\n"
+        if not printed:
+            sys.stderr.write(warned)
+        # The host's facts are read while the spec renders: the SSH handshake and the box's
+        # facts script overlap the local work. The spec is whole and valid before anything
+        # connects, and the read changes nothing on the host. A daemon thread: a render
+        # error or Ctrl-C ends the command at once, without waiting for the read.
+        read: list[HostFacts | BaseException] = [] if facts is None else [facts]
+
+        def reading() -> None:
+            try:
+                read.append(targets.read_facts(spec))
+            except BaseException as exc:  # noqa: BLE001 - raised again below, in the command
+                read.append(exc)
+
+        reader = threading.Thread(target=reading, name="facts", daemon=True)
+        if facts is None:
+            reader.start()
+        desired = render_spec(spec)
+        if not printed:
+            sys.stderr.write(reading_line)
+        if facts is None:
+            reader.join()
+        if isinstance(read[0], BaseException):
+            raise read[0]
+        facts = read[0]
+        plan = make_plan(
+            spec.host.name,
+            desired,
+            facts,
+            destroy_data=args.destroy_data,
+            inventory=display_path(spec.inventory),
+        )
+        data = plan.to_json()  # masked, then hashed
+        text = _json(data) if args.json else views.plan_text(plan, args.verbose)
+    sys.stdout.write(text)
+    code = 2 if plan.changes else 0
     if args.out is not None:
         # a file, not a stream: masked here (the hash already covers the masked body)
         args.out.write_text(_json(data), encoding="utf-8")
         print(f"saved plan {data['plan_hash'][:12]} to {args.out}", file=sys.stderr)
-    return 2 if plan.changes else 0
+    elif context is not None and facts.reachable:
+        entry = cache.PlanEntry(
+            targets.target(spec), facts_script(), facts.fingerprint(),
+            masked(warned + reading_line), masked(text), code,
+        )  # fmt: skip
+        cache.plan_store(spec, context, reads, entry)
+    return code
 
 
 def cmd_apply(args: argparse.Namespace) -> int:

@@ -20,7 +20,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from vpsctl.core import boxscripts, sections
-from vpsctl.core.backupfiles import TIMERS
 from vpsctl.core.layout import HOST_FILES, HOST_ROOT, LABEL_STACK, STACKS_ROOT
 
 MANIFEST = f"{HOST_ROOT}/manifest.json"
@@ -40,6 +39,10 @@ DOCKER_FORMATS = {
 @functools.cache
 def facts_script() -> str:
     """The facts read (``templates/box/facts.sh.j2``), rendered once."""
+    # imported here: parsing facts must not load the spec models (a plan served from the
+    # plan cache reads the host without them)
+    from vpsctl.core.backupfiles import TIMERS  # noqa: PLC0415
+
     return boxscripts.render(
         boxscripts.FACTS,
         manifest=MANIFEST,
@@ -143,6 +146,39 @@ class HostFacts:
             # names only: a size moves all the time, and would make every saved plan stale
             "volumes": sorted([v.name, v.project] for v in self.volumes),
             "app_files": sorted([p, m, sha] for p, (m, sha) in self.app_files.items()),
+        }
+        return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+    def fingerprint(self) -> str:
+        """A hash of every fact, in the order the host printed it (a mapping's keys sorted:
+        docker prints a container's labels in any order), but one: a container's
+        ``status`` ("Up 3 minutes (healthy)"), which moves every minute and which neither a
+        plan nor its views read (the audit does). Two reads with the same fingerprint give
+        the same plan of the same inputs: what the plan cache (:mod:`vpsctl.spec.cache`)
+        relies on. Unlike :meth:`digest` it covers the files' sizes and contents and the
+        volumes' sizes and creation times, which a plan shows."""
+
+        def sha(content: bytes | None) -> str | None:
+            return None if content is None else hashlib.sha256(content).hexdigest()
+
+        data = {
+            "reachable": self.reachable,
+            "error": self.error,
+            "manifest": self.manifest,
+            "files": [
+                [p, f.path, f.mode, f.owner, f.size, f.sha256, sha(f.content)]
+                for p, f in self.files.items()
+            ],
+            "docker": self.docker,
+            "compose": self.compose,
+            "containers": [
+                [c.name, c.project, c.service, c.state, c.image, sorted(c.labels.items())]
+                for c in self.containers
+            ],
+            "images": sorted(self.images),
+            "timers": list(self.timers.items()),
+            "volumes": [[v.name, v.project, v.created, v.size] for v in self.volumes],
+            "app_files": [[p, m, s] for p, (m, s) in self.app_files.items()],
         }
         return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 

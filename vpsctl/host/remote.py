@@ -34,7 +34,7 @@ from pyinfra.api.operations import run_ops
 from pyinfra.api.state import State
 from pyinfra.connectors.sshuserclient.client import get_host_keys
 
-from vpsctl.core.facts import FACTS_SCRIPT, FactsError, HostFacts, parse, unreachable
+from vpsctl.core.facts import FactsError, HostFacts, facts_script, parse, unreachable
 from vpsctl.core.layout import HOST_ROOT, UnsafePath, member_problem
 from vpsctl.errors import VpsctlError, masked
 from vpsctl.host import commands
@@ -553,12 +553,14 @@ def probe(target: Target, timeout: float = 5.0) -> str | None:
 HOST_KEY_CHANGED = "the SSH host key does not match the recorded one"
 
 
-def read_facts(target: Target) -> HostFacts:
-    """The host's facts in ONE remote command; an unreachable host is a fact, not a crash."""
+def read_facts(target: Target, script: str | None = None) -> HostFacts:
+    """The host's facts in ONE remote command (``script``: the facts script as a plan
+    cache entry recorded it, else :func:`facts_script`'s); an unreachable host is a fact,
+    not a crash."""
     try:
         with Session(target) as session:
             # judged below: a failed read is a fact of the plan ("unreachable"), not a crash
-            result = session.run(FACTS_SCRIPT, timeout=120, check=False)
+            result = session.run(script or facts_script(), timeout=120, check=False)
     except RemoteError as exc:
         return unreachable(str(exc))
     if not result.ok:

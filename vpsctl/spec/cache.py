@@ -17,6 +17,19 @@ studio, which the studio's ``.gitignore`` keeps out of git; files are written 06
 ``VPSCTL_NO_CACHE=1`` validates in full without reading or writing the cache.
 
 Stdlib only, and nothing of the spec models at import time: a hit costs no pydantic.
+
+**The plan cache** (issue 15, "a no-op plan in half a second") memoizes ``vpsctl plan``, a
+pure function of two things: the inputs (what the validation reads, the templates and every
+other file the load, the render and the plan opened or listed, vpsctl's code, the command's
+flags, ``VPSCTL_*`` and the working directory) and the facts the host answered. A plan whose
+inputs are unchanged still reads the host, with the same one command over the same one
+connection (the inputs validated when the entry was stored, so connecting before loading
+breaks no rule), and when the facts' :meth:`~vpsctl.core.facts.HostFacts.fingerprint`
+equals the entry's, prints the entry's output: the very bytes the full plan printed then,
+masked. Anything else (an input changed, another answer from the host, an unreachable
+host) runs the plan in full, with the facts already read. The files it opened are found by
+an audit hook (:func:`sys.addaudithook`: every ``open``, ``os.listdir`` and ``os.scandir``)
+while the full plan ran, so an input outside the known directories is still hashed.
 """
 
 from __future__ import annotations
@@ -25,10 +38,14 @@ import hashlib
 import json
 import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from vpsctl.host.target import Target
     from vpsctl.spec.studio import Spec
 
 CACHE_DIR = Path(".vpsctl/cache")  # relative to the studio: the working directory (or --root)
@@ -55,9 +72,10 @@ def _code(files: list[str]) -> dict[str, str]:
     return found
 
 
-def _entry_path(inventory: Path) -> Path:
-    """Where the entry of ``inventory`` (as given, from here) lives."""
-    context = json.dumps(
+def _entry_path(inventory: Path, kind: str = "validate", *context: object) -> Path:
+    """Where the entry of ``inventory`` (as given, from here) lives; ``context`` (a plan's
+    flags and environment) is part of its name."""
+    key = json.dumps(
         [
             FORMAT,
             str(Path.cwd()),
@@ -66,9 +84,10 @@ def _entry_path(inventory: Path) -> Path:
             os.environ.get("HOME", ""),
             sys.version,
             str(_PACKAGE),
+            *context,
         ]
     )
-    return CACHE_DIR / f"validate-{hashlib.sha256(context.encode()).hexdigest()[:32]}.json"
+    return CACHE_DIR / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 
 
 def _digest(path: Path) -> str:
@@ -123,12 +142,8 @@ def store(spec: Spec) -> None:
     """Remember that ``spec`` validated, with its warnings (masked). Best effort: a studio
     on a read-only disk validates in full every time."""
     from vpsctl.errors import masked  # noqa: PLC0415 - loaded with the spec already
-    from vpsctl.resources import standins_root  # noqa: PLC0415
 
-    stacks_dir = (spec.inventory / "host.yaml").parent / spec.host.stacks_dir
-    roots = {str(stacks_dir.resolve())} | {str(p.parent) for p in spec.stack_files.values()}
-    dirs = [[str(spec.inventory), ""], *([root, ""] for root in sorted(roots))]
-    dirs.append([str(standins_root(spec)), "Dockerfile"])
+    dirs = _spec_dirs(spec)
     try:
         entry = {
             "code": _code(_loaded_code()),
@@ -136,15 +151,180 @@ def store(spec: Spec) -> None:
             "inputs": _inputs(dirs),
             "warnings": [masked(str(problem)) for problem in spec.warnings],
         }
-        text = json.dumps(entry, indent=1)
-        if masked(text) != text:  # a secret value in a path: never written to disk
+        _write(_entry_path(spec.inventory), entry)
+    except OSError:
+        return
+
+
+def _spec_dirs(spec: Spec) -> list[list[str]]:
+    """The ``[directory, pattern]`` pairs a validation of ``spec`` reads: the inventory,
+    the stacks' directories, the stand-ins' Dockerfiles."""
+    from vpsctl.resources import standins_root  # noqa: PLC0415
+
+    stacks_dir = (spec.inventory / "host.yaml").parent / spec.host.stacks_dir
+    roots = {str(stacks_dir.resolve())} | {str(p.parent) for p in spec.stack_files.values()}
+    dirs = [[str(spec.inventory), ""], *([root, ""] for root in sorted(roots))]
+    dirs.append([str(standins_root(spec)), "Dockerfile"])
+    return dirs
+
+
+def _write(path: Path, entry: dict[str, Any]) -> None:
+    """Write ``entry`` to ``path`` (0600, atomically); never when its text holds a
+    registered secret value (in a path, say)."""
+    from vpsctl.errors import masked  # noqa: PLC0415 - loaded with the spec already
+
+    text = json.dumps(entry, indent=1)
+    if masked(text) != text:
+        return
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    temporary = path.with_suffix(f".{os.getpid()}.tmp")
+    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(text)
+    temporary.replace(path)
+
+
+# ── the plan cache ───────────────────────────────────────────────────────────────────────
+
+_reads: set[str] | None = None  # "file:PATH" / "dir:PATH" while a plan records its reads
+_hooked = False  # an audit hook cannot be removed: installed once, idle when not recording
+
+
+def _hook(event: str, args: tuple[Any, ...]) -> None:
+    """The audit hook: note every path opened or listed while :func:`recording`."""
+    reads = _reads
+    if reads is None or event not in ("open", "os.listdir", "os.scandir"):
+        return
+    try:
+        path = args[0] if args and args[0] is not None else "."
+        if isinstance(path, int):  # an open file descriptor: its path was noted already
             return
-        path = _entry_path(spec.inventory)
-        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-        temporary = path.with_suffix(f".{os.getpid()}.tmp")
-        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w", encoding="utf-8") as handle:
-            handle.write(text)
-        temporary.replace(path)
+        kind = "file" if event == "open" else "dir"
+        reads.add(f"{kind}:{os.path.abspath(os.fsdecode(path))}")  # noqa: PTH100 - no symlink resolved
+    except Exception:  # noqa: BLE001, S110 - a hook that raises would break the open itself
+        pass
+
+
+@contextmanager
+def recording() -> Iterator[set[str]]:
+    """Note every file opened and every directory listed, by any thread, in the block."""
+    global _reads, _hooked  # noqa: PLW0603 - the hook's one slot
+    if not _hooked:
+        sys.addaudithook(_hook)
+        _hooked = True
+    reads: set[str] = set()
+    _reads = reads
+    try:
+        yield reads
+    finally:
+        _reads = None
+
+
+# code is hashed by mtime and size, like Python's own bytecode cache; everything else by
+# content
+_CODE_SUFFIXES = (".py", ".pyc", ".so")
+_CODE_ROOTS = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})
+
+
+def _read_digest(key: str) -> str:
+    kind, _, name = key.partition(":")
+    path = Path(name)
+    try:
+        if kind == "dir":
+            listing = "\0".join(sorted(entry.name for entry in path.iterdir()))
+            return "dir " + hashlib.sha256(listing.encode(errors="surrogateescape")).hexdigest()
+        if path.is_dir():
+            return "a directory"
+        if name.endswith(_CODE_SUFFIXES) or name.startswith(_CODE_ROOTS):
+            info = path.stat()
+            return f"{info.st_mtime_ns} {info.st_size}"
+        return _digest(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return "missing"
+    except OSError as exc:
+        return f"unreadable {exc.errno}"
+
+
+def _read_digests(keys: list[str]) -> dict[str, str]:
+    return {key: _read_digest(key) for key in sorted(keys)}
+
+
+@dataclass(frozen=True)
+class PlanEntry:
+    """A plan printed before, and what it was printed for."""
+
+    target: Target  # the host the plan read
+    script: str  # the facts script it ran
+    facts: str  # the fingerprint of the host's answer
+    stderr: str  # what it printed before reading the host (warnings), masked
+    stdout: str  # the plan, masked
+    code: int  # its exit code
+
+
+def plan_lookup(inventory: Path, context: list[str]) -> PlanEntry | None:
+    """The plan of ``inventory`` under ``context`` (its flags and environment) when nothing
+    it read has changed since; ``None`` (plan in full) otherwise."""
+    try:
+        entry = json.loads(_entry_path(inventory, "plan", *context).read_text(encoding="utf-8"))
+        if (
+            entry["code"] != _code(list(entry["code"]))
+            or entry["inputs"] != _inputs(entry["dirs"])
+            or entry["reads"] != _read_digests(list(entry["reads"]))
+        ):
+            return None
+        from vpsctl.host.target import Target  # noqa: PLC0415 - a dataclass, no SSH
+
+        where = entry["target"]
+        known = where["known_hosts"]
+        return PlanEntry(
+            Target(
+                str(where["name"]),
+                str(where["address"]),
+                int(where["port"]),
+                str(where["user"]),
+                Path(where["key"]),
+                None if known is None else Path(known),
+            ),
+            str(entry["script"]),
+            str(entry["facts"]),
+            str(entry["stderr"]),
+            str(entry["stdout"]),
+            int(entry["exit"]),
+        )
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+
+
+def plan_store(spec: Spec, context: list[str], reads: set[str], entry: PlanEntry) -> None:
+    """Remember the plan ``entry`` of ``spec`` under ``context``, with the digests of
+    everything the plan read. Best effort, like :func:`store`."""
+    from vpsctl.resources import shipped  # noqa: PLC0415
+
+    dirs = [*_spec_dirs(spec), [str(shipped("templates")), ""]]
+    ours = str(CACHE_DIR.absolute())
+    try:
+        record = {
+            "code": _code(_loaded_code()),
+            "dirs": dirs,
+            "inputs": _inputs(dirs),
+            # never the cache's own files: an entry written is not an input
+            "reads": _read_digests([r for r in reads if not r.partition(":")[2].startswith(ours)]),
+            "target": {
+                "name": entry.target.name,
+                "address": entry.target.address,
+                "port": entry.target.port,
+                "user": entry.target.user,
+                "key": str(entry.target.key),
+                "known_hosts": None
+                if entry.target.known_hosts is None
+                else str(entry.target.known_hosts),
+            },
+            "script": entry.script,
+            "facts": entry.facts,
+            "stderr": entry.stderr,
+            "stdout": entry.stdout,
+            "exit": entry.code,
+        }
+        _write(_entry_path(spec.inventory, "plan", *context), record)
     except OSError:
         return

@@ -10,8 +10,6 @@ from __future__ import annotations
 import difflib
 import ipaddress
 import re
-import zoneinfo
-from functools import cache
 from typing import Annotated, Any, Literal
 
 from pydantic import (
@@ -30,6 +28,8 @@ from vpsctl.spec.base import Model, discriminator, presence_discriminator, tag
 from vpsctl.spec.paths import ABSOLUTE_PATH, RELATIVE_NAME, absolute_problem, relative_problem
 from vpsctl.spec.secrets import SECRET_NAME, SecretKind
 from vpsctl.spec.units import MIN_MEM_LIMIT, SIZE_HINT, check_duration, format_size, parse_memory
+from vpsctl.spec.zones import is_zone
+from vpsctl.spec.zones import names as zone_names
 
 # ── scalar types ────────────────────────────────────────────────────────────────────────
 
@@ -228,11 +228,6 @@ def _image(ref: str) -> str:
 
 
 ImageRef = Annotated[str, AfterValidator(_image)]
-
-
-@cache
-def _zones() -> frozenset[str]:
-    return frozenset(zoneinfo.available_timezones())
 
 
 _HOSTNAME = re.compile(
@@ -937,8 +932,8 @@ class Host(Model):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, zone: str) -> str:
-        if zone not in _zones():
-            close = difflib.get_close_matches(zone, sorted(_zones()), n=3)
+        if not is_zone(zone):
+            close = difflib.get_close_matches(zone, sorted(zone_names()), n=3)
             hint = f"; did you mean {', '.join(close)}?" if close else " like Europe/Berlin or UTC"
             raise ValueError(f"unknown time zone '{zone}': expected an IANA name{hint}")
         return zone
