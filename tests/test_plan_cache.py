@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import subprocess
 import zoneinfo
 from collections.abc import Callable
 from pathlib import Path
@@ -350,6 +351,21 @@ def test_recording_notes_every_file_opened_and_directory_listed(tmp_path: Path) 
     assert cache._read_digests(sorted(reads)) == before
     (tmp_path / "a.txt").unlink()
     assert cache._read_digest(f"file:{tmp_path / 'a.txt'}") == "missing"
+
+
+def test_recording_notes_every_command_run_and_runs_it_again(tmp_path: Path) -> None:
+    # what a sandbox studio's plan runs: `docker inspect` of the backup box, whose address
+    # the render puts in the repository URL (a box restarted may have another)
+    answer = tmp_path / "address"
+    answer.write_text("172.17.0.2")
+    with cache.recording() as reads:
+        subprocess.run(["cat", str(answer)], check=True, capture_output=True)
+    runs = [r for r in reads if r.startswith("run:")]
+    assert runs == ["run:" + json.dumps(["cat", str(answer)])]
+    before = cache._read_digests(runs)
+    assert cache._read_digests(runs) == before
+    answer.write_text("172.17.0.3")
+    assert cache._read_digests(runs) != before
 
 
 def test_a_zone_is_checked_as_available_timezones_lists_it() -> None:

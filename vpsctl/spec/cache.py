@@ -29,7 +29,12 @@ equals the entry's, prints the entry's output: the very bytes the full plan prin
 masked. Anything else (an input changed, another answer from the host, an unreachable
 host) runs the plan in full, with the facts already read. The files it opened are found by
 an audit hook (:func:`sys.addaudithook`: every ``open``, ``os.listdir`` and ``os.scandir``)
-while the full plan ran, so an input outside the known directories is still hashed.
+while the full plan ran, so an input outside the known directories is still hashed; a
+command it ran (``subprocess.Popen``: a sandbox studio's ``docker inspect`` of its backup
+box, whose address the render writes into the repository URL) is run again at each lookup
+and its output compared. What no hook sees, and so no key holds: a path only stat-ed
+(never opened or listed) outside the studio's directories, and environment variables
+other than ``VPSCTL_*`` and ``HOME``; vpsctl's plan reads neither.
 """
 
 from __future__ import annotations
@@ -191,11 +196,15 @@ _hooked = False  # an audit hook cannot be removed: installed once, idle when no
 
 
 def _hook(event: str, args: tuple[Any, ...]) -> None:
-    """The audit hook: note every path opened or listed while :func:`recording`."""
+    """The audit hook: note every path opened or listed, and every command run, while
+    :func:`recording`."""
     reads = _reads
-    if reads is None or event not in ("open", "os.listdir", "os.scandir"):
+    if reads is None or event not in ("open", "os.listdir", "os.scandir", "subprocess.Popen"):
         return
     try:
+        if event == "subprocess.Popen":  # (executable, args, cwd, env): args a list here
+            reads.add("run:" + json.dumps([os.fsdecode(word) for word in args[1]]))
+            return
         path = args[0] if args and args[0] is not None else "."
         if isinstance(path, int):  # an open file descriptor: its path was noted already
             return
@@ -228,6 +237,8 @@ _CODE_ROOTS = tuple({sys.prefix, sys.base_prefix, sys.exec_prefix})
 
 def _read_digest(key: str) -> str:
     kind, _, name = key.partition(":")
+    if kind == "run":
+        return _run_digest(json.loads(name))
     path = Path(name)
     try:
         if kind == "dir":
@@ -243,6 +254,18 @@ def _read_digest(key: str) -> str:
         return "missing"
     except OSError as exc:
         return f"unreadable {exc.errno}"
+
+
+def _run_digest(argv: list[str]) -> str:
+    """A command the plan ran (``docker inspect`` of a sandbox backup host, whose address
+    the render puts in the repository's URL), run again: its exit code and output."""
+    import subprocess  # noqa: PLC0415 - only a studio whose plan runs a command pays for it
+
+    try:
+        done = subprocess.run(argv, capture_output=True, timeout=60, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"failed {exc.__class__.__name__}"
+    return f"exit {done.returncode} {hashlib.sha256(done.stdout).hexdigest()}"
 
 
 def _read_digests(keys: list[str]) -> dict[str, str]:
