@@ -7,12 +7,15 @@ real script on a sandbox box and checks it parses to the same facts as this does
 from __future__ import annotations
 
 import base64
+import gzip
 import hashlib
+import io
 import json
+import tarfile
 from dataclasses import dataclass, field
 
 from vpsctl.core.backupfiles import TIMERS
-from vpsctl.core.facts import MANIFEST
+from vpsctl.core.facts import MANIFEST, MAX_CONTENT
 from vpsctl.core.render import Desired
 
 
@@ -42,7 +45,8 @@ class SimHost:
             content, mode, owner = self.files[path]
             sha = hashlib.sha256(content).hexdigest()
             lines.append(f"@@file {mode:o} {owner} {len(content)} {sha} {path}")
-            lines.append(base64.b64encode(content).decode())
+        small = {p: c for p, (c, _, _) in sorted(self.files.items()) if len(c) <= MAX_CONTENT}
+        lines += ["@@contents", contents_line(small)]
         for unit, state in self.timers.items():
             lines.append(f"@@timer {unit} {state}")
         if self.docker is not None:
@@ -76,6 +80,20 @@ class SimHost:
                 lines.append(f"@@volume {name} {project} {created} {size}")
         lines.append("@@end")
         return "\n".join(lines) + "\n"
+
+
+def contents_line(files: dict[str, bytes]) -> str:
+    """The ``@@contents`` line the script prints for these files: one gzip-ed GNU tar of them
+    under their absolute names, base64; "" for none (the script then runs no tar)."""
+    if not files:
+        return ""
+    raw = io.BytesIO()
+    with tarfile.open(fileobj=raw, mode="w", format=tarfile.GNU_FORMAT) as tar:
+        for path, content in files.items():
+            member = tarfile.TarInfo(path)
+            member.size = len(content)
+            tar.addfile(member, io.BytesIO(content))
+    return base64.b64encode(gzip.compress(raw.getvalue(), mtime=0)).decode()
 
 
 def bare() -> SimHost:

@@ -1,9 +1,11 @@
 """What the host holds now, read in ONE batched remote command, and parsed into data.
 
 The script prints sections that Python parses: the manifest vpsctl keeps of what it
-manages, every managed file (mode, owner, sha256 and, for files up to 256 KiB, the content
-in base64, so that a plan can show diffs without a second round trip), the docker and
-compose versions, every container with its compose labels, and the images present.
+manages, every managed file (mode, owner, size and sha256 on its ``@@file`` line; the
+contents of the files up to 256 KiB all in one gzip-ed tar, base64 on the one line of
+``@@contents``, so that a plan can show diffs without a second round trip), the timers'
+states, the docker and compose versions, every container with its compose labels, and the
+images present.
 
 Env files come back with their secret values; they live only in memory, and every view of a
 plan masks them (see :mod:`vpsctl.core.plan`).
@@ -196,19 +198,23 @@ def parse(output: str) -> HostFacts:
     if sections.first(found, "end") is None:
         raise FactsError("the host's answer was cut short (no @@end)")
     facts = HostFacts(reachable=True)
+    contents = _contents(found)
     for section in found:
-        _read(facts, section)
+        _read(facts, section, contents)
     return facts
 
 
-def _read(facts: HostFacts, section: sections.Section) -> None:
-    """Fold one section of the facts script's answer into ``facts``."""
+def _read(facts: HostFacts, section: sections.Section, contents: dict[str, bytes]) -> None:
+    """Fold one section of the facts script's answer into ``facts`` (``contents``: the files'
+    contents by path, from :func:`_contents`)."""
     name, args = section.name, section.args
     if name == "manifest":
         facts.manifest = json.loads(_b64(section.body) or b"null")
     elif name == "file":
         mode, owner, size, sha, path = args.split(" ", 4)
-        content = _b64(section.body) if int(size) <= MAX_CONTENT else None
+        # a file gone before tar read it is missing from the tar: empty, as when base64 read
+        # each file on its own
+        content = contents.get(path, b"") if int(size) <= MAX_CONTENT else None
         facts.files[path] = RemoteFile(path, int(mode, 8), owner, int(size), sha, content)
     elif name == "docker":
         facts.docker = None if args.strip() == "none" else args.strip()
@@ -229,6 +235,45 @@ def _read(facts: HostFacts, section: sections.Section) -> None:
             image = json.loads(line)
             if image.get("Repository") and image.get("Tag") and image["Tag"] != "<none>":
                 facts.images.add(f"{image['Repository']}:{image['Tag']}")
+
+
+def _contents(found: list[sections.Section]) -> dict[str, bytes]:
+    """The managed files' contents by path: ``@@contents`` is one gzip-ed GNU tar, base64 on
+    one line, of every file up to MAX_CONTENT. It is read from memory, never extracted: a
+    member's name is only a key to look its ``@@file`` line up by, and a member that is not a
+    regular file (a link, a directory) is nobody's content."""
+    section = sections.first(found, "contents")
+    if section is None:
+        if sections.first(found, "file") is not None:
+            raise FactsError("the host's answer lists files but has no @@contents")
+        return {}
+    packed = _b64(section.body)
+    if not packed:  # no file small enough: the script sends no tar at all
+        return {}
+    # imported here: only a plan needs them, never `validate` or `render`
+    import io  # noqa: PLC0415
+    import tarfile  # noqa: PLC0415
+    import zlib  # noqa: PLC0415
+
+    # no more than the listed files can fill (each up to MAX_CONTENT, a header and padding,
+    # room for one that grew meanwhile): a garbled answer cannot inflate without bound
+    limit = (len(sections.named(found, "file")) + 1) * (MAX_CONTENT + 4096)
+    contents: dict[str, bytes] = {}
+    try:
+        inflate = zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)  # gzip
+        data = inflate.decompress(packed, limit)
+        if inflate.unconsumed_tail:
+            raise FactsError("the host's tar of contents is larger than its files could be")
+        if not inflate.eof:
+            raise FactsError("the host's tar of contents was cut short")
+        with tarfile.TarFile(fileobj=io.BytesIO(data), encoding="utf-8") as tar:
+            for member in tar:
+                body = tar.extractfile(member) if member.isreg() else None
+                if body is not None:
+                    contents[member.name] = body.read()
+    except (zlib.error, tarfile.TarError, EOFError) as exc:
+        raise FactsError(f"bad tar of contents in the host's answer: {exc}") from None
+    return contents
 
 
 def _b64(text: str) -> bytes:
