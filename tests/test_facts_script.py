@@ -336,7 +336,16 @@ def test_parse_refuses_a_garbled_tar(contents: str, error: str) -> None:
 
 
 def test_parse_refuses_files_without_contents() -> None:
-    """An answer in the old shape (a base64 line under each file) is not read as empty."""
+    """An answer in the old shape (a base64 line under each file), or without a tar when a
+    file is small enough to be in it (no gzip on the box), is not read as empty files."""
     old = _answer("").replace("@@contents\n\n", "YWJj\n")
     with pytest.raises(FactsError, match="no @@contents"):
         parse(old)
+    with pytest.raises(FactsError, match="no tar of the files' contents"):
+        parse(_answer(""))
+    with pytest.raises(FactsError, match="empty file"):  # no tar on the box
+        parse(_answer(base64.b64encode(gzip.compress(b"")).decode()))
+    # only files too big to send: no tar, as the script does
+    assert parse(_answer("", size=MAX_CONTENT + 1)).files["/opt/a b"].content is None
+    # every file gone before tar read it: an empty archive
+    assert parse(_answer(_tar())).files["/opt/a b"].content == b""

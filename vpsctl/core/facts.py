@@ -248,7 +248,9 @@ def _contents(found: list[sections.Section]) -> dict[str, bytes]:
             raise FactsError("the host's answer lists files but has no @@contents")
         return {}
     packed = _b64(section.body)
-    if not packed:  # no file small enough: the script sends no tar at all
+    if not packed:  # the script runs no tar when no file is small enough
+        if any(_small(file) for file in sections.named(found, "file")):
+            raise FactsError("the host's answer has no tar of the files' contents")
         return {}
     # imported here: only a plan needs them, never `validate` or `render`
     import io  # noqa: PLC0415
@@ -274,6 +276,12 @@ def _contents(found: list[sections.Section]) -> dict[str, bytes]:
     except (zlib.error, tarfile.TarError, EOFError) as exc:
         raise FactsError(f"bad tar of contents in the host's answer: {exc}") from None
     return contents
+
+
+def _small(file: sections.Section) -> bool:
+    """Whether a ``@@file MODE OWNER SIZE SHA PATH`` line's file is one whose content is sent."""
+    words = file.args.split(" ", 4)
+    return len(words) == 5 and words[2].isdigit() and int(words[2]) <= MAX_CONTENT
 
 
 def _b64(text: str) -> bytes:
