@@ -122,6 +122,26 @@ def test_a_host_that_answers_otherwise_is_planned_in_full_from_that_answer(
     assert run_cli(studio, "plan", "-i", INV).out == changed.out and loads.count == 0
 
 
+def test_a_command_that_answers_otherwise_plans_in_full_from_the_one_read(
+    studio: Path, host: FakeHost, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    first = run_cli(studio, "plan", "-i", INV)
+    # as a sandbox studio's entry holds its `docker inspect` of the backup box
+    answer = studio / "address"
+    answer.write_text("172.17.0.2")
+    entry = next((studio / ".vpsctl/cache").glob("plan-*.json"))
+    data = json.loads(entry.read_text())
+    key = "run:" + json.dumps(["cat", str(answer)])
+    data["reads"][key] = cache._read_digest(key)
+    entry.write_text(json.dumps(data))
+    loads = Loads(monkeypatch)
+    assert run_cli(studio, "plan", "-i", INV).out == first.out and loads.count == 0
+    answer.write_text("172.17.0.3")  # the box restarted with another address
+    again = run_cli(studio, "plan", "-i", INV)
+    assert loads.count == 1 and host.full == 1 and len(host.quick) == 2
+    assert (again.code, again.out, again.err) == (first.code, first.out, first.err)
+
+
 def test_a_failed_quick_read_reads_the_usual_way(
     studio: Path, host: FakeHost, monkeypatch: pytest.MonkeyPatch
 ) -> None:

@@ -45,7 +45,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -282,6 +282,9 @@ class PlanEntry:
     stderr: str  # what it printed before reading the host (warnings), masked
     stdout: str  # the plan, masked
     code: int  # its exit code
+    # the commands it ran ("run:" + argv as JSON → exit code and output hash): checked by
+    # :func:`commands_unchanged`
+    commands: dict[str, str] = field(default_factory=dict)
 
 
 def plan_lookup(inventory: Path, context: list[str]) -> PlanEntry | None:
@@ -289,10 +292,12 @@ def plan_lookup(inventory: Path, context: list[str]) -> PlanEntry | None:
     it read has changed since; ``None`` (plan in full) otherwise."""
     try:
         entry = json.loads(_entry_path(inventory, "plan", *context).read_text(encoding="utf-8"))
+        reads: dict[str, str] = entry["reads"]
+        files = [key for key in reads if not key.startswith("run:")]
         if (
             entry["code"] != _code(list(entry["code"]))
             or entry["inputs"] != _inputs(entry["dirs"])
-            or entry["reads"] != _read_digests(list(entry["reads"]))
+            or {key: reads[key] for key in files} != _read_digests(files)
         ):
             return None
         from vpsctl.host.target import Target  # noqa: PLC0415 - a dataclass, no SSH
@@ -313,9 +318,17 @@ def plan_lookup(inventory: Path, context: list[str]) -> PlanEntry | None:
             str(entry["stderr"]),
             str(entry["stdout"]),
             int(entry["exit"]),
+            {key: str(value) for key, value in reads.items() if key.startswith("run:")},
         )
     except (OSError, ValueError, KeyError, TypeError):
         return None
+
+
+def commands_unchanged(entry: PlanEntry) -> bool:
+    """Whether the commands the entry's plan ran answer as they did. Not part of
+    :func:`plan_lookup`: what they answer (a sandbox backup box's address) goes into the
+    render, not into the spec's validity, so the host may be read meanwhile."""
+    return _read_digests(list(entry.commands)) == entry.commands
 
 
 def plan_store(spec: Spec, context: list[str], reads: set[str], entry: PlanEntry) -> None:
