@@ -534,9 +534,7 @@ def facts_memory(info: SandboxInfo) -> dict[str, int]:
 
 # the full plan (VPSCTL_NO_CACHE=1): every function `vpsctl plan` calls, wrapped with a timer
 FULL = r"""
-import json, sys, time
-T0 = time.perf_counter()
-import vpsctl.cli.main as m
+@START@
 import vpsctl.cli.views as views
 import vpsctl.core.plan as coreplan
 import vpsctl.host.remote as remote
@@ -559,9 +557,7 @@ timed(views, "plan_text", "output (plan_text)")
 """
 # a plan cache hit: only what such a plan imports, and the calls it makes
 HIT = r"""
-import json, sys, time
-T0 = time.perf_counter()
-import vpsctl.cli.main as m
+@START@
 import vpsctl.spec.cache as cache
 import vpsctl.host.quick as quick
 import paramiko
@@ -595,8 +591,13 @@ spent["command total"] = T3 - T2
 with open(OUT, "w") as f:
     json.dump({"code": code, "spent": spent}, f)
 """
-FULL = FULL.replace("@TIMED@", _TIMED).replace("@MAIN@", _MAIN)
-HIT = HIT.replace("@TIMED@", _TIMED).replace("@MAIN@", _MAIN)
+_START = """import json, sys, time
+T0 = time.perf_counter()
+import vpsctl.cli.main as m"""
+FULL, HIT = (
+    script.replace("@START@", _START).replace("@TIMED@", _TIMED).replace("@MAIN@", _MAIN)
+    for script in (FULL, HIT)
+)
 
 
 def phases(
