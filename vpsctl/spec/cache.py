@@ -138,6 +138,8 @@ def lookup(inventory: Path) -> list[str] | None:
         entry = json.loads(_entry_path(inventory).read_text(encoding="utf-8"))
         if entry["code"] != _code(list(entry["code"])) or entry["inputs"] != _inputs(entry["dirs"]):
             return None
+        if not _store_opens(inventory):
+            return None
         return [str(line) for line in entry["warnings"]]
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -159,6 +161,15 @@ def store(spec: Spec) -> None:
         _write(_entry_path(spec.inventory), entry)
     except OSError:
         return
+
+
+def _store_opens(inventory: Path) -> bool:
+    """Whether the inventory's secrets store opens now: an encrypted one is decrypted at
+    each hit (the identity is no input the key holds, and so no hash of a private key is
+    stored), so a hit never succeeds where a full run would fail to decrypt."""
+    from vpsctl.spec.age import opens  # noqa: PLC0415 - pyrage, only for an encrypted store
+
+    return opens(inventory)
 
 
 def _spec_dirs(spec: Spec) -> list[list[str]]:
@@ -298,6 +309,7 @@ def plan_lookup(inventory: Path, context: list[str]) -> PlanEntry | None:
             entry["code"] != _code(list(entry["code"]))
             or entry["inputs"] != _inputs(entry["dirs"])
             or {key: reads[key] for key in files} != _read_digests(files)
+            or not _store_opens(inventory)
         ):
             return None
         from vpsctl.host.target import Target  # noqa: PLC0415 - a dataclass, no SSH
@@ -338,6 +350,10 @@ def plan_store(spec: Spec, context: list[str], reads: set[str], entry: PlanEntry
 
     dirs = [*_spec_dirs(spec), [str(shipped("templates")), ""]]
     ours = str(CACHE_DIR.absolute())
+    from vpsctl.spec.age import identity_file  # noqa: PLC0415
+
+    # nor the age identity: its hash is no business of a cache (a hit decrypts instead)
+    reads = reads - {f"file:{os.path.abspath(identity_file())}"}  # noqa: PTH100 - as the hook
     try:
         record = {
             "code": _code(_loaded_code()),
