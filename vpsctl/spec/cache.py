@@ -14,6 +14,10 @@ still holds a registered secret value is not written at all. It does hold a SHA-
 secrets.env (of the whole file, never of one value), and lives in ``.vpsctl/cache/`` of the
 studio, which the studio's ``.gitignore`` keeps out of git; files are written 0600.
 
+An encrypted secrets store (``secrets.env.age``) is hashed as a file like any other; the age
+identity that opens it is no input of the key (no hash of a private key is stored): a hit
+decrypts the store first, and is a miss when the identity no longer opens it.
+
 ``VPSCTL_NO_CACHE=1`` validates in full without reading or writing the cache.
 
 Stdlib only, and nothing of the spec models at import time: a hit costs no pydantic.
