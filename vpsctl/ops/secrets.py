@@ -206,7 +206,8 @@ def _parsed_key(key: str) -> age.Recipient:
     text = key
     path = Path(key).expanduser()
     if len(key) < 4096 and "\n" not in key and path.is_file():
-        text = path.read_text(encoding="utf-8").strip().splitlines()[0]
+        lines = path.read_text(encoding="utf-8").splitlines()
+        text = next((ln for ln in lines if ln.strip() and not ln.startswith("#")), "")
     parsed = age.parse_recipient(text)
     if isinstance(parsed, str):
         raise StoreError(f"secrets recipients: {parsed}")
