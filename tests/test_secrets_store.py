@@ -271,6 +271,8 @@ def test_recipients_add_and_remove_re_encrypt(
     monkeypatch.delenv(age.IDENTITY_ENV)
     val = run_cli(sealed, "validate", "-i", INV)
     assert val.code == 1 and "is not one of its recipients" in val.err
+    # the SSH identity tried is named by its path and fingerprint, as ssh-keygen -l shows it
+    assert f"~/.ssh/id_ed25519 ({age.fingerprint(public)})" in val.err
     monkeypatch.setenv(age.IDENTITY_ENV, str(Path(keys["dir"]) / "me.txt"))
     last = run_cli(sealed, "secrets", "recipients", "remove", keys["mine"], "-i", INV)
     assert last.code == 1 and "last recipient" in last.err

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hashlib
 import os
 from dataclasses import dataclass
@@ -137,11 +138,16 @@ class Identity:
 
     path: Path
     keys: tuple[Any, ...]  # pyrage identities
-    publics: tuple[str, ...]
+    publics: tuple[str, ...]  # an age identity's; an SSH key's is derived when asked
+    ssh: bool = False
 
     def describe(self) -> str:
         """``FILE (SHA256:…)``: which identity was tried, safe to print."""
-        prints = ", ".join(fingerprint(p) for p in self.publics) or "its key unknown"
+        publics = self.publics
+        if self.ssh:  # only for a message: the SSH key's public half, by cryptography
+            with contextlib.suppress(OSError):
+                publics = tuple(p for p in [_ssh_public(self.path.read_bytes())] if p)
+        prints = ", ".join(fingerprint(p) for p in publics) or "its key unknown"
         return f"{_home_shown(self.path)} ({prints})"
 
 
@@ -189,7 +195,7 @@ def load_identity() -> Identity:
                     else "not an SSH private key age can use"
                 )
             ) from None
-        return Identity(path, (key,), tuple(p for p in [_ssh_public(data)] if p))
+        return Identity(path, (key,), (), ssh=True)
     keys: list[Any] = []
     publics: list[str] = []
     for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
