@@ -475,3 +475,29 @@ def test_the_backup_sends_the_encrypted_store_as_it_is(sealed: Path) -> None:
 def test_the_store_file_modes(sealed: Path) -> None:
     mode = stat.S_IMODE((sealed / INV / "secrets.env.age").stat().st_mode)
     assert mode == 0o644  # committable: sealed, nothing to hide from the file's readers
+
+
+@pytest.mark.parametrize("which", ["init", "this repository"])
+def test_gitignore_keeps_the_plain_file_out_and_lets_the_sealed_store_in(
+    tmp_path: Path, which: str
+) -> None:
+    import subprocess  # noqa: PLC0415
+
+    from tests.helpers import ROOT  # noqa: PLC0415
+    from vpsctl.cli.init import GITIGNORE  # noqa: PLC0415
+
+    text = GITIGNORE if which == "init" else (ROOT / ".gitignore").read_text()
+    subprocess.run(["git", "init", "-q", str(tmp_path)], check=True)
+    (tmp_path / ".gitignore").write_text(text)
+    inventory = tmp_path / "inventory/prod"
+    inventory.mkdir(parents=True)
+    for name in ("secrets.env", "secrets.env.age", "recipients"):
+        (inventory / name).write_text("x\n")
+    found = subprocess.run(
+        ["git", "-C", str(tmp_path), "status", "--porcelain", "-uall"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout.split()
+    assert "inventory/prod/secrets.env.age" in found and "inventory/prod/recipients" in found
+    assert "inventory/prod/secrets.env" not in found
