@@ -29,15 +29,10 @@ pytestmark = pytest.mark.e2e
 
 
 @pytest.fixture(scope="module")
-def box(state_dir: Path) -> Iterator[SandboxInfo]:
-    with running_box("sealed") as info:
-        yield info
-
-
-@pytest.fixture(scope="module")
-def backup_host(state_dir: Path) -> Iterator[SandboxInfo]:
-    with running_box("sealedbkp") as info:
-        yield info
+def boxes(state_dir: Path) -> Iterator[tuple[SandboxInfo, SandboxInfo]]:
+    """The studio's box and its backup box."""
+    with running_box("sealed") as box, running_box("sealedbkp") as backup:
+        yield box, backup
 
 
 def _identity(path: Path) -> str:
@@ -48,8 +43,9 @@ def _identity(path: Path) -> str:
 
 
 def test_the_studio_applies_backs_up_and_drills_from_secrets_env_age(
-    box: SandboxInfo, backup_host: SandboxInfo, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    boxes: tuple[SandboxInfo, SandboxInfo], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    box, backup_host = boxes
     root = studio_for(tmp_path / "studio", box, backup=backup_host)
     inventory = root / SANDBOX_INV
     public = _identity(tmp_path / "me.txt")
