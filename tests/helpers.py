@@ -11,6 +11,7 @@ from pathlib import Path
 from dotenv import dotenv_values
 
 from vpsctl.cli.main import main
+from vpsctl.spec import age
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -25,11 +26,16 @@ class Result:
 
 
 def secret_values(root: Path) -> set[str]:
-    """Every value of every secrets.env below ``root`` (values under 6 bytes are too short
-    to scan for without false alarms)."""
+    """Every value of every secrets.env below ``root``, and of every secrets.env.age the
+    current identity opens (values under 6 bytes are too short to scan for without false
+    alarms)."""
     values: set[str] = set()
-    for path in root.rglob("secrets.env"):
-        for value in dotenv_values(path, interpolate=False).values():
+    texts = [path.read_text(encoding="utf-8") for path in root.rglob("secrets.env")]
+    for path in root.rglob("secrets.env.age"):
+        with contextlib.suppress(age.AgeFailure, OSError):
+            texts.append(age.decrypt(path.read_bytes(), age.load_identity()).decode())
+    for text in texts:
+        for value in dotenv_values(stream=io.StringIO(text), interpolate=False).values():
             if value and len(value) >= 6:
                 values.add(value)
     return values

@@ -10,6 +10,7 @@
      ├── PlanFileError          (apply) a saved plan file is unreadable, malformed or edited
      ├── DockerError            (localdocker) this machine's engine, builds, images
      │    └── StandinError      (standins) a stand-in cannot be prepared or built
+     ├── StoreError             (ops.secrets) a secrets store edit, encryption or recipients change
      ├── SandboxError           (sandbox) a sandbox box cannot be made or reached
      │    └── SandboxNotFound   no such sandbox: `vpsctl sandbox up --name N`
      └── PebbleError            (pebble) the sandboxes' ACME CA cannot be made, reached or read

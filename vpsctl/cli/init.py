@@ -32,9 +32,12 @@ def _not_copied(folder: str, names: list[str]) -> set[str]:
 
 
 GITIGNORE = """\
-# Real secrets never enter git: only secrets.env.example files are tracked.
+# Real secrets never enter git as plain text: only secrets.env.example files are tracked,
+# and an inventory's encrypted secrets.env.age with its recipients (public keys).
 secrets.env
 *.secrets.env
+!secrets.env.age
+!recipients
 # vpsctl's local state: sandbox connections, generated keys, saved plans
 .vpsctl/
 """
@@ -52,7 +55,10 @@ vpsctl. Run every command from this directory (or pass `vpsctl --root DIR`).
 - `schemas/`: JSON Schemas the editor modelines of these files point at (`vpsctl schema
   --out schemas` refreshes them after upgrading vpsctl)
 - `secrets.env` beside each host.yaml holds the secrets; git ignores it, only
-  `secrets.env.example` is tracked.
+  `secrets.env.example` is tracked. To commit them encrypted instead, list the public keys
+  that may read them in `recipients` beside it (age1… or ssh-ed25519 …, one a line) and run
+  `vpsctl secrets encrypt -i inventory/prod`: `secrets.env.age` is safe to commit;
+  `vpsctl secrets edit -i inventory/prod` changes it.
 
 ## Workflow
 

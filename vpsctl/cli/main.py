@@ -377,6 +377,90 @@ def cmd_secrets_example(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_secrets_edit(args: argparse.Namespace) -> int:
+    """Edit the secrets store in $EDITOR: decrypted to tmpfs, validated, sealed again."""
+    from vpsctl.ops import secrets  # noqa: PLC0415 - see the imports
+
+    def ask(question: str) -> str:
+        if not sys.stdin.isatty():
+            return "d"  # nobody to ask: the edit is discarded, never half-saved
+        print(question, end="", file=sys.stderr, flush=True)
+        return sys.stdin.readline()
+
+    result = secrets.edit(
+        args.inventory, sys.stderr, ask, tmpdir=args.tmpdir, allow_disk=args.allow_disk
+    )
+    print(f"secrets edit: {result.file} {result.outcome}", file=sys.stderr)
+    return 1 if result.outcome == "discarded" else 0
+
+
+def cmd_secrets_encrypt(args: argparse.Namespace) -> int:
+    """Seal the plain secrets.env into secrets.env.age; remove it after a verified round trip."""
+    from vpsctl.ops import secrets  # noqa: PLC0415 - see the imports
+
+    print(f"secrets encrypt: {secrets.encrypt(args.inventory)}", file=sys.stderr)
+    return 0
+
+
+def cmd_secrets_recipients(args: argparse.Namespace) -> int:
+    """List, add or remove a recipient of the encrypted store (re-encrypting it)."""
+    from vpsctl.ops import secrets  # noqa: PLC0415 - see the imports
+
+    if args.action == "list":
+        for line in secrets.recipients_list(args.inventory):
+            print(line)
+        return 0
+    if args.key is None:
+        raise VpsctlError(f"secrets recipients {args.action}: which KEY?")
+    done = secrets.recipients_change(args.inventory, args.key, add=args.action == "add")
+    print(f"secrets recipients: {done}", file=sys.stderr)
+    return 0
+
+
+def _secrets_action(
+    secrets_sub: argparse._SubParsersAction[argparse.ArgumentParser],
+    name: str,
+    text: str,
+    func: Callable[[argparse.Namespace], int],
+) -> argparse.ArgumentParser:
+    p = secrets_sub.add_parser(name, help=text)
+    _inventory(p)
+    p.set_defaults(func=func)
+    return p
+
+
+def _secrets_store_parsers(
+    secrets_sub: argparse._SubParsersAction[argparse.ArgumentParser],
+) -> None:
+    p = _secrets_action(
+        secrets_sub,
+        "edit",
+        "edit the secrets in $EDITOR (decrypted on tmpfs, validated, re-encrypted)",
+        cmd_secrets_edit,
+    )
+    p.add_argument("--tmpdir", type=Path, help="where the plaintext sits while editing (tmpfs)")
+    p.add_argument(
+        "--allow-disk",
+        action="store_true",
+        help="accept a --tmpdir that is not on tmpfs (the plaintext then reaches a disk)",
+    )
+    _secrets_action(
+        secrets_sub,
+        "encrypt",
+        "secrets.env → secrets.env.age for the recipients; removes the plain file",
+        cmd_secrets_encrypt,
+    )
+    p = _secrets_action(
+        secrets_sub, "recipients", "list, add or remove who can decrypt", cmd_secrets_recipients
+    )
+    p.add_argument("action", choices=["list", "add", "remove"])
+    p.add_argument(
+        "key",
+        nargs="?",
+        help="a public key (age1… or 'ssh-ed25519 AAAA…'), a .pub file, or (remove) a fingerprint",
+    )
+
+
 def _recovery_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     p = sub.add_parser("backup", help="snapshot every stack's data to the restic repository")
     _inventory(p)
@@ -501,16 +585,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="write <which>.schema.json files into this directory")
     p.set_defaults(func=cmd_schema)
 
-    p = sub.add_parser("secrets", help="manage secrets.env")
+    p = sub.add_parser("secrets", help="manage secrets.env or secrets.env.age")
     secrets_sub = p.add_subparsers(dest="secrets_command", required=True, metavar="ACTION")
-    g = secrets_sub.add_parser(
-        "generate", help="fill missing secrets with fresh valid values; never overwrite"
+    _secrets_action(
+        secrets_sub,
+        "generate",
+        "fill missing secrets with fresh valid values; never overwrite",
+        cmd_secrets_generate,
     )
-    _inventory(g)
-    g.set_defaults(func=cmd_secrets_generate)
-    e = secrets_sub.add_parser("example", help="print a secrets.env.example for the inventory")
-    _inventory(e)
-    e.set_defaults(func=cmd_secrets_example)
+    _secrets_action(
+        secrets_sub,
+        "example",
+        "print a secrets.env.example for the inventory",
+        cmd_secrets_example,
+    )
+    _secrets_store_parsers(secrets_sub)
     return parser
 
 

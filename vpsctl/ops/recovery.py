@@ -199,9 +199,12 @@ class Backups:
         return report
 
     def backup_secrets(self) -> str:
-        """secrets.env, on stdin into its own snapshot: encrypted by restic, never on disk."""
-        data = (self.spec.inventory / "secrets.env").read_bytes()
-        out = self.call(commands.script("secrets"), timeout=600, stdin=data)
+        """The secrets store, on stdin into its own snapshot: encrypted by restic, never on
+        disk; an encrypted store goes as it is (secrets.env.age), never decrypted for it."""
+        from vpsctl.spec.store import store_of  # noqa: PLC0415
+
+        kept = store_of(self.spec.inventory).path
+        out = self.call(commands.script("secrets", kept.name), timeout=600, stdin=kept.read_bytes())
         ids = out.values("snapshot")
         return ids[-1] if ids else ""
 
@@ -691,9 +694,13 @@ def throwaway_inventory(spec: Spec, box: str, workdir: Path) -> Iterator[Path]:
         repo["key"] = str(Path(repo["key"]).expanduser().resolve())
     with (inventory / "host.yaml").open("w", encoding="utf-8") as fh:
         yaml.dump(data, fh)
-    secrets = inventory / "secrets.env"
-    secrets.write_bytes((spec.inventory / "secrets.env").read_bytes())
-    secrets.chmod(0o600)
+    from vpsctl.spec.store import store_of  # noqa: PLC0415
+
+    kept = store_of(spec.inventory)  # the drill opens the encrypted store as it is
+    for name in (kept.path.name, "recipients"):
+        if (spec.inventory / name).exists():
+            (inventory / name).write_bytes((spec.inventory / name).read_bytes())
+            (inventory / name).chmod(0o600)
     yield inventory
 
 

@@ -14,6 +14,10 @@ still holds a registered secret value is not written at all. It does hold a SHA-
 secrets.env (of the whole file, never of one value), and lives in ``.vpsctl/cache/`` of the
 studio, which the studio's ``.gitignore`` keeps out of git; files are written 0600.
 
+An encrypted secrets store (``secrets.env.age``) is hashed as a file like any other; the age
+identity that opens it is no input of the key (no hash of a private key is stored): a hit
+decrypts the store first, and is a miss when the identity no longer opens it.
+
 ``VPSCTL_NO_CACHE=1`` validates in full without reading or writing the cache.
 
 Stdlib only, and nothing of the spec models at import time: a hit costs no pydantic.
@@ -138,6 +142,8 @@ def lookup(inventory: Path) -> list[str] | None:
         entry = json.loads(_entry_path(inventory).read_text(encoding="utf-8"))
         if entry["code"] != _code(list(entry["code"])) or entry["inputs"] != _inputs(entry["dirs"]):
             return None
+        if not _store_opens(inventory):
+            return None
         return [str(line) for line in entry["warnings"]]
     except (OSError, ValueError, KeyError, TypeError):
         return None
@@ -159,6 +165,15 @@ def store(spec: Spec) -> None:
         _write(_entry_path(spec.inventory), entry)
     except OSError:
         return
+
+
+def _store_opens(inventory: Path) -> bool:
+    """Whether the inventory's secrets store opens now: an encrypted one is decrypted at
+    each hit (the identity is no input the key holds, and so no hash of a private key is
+    stored), so a hit never succeeds where a full run would fail to decrypt."""
+    from vpsctl.spec.age import opens  # noqa: PLC0415 - pyrage, only for an encrypted store
+
+    return opens(inventory)
 
 
 def _spec_dirs(spec: Spec) -> list[list[str]]:
@@ -298,6 +313,7 @@ def plan_lookup(inventory: Path, context: list[str]) -> PlanEntry | None:
             entry["code"] != _code(list(entry["code"]))
             or entry["inputs"] != _inputs(entry["dirs"])
             or {key: reads[key] for key in files} != _read_digests(files)
+            or not _store_opens(inventory)
         ):
             return None
         from vpsctl.host.target import Target  # noqa: PLC0415 - a dataclass, no SSH
@@ -338,6 +354,10 @@ def plan_store(spec: Spec, context: list[str], reads: set[str], entry: PlanEntry
 
     dirs = [*_spec_dirs(spec), [str(shipped("templates")), ""]]
     ours = str(CACHE_DIR.absolute())
+    from vpsctl.spec.age import identity_file  # noqa: PLC0415
+
+    # nor the age identity: its hash is no business of a cache (a hit decrypts instead)
+    reads = reads - {f"file:{os.path.abspath(identity_file())}"}  # noqa: PTH100 - as the hook
     try:
         record = {
             "code": _code(_loaded_code()),

@@ -173,6 +173,12 @@ def read_secrets(path: Path) -> tuple[SecretsFile, list[Problem]]:
         return SecretsFile(shown, False, {}), [
             Problem(shown, 0, "", f"cannot read: {exc.__class__.__name__}")
         ]
+    return parse_secrets(text, shown, mode)
+
+
+def parse_secrets(text: str, shown: str, mode: int = 0o600) -> tuple[SecretsFile, list[Problem]]:
+    """Parse the text of a secrets.env (read from ``shown``: a plain file, or an encrypted
+    store decrypted in memory); problems name the line, never its text."""
     problems: list[Problem] = []
     entries: dict[str, SecretLine] = {}
     stray: list[str] = []
@@ -227,10 +233,24 @@ def write_secrets(
     alphabets never contain a quote, and python-dotenv and compose read a single-quoted
     value back byte for byte.
     """
+    text = fill_secrets(
+        path.read_text(encoding="utf-8") if path.exists() else "", values, comments, existing
+    )
+    # here, not at the top: the pure core imports this module (env_value_problem)
+    from vpsctl.local.files import write_atomic  # noqa: PLC0415
+
+    write_atomic(path, text.encode(), 0o600)
+
+
+def fill_secrets(
+    text: str, values: dict[str, str], comments: dict[str, str], existing: SecretsFile
+) -> str:
+    """``text`` (a secrets.env's) with each key of ``values`` given its value: see
+    :func:`write_secrets`."""
     for name, value in values.items():
         if "'" in value or "\n" in value or "\\" in value:
             raise ValueError(f"generated value for {name} cannot be single-quoted")
-    lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
+    lines = text.splitlines()
     appended: list[str] = []
     for name, value in values.items():
         entry = existing.entries.get(name)
@@ -242,8 +262,4 @@ def write_secrets(
         if comments.get(name):
             appended.append(f"# {comments[name]}")
         appended.append(f"{name}='{value}'")
-    text = "\n".join([*lines, *appended]) + "\n"
-    # here, not at the top: the pure core imports this module (env_value_problem)
-    from vpsctl.local.files import write_atomic  # noqa: PLC0415
-
-    write_atomic(path, text.encode(), 0o600)
+    return "\n".join([*lines, *appended]) + "\n"

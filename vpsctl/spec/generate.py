@@ -5,13 +5,14 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from vpsctl.spec.envfile import write_secrets
+from vpsctl.spec import store
+from vpsctl.spec.envfile import fill_secrets
 from vpsctl.spec.loader import load_spec
 
 
 @dataclass
 class GenerateReport:
-    """What one run did. Names only: values never leave secrets.env."""
+    """What one run did. Names only: values never leave the secrets store."""
 
     file: str
     generated: list[str] = field(default_factory=list)
@@ -47,7 +48,10 @@ def generate(inventory: Path) -> GenerateReport:
         )
         report.generated.append(name)
     if values:
-        write_secrets(inventory / "secrets.env", values, comments, spec.secrets_file)
+        # into whichever store the inventory uses: the plain file, or sealed again
+        where = store.store_of(inventory)
+        text = fill_secrets(store.read_text(where) or "", values, comments, spec.secrets_file)
+        store.write_text(where, text)
     return report
 
 

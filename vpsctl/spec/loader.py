@@ -11,9 +11,8 @@ from typing import TypeVar
 
 from pydantic import BaseModel, ValidationError
 
-from vpsctl.errors import Problem, SpecError, display_path, register_secrets
-from vpsctl.spec import checks
-from vpsctl.spec.envfile import read_secrets
+from vpsctl.errors import Problem, SpecError, display_path
+from vpsctl.spec import checks, store
 from vpsctl.spec.models import Host, Stack
 from vpsctl.spec.pydantic_errors import problems_from
 from vpsctl.spec.studio import Spec
@@ -44,15 +43,24 @@ def load_spec(inventory: Path, *, secrets: bool = True) -> Spec:
     With ``secrets=False`` only the structure is checked (host.yaml and the stack files):
     what ``secrets generate`` needs to fill a secrets.env that is still incomplete.
     """
+    return _load_spec(inventory, secrets, None)
+
+
+def load_spec_with(inventory: Path, secrets_text: str) -> Spec:
+    """:func:`load_spec` with ``secrets_text`` standing in for the secrets store's content:
+    an edit, validated before it is saved."""
+    return _load_spec(inventory, True, secrets_text)
+
+
+def _load_spec(inventory: Path, secrets: bool, secrets_text: str | None) -> Spec:
     problems: list[Problem] = []
     inventory = Path(inventory)
     if not inventory.is_dir():
         raise SpecError([Problem(display_path(inventory), 0, "", "no such inventory directory")])
-    # secrets.env first, its values registered for masking before any other file is read:
-    # a problem of a stack or host file (a secret pasted where a name belongs), or any
-    # later failure, cannot print one of them
-    secrets_file, secrets_found = read_secrets(inventory / "secrets.env")
-    register_secrets(secrets_file.values())
+    # secrets first (secrets.env, or secrets.env.age decrypted in memory), their values
+    # registered for masking before any other file is read: a problem of a stack or host
+    # file (a secret pasted where a name belongs), or any later failure, cannot print one
+    secrets_file, secrets_found = store.read(inventory, secrets_text)
 
     host_path = inventory / "host.yaml"
     host_doc, found = load_yaml(host_path)

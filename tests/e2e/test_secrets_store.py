@@ -1,0 +1,82 @@
+"""The example studio applied onto a fresh sandbox box from its encrypted store
+(secrets.env.age, issue 13): no plain secrets.env anywhere, the audit green, the backup
+keeping the store encrypted, a drill from it, and a plan cache that never serves a plan
+once the identity cannot open the store."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pyrage
+import pytest
+
+from tests.e2e.conftest import (
+    SANDBOX_INV,
+    audit_ok,
+    first_apply,
+    on_box,
+    running_box,
+    studio_for,
+)
+from tests.helpers import run_cli
+from vpsctl.core.backupfiles import SCRIPT
+from vpsctl.local.sandbox import SandboxInfo
+from vpsctl.spec import age
+
+pytestmark = pytest.mark.e2e
+
+
+@pytest.fixture(scope="module")
+def boxes(state_dir: Path) -> Iterator[tuple[SandboxInfo, SandboxInfo]]:
+    """The studio's box and its backup box."""
+    with running_box("sealed") as box, running_box("sealedbkp") as backup:
+        yield box, backup
+
+
+def _identity(path: Path) -> str:
+    key = pyrage.x25519.Identity.generate()
+    path.write_text(f"{key}\n", encoding="utf-8")
+    path.chmod(0o600)
+    return str(key.to_public())
+
+
+def test_the_studio_applies_backs_up_and_drills_from_secrets_env_age(
+    boxes: tuple[SandboxInfo, SandboxInfo], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    box, backup_host = boxes
+    root = studio_for(tmp_path / "studio", box, backup=backup_host)
+    inventory = root / SANDBOX_INV
+    public = _identity(tmp_path / "me.txt")
+    _identity(tmp_path / "stranger.txt")
+    monkeypatch.setenv(age.IDENTITY_ENV, str(tmp_path / "me.txt"))
+    monkeypatch.delenv("VPSCTL_NO_CACHE", raising=False)
+    (inventory / "recipients").write_text(f"{public} # the operator\n")
+    sealed = run_cli(root, "secrets", "encrypt", "-i", SANDBOX_INV)
+    assert sealed.code == 0, sealed.err
+    assert not list(root.rglob("secrets.env"))
+    first_apply(root, "from secrets.env.age")
+    audit_ok(root)
+    plan = run_cli(root, "plan", "-i", SANDBOX_INV)
+    assert plan.code == 0, plan.out[-3000:]
+    # the backup keeps the store as it is: the secrets snapshot holds secrets.env.age, the
+    # very bytes of the studio's file
+    done = run_cli(root, "backup", "-i", SANDBOX_INV, "--init", "--json")
+    assert done.code == 0, done.err[-3000:]
+    snapshot = json.loads(done.out)["secrets_snapshot"]
+    assert snapshot
+    answer = on_box(box, f"{SCRIPT} snapshots").splitlines()
+    listed = json.loads("\n".join(line for line in answer if not line.startswith("@@")))
+    kept = next(s for s in listed if s["id"] == snapshot or s.get("short_id") == snapshot)
+    assert kept["paths"] == ["/secrets.env.age"]
+    # the drill rebuilds a throwaway box from the encrypted store and the repository
+    drill = run_cli(root, "drill", "-i", SANDBOX_INV)
+    assert drill.code == 0, drill.err[-3000:] + drill.out[-2000:]
+    assert "drill passed (box drill-" in drill.out
+    # another key in the same identity file (the plan cache's key is unchanged, even the
+    # VPSCTL_* variables): no plan from the cache, the error a full run gives
+    (tmp_path / "me.txt").write_bytes((tmp_path / "stranger.txt").read_bytes())
+    refused = run_cli(root, "plan", "-i", SANDBOX_INV)
+    assert refused.code == 1 and "cannot decrypt" in refused.err, refused.err[-2000:]
+    assert age.fingerprint(public) in refused.err
