@@ -11,6 +11,10 @@ fresh box to rebuild onto:
 - the rebuild onto the fresh box: the recovery time of each phase and in total.
 
 Usage: python bench/bench_backup.py [--runs N] [--records N] [--write bench/RESULTS.md]
+
+The boxes are named ``bench-src``, ``bench-bkp`` and ``bench-new``; docker's container names
+are global to the machine, so a second checkout running this bench beside the first sets
+``VPSCTL_BENCH_BOXES=PREFIX`` to name them ``PREFIX-src`` … instead.
 """
 
 from __future__ import annotations
@@ -58,7 +62,8 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmpdir:
         tmp = Path(tmpdir)
         os.environ["VPSCTL_STATE_DIR"] = str(tmp / "state")
-        names = ["bench-src", "bench-bkp", "bench-new"]
+        prefix = os.environ.get("VPSCTL_BENCH_BOXES", "bench")
+        names = [f"{prefix}-src", f"{prefix}-bkp", f"{prefix}-new"]
         source, backup_host = sandbox.up(names[0]), sandbox.up(names[1])
         try:
             root = studio_for(tmp / "studio", source, backup=backup_host)
