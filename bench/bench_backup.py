@@ -26,6 +26,7 @@ import platform
 import statistics
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -50,6 +51,36 @@ def cli(root: Path, *args: str) -> tuple[float, str, str]:
     if result.code != 0:
         raise SystemExit(f"vpsctl {' '.join(args)} failed:\n{result.err[-3000:]}")
     return took, result.out, result.err
+
+
+class PeakMemory:
+    """The highest resident memory (cgroup v1 ``total_rss``: page cache left out) of a sandbox
+    box's container while the block runs, sampled every half second."""
+
+    def __init__(self, container_id: str) -> None:
+        self.stat = Path(f"/sys/fs/cgroup/memory/docker/{container_id}/memory.stat")
+        self.peak = 0
+        self.done = threading.Event()
+        self.thread = threading.Thread(target=self.sample, daemon=True)
+
+    def sample(self) -> None:
+        while not self.done.wait(0.5):
+            try:
+                text = self.stat.read_text()
+            except OSError:
+                return  # no cgroup v1 here: no number
+            for line in text.splitlines():
+                key, _, value = line.partition(" ")
+                if key == "total_rss":
+                    self.peak = max(self.peak, int(value))
+
+    def __enter__(self) -> PeakMemory:
+        self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.done.set()
+        self.thread.join()
 
 
 def main() -> None:
@@ -113,7 +144,8 @@ def main() -> None:
             fresh = sandbox.up(names[2])
             host = root / INV / "host.yaml"
             host.write_text(host.read_text().replace(f"name: {names[0]}\n", f"name: {names[2]}\n"))
-            took, out, _ = cli(root, "rebuild", "-i", INV, "--json")
+            with PeakMemory(fresh.container_id) as memory:
+                took, out, _ = cli(root, "rebuild", "-i", INV, "--json")
             report = json.loads(out)
             assert report["ok"] and visible_data(fresh) == seen
             for phase, seconds in report["phases"].items():
@@ -125,6 +157,15 @@ def main() -> None:
                     f"whole command {took:.1f} s; data identical",
                 )
             )
+            if memory.peak:
+                rows.append(
+                    (
+                        "rebuild: peak resident memory of the box",
+                        human_size(memory.peak),
+                        "the box container's cgroup total_rss (page cache left out), "
+                        "sampled every 0.5 s",
+                    )
+                )
         finally:
             for name in names:
                 sandbox.down(name)
