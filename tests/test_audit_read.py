@@ -82,7 +82,11 @@ class Recorder:
         raise AssertionError("the audit takes no lock")
 
     def ship_images(
-        self, tags: list[str], progress: Callable[[int, int], None] | None = None
+        self,
+        tags: list[str],
+        progress: Callable[[int, int], None] | None = None,
+        *,
+        load: Any = ("docker", "load"),
     ) -> int:
         raise AssertionError("the audit ships nothing")
 
