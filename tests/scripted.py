@@ -119,7 +119,6 @@ class ScriptedSession:
     # an apply converges stacks from several threads: one rule chosen at a time
     lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     cancelled: bool = False  # cancel() was called
-    loads: list[str] = field(default_factory=list)  # what loaded each ship_images' archive
 
     # ── the script ───────────────────────────────────────────────────────────────────────
 
@@ -248,15 +247,10 @@ class ScriptedSession:
         return _Lock(self)
 
     def ship_images(
-        self,
-        tags: list[str],
-        progress: Callable[[int, int], None] | None = None,
-        *,
-        load: Command = ("docker", "load"),
+        self, tags: list[str], progress: Callable[[int, int], None] | None = None
     ) -> int:
-        """Record the images (matched as ``ship TAG…``, with what loads them in ``loads``);
-        nothing is sent. Raises when a rule fails it, as a transfer that breaks off does."""
-        self.loads.append(shell(load))
+        """Record the images (matched as ``ship TAG…``); nothing is sent. Raises when a rule
+        fails it, as a transfer that breaks off does."""
         result = self._answer("ship", "ship " + " ".join(tags), f"shipping {len(tags)} image(s)")
         if not result.ok:
             raise CommandFailed(f"shipping {len(tags)} image(s)", self.target.name, result)

@@ -14,7 +14,6 @@ import re
 import signal
 import threading
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -28,13 +27,9 @@ from tests.scripted import (
     outcome_of,
     run_applier,
 )
-from tests.test_apply_phases import with_standin
-from vpsctl.host.commands.docker import load_when_ready
-from vpsctl.host.remote import DeployReport, OpResult, RemoteError, Result
-from vpsctl.local import standins
+from vpsctl.host.remote import Result
 from vpsctl.ops.apply import Applier, StackResult
 from vpsctl.ops.apply.lanes import Lanes, run_in_lanes
-from vpsctl.ops.inputs import render_spec
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.studio import Spec
 
@@ -188,78 +183,3 @@ def test_lanes_print_in_order_the_first_one_live() -> None:
     assert out.getvalue() == "a1\nb1\nb2\n"
     lanes.finish(b)
     assert out.getvalue() == "a1\nb1\nb2\nc1\n"
-
-
-# ── the images shipped while the bootstrap installs docker ─────────────────────────────
-
-
-Deploy = Callable[..., DeployReport]
-
-
-def bootstrap_and_ship(
-    root: Path, monkeypatch: pytest.MonkeyPatch, ship: Callable[[str], Result], deploy: Deploy
-) -> tuple[Spec, ScriptedSession]:
-    """A box whose bootstrap settings changed (the bootstrap, ``deploy``, runs) and whose
-    documint now runs a stand-in it lacks (built here, shipped there: ``ship`` answers)."""
-    session = converged_session(load_spec(root / INV))
-    assert session.host is not None and session.host.manifest is not None
-    session.host.manifest["bootstrap"] = "settings of an older vpsctl"
-    with_standin(root)
-    monkeypatch.setattr(standins, "build", lambda *_: None)
-    session.answer(r"vpsctl-backup backup pre-apply documint", stdout="@@snapshot 0123abcd\n")
-    session.answer(r"^ship ", ship)
-    monkeypatch.setattr(session, "deploy", deploy)
-    return load_spec(root / INV), session
-
-
-def test_images_ship_while_the_bootstrap_runs_and_are_told_after_it(
-    prod: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    shipping = threading.Event()
-
-    def ship(_text: str) -> Result:
-        shipping.set()
-        return Result(True, "", "")
-
-    def deploy(func: object, **kwargs: object) -> DeployReport:
-        # the bootstrap ends only once the images are on their way: never, one after another
-        assert shipping.wait(20), "the images were not shipped during the bootstrap"
-        return DeployReport((OpResult("vpsctl bootstrap | Packages", True, True),))
-
-    spec, session = bootstrap_and_ship(prod, monkeypatch, ship, deploy)
-    result, said = run_applier(spec, session)
-    assert result.ok and result.bootstrapped, said
-    [load] = session.loads
-    assert load == load_when_ready()  # docker may not run yet: staged, loaded once it does
-    lines = said.splitlines()
-    told = [i for i, line in enumerate(lines) if line.startswith(("bootstrap", "built", "shipped"))]
-    assert [lines[i].split()[0] for i in told] == ["bootstrap", "bootstrap:", "built", "shipped"]
-    assert lines[told[0] + 1] == "  changed: Packages"
-    changed = journal_of(session)["changed"]
-    assert isinstance(changed, list)
-    [tag] = [i.ref for i in render_spec(spec).stacks["documint"].images]
-    assert changed.index(f"images shipped: {tag}") > changed.index("bootstrap: 1 change(s)")
-    assert set(result.phases) >= {"bootstrap", "images", "stacks"}
-    assert not stacks_running()
-
-
-def test_a_failed_bootstrap_cancels_the_images_and_waits_for_them(
-    prod: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    cancelled = threading.Event()
-
-    def transfer(_text: str) -> Result:
-        # a long transfer: it ends when the session cancels it, as Session's does
-        assert cancelled.wait(20), "the images' transfer was not cancelled"
-        raise RemoteError("shipping was cancelled")
-
-    def refused(func: object, **kwargs: object) -> DeployReport:
-        raise RemoteError("Packages: docker … failed on scripted:\nE: Unable to locate package")
-
-    spec, session = bootstrap_and_ship(prod, monkeypatch, transfer, refused)
-    monkeypatch.setattr(session, "cancel", cancelled.set)
-    with pytest.raises(RemoteError, match="Unable to locate package"):
-        run_applier(spec, session)
-    assert cancelled.is_set()
-    assert not [t for t in threading.enumerate() if t.name == "vpsctl-images"]
-    assert not session.ran(r"docker compose -p")

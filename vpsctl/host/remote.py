@@ -157,13 +157,9 @@ class Remote(Protocol):
         ...
 
     def ship_images(
-        self,
-        tags: list[str],
-        progress: Callable[[int, int], None] | None = None,
-        *,
-        load: Command = ("docker", "load"),
+        self, tags: list[str], progress: Callable[[int, int], None] | None = None
     ) -> int:
-        """Ship local images to the host (``load`` reads them on its stdin); bytes sent."""
+        """Ship local images to the host; bytes sent."""
         ...
 
     def deploy(self, func: Any, **kwargs: Any) -> DeployReport:
@@ -435,19 +431,13 @@ class Session:
         return self.ship_images([tag], progress)
 
     def ship_images(
-        self,
-        tags: list[str],
-        progress: Callable[[int, int], None] | None = None,
-        *,
-        load: Command = ("docker", "load"),
+        self, tags: list[str], progress: Callable[[int, int], None] | None = None
     ) -> int:
-        """``docker save TAGS`` here, piped into ``docker load`` (or ``load``) on the host;
-        bytes sent.
+        """``docker save TAGS`` here, piped into ``docker load`` on the host; bytes sent.
 
         For boxes that cannot reach a registry: the images travel over this SSH connection
         as ONE archive, so layers they share are sent once; ``progress(sent,
-        estimated_total)`` is called as bytes go out. Safe from another thread than the
-        main one (its own channel), and :meth:`cancel` ends it.
+        estimated_total)`` is called as bytes go out.
         """
         transport = self._transport()
         sizes = localdocker.docker("image", "inspect", "--format", "{{.Size}}", *tags)
@@ -456,17 +446,14 @@ class Session:
         channel = transport.open_session()
         sent = 0
         try:
-            channel.exec_command(shell(load))
+            channel.exec_command("docker load")
             assert save.stdout is not None
             while chunk := save.stdout.read(1 << 20):
-                self._refuse_if_cancelled(f"shipping {', '.join(tags)}")
                 channel.sendall(chunk)
                 sent += len(chunk)
                 if progress is not None:
                     progress(sent, max(size, sent))
             channel.shutdown_write()
-            while not channel.status_event.wait(0.2):
-                self._refuse_if_cancelled(f"shipping {', '.join(tags)}")
             status = channel.recv_exit_status()
             output = channel.makefile_stderr("rb").read().decode(errors="replace")
         finally:

@@ -97,28 +97,3 @@ def running_container(stack: str, service: str) -> Script:
         '| head -n 1); [ -n "$id" ] || exit 3; echo "@@id $id"; '
         f'docker inspect --format {shlex.quote(NETWORKS_FORMAT)} "$id"'
     )
-
-
-STAGED_IMAGES = "/var/lib/vpsctl/images.tar"  # a shipped archive, while docker is not up yet
-DOCKER_WAIT = 3000  # polls of 0.3 s: how long a staged load waits for docker (15 minutes)
-
-
-def load_when_ready(path: str = STAGED_IMAGES) -> Script:
-    """``docker load`` of the archive on stdin, on a box whose bootstrap is still installing
-    docker: the archive goes to ``path`` as fast as it comes, and ``docker load`` reads it
-    from there as soon as docker answers, following the file while it grows (``tail
-    --pid`` ends once the writer has). ``path`` is removed at the end, whatever happened;
-    docker not answering within 15 minutes fails it. (A Script: a background writer, a
-    loop, a pipeline; stdin is kept as fd 3, because a background job's own stdin is
-    /dev/null.)"""
-    f = shlex.quote(path)
-    directory = shlex.quote(path.rsplit("/", 1)[0] or "/")
-    return Script(
-        f"mkdir -p {directory} && : > {f} || exit 1; trap 'rm -f {f}' EXIT; "
-        f"exec 3<&0; cat <&3 > {f} & writer=$!; exec 3<&-; n=0; "
-        "until docker info >/dev/null 2>&1; do n=$((n + 1)); "
-        f'if [ "$n" -gt {DOCKER_WAIT} ]; then echo "docker did not answer in 15 minutes" >&2; '
-        "exit 1; fi; sleep 0.3; done; "
-        f'tail -s 0.2 -c +1 -f --pid="$writer" {f} | docker load; status=$?; '
-        'wait "$writer" || status=1; exit "$status"'
-    )

@@ -18,7 +18,7 @@ from vpsctl.ops.apply.bootstrap import bootstrap_settings, run_bootstrap, settin
 from vpsctl.ops.apply.edge import Edge
 from vpsctl.ops.apply.health import HealthGate
 from vpsctl.ops.apply.host import HostSetup
-from vpsctl.ops.apply.lanes import Lanes, run_beside, run_in_lanes
+from vpsctl.ops.apply.lanes import Lanes, run_in_lanes
 from vpsctl.ops.apply.probe import PROBE_DEADLINE, Prober
 from vpsctl.ops.apply.prune import Prune
 from vpsctl.ops.apply.record import Record
@@ -164,16 +164,13 @@ class Applier:
         started = time.monotonic()
         result = ApplyResult(self.plan)
         bootstrap_hash = settings_hash(bootstrap_settings(self.spec))
-        if self.needs_bootstrap(bootstrap_hash) and self.setup.shipping():
-            self.bootstrap_beside_images(result, bootstrap_hash)
-        else:
-            self.bootstrap(result, bootstrap_hash)
-            self.setup.network()
-            self.setup.host_files()
-            result.phases["bootstrap"] = time.monotonic() - started
-            mark = time.monotonic()
-            self.setup.images()
-            result.phases["images"] = time.monotonic() - mark
+        self.bootstrap(result, bootstrap_hash)
+        self.setup.network()
+        self.setup.host_files()
+        result.phases["bootstrap"] = time.monotonic() - started
+        mark = time.monotonic()
+        self.setup.images()
+        result.phases["images"] = time.monotonic() - mark
         if self.before_stacks is not None:
             mark = time.monotonic()
             self.before_stacks(self)
@@ -197,48 +194,18 @@ class Applier:
         self.records.journal(result)
         return result
 
-    def needs_bootstrap(self, bootstrap_hash: str) -> bool:
-        """Whether the box lacks docker or its bootstrap settings changed."""
+    def bootstrap(self, result: ApplyResult, bootstrap_hash: str) -> None:
+        """Run the bootstrap when the box lacks docker or its bootstrap settings changed."""
         manifest = self.facts.manifest or {}
-        return (
+        if (
             self.facts.docker is None
             or self.facts.compose is None
             or manifest.get("bootstrap") != bootstrap_hash
-        )
-
-    def bootstrap(self, result: ApplyResult, bootstrap_hash: str) -> None:
-        """Run the bootstrap when the box lacks docker or its bootstrap settings changed."""
-        if self.needs_bootstrap(bootstrap_hash):
+        ):
             report = run_bootstrap(self.session, self.spec, self.out)
             result.bootstrapped = True
             if report.changed:
                 self.record(f"bootstrap: {len(report.changed)} change(s)")
-
-    def bootstrap_beside_images(self, result: ApplyResult, bootstrap_hash: str) -> None:
-        """The bootstrap (then the network and the host's files) here, while another thread
-        builds the stand-ins and ships them to a file on the box that docker loads as soon
-        as the bootstrap has it running: the images' transfer overlaps the package step. The
-        images' lines come after the bootstrap's, as when one follows the other; the phase
-        ``images`` is the time the run waited for them after the bootstrap."""
-        started = time.monotonic()
-        self.lanes = Lanes(self.out, ["bootstrap", "images"])
-        ended: list[float] = []
-
-        def host() -> None:
-            self.bootstrap(result, bootstrap_hash)
-            self.setup.network()
-            self.setup.host_files()
-            ended.append(time.monotonic())
-
-        try:
-            run_beside(
-                self.lanes, host, lambda: self.setup.images(staged=True), self.session.cancel
-            )
-        finally:
-            self.changed += self.lanes.changed()
-            self.lanes = None
-        result.phases["bootstrap"] = ended[0] - started
-        result.phases["images"] = time.monotonic() - ended[0]
 
     def stacks(self, result: ApplyResult) -> None:
         """Converge every stack, the edge last; then probe the ones applied before the edge

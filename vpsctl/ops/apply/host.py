@@ -62,15 +62,9 @@ class HostSetup(Phase):
             self.say(f"host: timers enabled: {', '.join(timers)}")
             self.record(f"timers enabled: {', '.join(timers)}")
 
-    def shipping(self) -> bool:
-        """Whether this run ships images (stand-ins the box lacks)."""
-        return any(c.action == "ship" for c in self.plan.images)
-
-    def images(self, staged: bool = False) -> None:
+    def images(self) -> None:
         """Build and ship the stand-ins the box lacks (one archive: shared layers go once),
-        and pull the registry images it lacks. ``staged``: the bootstrap is installing docker
-        meanwhile, so the archive lands in a file on the box, loaded once docker answers
-        (:func:`~vpsctl.host.commands.docker.load_when_ready`)."""
+        and pull the registry images it lacks."""
         standins_dir = standins_root(self.spec)
         local = {
             i.ref: i for s in self.desired.stacks.values() for i in s.images if i.source == "local"
@@ -86,11 +80,7 @@ class HostSetup(Phase):
             self.say(f"built {ref} ({time.monotonic() - started:.1f}s)")
         if ship:
             started = time.monotonic()
-            progress = self.progress(f"{len(ship)} image(s)")
-            if staged:
-                sent = self.session.ship_images(ship, progress, load=docker.load_when_ready())
-            else:
-                sent = self.session.ship_images(ship, progress)
+            sent = self.session.ship_images(ship, self.progress(f"{len(ship)} image(s)"))
             took = time.monotonic() - started
             self.say(f"shipped {len(ship)} image(s): {sent / 1e6:.1f} MB in {took:.1f}s")
             self.record(f"images shipped: {', '.join(ship)}")

@@ -134,37 +134,3 @@ def run_in_lanes(
     for index in sorted(errors):
         raise errors[index]
     return [results[index] for index in range(len(lanes.lanes))]
-
-
-def run_beside(
-    lanes: Lanes, first: Callable[[], None], second: Callable[[], None], cancel: Callable[[], None]
-) -> None:
-    """``first()`` in this thread, in the first of two lanes, while ``second()`` runs in a
-    thread of its own in the second; returns once both have ended. The first's error wins
-    (then ``cancel`` ends the second's commands, and it is waited for), else the second's."""
-    head, beside = lanes.lanes
-    errors: list[BaseException] = []
-
-    def other() -> None:
-        with lanes.entered(beside):
-            try:
-                second()
-            except BaseException as exc:  # noqa: BLE001 - raised by the waiting thread
-                errors.append(exc)
-
-    thread = threading.Thread(target=other, name="vpsctl-images")
-    try:
-        with lanes.entered(head):
-            thread.start()
-            first()
-        thread.join()
-    except BaseException:
-        cancel()
-        raise
-    finally:
-        with contextlib.suppress(RuntimeError):  # never started
-            thread.join()
-        if not beside.done:
-            lanes.finish(beside)
-    if errors:
-        raise errors[0]
