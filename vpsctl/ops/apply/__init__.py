@@ -5,8 +5,7 @@ Phases, over ONE SSH session:
 
 1. read the host's facts and compute the plan (or check a saved plan is not stale);
 2. bootstrap the box when it lacks docker or its bootstrap settings changed;
-3. ship local images (stand-ins) the box lacks, pull registry ones (during a bootstrap, in a
-   thread of their own: loaded once the bootstrap has docker running);
+3. ship local images (stand-ins) the box lacks, pull registry ones;
 4. per stack, several at once (none depends on another; :mod:`.lanes` keeps the output in
    the spec's order), the edge last: keep the previous version of every file
    that changes, upload the new files in one tar stream, ``docker compose up -d --wait
