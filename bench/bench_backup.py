@@ -10,7 +10,8 @@ fresh box to rebuild onto:
 - a restore of every stack (stop, put back, start, row counts compared): median time;
 - the rebuild onto the fresh box: the recovery time of each phase and in total.
 
-Usage: python bench/bench_backup.py [--runs N] [--records N] [--write bench/RESULTS.md]
+Usage: python bench/bench_backup.py [--runs N] [--rebuilds N] [--records N]
+[--write bench/RESULTS.md]
 
 The boxes are named ``bench-src``, ``bench-bkp`` and ``bench-new``; docker's container names
 are global to the machine, so a second checkout running this bench beside the first sets
@@ -97,11 +98,17 @@ class PeakMemory:
         self.thread.join()
 
 
+def spread(values: list[float]) -> str:
+    """Every value of a median of several, or "" for one."""
+    return "runs: " + ", ".join(f"{v:.1f}" for v in values) if len(values) > 1 else ""
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--runs", type=int, default=5)
     parser.add_argument("--records", type=int, default=300, help="rows per product")
     parser.add_argument("--write", type=Path)
+    parser.add_argument("--rebuilds", type=int, default=1, help="rebuilds, each onto a fresh box")
     args = parser.parse_args()
     rows: list[tuple[str, str, str]] = []
     with tempfile.TemporaryDirectory() as tmpdir:
@@ -155,27 +162,42 @@ def main() -> None:
                 )
             )
             sandbox.down(names[0])
-            fresh = sandbox.up(names[2])
             host = root / INV / "host.yaml"
             host.write_text(host.read_text().replace(f"name: {names[0]}\n", f"name: {names[2]}\n"))
-            with PeakMemory(fresh) as memory:
-                took, out, _ = cli(root, "rebuild", "-i", INV, "--json")
-            report = json.loads(out)
-            assert report["ok"] and visible_data(fresh) == seen
-            for phase, seconds in report["phases"].items():
-                rows.append((f"rebuild: {phase}", f"{seconds:.1f} s", ""))
+            phases: dict[str, list[float]] = {}
+            totals: list[float] = []
+            commands: list[float] = []
+            peak = 0
+            for _ in range(args.rebuilds):  # each onto a fresh box
+                sandbox.down(names[2])
+                fresh = sandbox.up(names[2])
+                with PeakMemory(fresh) as memory:
+                    took, out, _ = cli(root, "rebuild", "-i", INV, "--json")
+                report = json.loads(out)
+                assert report["ok"] and visible_data(fresh) == seen
+                for phase, seconds in report["phases"].items():
+                    phases.setdefault(phase, []).append(seconds)
+                totals.append(report["total_seconds"])
+                commands.append(took)
+                peak = max(peak, memory.peak)
+            for phase, seconds in phases.items():
+                rows.append(
+                    (f"rebuild: {phase}", f"{statistics.median(seconds):.1f} s", spread(seconds))
+                )
             rows.append(
                 (
-                    "rebuild: total recovery time (fresh box → audit green)",
-                    f"{report['total_seconds']:.1f} s",
-                    f"whole command {took:.1f} s; data identical",
+                    "rebuild: total recovery time (fresh box → audit green)"
+                    + (f" (median of {len(totals)})" if len(totals) > 1 else ""),
+                    f"{statistics.median(totals):.1f} s",
+                    f"whole command {statistics.median(commands):.1f} s; data identical; "
+                    + spread(totals),
                 )
             )
-            if memory.peak:
+            if peak:
                 rows.append(
                     (
                         "rebuild: peak resident memory of the box",
-                        human_size(memory.peak),
+                        human_size(peak),
                         "cgroup total_rss of the box and of the containers it runs (page "
                         "cache left out), sampled every second; stand-in images, not the real "
                         "apps",
@@ -188,7 +210,8 @@ def main() -> None:
         SECTION,
         "",
         "Command: `.venv/bin/python bench/bench_backup.py "
-        f"--runs {args.runs} --records {args.records} --write bench/RESULTS.md`  ",
+        f"--runs {args.runs} --rebuilds {args.rebuilds} --records {args.records} "
+        "--write bench/RESULTS.md`  ",
         f"Machine: {platform.machine()}, {os.cpu_count()} cores, Python "
         f"{platform.python_version()}; three sandbox boxes on this machine (studio, SFTP "
         "backup host, rebuild target); stand-in images; "

@@ -41,6 +41,8 @@ from vpsctl.host import commands
 from vpsctl.host.target import Target as Target  # noqa: PLC0414 - re-exported (mypy)
 from vpsctl.local import docker as localdocker
 
+THREAD_CHANNELS = 6  # commands of threads other than the main one, at once (see Session)
+
 # A remote command: a shell string, or an argv list that :func:`shell` joins (quoted).
 Command = str | Sequence[str]
 
@@ -215,6 +217,9 @@ class Session:
         self._state = State(inventory=self._inventory, config=Config())  # type: ignore[no-untyped-call]
         self._host = self._inventory.get_host(target.name)
         self._cancelled = threading.Event()  # see cancel()
+        # sshd's MaxSessions (10 by default) bounds the open sessions of one connection: the
+        # apply's lock holds one, the main thread's command another; other threads share these
+        self._channels = threading.BoundedSemaphore(THREAD_CHANNELS)
         self._counting = threading.Lock()
 
     def __enter__(self) -> Session:
@@ -294,6 +299,14 @@ class Session:
         as they come (a command filling stderr never stalls on an unread pipe)."""
         self._count()
         what = purpose or purpose_of(command)
+        while not self._channels.acquire(timeout=0.2):
+            self._refuse_if_cancelled(what)
+        try:
+            return self._on_channel(command, what, timeout, check=check)
+        finally:
+            self._channels.release()
+
+    def _on_channel(self, command: Command, what: str, timeout: int, *, check: bool) -> Result:
         self._refuse_if_cancelled(what)
         out, err = bytearray(), bytearray()
         deadline = time.monotonic() + timeout
@@ -323,7 +336,7 @@ class Session:
             raise RemoteError(f"{what} failed on {self.target.name}: {exc}") from None
         finally:
             channel.close()
-        result = Result(status == 0, out.decode(errors="replace"), err.decode(errors="replace"))
+        result = Result(status == 0, _as_pyinfra_reads(out), _as_pyinfra_reads(err))
         if check and not result.ok:
             raise CommandFailed(what, self.target.name, result)
         return result
@@ -578,6 +591,13 @@ def _pump(
     finally:
         channel.close()
         client.close()
+
+
+def _as_pyinfra_reads(data: bytes | bytearray) -> str:
+    """A stream as pyinfra's ``run_shell_command`` gives it: its lines, each without its
+    ``\n``, joined by ``\n``, so one trailing newline goes (``"a\n\n"`` → ``"a\n"``)."""
+    text = data.decode(errors="replace")
+    return text[:-1] if text.endswith("\n") else text
 
 
 def _forget_known_hosts() -> None:
