@@ -9,6 +9,7 @@ which a run converging one stack at a time could never reach.
 
 from __future__ import annotations
 
+import dataclasses
 import io
 import re
 import signal
@@ -183,3 +184,38 @@ def test_lanes_print_in_order_the_first_one_live() -> None:
     assert out.getvalue() == "a1\nb1\nb2\n"
     lanes.finish(b)
     assert out.getvalue() == "a1\nb1\nb2\nc1\n"
+
+
+def test_stacks_start_in_their_own_order_and_are_told_in_the_spec_s() -> None:
+    out = io.StringIO()
+    lanes = Lanes(out, ["a", "b", "c"])
+    ran: list[str] = []
+
+    def work(name: str) -> str:
+        ran.append(name)
+        lanes.say(lanes.lanes["abc".index(name)], f"{name} said")
+        return name.upper()
+
+    assert run_in_lanes(lanes, work, 1, lambda: None, start=[2, 0, 1]) == ["A", "B", "C"]
+    assert ran == ["c", "a", "b"]
+    assert out.getvalue() == "a said\nb said\nc said\n"
+
+
+def test_the_stacks_with_most_services_start_first(prod: Path) -> None:
+    spec = load_spec(prod / INV)
+    session = converged_session(spec)
+    applier = Applier(spec, session, io.StringIO())
+    names = [n for n, s in applier.desired.stacks.items() if s.role != "edge"]
+    changes = {c.stack: c for c in applier.plan.stacks}
+    for name in names:  # every stack recreated
+        changes[name] = dataclasses.replace(changes[name], action="recreate")
+    order = [names[i] for i in applier.start_order(names, changes)]
+    assert order == [
+        "plausible",  # app, Postgres, ClickHouse
+        "ghost",
+        "listmonk",
+        "documint",
+        "cronping",
+        "flagbit",
+        "webhookvault",
+    ]

@@ -81,10 +81,15 @@ class Lanes:
 
 
 def run_in_lanes(
-    lanes: Lanes, work: Callable[[str], T], width: int, cancel: Callable[[], None]
+    lanes: Lanes,
+    work: Callable[[str], T],
+    width: int,
+    cancel: Callable[[], None],
+    start: Sequence[int] | None = None,
 ) -> list[T]:
-    """``work(name)`` for every lane's stack, ``width`` at a time, in the lanes' order; the
-    results in that order. Every thread has ended when this returns or raises.
+    """``work(name)`` for every lane's stack, ``width`` at a time, started in the order of
+    ``start`` (lane indices; the lanes' order by default); the results in the lanes' order,
+    whatever the start order. Every thread has ended when this returns or raises.
 
     A stack that raises stops no stack already running (each finishes its own gate or
     rollback, as it would have alone), but no stack starts after it; the first error (in
@@ -94,7 +99,8 @@ def run_in_lanes(
 
     Threads of its own, not a ``ThreadPoolExecutor``: an interrupt that lands while the
     pool starts a thread leaves that thread out of the pool's list, never joined."""
-    todo = deque(enumerate(lanes.lanes))
+    order = range(len(lanes.lanes)) if start is None else start
+    todo = deque((index, lanes.lanes[index]) for index in order)
     results: dict[int, T] = {}
     errors: dict[int, BaseException] = {}
     guard = threading.Lock()
