@@ -41,6 +41,7 @@ import contextlib
 import io
 import json
 import re
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -115,6 +116,9 @@ class ScriptedSession:
     # where ``forward`` leads: a local server a test runs in place of the app (else a port
     # nothing listens on); every forward is recorded as a call ``forward ADDRESS:PORT``
     forward_to: tuple[str, int] = ("127.0.0.1", 9)
+    # an apply converges stacks from several threads: one rule chosen at a time
+    lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    cancelled: bool = False  # cancel() was called
 
     # ── the script ───────────────────────────────────────────────────────────────────────
 
@@ -184,19 +188,23 @@ class ScriptedSession:
         return None
 
     def _answer(self, kind: str, text: str, purpose: str) -> Result:
-        self.commands += 1
-        result = Result(True, "", "")
-        for rule in reversed(self.rules):
-            if rule.live() and rule.pattern.search(text):
-                rule.used += 1
-                result = rule.answer(text) if callable(rule.answer) else rule.answer
-                break
-        else:
-            if text == FACTS_SCRIPT and self.host is not None:
-                result = Result(True, self.host.output(), "")
-            elif text.startswith(f"echo {HEALTH_MARK};"):
-                result = healthy_answer(text)
-        self.calls.append(Call(kind, text, purpose, result.ok))
+        answer: Answer = Result(True, "", "")
+        with self.lock:  # an apply converges stacks from several threads
+            self.commands += 1
+            for rule in reversed(self.rules):
+                if rule.live() and rule.pattern.search(text):
+                    rule.used += 1
+                    answer = rule.answer
+                    break
+            else:
+                if text == FACTS_SCRIPT and self.host is not None:
+                    answer = Result(True, self.host.output(), "")
+                elif text.startswith(f"echo {HEALTH_MARK};"):
+                    answer = healthy_answer
+        # outside the lock: an answer may wait for another thread's command
+        result = answer(text) if callable(answer) else answer
+        with self.lock:
+            self.calls.append(Call(kind, text, purpose, result.ok))
         return result
 
     def run(
@@ -253,6 +261,11 @@ class ScriptedSession:
         """Record the forward (``forward ADDRESS:PORT``) and lead it to ``forward_to``."""
         self.calls.append(Call("forward", f"forward {address}:{port}"))
         yield self.forward_to
+
+    def cancel(self) -> None:
+        """Recorded (an interrupted apply cancels its stack workers' commands)."""
+        self.cancelled = True
+        self.calls.append(Call("cancel", "cancel"))
 
     def deploy(self, func: Any, **kwargs: Any) -> DeployReport:
         """Record the deploy (the bootstrap); it changes nothing."""

@@ -92,6 +92,9 @@ class Recorder:
     def forward(self, address: str, port: int) -> Any:
         raise AssertionError("the audit opens no forward")
 
+    def cancel(self) -> None:
+        raise AssertionError("the audit cancels nothing")
+
 
 def box_answer(ports: firewall.Ports, extra: str = "") -> Callable[[str], str]:
     """A box's answer to the read: nothing deployed, the firewall as the bootstrap set it,

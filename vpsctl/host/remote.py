@@ -41,6 +41,8 @@ from vpsctl.host import commands
 from vpsctl.host.target import Target as Target  # noqa: PLC0414 - re-exported (mypy)
 from vpsctl.local import docker as localdocker
 
+THREAD_CHANNELS = 6  # commands of threads other than the main one, at once (see Session)
+
 # A remote command: a shell string, or an argv list that :func:`shell` joins (quoted).
 Command = str | Sequence[str]
 
@@ -173,6 +175,11 @@ class Remote(Protocol):
         host, for as long as the context lasts."""
         ...
 
+    def cancel(self) -> None:
+        """End the commands other threads are running now, and refuse their later ones (an
+        apply's stack workers, when the run is interrupted)."""
+        ...
+
 
 class Session:
     """An SSH session to one host, through pyinfra's connector.
@@ -209,6 +216,11 @@ class Session:
         self._inventory = Inventory(([(target.name, data)], {}))  # type: ignore[no-untyped-call]
         self._state = State(inventory=self._inventory, config=Config())  # type: ignore[no-untyped-call]
         self._host = self._inventory.get_host(target.name)
+        self._cancelled = threading.Event()  # see cancel()
+        # sshd's MaxSessions (10 by default) bounds the open sessions of one connection: the
+        # apply's lock holds one, the main thread's command another; other threads share these
+        self._channels = threading.BoundedSemaphore(THREAD_CHANNELS)
+        self._counting = threading.Lock()
 
     def __enter__(self) -> Session:
         _forget_known_hosts()
@@ -253,8 +265,13 @@ class Session:
         A non-zero exit raises :class:`CommandFailed` naming ``purpose`` (what the command
         is for) and the tail of its output, masked; a caller that expects failure and
         judges the result itself says so with ``check=False``. A timeout always raises.
+
+        Safe from several threads: any thread but the main one runs its command over a
+        channel of its own (:meth:`_run_on_channel`).
         """
-        self.commands += 1
+        if threading.current_thread() is not threading.main_thread():
+            return self._run_on_channel(command, timeout, check=check, purpose=purpose)
+        self._count()
         try:
             ok, output = self._host.run_shell_command(
                 StringCommand(shell(command)), _timeout=timeout, print_output=False
@@ -267,6 +284,71 @@ class Session:
         if check and not result.ok:
             raise CommandFailed(purpose or purpose_of(command), self.target.name, result)
         return result
+
+    def _count(self) -> None:
+        with self._counting:  # `+=` on an attribute is not atomic between threads
+            self.commands += 1
+
+    def _run_on_channel(
+        self, command: Command, timeout: int, *, check: bool, purpose: str
+    ) -> Result:
+        """:meth:`run` from a thread other than the main one. pyinfra reads a command's output
+        in gevent greenlets, and a gevent hub belongs to one thread: here the command goes
+        as pyinfra would send it (``sh -c``, no stdin) over a paramiko channel of its own
+        (paramiko's transport serves channels from any thread), and both streams are read
+        as they come (a command filling stderr never stalls on an unread pipe)."""
+        self._count()
+        what = purpose or purpose_of(command)
+        while not self._channels.acquire(timeout=0.2):
+            self._refuse_if_cancelled(what)
+        try:
+            return self._on_channel(command, what, timeout, check=check)
+        finally:
+            self._channels.release()
+
+    def _on_channel(self, command: Command, what: str, timeout: int, *, check: bool) -> Result:
+        self._refuse_if_cancelled(what)
+        out, err = bytearray(), bytearray()
+        deadline = time.monotonic() + timeout
+        try:
+            channel = self._transport().open_session()
+        except (SSHException, EOFError, OSError) as exc:
+            raise RemoteError(f"{what} could not start on {self.target.name}: {exc}") from None
+        try:
+            channel.exec_command(commands.join(["sh", "-c", shell(command)]))
+            channel.shutdown_write()
+            while True:
+                while channel.recv_ready():
+                    out += channel.recv(1 << 16)
+                while channel.recv_stderr_ready():
+                    err += channel.recv_stderr(1 << 16)
+                if channel.eof_received or channel.closed:
+                    if not (channel.recv_ready() or channel.recv_stderr_ready()):
+                        break
+                    continue
+                if self._cancelled.is_set():
+                    raise RemoteError(f"{what} on {self.target.name} was cancelled")
+                if time.monotonic() >= deadline:
+                    raise RemoteError(f"{what} timed out on {self.target.name} after {timeout}s")
+                select.select([channel], [], [], 0.2)
+            status = channel.recv_exit_status()
+        except (SSHException, EOFError, OSError) as exc:
+            raise RemoteError(f"{what} failed on {self.target.name}: {exc}") from None
+        finally:
+            channel.close()
+        result = Result(status == 0, _as_pyinfra_reads(out), _as_pyinfra_reads(err))
+        if check and not result.ok:
+            raise CommandFailed(what, self.target.name, result)
+        return result
+
+    def _refuse_if_cancelled(self, what: str) -> None:
+        if self._cancelled.is_set() and threading.current_thread() is not threading.main_thread():
+            raise RemoteError(f"{what} was not run on {self.target.name}: the run was cancelled")
+
+    def cancel(self) -> None:
+        """End the commands other threads are running now (within 0.2 s: they raise
+        :class:`RemoteError`), and refuse their later ones. The main thread is unaffected."""
+        self._cancelled.set()
 
     def _transport(self) -> Any:
         client = getattr(self._host.connector, "client", None)
@@ -285,7 +367,8 @@ class Session:
         purpose: str = "",
     ) -> Result:
         """Run ``command`` on the host with ``data`` on its stdin; raises like :meth:`run`."""
-        self.commands += 1
+        self._count()
+        self._refuse_if_cancelled(purpose or purpose_of(command))
         channel = self._transport().open_session()
         try:
             channel.settimeout(timeout)
@@ -508,6 +591,13 @@ def _pump(
     finally:
         channel.close()
         client.close()
+
+
+def _as_pyinfra_reads(data: bytes | bytearray) -> str:
+    """A stream as pyinfra's ``run_shell_command`` gives it: its lines, each without its
+    ``\n``, joined by ``\n``, so one trailing newline goes (``"a\n\n"`` → ``"a\n"``)."""
+    text = data.decode(errors="replace")
+    return text[:-1] if text.endswith("\n") else text
 
 
 def _forget_known_hosts() -> None:

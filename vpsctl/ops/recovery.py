@@ -512,7 +512,10 @@ class _RebuildSteps:
         self.out = out
         self.stacks = backed_up_stacks(spec)
         self.recorded: list[list[str]] = []  # the snapshot's row counts, every stack
-        rebuild.phases["restore databases"] = 0.0
+        # when each stack's databases were being restored: stacks converge at once, so
+        # their restores overlap, and the phase is the time any of them ran (see covered)
+        self.spans: list[tuple[float, float]] = []
+        self.databases: dict[str, list[str]] = {}  # stack → its @@restored lines
 
     def restore_files(self, applier: Applier) -> None:
         rebuild = self.rebuild
@@ -542,11 +545,11 @@ class _RebuildSteps:
         mark = time.monotonic()
         try:
             backups = Backups(self.spec, self.session, applier.desired)
-            rebuild.restored += backups.restore(rebuild.snapshot.id, "databases", [name])
+            self.databases[name] = backups.restore(rebuild.snapshot.id, "databases", [name])
             ok, detail = applier.wait_healthy(name)
         except (BackupError, RemoteError) as exc:
             ok, detail = False, str(exc)
-        rebuild.phases["restore databases"] += time.monotonic() - mark
+        self.spans.append((mark, time.monotonic()))
         return "" if ok else f"restoring its databases: {applier.clean(detail)}"
 
     def release(self, applier: Applier) -> None:
@@ -606,10 +609,14 @@ def run_rebuild(
         rebuild.phases["bootstrap"] = result.phases.get("bootstrap", 0.0)
         rebuild.phases["images"] = result.phases.get("images", 0.0)
         rebuild.phases["restore files"] = rebuild.phases.pop("restore files", 0.0)
-        # the databases were restored inside the stacks phase, stack by stack
-        databases = rebuild.phases.pop("restore databases")
+        # the databases were restored inside the stacks phase, each stack's once it was
+        # healthy, while other stacks started: the phase is the time any restore ran
+        databases = covered(steps.spans)
         rebuild.phases["stacks up"] = result.phases.get("stacks", 0.0) - databases
         rebuild.phases["restore databases"] = databases
+        rebuild.restored += [
+            line for n in applier.desired.stacks for line in steps.databases.get(n, [])
+        ]
         print(views.apply_text(result), file=out, end="")
         rebuild.apply_ok = result.ok
         if rebuild.snapshot is None:
@@ -622,6 +629,16 @@ def run_rebuild(
         rebuild.phases["audit"] = time.monotonic() - mark
     print(redact(views.audit_text(rebuild.report), spec.secret_values()), file=out, end="")
     return rebuild
+
+
+def covered(spans: list[tuple[float, float]]) -> float:
+    """How long at least one of ``spans`` (start, end) lasted: overlapping ones count once."""
+    total, reached = 0.0, float("-inf")
+    for start, end in sorted(spans):
+        if end > reached:
+            total += end - max(start, reached)
+            reached = end
+    return total
 
 
 # backup kinds restored into a running database (the rest are files, restored before start)

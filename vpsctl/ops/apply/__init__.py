@@ -6,7 +6,8 @@ Phases, over ONE SSH session:
 1. read the host's facts and compute the plan (or check a saved plan is not stale);
 2. bootstrap the box when it lacks docker or its bootstrap settings changed;
 3. ship local images (stand-ins) the box lacks, pull registry ones;
-4. per stack, dependencies first and the edge last: keep the previous version of every file
+4. per stack, several at once (none depends on another; :mod:`.lanes` keeps the output in
+   the spec's order), the edge last: keep the previous version of every file
    that changes, upload the new files in one tar stream, ``docker compose up -d --wait
    --remove-orphans`` with a scrubbed environment, then its app steps (claim a first
    launch, set in-app settings: :mod:`vpsctl.ops.apps`), before the edge routes to a new
@@ -27,11 +28,12 @@ A saved plan file (``apply PLANFILE``) is checked before anything connects: its 
 its whole body against its ``plan_hash`` (see :func:`load_plan_file`).
 
 The package, by phase: :mod:`.bootstrap` (1 and 2), :mod:`.host` (network, backup files,
-images: 3), :mod:`.applier` (the run, and one stack's change: 4), :mod:`.health` (the
-gate), :mod:`.stackapps` (app steps), :mod:`.probe`, :mod:`.snapshots` (pre-apply
-snapshot), :mod:`.rollback`, :mod:`.edge` (Caddy: 5), :mod:`.prune` (6), :mod:`.record`
-(manifest and journal: 7), :mod:`.planfile` (saved plans), :mod:`.result` (typed
-outcomes). Every command they send is built by :mod:`vpsctl.host.commands`.
+images: 3), :mod:`.applier` (the run, and one stack's change: 4), :mod:`.lanes` (stacks at
+once, told in order), :mod:`.health` (the gate), :mod:`.stackapps` (app steps),
+:mod:`.probe`, :mod:`.snapshots` (pre-apply snapshot), :mod:`.rollback`, :mod:`.edge`
+(Caddy: 5), :mod:`.prune` (6), :mod:`.record` (manifest and journal: 7), :mod:`.planfile`
+(saved plans), :mod:`.result` (typed outcomes). Every command they send is built by
+:mod:`vpsctl.host.commands`.
 """
 
 from vpsctl.host.commands.compose import SCRUBBED_ENV

@@ -18,13 +18,14 @@ from vpsctl.ops.apply.bootstrap import bootstrap_settings, run_bootstrap, settin
 from vpsctl.ops.apply.edge import Edge
 from vpsctl.ops.apply.health import HealthGate
 from vpsctl.ops.apply.host import HostSetup
+from vpsctl.ops.apply.lanes import Lanes, run_in_lanes
 from vpsctl.ops.apply.probe import PROBE_DEADLINE, Prober
 from vpsctl.ops.apply.prune import Prune
 from vpsctl.ops.apply.record import Record
 from vpsctl.ops.apply.result import ApplyResult, StackOutcome, StackResult
 from vpsctl.ops.apply.rollback import Rollback
 from vpsctl.ops.apply.snapshots import Snapshots
-from vpsctl.ops.apply.stackapps import AppSteps
+from vpsctl.ops.apply.stackapps import APP_STEPS, AppSteps
 from vpsctl.ops.inputs import gather
 from vpsctl.spec.studio import Spec
 
@@ -49,6 +50,9 @@ class Applier:
     """
 
     probe_deadline = PROBE_DEADLINE  # seconds a failing probe is retried (tests: 0)
+    # stacks converged at once (the edge waits for all of them): none depends on another
+    # (a service's depends_on stays inside its stack), and 4 keep an 8 GB box's peak modest
+    stack_workers = 4
     health_interval = 2.0  # seconds between two polls of the health gate (tests: 0)
     health_every = 5.0  # seconds between two "waiting" lines of a gate or the probes
 
@@ -83,6 +87,7 @@ class Applier:
         self.changed: list[str] = []
         self.caddyfile_hook = caddyfile
         self.withheld: frozenset[str] = frozenset()  # stacks the edge does not route to
+        self.lanes: Lanes | None = None  # while stacks converge at once: who says what
         self.setup = HostSetup(self)
         self.gate = HealthGate(self)
         self.prober = Prober(self)
@@ -111,11 +116,18 @@ class Applier:
         )
 
     def say(self, text: str) -> None:
-        print(self.clean(text), file=self.out, flush=True)
+        """Print one line (in a stack's lane while stacks converge at once)."""
+        lanes = self.lanes
+        lane = lanes.current() if lanes is not None else None
+        if lanes is not None and lane is not None:
+            lanes.say(lane, self.clean(text))
+        else:
+            print(self.clean(text), file=self.out, flush=True)
 
     def record(self, text: str) -> None:
-        """Note one change made to the box (for the journal)."""
-        self.changed.append(self.clean(text))
+        """Note one change made to the box (for the journal, in the spec's stack order)."""
+        lane = self.lanes.current() if self.lanes is not None else None
+        (lane.changed if lane is not None else self.changed).append(self.clean(text))
 
     def clean(self, text: str) -> str:
         """``text`` (a command's output, an error) with every secret value masked, and no
@@ -196,8 +208,10 @@ class Applier:
                 self.record(f"bootstrap: {len(report.changed)} change(s)")
 
     def stacks(self, result: ApplyResult) -> None:
-        """Converge every stack, dependencies first and the edge last; then probe the ones
-        applied before the edge was up."""
+        """Converge every stack, the edge last; then probe the ones applied before the edge
+        was up. The stacks before the edge depend on none other: they converge at once
+        (``stack_workers`` at a time), each speaking in its lane (:mod:`.lanes`), so the run
+        prints and records exactly what converging them one by one would have."""
         changes = {s.stack: s for s in self.plan.stacks}
         deferred: list[StackOutcome] = []
         # A stack is probed through Caddy right away only when Caddy already routes to it as
@@ -205,25 +219,51 @@ class Applier:
         edge_up = self.edge.running() and all(
             changes[n].action == "none" for n, s in self.desired.stacks.items() if s.role == "edge"
         )
-        for name, stack in self.desired.stacks.items():
-            change = changes[name]
-            if change.action == "none":
-                if self.apps.pending(name):
-                    result.outcomes.append(self.apps.only(name))
-                    continue
-                result.outcomes.append(
-                    StackOutcome(name, "none", StackResult.UNCHANGED, change.reason)
-                )
-                continue
-            self.edge.withhold_routes(result, name)  # no route to a stack whose start failed
-            probe_now = edge_up or stack.role == "edge"
-            outcome = self.converge(name, change, probe_now=probe_now)
+        others = [n for n, s in self.desired.stacks.items() if s.role != "edge"]
+        self.lanes = Lanes(self.out, others)
+        try:
+            outcomes = run_in_lanes(
+                self.lanes,
+                lambda name: self.step(name, changes[name], probe_now=edge_up),
+                self.stack_workers,
+                self.session.cancel,
+                start=self.start_order(others, changes),
+            )
+        finally:
+            self.changed += self.lanes.changed()
+            self.lanes = None
+        for outcome in outcomes:
             result.outcomes.append(outcome)
-            if stack.role == "edge" and outcome.result == StackResult.APPLIED:
-                edge_up = True
-            if outcome.result == StackResult.APPLIED and not probe_now:
+            converged = outcome.result == StackResult.APPLIED and outcome.action != APP_STEPS
+            if converged and not edge_up:
                 deferred.append(outcome)
+        for name, stack in self.desired.stacks.items():
+            if stack.role != "edge":
+                continue
+            if changes[name].action != "none":
+                self.edge.withhold_routes(result, name)  # no route to a stack whose start failed
+            result.outcomes.append(self.step(name, changes[name], probe_now=True))
         self.probe_deferred(result, deferred)
+
+    def start_order(self, names: list[str], changes: dict[str, StackChange]) -> list[int]:
+        """The order the stacks start in (their lines keep the spec's): the ones with the
+        most services to bring up first (a database to start, and in a rebuild to restore,
+        makes the longest gate), so that no long one waits for a slot behind quick ones;
+        ties in the spec's order, stacks with nothing to change last."""
+
+        def weight(index: int) -> int:
+            name = names[index]
+            return 0 if changes[name].action == "none" else len(self.desired.stacks[name].services)
+
+        return sorted(range(len(names)), key=lambda index: -weight(index))
+
+    def step(self, name: str, change: StackChange, probe_now: bool) -> StackOutcome:
+        """One stack's part of the run: converge it, or only its app steps, or nothing."""
+        if change.action != "none":
+            return self.converge(name, change, probe_now=probe_now)
+        if self.apps.pending(name):
+            return self.apps.only(name)
+        return StackOutcome(name, "none", StackResult.UNCHANGED, change.reason)
 
     def probe_deferred(self, result: ApplyResult, deferred: list[StackOutcome]) -> None:
         """Probe, through the edge now up, the stacks applied before it first came up (their

@@ -1,0 +1,221 @@
+"""apply converges the stacks before the edge at once (none depends on another), and the run
+reads as if it had converged them one by one: the same lines in the same order, the same
+outcomes, the same journal; a stack that fails rolls back alone; an error or an interrupt
+ends every worker before apply returns.
+
+Overlap is proven without clocks: two stacks' ``compose up`` answers meet at a barrier,
+which a run converging one stack at a time could never reach.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import io
+import re
+import signal
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.helpers import edit, golden_prod_copy
+from tests.scripted import (
+    ScriptedSession,
+    converged_session,
+    health_answer,
+    journal_of,
+    outcome_of,
+    run_applier,
+)
+from vpsctl.host.remote import Result
+from vpsctl.ops.apply import Applier, StackResult
+from vpsctl.ops.apply.lanes import Lanes, run_in_lanes
+from vpsctl.spec.loader import load_spec
+from vpsctl.spec.studio import Spec
+
+INV = "inventory/prod"
+PRODUCTS = ("documint", "cronping", "flagbit", "webhookvault")
+MEMORY = {"documint": "512m", "cronping": "256m", "flagbit": "256m", "webhookvault": "256m"}
+
+
+@pytest.fixture
+def prod(tmp_path: Path) -> Path:
+    return golden_prod_copy(tmp_path)
+
+
+def products_changed(root: Path) -> tuple[Spec, ScriptedSession]:
+    """A converged host, and a spec that recreates the four products (a memory limit each)."""
+    session = converged_session(load_spec(root / INV))
+    for name in PRODUCTS:
+        edit(root / f"stacks/{name}.yaml", f"mem_limit: {MEMORY[name]}", "mem_limit: 300m")
+    return load_spec(root / INV), session
+
+
+def stacks_running() -> list[threading.Thread]:
+    return [t for t in threading.enumerate() if t.name.startswith("vpsctl-stack")]
+
+
+def test_independent_stacks_converge_at_the_same_time(prod: Path) -> None:
+    spec, session = products_changed(prod)
+    met = threading.Barrier(len(PRODUCTS), timeout=20)
+    inside: list[str] = []
+
+    def up_together(command: str) -> Result:
+        inside.append(re.findall(r"compose -p (\w+)", command)[0])
+        met.wait()  # broken (raises) unless all four compose ups run at once
+        return Result(True, "", "")
+
+    session.answer(r"docker compose -p \w+ up ", up_together)
+    result, said = run_applier(spec, session)
+    assert result.ok, said
+    assert sorted(inside) == sorted(PRODUCTS), session.log()
+    assert [o.stack for o in result.outcomes if o.result == StackResult.APPLIED] == list(PRODUCTS)
+    assert not stacks_running()
+
+
+def slow_in_reverse(session: ScriptedSession) -> None:
+    """Later stacks answer their health gate sooner: the run's threads finish out of order."""
+
+    def gate(command: str) -> Result:
+        for index, name in enumerate(PRODUCTS):
+            if f"com.docker.compose.project={name} " in command:
+                time.sleep(0.02 * (len(PRODUCTS) - index))
+        return health_answer(command)
+
+    session.answer(r"^echo @@health;", gate)
+
+
+def timeless(text: str) -> str:
+    return re.sub(r"\d+(\.\d+)?s\b", "Ns", text)
+
+
+def test_the_output_and_the_journal_are_those_of_one_stack_at_a_time(
+    prod: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    runs = []
+    for width in (1, 4):
+        root = golden_prod_copy(prod / f"w{width}")
+        spec, session = products_changed(root)
+        slow_in_reverse(session)
+        session.fail(r"docker compose -p cronping up ", "cronping-app-1 is unhealthy", times=1)
+        monkeypatch.setattr(Applier, "stack_workers", width)
+        result, said = run_applier(spec, session)
+        journal = journal_of(session)
+        outcomes = [(o.stack, o.action, o.result, o.detail) for o in result.outcomes]
+        runs.append((timeless(said), journal["changed"], journal["result"], outcomes))
+    one, four = runs
+    assert one[0] == four[0]  # every line, in the same order
+    assert one[1:] == four[1:]
+    assert "cronping: FAILED" in four[0]
+
+
+def test_a_failing_stack_rolls_back_alone(prod: Path) -> None:
+    spec, session = products_changed(prod)
+    session.fail(r"docker compose -p flagbit up ", "flagbit-app-1 is unhealthy", times=1)
+    result, said = run_applier(spec, session)
+    assert outcome_of(result, "flagbit").result == StackResult.ROLLED_BACK, said
+    for name in PRODUCTS:
+        if name != "flagbit":
+            assert outcome_of(result, name).result == StackResult.APPLIED
+            assert not session.ran(rf"/opt/vpsctl/previous/{name}/\. /")  # never put back
+    assert session.ran(r"/opt/vpsctl/previous/flagbit/\. /")
+    # its lines stay together, between the stacks before and after it
+    lines = said.splitlines()
+    starts = [next(i for i, s in enumerate(lines) if s.startswith(f"{n}: ")) for n in PRODUCTS]
+    assert starts == sorted(starts)
+    flagbit = lines[starts[2] : starts[3]]
+    assert all(not line.startswith(("documint", "cronping", "webhookvault")) for line in flagbit)
+    assert any("rolled back to the previous version" in line for line in flagbit)
+
+
+def test_an_error_in_one_stack_ends_every_worker_and_is_raised(
+    prod: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec, session = products_changed(prod)
+
+    def bug(command: str) -> Result:
+        raise RuntimeError("a bug in cronping's step")
+
+    session.answer(r"docker compose -p cronping up ", bug)
+    monkeypatch.setattr(Applier, "stack_workers", 1)
+    with pytest.raises(RuntimeError, match="a bug in cronping"):
+        run_applier(spec, session)
+    assert not stacks_running()
+    # one at a time: the stacks after it never started, as in a run without threads
+    assert session.ran(r"docker compose -p documint up ")
+    assert not session.ran(r"docker compose -p (flagbit|webhookvault) ")
+
+
+def test_an_interrupt_cancels_the_running_stacks_and_waits_for_them() -> None:
+    cancelled = threading.Event()
+    started: list[str] = []
+
+    def work(name: str) -> str:
+        started.append(name)
+        if name == "a":
+            # Ctrl-C, while the main thread waits for the stacks
+            signal.pthread_kill(threading.main_thread().ident or 0, signal.SIGINT)
+            assert cancelled.wait(20), "cancel was not called"
+            time.sleep(0.1)  # still running when the interrupt is handled: it is waited for
+        return name
+
+    lanes = Lanes(io.StringIO(), ["a", "b", "c"])
+    with pytest.raises(KeyboardInterrupt):
+        run_in_lanes(lanes, work, 1, cancelled.set)
+    assert cancelled.is_set()
+    assert not stacks_running()
+    assert started == ["a"]  # the queued stacks never start
+
+
+def test_lanes_print_in_order_the_first_one_live() -> None:
+    out = io.StringIO()
+    lanes = Lanes(out, ["a", "b", "c"])
+    a, b, c = lanes.lanes
+    lanes.say(b, "b1")
+    lanes.say(c, "c1")
+    lanes.say(a, "a1")
+    assert out.getvalue() == "a1\n"  # the head speaks live, the others wait
+    lanes.finish(c)
+    assert out.getvalue() == "a1\n"
+    lanes.finish(a)
+    assert out.getvalue() == "a1\nb1\n"  # b is the head now, c waits for it
+    lanes.say(b, "b2")
+    assert out.getvalue() == "a1\nb1\nb2\n"
+    lanes.finish(b)
+    assert out.getvalue() == "a1\nb1\nb2\nc1\n"
+
+
+def test_stacks_start_in_their_own_order_and_are_told_in_the_spec_s() -> None:
+    out = io.StringIO()
+    lanes = Lanes(out, ["a", "b", "c"])
+    ran: list[str] = []
+
+    def work(name: str) -> str:
+        ran.append(name)
+        lanes.say(lanes.lanes["abc".index(name)], f"{name} said")
+        return name.upper()
+
+    assert run_in_lanes(lanes, work, 1, lambda: None, start=[2, 0, 1]) == ["A", "B", "C"]
+    assert ran == ["c", "a", "b"]
+    assert out.getvalue() == "a said\nb said\nc said\n"
+
+
+def test_the_stacks_with_most_services_start_first(prod: Path) -> None:
+    spec = load_spec(prod / INV)
+    session = converged_session(spec)
+    applier = Applier(spec, session, io.StringIO())
+    names = [n for n, s in applier.desired.stacks.items() if s.role != "edge"]
+    changes = {c.stack: c for c in applier.plan.stacks}
+    for name in names:  # every stack recreated
+        changes[name] = dataclasses.replace(changes[name], action="recreate")
+    order = [names[i] for i in applier.start_order(names, changes)]
+    assert order == [
+        "plausible",  # app, Postgres, ClickHouse
+        "ghost",
+        "listmonk",
+        "documint",
+        "cronping",
+        "flagbit",
+        "webhookvault",
+    ]
