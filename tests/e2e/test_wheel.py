@@ -79,6 +79,11 @@ def _pip(python: Path | str, *args: str) -> None:
     )
 
 
+def _forget_own_wheels() -> None:
+    for stale in CACHE.glob("vpsctl-*.whl"):
+        stale.unlink()
+
+
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     work = tmp_path_factory.mktemp("wheel")
@@ -99,8 +104,13 @@ def installed(tmp_path_factory: pytest.TempPathFactory) -> Installed:
     try:  # from the cache alone: no index consulted
         _pip(python, "install", "--no-index", "--find-links", str(CACHE), str(wheel))
     except subprocess.CalledProcessError:
+        # a vpsctl wheel of the same version left in the cache would stand in for this one
+        # (its older dependencies resolved, a new one never fetched): only dependencies stay
+        _forget_own_wheels()
         _pip(python, "wheel", "--find-links", str(CACHE), "-w", str(CACHE), str(wheel))
         _pip(python, "install", "--no-index", "--find-links", str(CACHE), str(wheel))
+    finally:
+        _forget_own_wheels()
     print(f"wheel built and installed in {time.monotonic() - started:.1f}s")
     return Installed(wheel, venv)
 
