@@ -11,6 +11,7 @@ The host is a fake (factsim) behind both reads: the full path's
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import os
 import subprocess
@@ -386,6 +387,19 @@ def test_recording_notes_every_command_run_and_runs_it_again(tmp_path: Path) -> 
     assert cache._read_digests(runs) == before
     answer.write_text("172.17.0.3")
     assert cache._read_digests(runs) != before
+
+
+def test_a_private_key_read_is_known_by_mtime_and_size_never_by_a_hash(tmp_path: Path) -> None:
+    key = tmp_path / "id_ed25519"
+    body = b"-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAA\n"
+    key.write_bytes(body)
+    with cache.recording() as reads:
+        key.read_bytes()
+    digest = cache._read_digests(sorted(reads))[f"file:{key}"]
+    assert "private key" in digest
+    assert hashlib.sha256(body).hexdigest() not in digest
+    key.write_bytes(body + b"more\n")  # another key: the entry misses
+    assert cache._read_digests(sorted(reads))[f"file:{key}"] != digest
 
 
 def test_a_zone_is_checked_as_available_timezones_lists_it() -> None:

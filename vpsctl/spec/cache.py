@@ -99,14 +99,24 @@ def _entry_path(inventory: Path, kind: str = "validate", *context: object) -> Pa
     return CACHE_DIR / f"{kind}-{hashlib.sha256(key.encode()).hexdigest()[:32]}.json"
 
 
+# what a file holding a private key starts with (an SSH or PEM key, an age identity): such a
+# file is known by its mtime and size, never by a hash of its content
+_PRIVATE = (b"-----BEGIN", b"AGE-SECRET-KEY-", b"# created: ")
+
+
 def _digest(path: Path) -> str:
-    """``path``'s content hash and mode; a symlink also by its target."""
+    """``path``'s content hash and mode; a symlink also by its target; a private key by its
+    mtime and size instead (no cache entry holds a hash of key material)."""
     mark = f"{path.lstat().st_mode:o}"
     if path.is_symlink():
         mark += f" -> {path.readlink()}"
         if not path.is_file():
             return mark
     with path.open("rb") as handle:
+        if handle.read(64).lstrip().startswith(_PRIVATE):
+            info = path.stat()
+            return f"{mark} private key {info.st_mtime_ns} {info.st_size}"
+        handle.seek(0)
         return f"{mark} {hashlib.file_digest(handle, 'sha256').hexdigest()}"
 
 
