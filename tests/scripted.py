@@ -247,7 +247,10 @@ class ScriptedSession:
         return _Lock(self)
 
     def ship_images(
-        self, tags: list[str], progress: Callable[[int, int], None] | None = None
+        self,
+        tags: list[str],
+        progress: Callable[[int, int], None] | None = None,
+        shipped: set[str] | None = None,
     ) -> int:
         """Record the images (matched as ``ship TAG…``); nothing is sent. Raises when a rule
         fails it, as a transfer that breaks off does."""

@@ -13,6 +13,7 @@ import dataclasses
 import io
 import re
 import signal
+import tarfile
 import threading
 import time
 from pathlib import Path
@@ -28,9 +29,12 @@ from tests.scripted import (
     outcome_of,
     run_applier,
 )
-from vpsctl.host.remote import Result
+from vpsctl.host.remote import RemoteError, Result, _ChannelSink, _copy_archive
+from vpsctl.local import standins
 from vpsctl.ops.apply import Applier, StackResult
+from vpsctl.ops.apply import host as host_phase
 from vpsctl.ops.apply.lanes import Lanes, run_in_lanes
+from vpsctl.ops.inputs import render_spec
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.studio import Spec
 
@@ -219,3 +223,136 @@ def test_the_stacks_with_most_services_start_first(prod: Path) -> None:
         "flagbit",
         "webhookvault",
     ]
+
+
+# ── the images come while the stacks start ──────────────────────────────────────────────
+
+STANDINS = {  # stack → (its image, the stand-in's PRODUCT)
+    "documint": ("ghcr.io/lumen-studio/documint:2.4.1", "DocuMint"),
+    "flagbit": ("ghcr.io/lumen-studio/flagbit:3.2.5", "FlagBit"),
+}
+
+
+def two_standins(root: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Spec, ScriptedSession]:
+    """A converged host running the registry images of documint and flagbit, and a spec that
+    maps both to stand-ins the box lacks: documint's light (10 bytes), flagbit's heavy."""
+    session = converged_session(load_spec(root / INV))
+    host = root / INV / "host.yaml"
+    host.write_text(
+        host.read_text()
+        + "\nimages:\n"
+        + "".join(
+            f"  {ref}: {{standin: product, args: {{PRODUCT: {product}}}}}\n"
+            for ref, product in STANDINS.values()
+        )
+    )
+    spec = load_spec(root / INV)
+    tags = {n: s.images[0].ref for n, s in render_spec(spec).stacks.items() if n in STANDINS}
+    weights = {tags["documint"]: 10, tags["flagbit"]: 500_000_000}
+    monkeypatch.setattr(standins, "build", lambda *_: None)
+    monkeypatch.setattr(host_phase, "local_sizes", lambda refs: {r: weights[r] for r in refs})
+    # an image change snapshots the stack's data first
+    session.answer(r"vpsctl-backup backup pre-apply", stdout="@@snapshot 0123abcd\n")
+    return spec, session
+
+
+def test_a_stack_starts_as_soon_as_its_own_images_are_on_the_box(
+    prod: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """documint's light image goes first and documint starts while flagbit's heavy one is
+    still on its way; yet the run reads as if every image had come before any stack."""
+    spec, session = two_standins(prod, monkeypatch)
+    documint_up = threading.Event()
+
+    def up(command: str) -> Result:
+        documint_up.set()
+        return Result(True, "", "")
+
+    def heavy(command: str) -> Result:
+        # answered only once documint has started: a run that brought every image before
+        # any stack would wait here in vain
+        return Result(documint_up.wait(10), "", "" if documint_up.is_set() else "never started")
+
+    session.answer(r"-p documint up", up)
+    session.answer(r"^ship .*flagbit", heavy)
+    result, said = run_applier(spec, session)
+    assert result.ok, session.log()
+    assert documint_up.is_set()
+    ships = [c.command for c in session.calls if c.kind == "ship"]
+    assert [s.split("/")[-1].split(":")[0] for s in ships] == [
+        "product-documint",
+        "product-flagbit",
+    ]
+    lines = said.splitlines()
+    last_image_line = max(i for i, line in enumerate(lines) if line.startswith("shipped "))
+    first_stack_line = min(i for i, line in enumerate(lines) if line.startswith("documint: "))
+    assert last_image_line < first_stack_line, said
+    changed = [str(c) for c in journal_of(session)["changed"]]  # type: ignore[attr-defined]
+    shipped = [i for i, c in enumerate(changed) if c.startswith("images shipped: ")]
+    assert len(shipped) == 2 and max(shipped) < changed.index("documint: recreate → applied")
+
+
+def test_images_that_fail_stop_the_run_and_only_their_stacks_wait(
+    prod: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spec, session = two_standins(prod, monkeypatch)
+    session.fail(r"^ship .*flagbit", "ssh: connection lost after 1.2 GB")
+    with pytest.raises(RemoteError) as raised:
+        run_applier(spec, session)
+    assert str(raised.value) == (
+        "shipping 1 image(s) failed on scripted: ssh: connection lost after 1.2 GB"
+    )
+    assert session.ran(r"-p documint up"), session.log()  # its image came
+    assert not session.ran(r"-p flagbit up")
+    assert str(journal_of(session)["result"]).startswith("error: shipping 1 image(s) failed")
+    assert not [t for t in threading.enumerate() if t.name.startswith("vpsctl-")]
+
+
+def archive(members: dict[str, bytes | None]) -> bytes:
+    """A tar of ``members`` (None: a directory)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for name, content in members.items():
+            info = tarfile.TarInfo(name)
+            if content is None:
+                info.type = tarfile.DIRTYPE
+                tar.addfile(info)
+            else:
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+    return buffer.getvalue()
+
+
+class _Channel:
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def sendall(self, data: bytes) -> None:
+        self.data += data
+
+
+def test_an_archive_leaves_out_the_layers_an_earlier_one_sent() -> None:
+    base = {"aaa": None, "aaa/layer.tar": b"base" * 10_000, "aaa/json": b"{}"}
+    top = {"bbb": None, "bbb/layer.tar": b"top", "cfg.json": b"{}"}
+    index = {"manifest.json": b"[]", "repositories": b"{}"}
+    shipped: set[str] = set()
+    first = _Channel()
+    sent = _copy_archive(
+        io.BytesIO(archive({**base, **index})), _ChannelSink(first, None, 1, None), shipped
+    )
+    assert sent == set(base)  # the archive's own index is never taken for a layer
+    second = _Channel()
+    sink = _ChannelSink(second, None, 1, None)
+    sent = _copy_archive(io.BytesIO(archive({**base, **top, **index})), sink, sent)
+    assert sent == set(top)
+    with tarfile.open(fileobj=io.BytesIO(bytes(second.data))) as tar:
+        assert tar.getnames() == [
+            "bbb",
+            "bbb/layer.tar",
+            "cfg.json",
+            "manifest.json",
+            "repositories",
+        ]
+        member = tar.extractfile("bbb/layer.tar")
+        assert member is not None and member.read() == b"top"
+    assert sink.sent == len(second.data) < len(first.data)

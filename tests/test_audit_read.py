@@ -82,7 +82,10 @@ class Recorder:
         raise AssertionError("the audit takes no lock")
 
     def ship_images(
-        self, tags: list[str], progress: Callable[[int, int], None] | None = None
+        self,
+        tags: list[str],
+        progress: Callable[[int, int], None] | None = None,
+        shipped: set[str] | None = None,
     ) -> int:
         raise AssertionError("the audit ships nothing")
 

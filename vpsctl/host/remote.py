@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Protocol
+from typing import IO, Any, Protocol
 
 from paramiko import BadHostKeyException, SSHException
 from pyinfra.api.command import StringCommand
@@ -159,9 +159,12 @@ class Remote(Protocol):
         ...
 
     def ship_images(
-        self, tags: list[str], progress: Callable[[int, int], None] | None = None
+        self,
+        tags: list[str],
+        progress: Callable[[int, int], None] | None = None,
+        shipped: set[str] | None = None,
     ) -> int:
-        """Ship local images to the host; bytes sent."""
+        """Ship local images to the host; bytes sent (``shipped``: see :class:`Session`)."""
         ...
 
     def deploy(self, func: Any, **kwargs: Any) -> DeployReport:
@@ -444,44 +447,61 @@ class Session:
         return self.ship_images([tag], progress)
 
     def ship_images(
-        self, tags: list[str], progress: Callable[[int, int], None] | None = None
+        self,
+        tags: list[str],
+        progress: Callable[[int, int], None] | None = None,
+        shipped: set[str] | None = None,
     ) -> int:
         """``docker save TAGS`` here, piped into ``docker load`` on the host; bytes sent.
 
         For boxes that cannot reach a registry: the images travel over this SSH connection
         as ONE archive, so layers they share are sent once; ``progress(sent,
-        estimated_total)`` is called as bytes go out.
+        estimated_total)`` is called as bytes go out. Safe from any thread (a channel of its
+        own; :meth:`cancel` ends it within a chunk).
+
+        ``shipped``: the archive members that earlier calls of this run have sent and the
+        box has loaded; they are left out of this archive, and this call's are added. A
+        layer's member is named by its content (or, below an image's top layer, by its
+        chain of layers), so a name sent once is the same bytes, and ``docker load`` takes a
+        layer it already holds from its store without looking for the archive's copy: a
+        run's images can go in several archives, and their shared layers still go once.
         """
         transport = self._transport()
         sizes = localdocker.docker("image", "inspect", "--format", "{{.Size}}", *tags)
         size = sum(int(line) for line in sizes.split())
+        names = ", ".join(tags)
         save = subprocess.Popen(["docker", "save", *tags], stdout=subprocess.PIPE)
+        off_main = threading.current_thread() is not threading.main_thread()
+        if off_main:
+            while not self._channels.acquire(timeout=0.2):
+                self._refuse_if_cancelled(f"shipping {names}")
         channel = transport.open_session()
-        sent = 0
+        sink = _ChannelSink(channel, progress, max(size, 1), self._cancelled if off_main else None)
         try:
             channel.exec_command("docker load")
             assert save.stdout is not None
-            while chunk := save.stdout.read(1 << 20):
-                channel.sendall(chunk)
-                sent += len(chunk)
-                if progress is not None:
-                    progress(sent, max(size, sent))
+            sent_now = _copy_archive(save.stdout, sink, shipped if shipped is not None else set())
             channel.shutdown_write()
             status = channel.recv_exit_status()
             output = channel.makefile_stderr("rb").read().decode(errors="replace")
+        except _Cancelled:
+            raise RemoteError(f"shipping {names} to {self.target.name} was cancelled") from None
         finally:
             channel.close()
+            if off_main:
+                self._channels.release()
             if save.stdout is not None:
                 save.stdout.close()
             save.wait()
-        names = ", ".join(tags)
         if save.returncode != 0:
             raise RemoteError(f"docker save {names} failed here (exit {save.returncode})")
         if status != 0:
             raise RemoteError(
                 f"docker load of {names} failed on {self.target.name}: {masked(output[-500:])}"
             )
-        return sent
+        if shipped is not None:
+            shipped.update(sent_now)
+        return sink.sent
 
     @contextlib.contextmanager
     def forward(self, address: str, port: int) -> Iterator[tuple[str, int]]:
@@ -549,6 +569,66 @@ class Session:
         if stopped is not None:
             raise RemoteError(f"the deploy stopped on {self.target.name}: {masked(str(stopped))}")
         return DeployReport(tuple(ops))
+
+
+# the members of a `docker save` archive that describe it as a whole (every archive has its
+# own); every other member is a layer's or an image's, named by what it holds
+_ARCHIVE_INDEX = frozenset({"manifest.json", "repositories", "index.json", "oci-layout"})
+
+
+class _Cancelled(Exception):
+    """The run was cancelled while an archive was going out."""
+
+
+class _ChannelSink(io.RawIOBase):
+    """Bytes written go out on ``channel``; ``progress(sent, total)`` after each write."""
+
+    def __init__(
+        self,
+        channel: Any,
+        progress: Callable[[int, int], None] | None,
+        total: int,
+        cancelled: threading.Event | None,
+    ) -> None:
+        super().__init__()
+        self.channel = channel
+        self.progress = progress
+        self.total = total
+        self.cancelled = cancelled
+        self.sent = 0
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: Any) -> int:
+        if self.cancelled is not None and self.cancelled.is_set():
+            raise _Cancelled
+        chunk = bytes(data)
+        self.channel.sendall(chunk)
+        self.sent += len(chunk)
+        if self.progress is not None:
+            self.progress(self.sent, max(self.total, self.sent))
+        return len(chunk)
+
+
+def _copy_archive(source: IO[bytes], sink: _ChannelSink, shipped: set[str]) -> set[str]:
+    """Copy the tar stream ``source`` into ``sink`` without the members named in
+    ``shipped``; the names of the layer and image members copied."""
+    sent: set[str] = set()
+    out = io.BufferedWriter(sink, buffer_size=1 << 20)
+    with (
+        tarfile.open(fileobj=source, mode="r|", bufsize=1 << 20) as archive,
+        tarfile.open(fileobj=out, mode="w|", bufsize=1 << 20) as copy,
+    ):
+        copy.copybufsize = 1 << 20  # type: ignore[attr-defined]  # 1 MiB reads, not 16 KiB
+        for member in archive:
+            if member.name in shipped:
+                continue
+            copy.addfile(member, archive.extractfile(member) if member.isfile() else None)
+            if member.name not in _ARCHIVE_INDEX:
+                sent.add(member.name)
+    out.flush()
+    return sent
 
 
 class _RefusedChannels(logging.Filter):

@@ -5,9 +5,12 @@ Phases, over ONE SSH session:
 
 1. read the host's facts and compute the plan (or check a saved plan is not stale);
 2. bootstrap the box when it lacks docker or its bootstrap settings changed;
-3. ship local images (stand-ins) the box lacks, pull registry ones;
+3. ship local images (stand-ins) the box lacks, pull registry ones: in a thread of their
+   own, one stack's at a time, lightest first (:class:`.host.ImageFeed`), while step 4
+   goes on for every stack whose images are there;
 4. per stack, several at once (none depends on another; :mod:`.lanes` keeps the output in
-   the spec's order), the edge last: keep the previous version of every file
+   the spec's order, the images' lines first), each once its images are on the box, the
+   edge last: keep the previous version of every file
    that changes, upload the new files in one tar stream, ``docker compose up -d --wait
    --remove-orphans`` with a scrubbed environment, then its app steps (claim a first
    launch, set in-app settings: :mod:`vpsctl.ops.apps`), before the edge routes to a new

@@ -17,8 +17,8 @@ from vpsctl.host.remote import Remote, RemoteError, output_tail
 from vpsctl.ops.apply.bootstrap import bootstrap_settings, run_bootstrap, settings_hash
 from vpsctl.ops.apply.edge import Edge
 from vpsctl.ops.apply.health import HealthGate
-from vpsctl.ops.apply.host import HostSetup
-from vpsctl.ops.apply.lanes import Lanes, run_in_lanes
+from vpsctl.ops.apply.host import HostSetup, ImageFeed, ImagesMissing
+from vpsctl.ops.apply.lanes import Background, Lanes, run_in_lanes
 from vpsctl.ops.apply.probe import PROBE_DEADLINE, Prober
 from vpsctl.ops.apply.prune import Prune
 from vpsctl.ops.apply.record import Record
@@ -88,6 +88,7 @@ class Applier:
         self.caddyfile_hook = caddyfile
         self.withheld: frozenset[str] = frozenset()  # stacks the edge does not route to
         self.lanes: Lanes | None = None  # while stacks converge at once: who says what
+        self.feed: ImageFeed | None = None  # the run's images, while they come
         self.setup = HostSetup(self)
         self.gate = HealthGate(self)
         self.prober = Prober(self)
@@ -168,15 +169,8 @@ class Applier:
         self.setup.network()
         self.setup.host_files()
         result.phases["bootstrap"] = time.monotonic() - started
-        mark = time.monotonic()
-        self.setup.images()
-        result.phases["images"] = time.monotonic() - mark
-        if self.before_stacks is not None:
-            mark = time.monotonic()
-            self.before_stacks(self)
-            result.phases["before stacks"] = time.monotonic() - mark
-        mark = time.monotonic()
         self.stacks(result)
+        mark = time.monotonic()
         for change in self.plan.stacks:
             if change.action == "remove":
                 result.outcomes.append(self.prune.remove(change.stack))
@@ -189,7 +183,7 @@ class Applier:
                     f"the manifest could not be written ({self.clean(str(exc))}): the next "
                     "plan shows this run's changes again"
                 )
-        result.phases["stacks"] = time.monotonic() - mark
+        result.phases["stacks"] += time.monotonic() - mark
         result.seconds = time.monotonic() - started
         self.records.journal(result)
         return result
@@ -208,30 +202,57 @@ class Applier:
                 self.record(f"bootstrap: {len(report.changed)} change(s)")
 
     def stacks(self, result: ApplyResult) -> None:
-        """Converge every stack, the edge last; then probe the ones applied before the edge
-        was up. The stacks before the edge depend on none other: they converge at once
-        (``stack_workers`` at a time), each speaking in its lane (:mod:`.lanes`), so the run
-        prints and records exactly what converging them one by one would have."""
+        """Bring the images the box lacks and converge every stack, the edge last; then probe
+        the ones applied before the edge was up.
+
+        The images come in a thread of their own (:class:`ImageFeed`), while (a rebuild)
+        the snapshot's files are restored, and while the stacks before the edge converge
+        (``stack_workers`` at a time: none depends on another), each as soon as its own
+        images are on the box. Each speaks in its lane (:mod:`.lanes`): the run prints and
+        records exactly what bringing the images, then converging the stacks one by one,
+        would have."""
         changes = {s.stack: s for s in self.plan.stacks}
-        deferred: list[StackOutcome] = []
         # A stack is probed through Caddy right away only when Caddy already routes to it as
         # the spec says: the edge runs and has nothing to change in this run.
         edge_up = self.edge.running() and all(
             changes[n].action == "none" for n, s in self.desired.stacks.items() if s.role == "edge"
         )
         others = [n for n, s in self.desired.stacks.items() if s.role != "edge"]
-        self.lanes = Lanes(self.out, others)
+        mark = time.monotonic()
+        self.lanes = Lanes(self.out, others, preludes=("images", "before stacks"))
+        images, before = self.lanes.preludes
+        self.feed = ImageFeed(self.setup)
+        feed = Background(self.lanes, images, self.feed.run, self.session.cancel)
         try:
-            outcomes = run_in_lanes(
-                self.lanes,
-                lambda name: self.step(name, changes[name], probe_now=edge_up),
-                self.stack_workers,
-                self.session.cancel,
-                start=self.start_order(others, changes),
-            )
+            if self.before_stacks is not None:
+                hook = self.before_stacks
+                prelude = Background(self.lanes, before, lambda: hook(self), self.session.cancel)
+                prelude.result()
+                result.phases["before stacks"] = time.monotonic() - mark
+            self.lanes.finish(before)
+            mark = time.monotonic()
+            try:
+                outcomes = run_in_lanes(
+                    self.lanes,
+                    lambda name: self.step(name, changes[name], probe_now=edge_up),
+                    self.stack_workers,
+                    self.session.cancel,
+                    start=self.start_order(others, changes),
+                )
+            except ImagesMissing:
+                feed.result()  # the feed's own error says why
+                raise
+            feed.result()  # the edge's images too, before it converges
+        except BaseException:
+            self.session.cancel()  # the run is over: the feed's commands end
+            feed.join()
+            raise
         finally:
+            result.phases["images"] = self.feed.seconds
+            self.lanes.close()
             self.changed += self.lanes.changed()
             self.lanes = None
+        deferred: list[StackOutcome] = []
         for outcome in outcomes:
             result.outcomes.append(outcome)
             converged = outcome.result == StackResult.APPLIED and outcome.action != APP_STEPS
@@ -244,6 +265,7 @@ class Applier:
                 self.edge.withhold_routes(result, name)  # no route to a stack whose start failed
             result.outcomes.append(self.step(name, changes[name], probe_now=True))
         self.probe_deferred(result, deferred)
+        result.phases["stacks"] = time.monotonic() - mark
 
     def start_order(self, names: list[str], changes: dict[str, StackChange]) -> list[int]:
         """The order the stacks start in (their lines keep the spec's): the ones with the
@@ -258,8 +280,11 @@ class Applier:
         return sorted(range(len(names)), key=lambda index: -weight(index))
 
     def step(self, name: str, change: StackChange, probe_now: bool) -> StackOutcome:
-        """One stack's part of the run: converge it, or only its app steps, or nothing."""
+        """One stack's part of the run: converge it (once its images are on the box), or
+        only its app steps, or nothing."""
         if change.action != "none":
+            if self.feed is not None:
+                self.feed.wait(name)
             return self.converge(name, change, probe_now=probe_now)
         if self.apps.pending(name):
             return self.apps.only(name)

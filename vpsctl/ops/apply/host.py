@@ -3,13 +3,16 @@ and the images (stand-ins built and shipped, registry images pulled)."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from vpsctl.core import backupfiles
 from vpsctl.core.render import EDGE_NETWORK
+from vpsctl.errors import VpsctlError
 from vpsctl.host.commands import compose, docker, systemd
+from vpsctl.local import docker as localdocker
 from vpsctl.local import pebble, standins
 from vpsctl.ops.apply.phase import Phase
 from vpsctl.resources import standins_root
@@ -62,15 +65,14 @@ class HostSetup(Phase):
             self.say(f"host: timers enabled: {', '.join(timers)}")
             self.record(f"timers enabled: {', '.join(timers)}")
 
-    def images(self) -> None:
-        """Build and ship the stand-ins the box lacks (one archive: shared layers go once),
-        and pull the registry images it lacks."""
+    def build(self, refs: list[str]) -> None:
+        """Build here the stand-ins ``refs`` name (docker's cache makes an unchanged one
+        quick); a failure names the host.yaml entry to fix."""
         standins_dir = standins_root(self.spec)
         local = {
             i.ref: i for s in self.desired.stacks.values() for i in s.images if i.source == "local"
         }
-        ship = [c.ref for c in self.plan.images if c.action == "ship"]
-        for ref in ship:
+        for ref in refs:
             image = local[ref]
             assert image.standin is not None
             started = time.monotonic()
@@ -78,19 +80,20 @@ class HostSetup(Phase):
             entry = f"{self.spec.host_doc.file}:{line}: images.{ref}"  # what to fix if it fails
             standins.build(standins_dir.resolve(), image.standin, dict(image.args), entry)
             self.say(f"built {ref} ({time.monotonic() - started:.1f}s)")
-        if ship:
-            started = time.monotonic()
-            sent = self.session.ship_images(ship, self.progress(f"{len(ship)} image(s)"))
-            took = time.monotonic() - started
-            self.say(f"shipped {len(ship)} image(s): {sent / 1e6:.1f} MB in {took:.1f}s")
-            self.record(f"images shipped: {', '.join(ship)}")
-        for change in self.plan.images:
-            if change.action == "pull":
-                self.say(f"pull {change.ref}")
-                self.session.run(
-                    compose.pull(change.ref), PULL_TIMEOUT, purpose=f"docker pull {change.ref}"
-                )
-                self.record(f"image pulled: {change.ref}")
+
+    def ship(self, refs: list[str], shipped: set[str]) -> None:
+        """Ship the stand-ins ``refs`` in one archive, without the layers ``shipped`` (an
+        earlier archive of this run's) holds."""
+        started = time.monotonic()
+        sent = self.session.ship_images(refs, self.progress(f"{len(refs)} image(s)"), shipped)
+        took = time.monotonic() - started
+        self.say(f"shipped {len(refs)} image(s): {sent / 1e6:.1f} MB in {took:.1f}s")
+        self.record(f"images shipped: {', '.join(refs)}")
+
+    def pull(self, ref: str) -> None:
+        self.say(f"pull {ref}")
+        self.session.run(compose.pull(ref), PULL_TIMEOUT, purpose=f"docker pull {ref}")
+        self.record(f"image pulled: {ref}")
 
     def progress(self, ref: str) -> Callable[[int, int], None]:
         """Print the bytes sent while shipping an image, every two seconds."""
@@ -103,3 +106,100 @@ class HostSetup(Phase):
                 self.say(f"  ship {ref}: {sent / 1e6:.1f} MB sent (at most {total / 1e6:.0f} MB)")
 
         return report
+
+
+class ImagesMissing(VpsctlError):
+    """A stack's images never reached the box (the feed failed first: its error says why)."""
+
+
+class ImageFeed:
+    """The images the box lacks, brought in a thread of their own while the stacks start:
+    every stand-in built first, then one archive (and the pulls) per stack, each stack's as
+    soon as possible, and each stack starts as soon as its own are on the box
+    (:meth:`wait`) rather than after all of them.
+
+    The stacks go in the order of what their images weigh, lightest first (a product's few
+    KiB on top of a shared base, before Ghost's hundreds of MB), the edge's last (it starts
+    after every other stack anyway); a layer several archives share goes in the first
+    (see :meth:`Session.ship_images`). One stack's images failing stops the feed: a stack
+    waiting for them raises :class:`ImagesMissing`, and the run raises the feed's error.
+    """
+
+    def __init__(self, setup: HostSetup) -> None:
+        self.setup = setup
+        self.actions = {c.ref: c.action for c in setup.plan.images if c.action in ("ship", "pull")}
+        self.ready = {ref: threading.Event() for ref in self.actions}
+        self.brought: set[str] = set()
+        self.error: BaseException | None = None
+        self.seconds = 0.0
+
+    def run(self) -> None:
+        """Build, ship and pull everything (in the feed's thread)."""
+        started = time.monotonic()
+        try:
+            self.setup.build([r for r, a in self.actions.items() if a == "ship"])
+            shipped: set[str] = set()
+            for refs in self.batches():
+                ship = [r for r in refs if self.actions[r] == "ship"]
+                if ship:
+                    self.setup.ship(ship, shipped)
+                for ref in refs:
+                    if self.actions[ref] == "pull":
+                        self.setup.pull(ref)
+                self.brought.update(refs)
+                for ref in refs:
+                    self.ready[ref].set()
+        except BaseException as exc:
+            self.error = exc
+            raise
+        finally:
+            self.seconds = time.monotonic() - started
+            for event in self.ready.values():
+                event.set()  # a stack still waiting wakes, and finds its images missing
+
+    def batches(self) -> list[list[str]]:
+        """The refs to bring, one list per stack in the order they go."""
+        stacks = list(self.setup.desired.stacks.values())
+        ships = [r for r, a in self.actions.items() if a == "ship"]
+        sizes = local_sizes(ships)
+
+        def weight(index: int) -> tuple[bool, int, int]:
+            stack = stacks[index]
+            refs = {i.ref for i in stack.images if i.ref in self.actions}
+            return (stack.role == "edge", sum(sizes.get(r, 0) for r in refs), index)
+
+        batches: list[list[str]] = []
+        taken: set[str] = set()
+        for index in sorted(range(len(stacks)), key=weight):
+            refs = [i.ref for i in stacks[index].images if i.ref in self.actions]
+            batch = list(dict.fromkeys(r for r in refs if r not in taken))
+            if batch:
+                batches.append(batch)
+                taken.update(batch)
+        rest = [r for r in self.actions if r not in taken]  # no stack runs it (kept as is)
+        return [*batches, rest] if rest else batches
+
+    def wait(self, stack: str) -> None:
+        """Return once every image ``stack`` runs is on the box; raise
+        :class:`ImagesMissing` when the feed failed before bringing one."""
+        refs = [i.ref for i in self.setup.desired.stacks[stack].images if i.ref in self.ready]
+        for ref in refs:
+            self.ready[ref].wait()
+        missing = [r for r in refs if r not in self.brought]
+        if missing:
+            raise ImagesMissing(
+                f"{stack} was not started: its image(s) {', '.join(missing)} did not reach "
+                f"{self.setup.spec.host.name}"
+            )
+
+
+def local_sizes(refs: list[str]) -> dict[str, int]:
+    """The size of each local image ``refs`` names (0 when docker cannot say)."""
+    if not refs:
+        return {}
+    try:
+        answer = localdocker.docker("image", "inspect", "--format", "{{.Size}}", *refs)
+    except VpsctlError:
+        return dict.fromkeys(refs, 0)
+    sizes = [int(line) for line in answer.split() if line.isdigit()]
+    return dict(zip(refs, sizes, strict=False))

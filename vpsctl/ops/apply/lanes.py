@@ -5,6 +5,10 @@ The first stack still running speaks live; a later one's lines wait in its lane 
 stack before it has finished, then come out at once. So the output of a run that converged
 its stacks concurrently is the output the same run would have printed one stack at a time,
 line for line, only sooner (timings aside).
+
+Work that comes before every stack in that order but runs beside them (the run's images,
+shipped while the stacks that already have theirs start; a rebuild's restore of files) has
+a lane of its own ahead of the stacks' (``preludes``), run by :class:`Background`.
 """
 
 from __future__ import annotations
@@ -31,11 +35,14 @@ class Lane:
 
 
 class Lanes:
-    """The lanes of one run's concurrent stacks, in the spec's order, printing to ``out``."""
+    """The lanes of one run's concurrent stacks, in the spec's order, printing to ``out``;
+    ahead of them, the lanes of the ``preludes`` (work before every stack, in that order)."""
 
-    def __init__(self, out: IO[str], names: Sequence[str]) -> None:
+    def __init__(self, out: IO[str], names: Sequence[str], preludes: Sequence[str] = ()) -> None:
         self.out = out
-        self.lanes = [Lane(name) for name in names]
+        self.lanes = [Lane(name) for name in (*preludes, *names)]
+        self.preludes = self.lanes[: len(preludes)]
+        self.stacks = self.lanes[len(preludes) :]  # the ones run_in_lanes works
         self.head = 0  # the first lane not finished: the one that speaks live
         self.lock = threading.Lock()
         self.local = threading.local()  # .lane: the lane of the thread's stack
@@ -64,6 +71,13 @@ class Lanes:
                 if not head.done:
                     return
                 self.head += 1
+
+    def close(self) -> None:
+        """Finish every lane not finished (work that never started has nothing to say, but
+        the lanes after it may): every line said is printed."""
+        for lane in self.lanes:
+            if not lane.done:
+                self.finish(lane)
 
     def changed(self) -> list[str]:
         """What every lane recorded, in the spec's order."""
@@ -99,8 +113,9 @@ def run_in_lanes(
 
     Threads of its own, not a ``ThreadPoolExecutor``: an interrupt that lands while the
     pool starts a thread leaves that thread out of the pool's list, never joined."""
-    order = range(len(lanes.lanes)) if start is None else start
-    todo = deque((index, lanes.lanes[index]) for index in order)
+    stacks = lanes.stacks
+    order = range(len(stacks)) if start is None else start
+    todo = deque((index, stacks[index]) for index in order)
     results: dict[int, T] = {}
     errors: dict[int, BaseException] = {}
     guard = threading.Lock()
@@ -119,7 +134,7 @@ def run_in_lanes(
                     errors[index] = exc
                     stop.set()
 
-    count = max(1, min(width, len(lanes.lanes)))
+    count = max(1, min(width, len(stacks)))
     threads = [threading.Thread(target=worker, name=f"vpsctl-stack-{n}") for n in range(count)]
     try:
         for thread in threads:
@@ -134,9 +149,48 @@ def run_in_lanes(
         for thread in threads:
             with contextlib.suppress(RuntimeError):  # never started: it finds `stop` set
                 thread.join()
-        for lane in lanes.lanes:
+        for lane in stacks:
             if not lane.done:
                 lanes.finish(lane)  # never started: nothing to say, but later lanes may speak
     for index in sorted(errors):
         raise errors[index]
-    return [results[index] for index in range(len(lanes.lanes))]
+    return [results[index] for index in range(len(stacks))]
+
+
+class Background:
+    """``work()`` in a thread of its own, speaking in ``lane`` (a prelude's), started at
+    once; :meth:`result` waits for it and raises what it raised."""
+
+    def __init__(
+        self, lanes: Lanes, lane: Lane, work: Callable[[], None], cancel: Callable[[], None]
+    ) -> None:
+        self.lanes = lanes
+        self.lane = lane
+        self.work = work
+        self.cancel = cancel
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name=f"vpsctl-{lane.name}")
+        self.thread.start()
+
+    def _run(self) -> None:
+        with self.lanes.entered(self.lane):
+            try:
+                self.work()
+            except BaseException as exc:  # noqa: BLE001 - raised by the waiting thread
+                self.error = exc
+
+    def join(self) -> None:
+        """Wait for the work to end; an interrupt (Ctrl-C) meanwhile calls ``cancel`` (the
+        session ends the work's commands), waits for it to end, and is raised."""
+        try:
+            self.thread.join()
+        except BaseException:
+            self.cancel()
+            self.thread.join()
+            raise
+
+    def result(self) -> None:
+        """Wait for the work to end; raise what it raised."""
+        self.join()
+        if self.error is not None:
+            raise self.error
