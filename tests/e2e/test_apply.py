@@ -53,8 +53,11 @@ def box(state_dir: Path) -> Iterator[SandboxInfo]:
 def studio(box: SandboxInfo, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The example studio applied onto the fresh box (issue criterion 1)."""
     root = studio_for(tmp_path_factory.mktemp("studio"), box)
-    first_apply(root, "fresh box")
+    FIRST["apply"], _ = first_apply(root, "fresh box")
     return root
+
+
+FIRST: dict[str, Result] = {}  # the fresh box's apply
 
 
 def containers(box: SandboxInfo) -> dict[str, tuple[str, str]]:
@@ -119,6 +122,32 @@ def test_fresh_box_every_stack_healthy_and_every_probe_passes(
     assert drift.code == 2 and compose in drift.out, drift.out[-2000:]
     assert drift.err == plan.err  # the warnings and "reading …" once, as ever
     assert run_cli(studio, "plan", "-i", INV).out == plan.out
+
+
+def test_the_fresh_box_got_its_images_a_stack_at_a_time_each_layer_once(studio: Path) -> None:
+    """The images came in several archives (one per stack, as each stack's were needed),
+    and docker on the box (Debian 13's) loaded each one without the layers an earlier
+    archive had brought: together they weigh no more than ONE archive of every image."""
+    said = FIRST["apply"].out
+    sent = [
+        float(mb) for mb in re.findall(r"^shipped \d+ image\(s\): ([0-9.]+) MB in ", said, re.M)
+    ]
+    assert len(sent) > 1, said[-3000:]
+    tags = sorted(
+        {
+            i.ref
+            for s in render_spec(load_spec(studio / INV)).stacks.values()
+            for i in s.images
+            if i.source == "local"
+        }
+    )
+    save = subprocess.Popen(["docker", "save", *tags], stdout=subprocess.PIPE)
+    assert save.stdout is not None
+    whole = 0
+    while chunk := save.stdout.read(1 << 20):
+        whole += len(chunk)
+    assert save.wait() == 0
+    assert sum(sent) <= whole / 1e6 * 1.01 + 0.1 * len(sent), (sent, whole)
 
 
 def _not_loaded(*_: object, **__: object) -> None:
