@@ -128,7 +128,7 @@ def test_the_fresh_box_got_its_images_a_stack_at_a_time_each_layer_once(studio: 
     """The images came in several archives (one per stack, as each stack's were needed),
     and docker on the box (Debian 13's) loaded each one without the layers an earlier
     archive had brought: together they weigh no more than ONE archive of every image."""
-    said = FIRST["apply"].out
+    said = FIRST["apply"].err  # apply speaks on stderr
     sent = [
         float(mb) for mb in re.findall(r"^shipped \d+ image\(s\): ([0-9.]+) MB in ", said, re.M)
     ]
@@ -141,12 +141,15 @@ def test_the_fresh_box_got_its_images_a_stack_at_a_time_each_layer_once(studio: 
             if i.source == "local"
         }
     )
-    save = subprocess.Popen(["docker", "save", *tags], stdout=subprocess.PIPE)
-    assert save.stdout is not None
     whole = 0
-    while chunk := save.stdout.read(1 << 20):
-        whole += len(chunk)
-    assert save.wait() == 0
+    with subprocess.Popen(["docker", "save", *tags], stdout=subprocess.PIPE) as save:
+        assert save.stdout is not None
+        while chunk := save.stdout.read(1 << 20):
+            whole += len(chunk)
+    assert save.returncode == 0
+    print(
+        f"{len(sent)} archives, {sum(sent):.1f} MB sent; one archive of all: {whole / 1e6:.1f} MB"
+    )
     assert sum(sent) <= whole / 1e6 * 1.01 + 0.1 * len(sent), (sent, whole)
 
 
