@@ -1,0 +1,157 @@
+"""Secret rotation on a live studio (issue 13), run on the box of ``test_secrets_store`` (the
+studio applied from secrets.env.age, backed up once): every database password and the
+restic password rotated, then planned (masked, with dependents) and applied. Afterwards the
+audit is green, the databases refuse the OLD passwords and take the new ones, only the
+dependents were recreated, backups from before and after are readable with the new restic
+password, the journal holds each rotation by fingerprint, and no output holds a value."""
+
+from __future__ import annotations
+
+import json
+import shlex
+from pathlib import Path
+
+from tests.e2e.conftest import SANDBOX_INV, audit_ok, on_box, target_of
+from tests.helpers import run_cli
+from vpsctl.core.backupfiles import SCRIPT
+from vpsctl.host.remote import Session
+from vpsctl.local.sandbox import SandboxInfo
+from vpsctl.spec import store
+from vpsctl.spec.envfile import parse_secrets
+
+DATABASE_KEYS = [
+    "GHOST_DB_PASSWORD",
+    "GHOST_DB_ROOT_PASSWORD",
+    "PLAUSIBLE_DB_PASSWORD",
+    "LISTMONK_DB_PASSWORD",
+]
+ROTATED = [*DATABASE_KEYS, "RESTIC_PASSWORD"]
+DEPENDENTS = {
+    "ghost/ghost",
+    "ghost/mysql",
+    "plausible/plausible",
+    "plausible/db",
+    "listmonk/listmonk",
+    "listmonk/db",
+}
+FORMAT = (
+    '{{.ID}} {{index .Labels "com.docker.compose.project"}}/'
+    '{{index .Labels "com.docker.compose.service"}}'
+)
+
+# how each database account is signed in to over TCP, as an app does (password on stdin)
+LOGINS = {
+    "GHOST_DB_PASSWORD": ("ghost", "mysql", "mysql -h 127.0.0.1 -u ghost ghost -e 'SELECT 1'"),
+    "GHOST_DB_ROOT_PASSWORD": ("ghost", "mysql", "mysql -h 127.0.0.1 -u root -e 'SELECT 1'"),
+    "PLAUSIBLE_DB_PASSWORD": (
+        "plausible",
+        "db",
+        "psql -X -h 127.0.0.1 -U postgres -d plausible_db -c 'SELECT 1'",
+    ),
+    "LISTMONK_DB_PASSWORD": (
+        "listmonk",
+        "db",
+        "psql -X -h 127.0.0.1 -U listmonk -d listmonk -c 'SELECT 1'",
+    ),
+}
+
+
+def _values(inventory: Path) -> dict[str, str]:
+    text = store.read_text(store.store_of(inventory)) or ""
+    found = parse_secrets(text, "secrets.env.age")[0]
+    return {k: e.value.reveal() for k, e in found.entries.items() if e.value is not None}
+
+
+def _containers(box: SandboxInfo) -> dict[str, str]:
+    out = on_box(box, f"docker ps --format '{FORMAT}'")
+    return {line.split()[1]: line.split()[0] for line in out.splitlines() if line.strip()}
+
+
+def _signs_in(box: SandboxInfo, key: str, password: str) -> bool:
+    """Whether the database of ``key`` takes ``password`` over TCP (it travels on stdin)."""
+    stack, service, query = LOGINS[key]
+    inner = 'IFS= read -r PW; export MYSQL_PWD="$PW" PGPASSWORD="$PW"; ' + query
+    find = (
+        f"docker ps -q --filter label=com.docker.compose.project={stack} "
+        f"--filter label=com.docker.compose.service={service}"
+    )
+    command = f'docker exec -i "$({find})" sh -c {shlex.quote(inner + " >/dev/null 2>&1")}'
+    with Session(target_of(box)) as session:
+        result = session.feed(command, (password + "\n").encode(), 60, check=False)
+    return result.ok
+
+
+def rotate_and_check(root: Path, box: SandboxInfo, before_snapshot: str) -> None:
+    """Rotate, plan, apply and check, on the studio at ``root`` applied to ``box``; the
+    snapshot ``before_snapshot`` was taken before the rotation."""
+    inventory = root / SANDBOX_INV
+    old = _values(inventory)
+    outputs: list[str] = []
+    for key in DATABASE_KEYS:
+        assert _signs_in(box, key, old[key]), f"{key}: the database refuses its current value"
+    before = _containers(box)
+
+    # refused and unknown keys change nothing, and say why
+    mixed = run_cli(root, "secrets", "rotate", "-i", SANDBOX_INV, "GHOST_DB_PASSWORD",
+                    "PLAUSIBLE_TOTP_VAULT_KEY", "NO_SUCH_KEY")  # fmt: skip
+    outputs += [mixed.out, mixed.err]
+    assert mixed.code == 1 and "PLAUSIBLE_TOTP_VAULT_KEY: refused" in mixed.err, mixed.err
+    assert "NO_SUCH_KEY" in mixed.err
+    assert _values(inventory) == old
+
+    rotated = run_cli(root, "secrets", "rotate", "-i", SANDBOX_INV, *ROTATED)
+    outputs += [rotated.out, rotated.err]
+    assert rotated.code == 0, rotated.err
+    new = _values(inventory)
+    assert all(new[k] != old[k] for k in ROTATED)
+    assert all(new[k] == old[k] for k in old if k not in ROTATED)
+
+    plan = run_cli(root, "plan", "-i", SANDBOX_INV)
+    outputs += [plan.out, plan.err]
+    assert plan.code == 2, plan.err[-3000:]
+    for key in ROTATED:
+        assert f"~ {key} (" in plan.out, plan.out[-4000:]
+    assert "restarts ghost/ghost, ghost/mysql" in plan.out
+
+    applied = run_cli(root, "apply", "-i", SANDBOX_INV, "-y")
+    outputs += [applied.out, applied.err]
+    assert applied.code == 0, applied.err[-6000:]
+    # the journal: each rotation by fingerprint, with its result
+    line = json.loads(on_box(box, "tail -n 1 /opt/vpsctl/journal.log"))
+    entries = {e["key"]: e for e in line["rotations"]}
+    assert set(entries) == set(ROTATED), line["rotations"]
+    assert all(e["result"].startswith("ok") for e in entries.values()), entries
+    assert all(e["from"].startswith("sha256:") and e["to"] != e["from"] for e in entries.values())
+    outputs.append(json.dumps(line))
+
+    audit_ok(root)
+    again = run_cli(root, "plan", "-i", SANDBOX_INV)
+    outputs += [again.out, again.err]
+    assert again.code == 0, again.out[-3000:]
+
+    # the databases take the new passwords and refuse the old ones
+    for key in DATABASE_KEYS:
+        assert _signs_in(box, key, new[key]), f"{key}: the new value is refused"
+        assert not _signs_in(box, key, old[key]), f"{key}: the OLD value still signs in"
+
+    # only the dependents were recreated
+    after = _containers(box)
+    for name, ident in before.items():
+        if name in DEPENDENTS:
+            assert after[name] != ident, f"{name} was not recreated"
+        else:
+            assert after.get(name) == ident, f"{name} was recreated, but does not depend"
+
+    # backups: the one from before the rotation and a new one, both read with the new key
+    done = run_cli(root, "backup", "-i", SANDBOX_INV, "--json")
+    outputs += [done.out, done.err]
+    assert done.code == 0, done.err[-3000:]
+    listed = run_cli(root, "backup", "-i", SANDBOX_INV, "--list")
+    outputs += [listed.out, listed.err]
+    assert listed.code == 0 and before_snapshot[:8] in listed.out, listed.out + listed.err
+    recorded = on_box(box, f"{SCRIPT} recorded {before_snapshot}")
+    assert "@@recorded ghost" in recorded, recorded[-1000:]
+    # no value, old or new, in any output
+    for key in ROTATED:
+        for value in (old[key], new[key]):
+            assert not [o for o in outputs if value in o], f"a value of {key} was printed"
