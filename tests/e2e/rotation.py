@@ -34,10 +34,7 @@ DEPENDENTS = {
     "listmonk/listmonk",
     "listmonk/db",
 }
-FORMAT = (
-    '{{.ID}} {{index .Labels "com.docker.compose.project"}}/'
-    '{{index .Labels "com.docker.compose.service"}}'
-)
+FORMAT = '{{.ID}} {{.Label "com.docker.compose.project"}}/{{.Label "com.docker.compose.service"}}'
 
 # how each database account is signed in to over TCP, as an app does (password on stdin)
 LOGINS = {
