@@ -14,6 +14,7 @@ from pathlib import Path
 from tests.e2e.conftest import SANDBOX_INV, audit_ok, on_box, target_of
 from tests.helpers import run_cli
 from vpsctl.core.backupfiles import SCRIPT
+from vpsctl.host.commands.database import mysql_sql
 from vpsctl.host.remote import Session
 from vpsctl.local.sandbox import SandboxInfo
 from vpsctl.spec import store
@@ -109,6 +110,20 @@ def rotate_and_check(root: Path, box: SandboxInfo, before_snapshot: str) -> None
     for key in ROTATED:
         assert f"~ {key} (" in plan.out, plan.out[-4000:]
     assert "restarts ghost/ghost, ghost/mysql" in plan.out
+
+    # an apply interrupted after its ALTER of MySQL's root: the database already holds the
+    # new root password, the box's env (and the container's) the old one; apply finishes it
+    find = "docker ps -q --filter label=com.docker.compose.project=ghost "
+    find += "--filter label=com.docker.compose.service=mysql"
+    accounts = [("root", "%"), ("root", "localhost")]
+    with Session(target_of(box)) as session:
+        inner = shlex.quote('MYSQL_PWD="$MYSQL_ROOT_PASSWORD" exec mysql -uroot')
+        session.feed(
+            f'docker exec -i "$({find})" sh -c {inner}',
+            mysql_sql(accounts, new["GHOST_DB_ROOT_PASSWORD"]).encode(),
+            60,
+        )
+    assert not _signs_in(box, "GHOST_DB_ROOT_PASSWORD", old["GHOST_DB_ROOT_PASSWORD"])
 
     applied = run_cli(root, "apply", "-i", SANDBOX_INV, "-y")
     outputs += [applied.out, applied.err]
