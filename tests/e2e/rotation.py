@@ -37,19 +37,23 @@ DEPENDENTS = {
 }
 FORMAT = '{{.ID}} {{.Label "com.docker.compose.project"}}/{{.Label "com.docker.compose.service"}}'
 
-# how each database account is signed in to over TCP, as an app does (password on stdin)
+# how each database account is signed in to over TCP, as an app does (password on stdin);
+# Postgres at the container's network address: its images trust 127.0.0.1 (initdb's
+# default), the network gets scram-sha-256
+# (docker writes the container's own address as the last line of /etc/hosts)
+OWN_ADDRESS = '"$(while read -r a _; do ip=$a; done </etc/hosts; echo "$ip")"'
 LOGINS = {
     "GHOST_DB_PASSWORD": ("ghost", "mysql", "mysql -h 127.0.0.1 -u ghost ghost -e 'SELECT 1'"),
     "GHOST_DB_ROOT_PASSWORD": ("ghost", "mysql", "mysql -h 127.0.0.1 -u root -e 'SELECT 1'"),
     "PLAUSIBLE_DB_PASSWORD": (
         "plausible",
         "db",
-        "psql -X -h 127.0.0.1 -U postgres -d plausible_db -c 'SELECT 1'",
+        f"psql -X -h {OWN_ADDRESS} -U postgres -d plausible_db -c 'SELECT 1'",
     ),
     "LISTMONK_DB_PASSWORD": (
         "listmonk",
         "db",
-        "psql -X -h 127.0.0.1 -U listmonk -d listmonk -c 'SELECT 1'",
+        f"psql -X -h {OWN_ADDRESS} -U listmonk -d listmonk -c 'SELECT 1'",
     ),
 }
 
