@@ -263,6 +263,7 @@ def test_the_plan_shows_each_rotation_masked_with_its_dependents(prod: Path) -> 
 
 # ── apply ───────────────────────────────────────────────────────────────────────────────
 
+
 def _rotations(session: scripted.ScriptedSession) -> list[dict[str, str]]:
     """The journal line's rotation entries."""
     entries = journal_of(session)["rotations"]
@@ -324,6 +325,11 @@ def test_a_refused_alter_changes_nothing_of_the_stack(prod: Path) -> None:
     assert not [c for c in session.calls if "listmonk/env" in c.command and c.kind == "put_files"]
     [entry] = _rotations(session)
     assert entry["result"] == "failed"
+    # the box still holds the old value: the next plan shows the rotation again
+    assert session.host is not None  # nothing was uploaded: the box is as it was
+    facts = parse(session.host.output())
+    again = make_plan("lumen-prod", render_spec(load_spec(prod / INV)), facts)
+    assert [r.key for r in again.rotations] == ["LISTMONK_DB_PASSWORD"]
 
 
 def test_a_failed_gate_puts_the_old_password_back_in_the_database_and_the_store(

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import shlex
+import time
 from pathlib import Path
 
 from tests.e2e.conftest import SANDBOX_INV, audit_ok, on_box, target_of
@@ -129,9 +130,14 @@ def rotate_and_check(root: Path, box: SandboxInfo, before_snapshot: str) -> None
         )
     assert not _signs_in(box, "GHOST_DB_ROOT_PASSWORD", old["GHOST_DB_ROOT_PASSWORD"])
 
+    started = time.monotonic()
     applied = run_cli(root, "apply", "-i", SANDBOX_INV, "-y")
+    took = time.monotonic() - started
     outputs += [applied.out, applied.err]
     assert applied.code == 0, applied.err[-6000:]
+    shown = plan.out[plan.out.index("Secrets rotated") :].split("\n\n")[0]
+    said = [ln for ln in applied.err.splitlines() if "password changed" in ln or "restic" in ln]
+    print(f"rotation: apply {took:.1f}s\n{shown}\n" + "\n".join(said))
     # the journal: each rotation by fingerprint, with its result
     line = json.loads(on_box(box, "tail -n 1 /opt/vpsctl/journal.log"))
     entries = {e["key"]: e for e in line["rotations"]}

@@ -250,8 +250,9 @@ class Rotation:
 
     def line(self) -> str:
         """One line for the plan (masked)."""
-        deps = ", ".join(self.dependents) or "no service"
-        text = f"~ {self.key} ({self.role}): changed ({self.old}→{self.new[7:]}); restarts {deps}"
+        text = f"~ {self.key} ({self.role}): changed ({self.old}→{self.new[7:]})"
+        if self.dependents:
+            text += f"; restarts {', '.join(self.dependents)}"
         return text + (f"; {self.note}" if self.note else "")
 
 
