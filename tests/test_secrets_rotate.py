@@ -24,6 +24,7 @@ from vpsctl.cli.views import plan_text
 from vpsctl.core.facts import parse
 from vpsctl.core.plan import make_plan
 from vpsctl.core.rotation import Role, classify, image_engine
+from vpsctl.host.commands import database
 from vpsctl.ops import rotate
 from vpsctl.ops.apply import StackResult
 from vpsctl.ops.inputs import render_spec
@@ -371,3 +372,19 @@ def test_a_failed_rekey_keeps_the_box_password_file_and_says_what_to_run(prod: P
     assert not [
         c for c in session.calls if c.kind == "put_files" and "backup/password" in c.command
     ]
+
+
+def test_the_database_commands_carry_no_secret_and_quote_the_sql() -> None:
+    assert database.postgres_alter("c1", "listmonk") == [
+        "docker", "exec", "-i", "c1", "sh", "-c",
+        'exec psql -X -q -v ON_ERROR_STOP=1 -U "$1" -d postgres', "sh", "listmonk",
+    ]  # fmt: skip
+    assert database.postgres_sql(['we"ird'], "pa'ss") == (
+        "ALTER ROLE \"we\"\"ird\" PASSWORD 'pa''ss';\n"
+    )
+    assert database.mysql_sql([("root", "%"), ("root", "localhost")], "pw") == (
+        "ALTER USER IF EXISTS 'root'@'%' IDENTIFIED BY 'pw';\n"
+        "ALTER USER IF EXISTS 'root'@'localhost' IDENTIFIED BY 'pw';\n"
+    )
+    assert database.mysql_stdin(["new"], "SQL;\n") == b"new\n\nSQL;\n"
+    assert "MYSQL_ROOT_PASSWORD" in " ".join(database.mysql_alter("c2"))
