@@ -132,9 +132,12 @@ class Rotations(Phase):
                     self.note(rotation, "failed")
                     detail = self.clean(str(exc))
                     self.say(f"{stack}: {rotation.key}: the database refused the change")
+                    inventory = self.plan.inventory or "INVENTORY"
                     return (
                         f"{rotation.key}: the password could not be changed in "
-                        f"{account.describe()} ({detail}); nothing was changed"
+                        f"{account.describe()} ({detail}); nothing of {stack} was changed, "
+                        f"and the store keeps the new value: `vpsctl apply -i {inventory}` "
+                        "tries again"
                     )
                 self.altered.setdefault(stack, []).append(rotation)
                 self.say(
