@@ -87,6 +87,7 @@ def _signs_in(box: SandboxInfo, key: str, password: str) -> bool:
 def rotate_and_check(root: Path, box: SandboxInfo, before_snapshot: str) -> None:
     """Rotate, plan, apply and check, on the studio at ``root`` applied to ``box``; the
     snapshot ``before_snapshot`` was taken before the rotation."""
+    began = time.monotonic()
     inventory = root / SANDBOX_INV
     old = _values(inventory)
     outputs: list[str] = []
@@ -173,6 +174,8 @@ def rotate_and_check(root: Path, box: SandboxInfo, before_snapshot: str) -> None
     assert listed.code == 0 and before_snapshot[:8] in listed.out, listed.out + listed.err
     recorded = on_box(box, f"{SCRIPT} recorded {before_snapshot}")
     assert "@@recorded ghost" in recorded, recorded[-1000:]
+    print(f"rotation: the whole check {time.monotonic() - began:.1f}s")
+
     # no value, old or new, in any output
     for key in ROTATED:
         for value in (old[key], new[key]):

@@ -178,7 +178,7 @@ def classify(spec: Spec) -> dict[str, SecretUse]:
         dependents = tuple(dict.fromkeys(uses.get(name, [])))
         base: dict[str, Any] = {"name": name, "owner": owner, "dependents": dependents}
         base["witness"] = witness.get(name)
-        encrypts = getattr(kind, "encrypts", None)
+        encrypts = kind.encrypts
         if kind.is_external():
             obtain = kind.obtain or "the service that issued it"
             why = f"issued externally: get a new value from {obtain}, then "
