@@ -3,7 +3,8 @@ studio applied from secrets.env.age, backed up once): every database password an
 restic password rotated, then planned (masked, with dependents) and applied. Afterwards the
 audit is green, the databases refuse the OLD passwords and take the new ones, only the
 dependents were recreated, backups from before and after are readable with the new restic
-password, the journal holds each rotation by fingerprint, and no output holds a value."""
+password, the journal holds each rotation by fingerprint, and no output holds a value; a
+rotation whose stack then fails its gate is undone in the database and the store."""
 
 from __future__ import annotations
 
@@ -174,9 +175,43 @@ def rotate_and_check(root: Path, box: SandboxInfo, before_snapshot: str) -> None
     assert listed.code == 0 and before_snapshot[:8] in listed.out, listed.out + listed.err
     recorded = on_box(box, f"{SCRIPT} recorded {before_snapshot}")
     assert "@@recorded ghost" in recorded, recorded[-1000:]
+    outputs += rollback_puts_the_old_password_back(root, box)
     print(f"rotation: the whole check {time.monotonic() - began:.1f}s")
 
     # no value, old or new, in any output
     for key in ROTATED:
         for value in (old[key], new[key]):
             assert not [o for o in outputs if value in o], f"a value of {key} was printed"
+
+
+def rollback_puts_the_old_password_back(root: Path, box: SandboxInfo) -> list[str]:
+    """A rotation whose stack then fails its gate (listmonk's new version exits at once):
+    the old password goes back into the database and the store, the previous version runs
+    again, and the next plan has nothing to do. What it printed."""
+    inventory = root / SANDBOX_INV
+    stack = root / "stacks/listmonk.yaml"
+    original = stack.read_text()
+    start = original.index("    command: [sh, -c, ")
+    end = original.index("\n", start)
+    stack.write_text(original[:start] + '    command: [sh, -c, "exit 3"]' + original[end:])
+    before = _values(inventory)["LISTMONK_DB_PASSWORD"]
+    rotated = run_cli(root, "secrets", "rotate", "-i", SANDBOX_INV, "LISTMONK_DB_PASSWORD")
+    assert rotated.code == 0, rotated.err
+    refused = _values(inventory)["LISTMONK_DB_PASSWORD"]
+    failed = run_cli(root, "apply", "-i", SANDBOX_INV, "-y")
+    assert failed.code == 1, failed.err[-4000:]
+    assert "listmonk: rolled back to the previous version" in failed.err, failed.err[-4000:]
+    assert "the old value of LISTMONK_DB_PASSWORD is back" in failed.err
+    assert _values(inventory)["LISTMONK_DB_PASSWORD"] == before
+    assert _signs_in(box, "LISTMONK_DB_PASSWORD", before)
+    assert not _signs_in(box, "LISTMONK_DB_PASSWORD", refused)
+    line = json.loads(on_box(box, "tail -n 1 /opt/vpsctl/journal.log"))
+    assert [(e["key"], e["result"]) for e in line["rotations"]] == [
+        ("LISTMONK_DB_PASSWORD", "rolled back")
+    ]
+    stack.write_text(original)
+    calm = run_cli(root, "plan", "-i", SANDBOX_INV)
+    assert calm.code == 0, calm.out[-3000:]
+    for value in (before, refused):
+        assert value not in failed.out + failed.err + json.dumps(line)
+    return [rotated.out, rotated.err, failed.out, failed.err, calm.out, calm.err]
