@@ -1,6 +1,7 @@
 """The example studio applied onto a fresh sandbox box from its encrypted store
 (secrets.env.age, issue 13): no plain secrets.env anywhere, the audit green, the backup
-keeping the store encrypted, a drill from it, and a plan cache that never serves a plan
+keeping the store encrypted, every database password and the restic password rotated
+(tests/e2e/rotation.py), a drill from it, and a plan cache that never serves a plan
 once the identity cannot open the store."""
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from tests.e2e.conftest import (
     running_box,
     studio_for,
 )
+from tests.e2e.rotation import rotate_and_check
 from tests.helpers import run_cli
 from vpsctl.core.backupfiles import SCRIPT
 from vpsctl.local.sandbox import SandboxInfo
@@ -70,7 +72,10 @@ def test_the_studio_applies_backs_up_and_drills_from_secrets_env_age(
     listed = json.loads("\n".join(line for line in answer if not line.startswith("@@")))
     kept = next(s for s in listed if s["id"] == snapshot or s.get("short_id") == snapshot)
     assert kept["paths"] == ["/secrets.env.age"]
-    # the drill rebuilds a throwaway box from the encrypted store and the repository
+    # issue 13's rotation, on this box: every database password and the restic password
+    rotate_and_check(root, box, json.loads(done.out)["snapshot"])
+    # the drill rebuilds a throwaway box from the encrypted store (its rotated values) and
+    # the repository (opened with the new restic password)
     drill = run_cli(root, "drill", "-i", SANDBOX_INV)
     assert drill.code == 0, drill.err[-3000:] + drill.out[-2000:]
     assert "drill passed (box drill-" in drill.out

@@ -417,6 +417,31 @@ def cmd_secrets_recipients(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_secrets_rotate(args: argparse.Namespace) -> int:
+    """Give secrets fresh values in the store; the next plan/apply carries the rotation out."""
+    from vpsctl.ops import rotate  # noqa: PLC0415 - see the imports
+
+    report = rotate.rotate(args.inventory, args.keys, every=args.all)
+    views.print_rotate_report(report, args.inventory, sys.stderr)
+    return 0
+
+
+def cmd_secrets_set(args: argparse.Namespace) -> int:
+    """Read one secret's new value from stdin (never argv), check its kind, store it."""
+    from vpsctl.ops import rotate  # noqa: PLC0415 - see the imports
+
+    if sys.stdin.isatty():
+        print(f"secrets set: the new value of {args.key}, then Enter:", file=sys.stderr)
+        import getpass  # noqa: PLC0415
+
+        value = getpass.getpass(prompt="")
+    else:
+        value = sys.stdin.readline()
+    report = rotate.set_secret(args.inventory, args.key, value)
+    views.print_rotate_report(report, args.inventory, sys.stderr)
+    return 0
+
+
 def _secrets_action(
     secrets_sub: argparse._SubParsersAction[argparse.ArgumentParser],
     name: str,
@@ -450,6 +475,21 @@ def _secrets_store_parsers(
         "secrets.env → secrets.env.age for the recipients; removes the plain file",
         cmd_secrets_encrypt,
     )
+    p = _secrets_action(
+        secrets_sub,
+        "rotate",
+        "fresh values for KEY… (or --all rotatable secrets); plan/apply carry it out",
+        cmd_secrets_rotate,
+    )
+    p.add_argument("keys", nargs="*", metavar="KEY")
+    p.add_argument("--all", action="store_true", help="every secret vpsctl can rotate")
+    p = _secrets_action(
+        secrets_sub,
+        "set",
+        "store KEY's new value, read from stdin (never argv), checked against its kind",
+        cmd_secrets_set,
+    )
+    p.add_argument("key", metavar="KEY")
     p = _secrets_action(
         secrets_sub, "recipients", "list, add or remove who can decrypt", cmd_secrets_recipients
     )

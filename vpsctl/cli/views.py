@@ -18,6 +18,7 @@ if TYPE_CHECKING:
     from vpsctl.ops.audit import Check as AuditCheck
     from vpsctl.ops.audit import Report as AuditReport
     from vpsctl.ops.recovery import Snapshot
+    from vpsctl.ops.rotate import RotateReport
     from vpsctl.spec.generate import GenerateReport
     from vpsctl.spec.studio import Spec
 
@@ -90,6 +91,25 @@ def print_generate_report(report: GenerateReport, out: IO[str]) -> None:
             )
 
 
+def print_rotate_report(report: RotateReport, inventory: object, out: IO[str]) -> None:
+    """What ``secrets rotate``/``set`` wrote: names and fingerprints, never a value."""
+    if not report.rotated:
+        print(f"{report.file}: unchanged (the same value)", file=out)
+        return
+    print(f"{report.file}: {len(report.rotated)} secret(s) changed:", file=out)
+    for r in report.rotated:
+        deps = ", ".join(r.dependents) or "no service"
+        changed = f"changed ({r.old}→{r.new[7:]})"
+        print(f"  ~ {r.key} ({r.role}): {changed}; dependents: {deps}", file=out)
+        if report.generated:
+            print(f"      {r.why}", file=out)
+    print(
+        f"the box still runs the old value(s): review with `vpsctl plan -i {inventory}`, "
+        f"carry it out with `vpsctl apply -i {inventory}`",
+        file=out,
+    )
+
+
 _FILE_MARK = {"create": "+", "update": "~", "delete": "-", "unchanged": "="}
 _STACK_MARK = {"start": "+", "recreate": "~", "reload": "~", "none": "=", "remove": "-"}
 
@@ -133,6 +153,7 @@ def plan_text(plan: Plan, verbose: bool = False) -> str:
         out.append("Host:")
         out += [f"  ~ {action}" for action in plan.host_actions]
         out.append("")
+    out += _rotations_text(plan)
     if plan.stacks:
         out.append("Stacks:")
         for s in plan.stacks:
@@ -153,6 +174,15 @@ def plan_text(plan: Plan, verbose: bool = False) -> str:
     out += _volumes_text(plan, verbose)
     out.append(plan.summary())
     return "\n".join(out) + "\n"
+
+
+def _rotations_text(plan: Plan) -> list[str]:
+    """The secrets the box holds an older value of: masked, with their dependents."""
+    if not plan.rotations:
+        return []
+    out = ["Secrets rotated (the box holds the old value; apply carries it out):"]
+    out += [f"  {r.line()}" for r in plan.rotations]
+    return [*out, ""]
 
 
 def _volume_desc(size: int | None, created: str) -> str:

@@ -33,6 +33,7 @@ from vpsctl.core.render import (
     env_file_secret_keys,
     parse_env_file,
 )
+from vpsctl.core.rotation import Rotation, pending
 from vpsctl.errors import is_secret, masked, masked_data, register_secrets
 from vpsctl.spec.secrets import fingerprint
 
@@ -159,6 +160,7 @@ class Plan:
     volumes: list[VolumeChange] = field(default_factory=list)
     renames: list[SiteRename] = field(default_factory=list)
     apps: list[AppChange] = field(default_factory=list)
+    rotations: list[Rotation] = field(default_factory=list)  # secrets the box holds old
     inputs_hash: str = ""
     facts_hash: str = ""
     inventory: str = ""  # as the operator names it, for the commands a plan suggests
@@ -215,6 +217,7 @@ class Plan:
             "volumes": [asdict(v) for v in self.volumes],
             "renames": [asdict(r) for r in self.renames],
             "apps": [asdict(a) for a in self.apps],
+            "rotations": [r.to_json() for r in self.rotations],
         }
         # masked before hashing: the hash covers exactly the body that is printed and saved
         data = masked_data(data)
@@ -273,6 +276,7 @@ def make_plan(
     plan.volumes = _volume_changes(desired, facts, plan.stacks, destroy_data)
     plan.renames = site_renames(desired, facts)
     plan.apps = app_changes(desired, facts)
+    plan.rotations = pending(desired, facts) if facts.reachable else []
     return plan
 
 

@@ -36,6 +36,7 @@ from vpsctl.core.layout import (
     UnsafePath,
     member_problem,
 )
+from vpsctl.core.rotation import SecretUse, classify
 from vpsctl.core.templates import environment
 from vpsctl.errors import VpsctlError
 from vpsctl.spec.envfile import env_value_problem
@@ -112,6 +113,8 @@ class Desired:
     app_steps: dict[str, tuple[AppStep, ...]] = field(default_factory=dict)
     # inputs an offline render could not read: placeholders stand in for them (never planned)
     unresolved: tuple[Unresolved, ...] = ()
+    # every secret of the spec as rotation sees it (its role, dependents, databases)
+    secret_uses: dict[str, SecretUse] = field(default_factory=dict)
 
     @property
     def inputs_hash(self) -> str:
@@ -229,6 +232,7 @@ def render(spec: Spec, inputs: RenderInputs) -> Desired:
         desired.stacks[name] = stack
     _contained(desired)
     desired.app_steps = desired_steps(spec)
+    desired.secret_uses = classify(spec)
     return desired
 
 

@@ -93,6 +93,11 @@ class _Kind(Model):
     obtain: str | None = Field(
         None, description="Where the operator gets an externally issued value."
     )
+    encrypts: str | None = Field(
+        None,
+        description="What stored data this key encrypts (e.g. `2FA secrets`): `vpsctl "
+        "secrets rotate` refuses it, since a new key would leave that data unreadable.",
+    )
 
     def is_external(self) -> bool:
         """Whether only a third party can issue this value."""

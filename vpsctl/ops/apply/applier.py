@@ -24,6 +24,7 @@ from vpsctl.ops.apply.prune import Prune
 from vpsctl.ops.apply.record import Record
 from vpsctl.ops.apply.result import ApplyResult, StackOutcome, StackResult
 from vpsctl.ops.apply.rollback import Rollback
+from vpsctl.ops.apply.rotations import Rotations
 from vpsctl.ops.apply.snapshots import Snapshots
 from vpsctl.ops.apply.stackapps import APP_STEPS, AppSteps
 from vpsctl.ops.inputs import gather
@@ -98,6 +99,7 @@ class Applier:
         self.rollbacks = Rollback(self)
         self.prune = Prune(self)
         self.records = Record(self)
+        self.rotations = Rotations(self)
         self.secrets = spec.secret_values()
         self.inputs = gather(spec)  # strict: a sandbox not up fails here, named
         self.desired = render(spec, self.inputs)
@@ -184,6 +186,9 @@ class Applier:
                     "plan shows this run's changes again"
                 )
         result.phases["stacks"] += time.monotonic() - mark
+        for outcome in result.outcomes:
+            if outcome.result == StackResult.APPLIED:
+                self.rotations.settled(outcome.stack)
         result.seconds = time.monotonic() - started
         self.records.journal(result)
         return result
@@ -364,6 +369,14 @@ class Applier:
         self.say(f"{name}: {change.action} ({change.reason})")
         caddyfile = next((f for f in files if f.kind == "caddyfile"), None)
         refused = self.prepare(name, change, files, caddyfile)
+        if not refused:
+            # a rotated database password: changed in the running database first
+            refused = self.rotations.databases(name)
+            if refused:
+                undone = self.rotations.undo(name)
+                self.discard_previous(name)
+                self.edge.remove_next(caddyfile)
+                refused += "".join(f"; {u}" for u in undone)
         if refused:
             return outcome(StackResult.FAILED, refused)
         failures = self.change(name, change, files, caddyfile)

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from vpsctl.core import backupfiles
 from vpsctl.core.render import EDGE_NETWORK
+from vpsctl.core.rotation import RESTIC_PASSWORD_FILE
 from vpsctl.errors import VpsctlError
 from vpsctl.host.commands import compose, docker, systemd
 from vpsctl.local import docker as localdocker
@@ -43,8 +44,18 @@ class HostSetup(Phase):
             for f in self.plan.files
             if f.stack == "" and f.action in ("create", "update")
         ]
-        if changed:
+        # a new restic password: the new key goes into the repository (by the script
+        # uploaded first) before the box's password file is replaced
+        password = [f for f in changed if f.path == RESTIC_PASSWORD_FILE]
+        if password and self.applier.rotations.restic():
+            changed = [f for f in changed if f.path != RESTIC_PASSWORD_FILE]
             self.session.put_files([(f.path, f.content, f.mode) for f in changed])
+            self.applier.rotations.restic_rekey()
+            changed += password
+            self.session.put_files([(f.path, f.content, f.mode) for f in password])
+        elif changed:
+            self.session.put_files([(f.path, f.content, f.mode) for f in changed])
+        if changed:
             self.say(f"host: {len(changed)} backup file(s) installed")
             self.record(f"backup files uploaded: {', '.join(Path(f.path).name for f in changed)}")
         if not self.desired.host_files:

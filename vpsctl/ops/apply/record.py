@@ -103,6 +103,9 @@ class Record(Phase):
             "seconds": round(seconds, 1),
             # what this run changed, in order: a failed run's too
             "changed": self.applier.changed[:200],
+            # each secret rotation carried out: key, fingerprints, time, result (no value)
+            # (by key: stacks converge at once, so the order they ended in is no order)
+            "rotations": sorted(self.applier.rotations.entries, key=lambda e: e["key"]),
         }
         text = json.dumps(masked_data(line))  # the box's journal holds no secret either
         written = self.session.run(

@@ -75,6 +75,9 @@ class Rollback(Phase):
                 f"the previous files could not all be put back; a copy is kept in {previous}"
             )
             return self.failed(name, reason, steps.failed, files_state + data, snapshot)
+        # a database password changed for the new version: the old one back first, or
+        # the previous version could not sign in
+        steps.failed += self.applier.rotations.undo(name)
         checked = self.start_previous(name, change, stack_files, probe, steps)
         if steps.failed:
             return self.failed(
