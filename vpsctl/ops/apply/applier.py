@@ -224,9 +224,12 @@ class Applier:
         )
         others = [n for n, s in self.desired.stacks.items() if s.role != "edge"]
         mark = time.monotonic()
+        self.feed = ImageFeed(self.setup)
+        self.feed.build()
+        built = time.monotonic() - mark
+        mark = time.monotonic()
         self.lanes = Lanes(self.out, others, preludes=("images", "before stacks"))
         images, before = self.lanes.preludes
-        self.feed = ImageFeed(self.setup)
         feed = Background(self.lanes, images, self.feed.run, self.session.cancel)
         try:
             if self.before_stacks is not None:
@@ -253,7 +256,7 @@ class Applier:
             feed.join()
             raise
         finally:
-            result.phases["images"] = self.feed.seconds
+            result.phases["images"] = built + self.feed.seconds
             self.lanes.close()
             self.changed += self.lanes.changed()
             self.lanes = None

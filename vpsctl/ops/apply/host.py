@@ -125,9 +125,9 @@ class ImagesMissing(VpsctlError):
 
 class ImageFeed:
     """The images the box lacks, brought in a thread of their own while the stacks start:
-    every stand-in built first, then one archive (and the pulls) per stack, each stack's as
-    soon as possible, and each stack starts as soon as its own are on the box
-    (:meth:`wait`) rather than after all of them.
+    every stand-in built first (:meth:`build`, before the thread), then one archive (and the
+    pulls) per stack, each stack's as soon as possible, and each stack starts as soon as its
+    own are on the box (:meth:`wait`) rather than after all of them.
 
     The stacks go in the order of what their images weigh, lightest first (a product's few
     KiB on top of a shared base, before Ghost's hundreds of MB), the edge's last (it starts
@@ -144,11 +144,15 @@ class ImageFeed:
         self.error: BaseException | None = None
         self.seconds = 0.0
 
+    def build(self) -> None:
+        """Build the stand-ins to ship, before the feed starts (on the main thread: Ctrl-C
+        ends a long local build at once, as it always did)."""
+        self.setup.build([r for r, a in self.actions.items() if a == "ship"])
+
     def run(self) -> None:
-        """Build, ship and pull everything (in the feed's thread)."""
+        """Ship and pull everything (in the feed's thread)."""
         started = time.monotonic()
         try:
-            self.setup.build([r for r, a in self.actions.items() if a == "ship"])
             shipped: set[str] = set()
             for refs in self.batches():
                 ship = [r for r in refs if self.actions[r] == "ship"]
