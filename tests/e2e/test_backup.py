@@ -29,12 +29,14 @@ from tests.e2e.conftest import (
 )
 from tests.e2e.studio_data import curl, visible_data, write_data
 from tests.helpers import Result, run_cli
+from vpsctl.core.rotation import RESTIC_PASSWORD_FILE
 from vpsctl.local import pebble, sandbox
 from vpsctl.local.sandbox import SandboxInfo
 
 pytestmark = pytest.mark.e2e
 
 INV = "inventory/sandbox"
+PASSWORD_FILE = RESTIC_PASSWORD_FILE  # the box's copy of the repository password
 SCRIPT = "/opt/vpsctl/host/backup/vpsctl-backup"
 REPO = "/srv/restic/lumen-sandbox"
 
@@ -175,21 +177,23 @@ def test_backup_errors_are_clear_and_delete_nothing(
     assert "cannot reach the backup host of sftp:root@" in unreachable.err
     assert "Nothing was changed." in unreachable.err
 
-    # a wrong repository password (installed on the box by an apply)
+    # a wrong repository password: the box's password file and secrets.env agree on a value
+    # the repository does not know (a store restored from an old copy, a box pointed at
+    # another repository). Not made by an apply: a changed RESTIC_PASSWORD is a rotation,
+    # which apply carries out by rekeying the repository (tests/e2e/rotation.py).
+    wrong_password = "not-the-repository-password-0123456789"
     lines = [
-        "RESTIC_PASSWORD='not-the-repository-password-0123456789'"
-        if line.startswith("RESTIC_PASSWORD=")
-        else line
+        f"RESTIC_PASSWORD='{wrong_password}'" if line.startswith("RESTIC_PASSWORD=") else line
         for line in original.splitlines()
     ]
     secrets.write_text("\n".join(lines) + "\n")
+    on_box(source, f"cp -p {PASSWORD_FILE} {PASSWORD_FILE}.right")
+    on_box(source, f"printf '%s' '{wrong_password}' > {PASSWORD_FILE}")
     try:
-        applied = run_cli(studio, "apply", "-i", INV, "-y")
-        assert applied.code == 0, applied.err[-2000:]
-        assert "password" in applied.out and "secret file: changed (sha256:" in applied.out
         wrong = backup(studio)
     finally:
         secrets.write_text(original)
+        on_box(source, f"mv {PASSWORD_FILE}.right {PASSWORD_FILE}")
     assert wrong.code == 1
     assert "rejects the password RESTIC_PASSWORD of secrets.env (sha256:" in wrong.err
     restored = run_cli(studio, "apply", "-i", INV, "-y")
