@@ -30,9 +30,9 @@ from tests.scripted import (
     run_applier,
 )
 from vpsctl.host.remote import RemoteError, Result, _ChannelSink, _copy_archive
+from vpsctl.local import docker as localdocker
 from vpsctl.local import standins
 from vpsctl.ops.apply import Applier, StackResult
-from vpsctl.ops.apply import host as host_phase
 from vpsctl.ops.apply.lanes import Lanes, run_in_lanes
 from vpsctl.ops.inputs import render_spec
 from vpsctl.spec.loader import load_spec
@@ -250,7 +250,7 @@ def two_standins(root: Path, monkeypatch: pytest.MonkeyPatch) -> tuple[Spec, Scr
     tags = {n: s.images[0].ref for n, s in render_spec(spec).stacks.items() if n in STANDINS}
     weights = {tags["documint"]: 10, tags["flagbit"]: 500_000_000}
     monkeypatch.setattr(standins, "build", lambda *_: None)
-    monkeypatch.setattr(host_phase, "local_sizes", lambda refs: {r: weights[r] for r in refs})
+    monkeypatch.setattr(localdocker, "image_sizes", lambda refs: {r: weights[r] for r in refs})
     # an image change snapshots the stack's data first
     session.answer(r"vpsctl-backup backup pre-apply", stdout="@@snapshot 0123abcd\n")
     return spec, session

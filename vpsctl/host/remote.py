@@ -467,8 +467,7 @@ class Session:
         run's images can go in several archives, and their shared layers still go once.
         """
         transport = self._transport()
-        sizes = localdocker.docker("image", "inspect", "--format", "{{.Size}}", *tags)
-        size = sum(int(line) for line in sizes.split())
+        size = sum(localdocker.image_sizes(tags).values())
         names = ", ".join(tags)
         save = subprocess.Popen(["docker", "save", *tags], stdout=subprocess.PIPE)
         off_main = threading.current_thread() is not threading.main_thread()

@@ -176,7 +176,10 @@ class ImageFeed:
         """The refs to bring, one list per stack in the order they go."""
         stacks = list(self.setup.desired.stacks.values())
         ships = [r for r, a in self.actions.items() if a == "ship"]
-        sizes = local_sizes(ships)
+        try:
+            sizes = localdocker.image_sizes(ships)
+        except VpsctlError:
+            sizes = {}  # no order by weight then: the spec's (the ship itself will say why)
 
         def weight(index: int) -> tuple[bool, int, int]:
             stack = stacks[index]
@@ -206,15 +209,3 @@ class ImageFeed:
                 f"{stack} was not started: its image(s) {', '.join(missing)} did not reach "
                 f"{self.setup.spec.host.name}"
             )
-
-
-def local_sizes(refs: list[str]) -> dict[str, int]:
-    """The size of each local image ``refs`` names (0 when docker cannot say)."""
-    if not refs:
-        return {}
-    try:
-        answer = localdocker.docker("image", "inspect", "--format", "{{.Size}}", *refs)
-    except VpsctlError:
-        return dict.fromkeys(refs, 0)
-    sizes = [int(line) for line in answer.split() if line.isdigit()]
-    return dict(zip(refs, sizes, strict=False))
