@@ -151,6 +151,7 @@ def test_memory_budget_of_the_example_fits_an_8gb_box(studio: Path) -> None:
     spec = load_spec(studio / "inventory/sandbox")
     limits = [s.mem_limit or 0 for st in spec.stacks.values() for s in st.services.values()]
     total = sum(limits)
+    assert spec.host.memory is not None
     assert total + spec.host.os_reserve <= spec.host.memory
     assert 5 * 1024**3 < total < 7 * 1024**3  # FACTS.md: about 6 GiB of limits
 

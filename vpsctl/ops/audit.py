@@ -907,15 +907,17 @@ def _memory(spec: Spec, facts: AuditFacts) -> list[Check]:
         budget = spec.host.os_reserve + sum(
             s.mem_limit or 0 for st in spec.stacks.values() for s in st.services.values()
         )
-        checks.append(
-            Check(
-                "host",
-                "memory budget (sum of mem_limit + os_reserve)",
-                OK if budget <= spec.host.memory else FAIL,
-                f"{budget // 1024**2} MiB",
-                f"≤ {spec.host.memory // 1024**2} MiB",
+        memory = spec.host.memory
+        if memory is not None:  # one box (a cluster's budgets are per node)
+            checks.append(
+                Check(
+                    "host",
+                    "memory budget (sum of mem_limit + os_reserve)",
+                    OK if budget <= memory else FAIL,
+                    f"{budget // 1024**2} MiB",
+                    f"≤ {memory // 1024**2} MiB",
+                )
             )
-        )
     if mem.get("SwapTotal"):
         used = 100 * (mem["SwapTotal"] - mem.get("SwapFree", 0)) // mem["SwapTotal"]
         checks.append(

@@ -14,9 +14,22 @@ from vpsctl.spec.studio import Spec
 STATE_DIR = Path(".vpsctl")
 
 
+class ClusterNotBuilt(VpsctlError):
+    """A command that talks to the box, given an inventory of several nodes."""
+
+    def __init__(self, host_file: str) -> None:
+        super().__init__(
+            f"{host_file} declares `nodes:` (a cluster): validate, show, schema and render "
+            "take it; plan, apply, audit, backup and rebuild of several nodes are not built "
+            "yet (issue 14 is under way), so nothing was sent to any node"
+        )
+
+
 def target(spec: Spec) -> Target:
     """The SSH target of ``spec``'s host; raises when a sandbox is not up."""
     host = spec.host
+    if host.nodes is not None:
+        raise ClusterNotBuilt(spec.host_doc.file)
     if host.sandbox is not None:
         from vpsctl.local import sandbox  # noqa: PLC0415 - docker helpers only for sandboxes
 

@@ -10,7 +10,7 @@ import difflib
 import ipaddress
 import re
 import shlex
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 from pydantic import ValidationError
@@ -22,8 +22,10 @@ from vpsctl.spec.environment import Setting, effective, hazards
 from vpsctl.spec.models import (
     ConfigMount,
     FirstLaunch,
+    Host,
     ListmonkSettings,
     MysqlBackup,
+    Node,
     SftpRepository,
     Stack,
     VolumeBackup,
@@ -61,6 +63,7 @@ def check(spec: Spec) -> list[Problem]:
         _check_edge,
         _check_firewall,
         _check_host_access,
+        _check_nodes,
         _check_secrets_in_urls,
         _check_env_file_safe,
         _check_images,
@@ -387,7 +390,6 @@ def _check_effective_environment(spec: Spec) -> Iterator[Problem]:
 
 
 def _check_memory(spec: Spec) -> Iterator[Problem]:
-    limits: list[tuple[int, str]] = []
     placed: list[tuple[int, str, str]] = []  # limit, stack, service: host.yaml's order
     for stack_name, stack in spec.stacks.items():
         for service_name, service in stack.services.items():
@@ -399,45 +401,84 @@ def _check_memory(spec: Spec) -> Iterator[Problem]:
                     "one leak cannot take the whole box down",
                 )
             else:
-                limits.append((service.mem_limit, f"{stack_name}/{service_name}"))
                 placed.append((service.mem_limit, stack_name, service_name))
-    total = sum(n for n, _ in limits)
     host = spec.host
-    if total + host.os_reserve <= host.memory:
+    if host.nodes is None:
+        if host.memory is not None:
+            yield from _memory_budget(
+                spec,
+                placed,
+                memory=host.memory,
+                os_reserve=host.os_reserve,
+                memory_loc=("memory",),
+                which="",
+            )
+        return
+    for node_name, node in host.nodes.items():
+        # a stack placed by labels may land on any node they match: it counts on each
+        here = [entry for entry in placed if node_name in spec.nodes_of(entry[1])]
+        where = ("nodes", node_name)
+        reserve_loc = (*where, "os_reserve") if node.os_reserve is not None else ("os_reserve",)
+        yield from _memory_budget(
+            spec,
+            here,
+            memory=node.memory,
+            os_reserve=host.node_os_reserve(node_name),
+            memory_loc=(*where, "memory"),
+            which=f" of node {node_name}",
+            reserve_loc=reserve_loc,
+        )
+
+
+def _memory_budget(
+    spec: Spec,
+    placed: list[tuple[int, str, str]],
+    *,
+    memory: int,
+    os_reserve: int,
+    memory_loc: tuple[str, ...],
+    which: str,
+    reserve_loc: tuple[str, ...] = ("os_reserve",),
+) -> Iterator[Problem]:
+    """The memory limits of ``placed`` (limit, stack, service) with ``os_reserve`` against
+    ``memory`` (the box's, or a node's: ``which`` says whose)."""
+    total = sum(limit for limit, _, _ in placed)
+    if total + os_reserve <= memory:
         return
     # Located at the limit that, added up in host.yaml's stack order, takes the sum over
     # the budget (the line most likely just raised), saying how much would fit there.
     if not placed:  # os_reserve alone is more than the box has
         yield spec.problem_in_host(
-            ("os_reserve",),
-            f"os_reserve {human_size(host.os_reserve)} exceeds the box's memory "
-            f"{human_size(host.memory)}: nothing is left for the stacks",
+            reserve_loc,
+            f"os_reserve {human_size(os_reserve)} exceeds the memory{which or ' of the box'} "
+            f"{human_size(memory)}: nothing is left for the stacks",
         )
         return
-    running = host.os_reserve
+    running = os_reserve
     crossing = placed[-1]
     for entry in placed:
         running += entry[0]
-        if running > host.memory:
+        if running > memory:
             crossing = entry
             break
     limit, stack_name, service_name = crossing
-    over = total + host.os_reserve - host.memory
+    over = total + os_reserve - memory
     room = limit - over
     fits = (
         f"at most {human_size(room)} fits here with every other limit as it is"
         if room >= MIN_MEM_LIMIT
         else "nothing fits here unless other limits shrink"
     )
-    biggest = sorted(limits, reverse=True)[:5]
+    biggest = sorted(((n, f"{st}/{sv}") for n, st, sv in placed), reverse=True)[:5]
     listing = ", ".join(f"{name} {human_size(n)}" for n, name in biggest)
-    memory_line, _ = spec.host_doc.locate(("memory",))
+    memory_line, _ = spec.host_doc.locate(memory_loc)
+    box = f"node {which.removeprefix(' of node ')}'s" if which else "the box's"
     yield spec.problem_in_stack(
         stack_name,
         ("services", service_name, "mem_limit"),
-        f"over the memory budget: with this {human_size(limit)}, memory limits "
-        f"{human_size(total)} + os_reserve {human_size(host.os_reserve)} = "
-        f"{human_size(total + host.os_reserve)} exceed the box's {human_size(host.memory)} "
+        f"over the memory budget{which}: with this {human_size(limit)}, memory limits "
+        f"{human_size(total)} + os_reserve {human_size(os_reserve)} = "
+        f"{human_size(total + os_reserve)} exceed {box} {human_size(memory)} "
         f"({spec.host_doc.file}:{memory_line}) by {human_size(over)}; {fits} (or lower "
         f"others by {human_size(over)}); biggest consumers: {listing}",
     )
@@ -696,6 +737,16 @@ def _check_ports(spec: Spec) -> Iterator[Problem]:
     for stack_name, stack in spec.stacks.items():
         for service_name, service in stack.services.items():
             for index, port in enumerate(service.ports):
+                if spec.host.cluster and stack.role != "edge":
+                    yield spec.problem_in_stack(
+                        stack_name,
+                        ("services", service_name, "ports", index),
+                        f"publishes {port.published}: on several nodes (host.yaml's `nodes`) "
+                        "stacks run as Swarm services, and Swarm binds a published port on "
+                        "every address of the node (it has no host_ip): reach it through Caddy "
+                        "or over the overlay by name, or run this studio on one box",
+                    )
+                    continue
                 if not _is_public(port.host_ip):
                     continue
                 if stack.role == "edge" and port.published in EDGE_PORTS:
@@ -943,11 +994,16 @@ def _check_edge(spec: Spec) -> Iterator[Problem]:
 
 def _check_firewall(spec: Spec) -> Iterator[Problem]:
     host = spec.host
-    if host.ssh_port not in host.open_ports:
+    ssh_port, whose = host.ssh_port, ""
+    if host.nodes is not None and host.edge_node is not None:
+        # open_ports are the edge node's; the others open their SSH port (and the swarm's
+        # ports to each other) only
+        ssh_port, whose = host.nodes[host.edge_node].ssh_port, f" of the edge node {host.edge_node}"
+    if ssh_port not in host.open_ports:
         yield spec.problem_in_host(
             ("open_ports",),
-            f"the SSH port {host.ssh_port} is not open: the firewall would lock vpsctl out; "
-            f"add {host.ssh_port}",
+            f"the SSH port {ssh_port}{whose} is not open: the firewall would lock vpsctl out; "
+            f"add {ssh_port}",
         )
     for stack in spec.stacks.values():
         if stack.role != "edge":
@@ -971,19 +1027,10 @@ def _check_firewall(spec: Spec) -> Iterator[Problem]:
 
 def _check_host_access(spec: Spec) -> Iterator[Problem]:
     host = spec.host
-    if host.ssh is None and host.sandbox is None:
-        yield spec.problem_in_host(
-            ("ssh",),
-            "required: how to reach the box (address, port, user, key), or `sandbox: {name: …}` "
-            "for a local sandbox VPS",
-        )
-    elif host.ssh is not None and host.sandbox is not None:
-        yield spec.problem_in_host(
-            ("sandbox",),
-            "give `ssh` (a real box) or `sandbox` (a local one), not both",
-        )
+    if host.nodes is None:
+        yield from _box_access(spec, (), "the box")
     yield from _check_backup_repository(spec)
-    if host.tls == "pebble" and host.sandbox is None:
+    if host.tls == "pebble" and not spec.is_sandbox:
         yield spec.problem_in_host(
             ("tls",),
             "pebble is the sandbox's own ACME CA and serves only sandbox boxes: give "
@@ -995,6 +1042,184 @@ def _check_host_access(spec: Spec) -> Iterator[Problem]:
             "required with tls: acme: the Let's Encrypt account's address (or tls: internal "
             "for a box without public DNS)",
         )
+
+
+def _box_access(spec: Spec, where: tuple[str, ...], what: str) -> Iterator[Problem]:
+    """``ssh`` xor ``sandbox`` at ``where`` (host.yaml's top, or a node)."""
+    box: Host | Node = spec.host
+    if where and spec.host.nodes is not None:
+        box = spec.host.nodes[where[1]]
+    if box.ssh is None and box.sandbox is None:
+        yield spec.problem_in_host(
+            (*where, "ssh"),
+            f"required: how to reach {what} (address, port, user, key), or "
+            "`sandbox: {name: …}` for a local sandbox VPS",
+        )
+    elif box.ssh is not None and box.sandbox is not None:
+        yield spec.problem_in_host(
+            (*where, "sandbox"),
+            "give `ssh` (a real box) or `sandbox` (a local one), not both",
+        )
+
+
+# ── nodes (several boxes, a Docker Swarm) ──────────────────────────────────────────────
+
+SWARM_MANAGER_COUNTS = (1, 3, 5)
+
+
+def _check_nodes(spec: Spec) -> Iterator[Problem]:
+    host = spec.host
+    if host.nodes is None:
+        if host.memory is None:
+            yield spec.problem_in_host(
+                ("memory",),
+                "required: the RAM the box really has (e.g. 7800m for an 8 GB VPS), or "
+                "`nodes:` for several boxes",
+            )
+        for name, placed in host.stacks.items():
+            for field in ("node", "placement"):
+                if getattr(placed, field) is not None:
+                    yield spec.problem_in_host(
+                        ("stacks", name, field),
+                        f"`{field}` chooses among several boxes, and this host is one box "
+                        "(no `nodes:`): remove it",
+                    )
+        return
+    yield from _check_node_boxes(spec, host.nodes)
+    yield from _check_stack_places(spec, host.nodes)
+
+
+def _check_node_boxes(spec: Spec, nodes: Mapping[str, Node]) -> Iterator[Problem]:
+    host = spec.host
+    for field in ("ssh", "sandbox", "memory"):
+        if getattr(host, field) is not None:
+            yield spec.problem_in_host(
+                (field,),
+                f"with `nodes:`, each node gives its own `{field}`: move it under "
+                f"nodes.NAME.{field}",
+            )
+    if not nodes:
+        yield spec.problem_in_host(
+            ("nodes",),
+            "no nodes: list the boxes (at least one), or drop `nodes:` and give this box's "
+            "`ssh` (or `sandbox`) and `memory`",
+        )
+        return
+    for name in nodes:
+        yield from _box_access(spec, ("nodes", name), f"node {name}")
+    kinds = {node.sandbox is not None for node in nodes.values()}
+    if len(kinds) > 1:
+        yield spec.problem_in_host(
+            ("nodes",),
+            "mixes sandbox boxes and real ones (`ssh`): a cluster is all sandbox boxes (a "
+            "rehearsal) or all real boxes",
+        )
+    edges = [name for name, node in nodes.items() if node.edge]
+    if len(edges) != 1:
+        yield spec.problem_in_host(
+            ("nodes", edges[1], "edge") if len(edges) > 1 else ("nodes",),
+            "exactly one node is the edge (`edge: true`): the public node that runs Caddy "
+            f"and takes ports 80/443; found {len(edges)}: {', '.join(edges) or '(none)'}",
+        )
+    marked = [name for name, node in nodes.items() if node.manager]
+    if marked and len(marked) not in SWARM_MANAGER_COUNTS:
+        yield spec.problem_in_host(
+            ("nodes", marked[-1], "manager"),
+            f"{len(marked)} managers ({', '.join(marked)}): Swarm works only while a majority "
+            "of its managers is up, so mark 1, 3 or 5 (an even count survives no more losses "
+            "than one fewer)",
+        )
+    seen: dict[tuple[str, str], str] = {}
+    for name, node in nodes.items():
+        keys: list[tuple[tuple[str, ...], tuple[str, str], str]] = []
+        if node.sandbox is not None:
+            keys.append((("sandbox", "name"), ("sandbox", node.sandbox.name), "sandbox box"))
+        if node.ssh is not None:
+            keys.append(
+                (("ssh", "address"), ("ssh", f"{node.ssh.address}:{node.ssh.port}"), "SSH address")
+            )
+        if node.address is not None:
+            keys.append((("address",), ("address", node.address), "address"))
+        for loc, key, what in keys:
+            if key in seen:
+                yield spec.problem_in_host(
+                    ("nodes", name, *loc),
+                    f"the same {what} as node {seen[key]} ({key[1]}): each node is its own box",
+                )
+            seen.setdefault(key, name)
+
+
+def _keeps_data(stack: Stack) -> str | None:
+    """What data ``stack`` keeps on its node (a named volume, a backup), or ``None``."""
+    for service_name, service in stack.services.items():
+        for mount in service.volumes:
+            if isinstance(mount, VolumeMount):
+                return f"volume {mount.volume} of service {service_name}"
+    if stack.backups:
+        return "backups"
+    return None
+
+
+def _labels(labels: Mapping[str, str]) -> str:
+    """``{tier: apps, zone: a}``, as host.yaml writes them."""
+    return "{" + ", ".join(f"{key}: {value}" for key, value in labels.items()) + "}"
+
+
+def _check_stack_places(spec: Spec, nodes: Mapping[str, Node]) -> Iterator[Problem]:
+    names = list(nodes)
+    labels = "; ".join(f"{name}: {_labels(node.labels)}" for name, node in nodes.items())
+    edge = spec.host.edge_node
+    for name, placed in spec.host.stacks.items():
+        stack = spec.stacks.get(name)
+        if stack is None:
+            continue  # not loaded: reported where it failed
+        loc = ("stacks", name)
+        if stack.role == "edge":
+            if placed.placement is not None:
+                yield spec.problem_in_host(
+                    (*loc, "placement"),
+                    f"the edge runs on the edge node ({edge or 'none marked'}): remove `placement`",
+                )
+            if placed.node is not None and placed.node != edge:
+                yield spec.problem_in_host(
+                    (*loc, "node"),
+                    f"the edge runs on the node marked `edge: true` ({edge or 'none marked'}), "
+                    f"not {placed.node}: remove `node` (or mark {placed.node} the edge)",
+                )
+            continue
+        if placed.node is None and placed.placement is None:
+            yield spec.problem_in_host(
+                loc,
+                f"where does {name} run? give `node: NAME` (one of {', '.join(names)}) or, "
+                "for a stack that keeps no data, `placement: {LABEL: VALUE}`",
+            )
+            continue
+        if placed.node is not None and placed.placement is not None:
+            yield spec.problem_in_host((*loc, "placement"), "give `node` or `placement`, not both")
+            continue
+        if placed.node is not None:
+            if placed.node not in nodes:
+                yield spec.problem_in_host(
+                    (*loc, "node"),
+                    f"unknown node '{placed.node}'{_suggest(placed.node, names)}; nodes: "
+                    f"{', '.join(names)}",
+                )
+            continue
+        data = _keeps_data(stack)
+        if data is not None:
+            yield spec.problem_in_host(
+                (*loc, "placement"),
+                f"{name} keeps data ({data}), and a volume lives on one node: Swarm could "
+                f"start {name} on another node, away from it; pin it with `node: NAME` (one "
+                f"of {', '.join(names)})",
+            )
+        elif not spec.nodes_of(name):
+            yield spec.problem_in_host(
+                (*loc, "placement"),
+                f"no node has all the labels {_labels(placed.placement)}: Swarm would never "
+                f"start "
+                f"{name}; nodes' labels: {labels}",
+            )
 
 
 def _check_backup_repository(spec: Spec) -> Iterator[Problem]:

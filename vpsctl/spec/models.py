@@ -761,11 +761,34 @@ class Sandbox(Model):
     name: Annotated[str, StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,30}$")] = "default"
 
 
+NodeName = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z][a-z0-9-]{0,30}$"),
+    Field(description="a node of host.yaml's `nodes`"),
+]
+LabelKey = Annotated[
+    str,
+    StringConstraints(pattern=r"^[a-z][a-z0-9_-]{0,62}$"),
+    Field(description="a node label's key (lower case; Swarm sees it as `node.labels.KEY`)"),
+]
+LabelValue = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,62}$")]
+
+
 class HostStack(Model):
     """A stack placed on this host, with this environment's settings."""
 
     domains: dict[DomainKey, Hostname] = Field(
         default_factory=dict, description="the host names behind the stack's domain keys"
+    )
+    node: NodeName | None = Field(
+        None,
+        description="with `nodes`: the node this stack runs on (required for a stack with "
+        "volumes or backups: its data lives there)",
+    )
+    placement: dict[LabelKey, LabelValue] | None = Field(
+        None,
+        description="with `nodes`, for a stateless stack: Swarm places it on any node whose "
+        "labels match all of these",
     )
 
 
@@ -873,6 +896,43 @@ class StandinImage(Model):
     ] = Field(default_factory=dict, description="docker build arguments")
 
 
+class Node(Model):
+    """One box of a cluster (``nodes`` in host.yaml): the boxes form a Docker Swarm."""
+
+    ssh: Ssh | None = Field(None, description="required unless `sandbox` is set")
+    sandbox: Sandbox | None = Field(
+        None, description="a local sandbox box: connection from `vpsctl sandbox up`"
+    )
+    address: Annotated[str, AfterValidator(_ip_address)] | None = Field(
+        None,
+        description="the node's address on the network the nodes share (the swarm's "
+        "advertise address; the firewall opens the swarm ports to it): default the SSH "
+        "address; a sandbox box's from its record",
+    )
+    memory: MemSize = Field(description="RAM this box really has")
+    os_reserve: MemSize | None = Field(
+        None, description="kept free of mem_limits on this node (default: host.yaml's)"
+    )
+    labels: dict[LabelKey, LabelValue] = Field(
+        default_factory=dict, description="what stacks' `placement` matches"
+    )
+    edge: bool = Field(
+        False,
+        description="the public node: runs the edge (Caddy) with ports 80/443 on the host and "
+        "opens host.yaml's `open_ports`; exactly one node is the edge",
+    )
+    manager: bool = Field(
+        False,
+        description="a Swarm manager (holds the cluster state; default: the edge node alone); "
+        "1, 3 or 5 of them: managers keep a majority",
+    )
+
+    @property
+    def ssh_port(self) -> int:
+        """The port sshd listens on inside the node."""
+        return self.ssh.port if self.ssh is not None else 22
+
+
 class Host(Model):
     """``inventory/<env>/host.yaml``: the box and what runs on it."""
 
@@ -881,7 +941,16 @@ class Host(Model):
     sandbox: Sandbox | None = Field(
         None, description="a local sandbox box: connection from `vpsctl sandbox up`"
     )
-    memory: MemSize = Field(description="RAM the box really has (an 8 GB VPS shows ~7.7 GiB)")
+    memory: MemSize | None = Field(
+        None,
+        description="RAM the box really has (an 8 GB VPS shows ~7.7 GiB); required unless "
+        "`nodes` is set (then each node gives its own)",
+    )
+    nodes: dict[NodeName, Node] | None = Field(
+        None,
+        description="several boxes forming a Docker Swarm, instead of `ssh`/`sandbox`/`memory` "
+        "of one box; each stack then says where it runs (`node` or `placement`)",
+    )
     os_reserve: MemSize = Field(
         1536 * 1024**2, description="kept free of mem_limits for the OS, dockerd and page cache"
     )
@@ -942,3 +1011,27 @@ class Host(Model):
     def ssh_port(self) -> int:
         """The port sshd listens on inside the box."""
         return self.ssh.port if self.ssh is not None else 22
+
+    @property
+    def cluster(self) -> bool:
+        """Whether this host is several nodes (a Docker Swarm) rather than one box."""
+        return self.nodes is not None
+
+    @property
+    def edge_node(self) -> str | None:
+        """The public node (the first marked `edge`), ``None`` for one box."""
+        return next((n for n, node in (self.nodes or {}).items() if node.edge), None)
+
+    @property
+    def managers(self) -> list[str]:
+        """The Swarm managers: those marked, else the edge node alone."""
+        nodes = self.nodes or {}
+        marked = [name for name, node in nodes.items() if node.manager]
+        if marked:
+            return marked
+        return [self.edge_node] if self.edge_node is not None else []
+
+    def node_os_reserve(self, name: str) -> int:
+        """What node ``name`` keeps free of memory limits."""
+        node = (self.nodes or {})[name]
+        return node.os_reserve if node.os_reserve is not None else self.os_reserve

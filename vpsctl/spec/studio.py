@@ -57,7 +57,27 @@ class Spec:
     @property
     def is_sandbox(self) -> bool:
         """Whether this environment is a local sandbox VPS."""
+        nodes = self.host.nodes
+        if nodes:  # checks refuse a cluster mixing sandbox and real boxes
+            return all(node.sandbox is not None for node in nodes.values())
         return self.host.sandbox is not None
+
+    def nodes_of(self, stack: str) -> list[str]:
+        """The nodes ``stack`` may run on: its ``node``, the nodes its ``placement`` labels
+        match, the edge node for the edge; ``[]`` on one box."""
+        nodes = self.host.nodes
+        placed = self.host.stacks.get(stack)
+        if nodes is None or placed is None:
+            return []
+        if self.stacks.get(stack) is not None and self.stacks[stack].role == "edge":
+            where = placed.node or self.host.edge_node
+            return [where] if where is not None else []
+        if placed.node is not None:
+            return [placed.node] if placed.node in nodes else []
+        if placed.placement is not None:
+            want = placed.placement.items()
+            return [name for name, node in nodes.items() if want <= node.labels.items()]
+        return []
 
     def secret(self, name: str) -> Secret | None:
         """The value of ``name`` in secrets.env, or ``None`` when missing or bare."""
