@@ -46,6 +46,15 @@ from vpsctl.spec.studio import Spec, network_alias
 from vpsctl.spec.units import format_size
 
 EDGE_NETWORK = "vpsctl-edge"
+# on a cluster: the encrypted, attachable overlay between the edge and every routed service
+CLUSTER_NETWORK = "vpsctl-overlay"
+# Swarm's restart policy for each of compose's
+RESTART_CONDITIONS = {
+    "unless-stopped": "any",
+    "always": "any",
+    "on-failure": "on-failure",
+    "no": "none",
+}
 CADDY_CONFIG = "caddy"  # the edge's config directory holding the rendered Caddyfile
 
 LABEL_CONFIG = "dev.vpsctl.config-hash"
@@ -150,7 +159,8 @@ SECRET_KEYS_HEADER = "# vpsctl secret keys:"  # noqa: S105 - a comment line's pr
 
 
 def parse_env_file(content: bytes) -> dict[str, str]:
-    """Read back an env file as vpsctl renders it (``KEY='value'`` lines).
+    """Read back an env file as vpsctl renders it (``KEY='value'`` lines; a cluster's:
+    ``KEY=value``, no value holding a quote).
 
     Lines end at ``\\n`` only, as compose reads them (``str.splitlines`` would also split
     at U+2028 and other characters a value may hold).
@@ -281,13 +291,14 @@ def _stack(
     images: dict[str, Image] = {}
     for r in rendered.values():
         images.setdefault(r.image.ref, r.image)
-    compose = env.get_template("compose.yaml.j2").render(
+    cluster = spec.host.cluster
+    compose = env.get_template("stack.yaml.j2" if cluster else "compose.yaml.j2").render(
         stack={
             "name": name,
             "services": [r.view for r in rendered.values()],
             "volumes": stack.volumes(),
         },
-        edge_network=EDGE_NETWORK,
+        edge_network=CLUSTER_NETWORK if cluster else EDGE_NETWORK,
     )
     files.insert(
         0,
@@ -453,7 +464,9 @@ def _env_file(
         if env_value_problem(value) is not None:  # checks refuse these; never render them
             raise ValueError(f"{stack}/{service_name}: {key} cannot be written to an env file")
     content = env.get_template("service.env.j2").render(
-        entries=entries, secret_keys=[key for key, _ in entries if key in secret_keys]
+        entries=entries,
+        secret_keys=[key for key, _ in entries if key in secret_keys],
+        raw=spec.host.cluster,
     )
     return DesiredFile(
         f"{stack_dir(stack)}/env/{service_name}.env",
@@ -522,7 +535,25 @@ def _service_view(
             else None
         ),
         "labels": labels,
+        # on a cluster (stack.yaml.j2): where Swarm may run it, and how it restarts
+        "constraints": _constraints(spec, stack_name),
+        "restart_condition": RESTART_CONDITIONS[service.restart],
+        "swarm_ports": [(p.target, p.published, p.protocol) for p in service.ports],
     }
+
+
+NODE_LABEL = "vpsctl.node"  # every node of a cluster carries its name under this label
+
+
+def _constraints(spec: Spec, stack_name: str) -> list[str]:
+    """Swarm placement constraints of ``stack_name``: its node, or its labels."""
+    if not spec.host.cluster:
+        return []
+    placed = spec.host.stacks[stack_name]
+    if placed.placement is not None and spec.stacks[stack_name].role != "edge":
+        return [f"node.labels.{key} == {value}" for key, value in placed.placement.items()]
+    node = placed.node or spec.host.edge_node
+    return [f"node.labels.{NODE_LABEL} == {node}"]
 
 
 def _ulimits(service: Service, max_nofile: int | None) -> list[tuple[str, int, int, str]]:

@@ -1216,7 +1216,7 @@ def _check_stack_places(spec: Spec, nodes: Mapping[str, Node]) -> Iterator[Probl
         elif not spec.nodes_of(name):
             yield spec.problem_in_host(
                 (*loc, "placement"),
-                f"no node has all the labels {_labels(placed.placement)}: Swarm would never "
+                f"no node has all the labels {_labels(placed.placement or {})}: Swarm would never "
                 f"start "
                 f"{name}; nodes' labels: {labels}",
             )
