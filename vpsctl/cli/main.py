@@ -170,6 +170,9 @@ def _plan(
         spec = load_spec(args.inventory)
         # what a plan prints before its output: the warnings, then what it reads
         warned = "".join(f"warning: {problem}\n" for problem in spec.warnings)
+        if spec.host.cluster:
+            sys.stderr.write(warned)
+            return _cluster_plan(args, spec)
         reading_line = f"reading {spec.host.name} …\n"
         if not printed:
             sys.stderr.write(warned)
@@ -218,6 +221,66 @@ def _plan(
         )  # fmt: skip
         cache.plan_store(spec, context, reads, entry)
     return code
+
+
+def _cluster_plan(args: argparse.Namespace, spec: Spec) -> int:
+    """The plan of a cluster: every node read at once (while the studio renders), each
+    planned against its share of the studio; exit 2 when any node has changes."""
+    import threading  # noqa: PLC0415
+
+    from vpsctl.core import cluster  # noqa: PLC0415
+    from vpsctl.core.plan import make_plan  # noqa: PLC0415
+    from vpsctl.errors import display_path  # noqa: PLC0415
+    from vpsctl.ops import targets  # noqa: PLC0415
+    from vpsctl.ops.inputs import render_spec  # noqa: PLC0415
+
+    nodes = cluster.node_names(spec)
+    read: list[dict[str, HostFacts] | BaseException] = []
+
+    def reading() -> None:
+        try:
+            read.append(targets.read_node_facts(spec))
+        except BaseException as exc:  # noqa: BLE001 - raised again below, in the command
+            read.append(exc)
+
+    reader = threading.Thread(target=reading, name="facts", daemon=True)
+    reader.start()
+    desired = render_spec(spec)
+    views_ = {node: cluster.node_view(spec, desired, node) for node in nodes}
+    sys.stderr.write(f"reading {spec.host.name}: nodes {', '.join(nodes)} …\n")
+    reader.join()
+    if isinstance(read[0], BaseException):
+        raise read[0]
+    facts = read[0]
+    plans = {
+        node: make_plan(
+            f"{spec.host.name}/{node}",
+            views_[node],
+            facts[node],
+            destroy_data=args.destroy_data,
+            inventory=display_path(spec.inventory),
+        )
+        for node in nodes
+    }
+    plan = cluster.ClusterPlan(spec.host.name, plans)
+    data = plan.to_json()
+    text = _json(data) if args.json else views.cluster_plan_text(plan, _roles(spec), args.verbose)
+    sys.stdout.write(text)
+    if args.out is not None:
+        args.out.write_text(_json(data), encoding="utf-8")
+        print(f"saved plan {data['plan_hash'][:12]} to {args.out}", file=sys.stderr)
+    return 2 if plan.changes else 0
+
+
+def _roles(spec: Spec) -> dict[str, str]:
+    """Each node's part in words: ``edge, manager``, ``manager``, ``worker``."""
+    managers = spec.host.managers
+    return {
+        name: ", ".join(
+            (["edge"] if node.edge else []) + (["manager"] if name in managers else ["worker"])
+        )
+        for name, node in (spec.host.nodes or {}).items()
+    }
 
 
 def cmd_apply(args: argparse.Namespace) -> int:

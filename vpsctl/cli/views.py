@@ -13,6 +13,7 @@ from vpsctl.spec.units import human_size
 # Only types here: the CLI imports this module for every command, and a cached `validate`
 # must not load pydantic (the spec models) nor the planner to print nothing.
 if TYPE_CHECKING:
+    from vpsctl.core.cluster import ClusterPlan
     from vpsctl.core.plan import Plan
     from vpsctl.ops.apply import ApplyResult
     from vpsctl.ops.audit import Check as AuditCheck
@@ -172,6 +173,21 @@ def plan_text(plan: Plan, verbose: bool = False) -> str:
         out.append(f"Apps: {len(done)} step(s) done (owners claimed, settings set)")
         out.append("")
     out += _volumes_text(plan, verbose)
+    out.append(plan.summary())
+    return "\n".join(out) + "\n"
+
+
+def cluster_plan_text(plan: ClusterPlan, spec_nodes: dict[str, str], verbose: bool = False) -> str:
+    """A cluster's plan: the swarm's changes, then each node's plan as one box's reads
+    (``spec_nodes``: node → its role in words), then the whole's summary."""
+    out = [f"Cluster {plan.cluster}: {len(plan.nodes)} nodes", ""]
+    if plan.swarm:
+        out.append("Swarm:")
+        out += [f"  ~ {line}" for line in plan.swarm]
+        out.append("")
+    for node, node_plan in plan.nodes.items():
+        out.append(f"── node {node} ({spec_nodes[node]}) ──")
+        out.append(plan_text(node_plan, verbose))
     out.append(plan.summary())
     return "\n".join(out) + "\n"
 

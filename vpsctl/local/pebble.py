@@ -557,8 +557,13 @@ def point_names(box: str, names: Iterable[str]) -> str:
 def point_spec(spec: Spec) -> str | None:
     """For ``tls: pebble``: point every host name of ``spec`` at its sandbox box; a line
     saying so. None for any other ``tls`` (nothing to do)."""
-    if spec.host.tls != "pebble" or spec.host.sandbox is None:
+    box = spec.host.sandbox
+    edge = spec.host.edge_node
+    if spec.host.nodes is not None and edge is not None:
+        box = spec.host.nodes[edge].sandbox  # a cluster: the edge node serves every name
+    if spec.host.tls != "pebble" or box is None:
         return None
     names = sorted({h for s in spec.host.stacks.values() for h in s.domains.values()})
-    address = point_names(spec.host.sandbox.name, names)
-    return f"pebble: the mock DNS answers {len(names)} name(s) with {address} (this box)"
+    address = point_names(box.name, names)
+    which = f"the edge node {edge}" if spec.host.cluster else "this box"
+    return f"pebble: the mock DNS answers {len(names)} name(s) with {address} ({which})"

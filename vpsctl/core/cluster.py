@@ -1,0 +1,100 @@
+"""A cluster (host.yaml's ``nodes``) as vpsctl plans it: each node is a box of its own,
+holding the directories of the stacks that run on it, planned against its own facts.
+
+The whole studio renders once (the edge's Caddyfile routes to every node's stacks); each
+node's share of it is a :class:`~vpsctl.core.render.Desired` of its own, so a node is read,
+diffed and shown exactly as one box is. What only the cluster knows (the swarm itself: who
+is a member, the overlay) comes on top. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from vpsctl.core.plan import Plan, plan_hash
+from vpsctl.core.render import Desired
+from vpsctl.errors import VpsctlError
+from vpsctl.spec.studio import Spec
+
+
+class NotPlannable(VpsctlError):
+    """A valid cluster spec that plan and apply cannot take yet."""
+
+
+def node_names(spec: Spec) -> list[str]:
+    """The nodes in host.yaml's order, the edge node last (it converges after the others:
+    Caddy's first start finds every upstream)."""
+    nodes = list(spec.host.nodes or {})
+    edge = spec.host.edge_node
+    return [n for n in nodes if n != edge] + [n for n in nodes if n == edge]
+
+
+def stack_node(spec: Spec, stack: str) -> str:
+    """The one node ``stack`` runs on; refuses a stack placed by labels (Swarm chooses among
+    several nodes: its plan and apply are not built yet)."""
+    placed = spec.host.stacks[stack]
+    if placed.placement is not None and spec.stacks[stack].role != "edge":
+        line, _ = spec.host_doc.locate(("stacks", stack, "placement"))
+        raise NotPlannable(
+            f"{spec.host_doc.file}:{line}: stacks.{stack}.placement: a stack placed by labels "
+            "validates, but plan and apply of one are not built yet: pin it with `node: NAME` "
+            f"(one of {', '.join(spec.nodes_of(stack))}) for now"
+        )
+    nodes = spec.nodes_of(stack)
+    assert len(nodes) == 1, f"checks pin {stack} to one node"
+    return nodes[0]
+
+
+def node_view(spec: Spec, desired: Desired, node: str) -> Desired:
+    """What node ``node`` holds of the whole studio's ``desired``: the stacks that run on it,
+    their files and app steps (the box's own files: none yet on a cluster)."""
+    stacks = {name: s for name, s in desired.stacks.items() if stack_node(spec, name) == node}
+    return replace(
+        desired,
+        files={path: f for path, f in desired.files.items() if f.stack in stacks},
+        stacks=stacks,
+        host_files=(),
+        app_steps={name: steps for name, steps in desired.app_steps.items() if name in stacks},
+    )
+
+
+@dataclass
+class ClusterPlan:
+    """One plan per node (in :func:`node_names` order), and the swarm's own changes."""
+
+    cluster: str
+    nodes: dict[str, Plan]
+    swarm: list[str] = field(default_factory=list)  # what forming the swarm would change
+
+    @property
+    def changes(self) -> bool:
+        """Whether applying would change anything on any node, or the swarm."""
+        return bool(self.swarm) or any(plan.changes for plan in self.nodes.values())
+
+    def summary(self) -> str:
+        """The nodes' counts added up, as one box's plan says them."""
+        if not self.changes:
+            return f"No changes. The {len(self.nodes)} nodes match the spec."
+        add = change = remove = 0
+        for plan in self.nodes.values():
+            a, c, r = plan.counts()
+            add, change, remove = add + a, change + c, remove + r
+        change += len(self.swarm)
+        return (
+            f"Plan: {add} to add, {change} to change, {remove} to remove "
+            f"(over {len(self.nodes)} nodes)."
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        """Every node's plan (each with its own hash), the swarm's changes, and a hash over
+        the whole."""
+        data: dict[str, Any] = {
+            "cluster": self.cluster,
+            "summary": self.summary(),
+            "changes": self.changes,
+            "swarm": list(self.swarm),
+            "nodes": {name: plan.to_json() for name, plan in self.nodes.items()},
+        }
+        data["plan_hash"] = plan_hash(data)
+        return data
