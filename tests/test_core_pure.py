@@ -83,6 +83,9 @@ ONLY_IN = {
     ("vpsctl.core.facts", "io"),
     ("vpsctl.core.facts", "tarfile"),
     ("vpsctl.core.facts", "zlib"),
+    # a stack's compose.yaml as its node holds it, parsed from the text the node sent (never
+    # a file): the deploy document of a cluster's stack is built from it
+    ("vpsctl.core.stackdoc", "ruamel.yaml"),
 }
 # vpsctl modules the core may import, and which names of them (None: any)
 VPSCTL: dict[str, frozenset[str] | None] = {

@@ -89,7 +89,11 @@ def test_a_value_spanning_lines_is_masked_line_by_line() -> None:
 
 
 def env_file(entries: list[tuple[str, str]], secret: list[str]) -> bytes:
-    text = _environment().get_template("service.env.j2").render(entries=entries, secret_keys=secret)
+    text = (
+        _environment()
+        .get_template("service.env.j2")
+        .render(entries=entries, secret_keys=secret, raw=False)
+    )
     return text.encode()
 
 

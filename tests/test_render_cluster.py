@@ -9,6 +9,7 @@ the containers without the quotes a single box's files carry (the docker CLI rea
 from __future__ import annotations
 
 import io
+import json
 import shutil
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,7 @@ from ruamel.yaml import YAML
 
 from tests.helpers import run_cli
 from vpsctl.core.render import CLUSTER_NETWORK, Desired, parse_env_file
+from vpsctl.core.stackdoc import LABEL_DEPLOYED, DocumentError, deploy_document
 from vpsctl.ops.inputs import render_spec
 from vpsctl.spec.loader import load_spec
 
@@ -65,7 +67,9 @@ def test_every_service_is_placed_where_its_stack_runs_and_reached_by_dns(desired
             assert deploy["replicas"] == 1
             assert deploy["resources"]["limits"]["memory"]
             assert "mem_limit" not in service and "restart" not in service
-            assert "depends_on" not in service  # stack deploy ignores it: gates order instead
+            labels = service["labels"]  # read as one box's containers are
+            assert labels["com.docker.compose.project"] == stack
+            assert labels["com.docker.compose.service"] == name
 
 
 def test_the_edge_binds_its_ports_on_its_node_and_shares_the_encrypted_overlay(
@@ -99,3 +103,45 @@ def test_env_files_carry_raw_values_as_the_docker_cli_reads_them(desired: Desire
                 assert not value.startswith("'"), f"{f.path}: {key} is quoted"
         # read back exactly as rendered (the plan compares what the box holds)
         assert all(parse_env_file(f.content).values())
+
+
+def test_the_deploy_document_inlines_env_files_and_orders_services_by_their_dependencies(
+    desired: Desired,
+) -> None:
+    text = desired.files["/opt/vpsctl/stacks/plausible/compose.yaml"].content.decode()
+    envs = {
+        path.removeprefix("/opt/vpsctl/stacks/plausible/"): f.content
+        for path, f in desired.files.items()
+        if path.startswith("/opt/vpsctl/stacks/plausible/env/")
+    }
+    deploy = deploy_document("plausible", text, envs)
+    # Plausible depends on its Postgres and ClickHouse: deployed once they are healthy
+    assert deploy.waves == (("db", "clickhouse"), ("plausible",))
+    first, whole = (json.loads(d) for d in deploy.documents)
+    assert set(first["services"]) == {"db", "clickhouse"}
+    assert set(whole["services"]) == {"db", "clickhouse", "plausible"}
+    for name, service in whole["services"].items():
+        assert "env_file" not in service and "depends_on" not in service
+        env = parse_env_file(envs[f"env/{name}.env"])
+        assert service["environment"] == {k: v.replace("$", "$$") for k, v in env.items()}
+        assert service["labels"][LABEL_DEPLOYED] == deploy.hashes[name]
+        for volume in service["volumes"]:
+            assert not volume.startswith("./")  # the manager reads no directory
+    binds = [v for v in whole["services"]["clickhouse"]["volumes"] if v.startswith("/")]
+    assert binds and all(v.startswith("/opt/vpsctl/stacks/plausible/config/") for v in binds)
+
+
+def test_a_dollar_in_an_env_value_reaches_the_container_as_it_is() -> None:
+    compose_text = "services:\n  app:\n    image: x\n    env_file: [./env/app.env]\n"
+    deploy = deploy_document(
+        "shop", compose_text, {"env/app.env": b"# vpsctl secret keys: K\nK=a$b$$c\n"}
+    )
+    service = json.loads(deploy.documents[-1])["services"]["app"]
+    # the docker CLI interpolates the document: `$$` is its escape for one `$`
+    assert service["environment"] == {"K": "a$$b$$$$c"}
+
+
+def test_a_deploy_whose_env_file_is_missing_on_the_node_is_refused() -> None:
+    compose_text = "services:\n  app:\n    image: x\n    env_file: [./env/app.env]\n"
+    with pytest.raises(DocumentError, match=r"shop/app: its env file env/app.env is not on"):
+        deploy_document("shop", compose_text, {})

@@ -25,6 +25,7 @@ from vpsctl.ops.apply.record import Record
 from vpsctl.ops.apply.result import ApplyResult, StackOutcome, StackResult
 from vpsctl.ops.apply.rollback import Rollback
 from vpsctl.ops.apply.rotations import Rotations
+from vpsctl.ops.apply.runtime import ComposeRuntime
 from vpsctl.ops.apply.snapshots import Snapshots
 from vpsctl.ops.apply.stackapps import APP_STEPS, AppSteps
 from vpsctl.ops.inputs import gather
@@ -100,6 +101,7 @@ class Applier:
         self.prune = Prune(self)
         self.records = Record(self)
         self.rotations = Rotations(self)
+        self.runtime = self.make_runtime()
         self.secrets = spec.secret_values()
         self.inputs = gather(spec)  # strict: a sandbox not up fails here, named
         self.desired = render(spec, self.inputs)
@@ -117,6 +119,10 @@ class Applier:
             destroy_data=destroy_data,
             inventory=display_path(spec.inventory),
         )
+
+    def make_runtime(self) -> ComposeRuntime:
+        """How this run brings stacks up and down (one box: docker compose)."""
+        return ComposeRuntime(self)
 
     def say(self, text: str) -> None:
         """Print one line (in a stack's lane while stacks converge at once)."""

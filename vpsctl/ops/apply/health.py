@@ -7,7 +7,6 @@ import json
 import time
 
 from vpsctl.core import sections
-from vpsctl.host.commands import compose, docker
 from vpsctl.host.remote import output_tail
 from vpsctl.ops.apply.phase import Phase
 
@@ -45,14 +44,9 @@ class HealthGate(Phase):
     def compose_up(self, name: str) -> tuple[bool, str]:
         """``compose up``, then the health gate: whether every service came up healthy, and
         what to show (compose's output, or what the gate saw and the healthchecks said)."""
-        result = self.session.run(
-            compose.up(name),
-            WAIT_TIMEOUT + 60,
-            check=False,  # the health gate: its failure is judged by the caller
-            purpose=f"compose up of {name}",
-        )
-        if not result.ok:
-            return False, result.output
+        ok, output = self.applier.runtime.up(name)
+        if not ok:
+            return False, output
         return self.wait_healthy(name)
 
     def wait_healthy(self, name: str) -> tuple[bool, str]:
@@ -60,17 +54,21 @@ class HealthGate(Phase):
         healthchecks, one fails (unhealthy, exited), or ``WAIT_TIMEOUT``; say the elapsed
         time and each state every few seconds. On failure: what each service is, and the
         last output of its healthcheck (docker's health log)."""
-        services = list(self.desired.stacks[name].services)
+        return self.wait_services(name, list(self.desired.stacks[name].services))
+
+    def wait_services(self, name: str, services: list[str]) -> tuple[bool, str]:
+        """:meth:`wait_healthy` of some of the stack's services (a wave of a deploy)."""
+        runtime = self.applier.runtime
         started = time.monotonic()
         told = -self.applier.health_every  # the first wait is said at once
         while True:
             polled = self.session.run(
-                docker.health(name, services),
+                runtime.health(name, services),
                 60,
                 check=False,  # judged below: an unreadable state is a failed gate
                 purpose=f"the health of {name}",
             )
-            states = parse_health(polled.stdout) if polled.ok else {}
+            states = runtime.states(polled.stdout) if polled.ok else {}
             words = {s: health_words(*states.get(s, ("unknown", "none", 0))) for s in services}
             elapsed = time.monotonic() - started
             if all(w in _PASSING for w in words.values()):
@@ -94,7 +92,7 @@ class HealthGate(Phase):
     def health_log(self, name: str, services: list[str]) -> str:
         """The last answer of each of ``services``' healthchecks, in words ("" when none)."""
         result = self.session.run(
-            docker.health_log(name, services),
+            self.applier.runtime.health_log(name, services),
             60,
             check=False,  # shown to help: the gate has already failed
             purpose=f"the healthcheck log of {name}",

@@ -9,10 +9,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vpsctl.core import backupfiles
-from vpsctl.core.render import EDGE_NETWORK
 from vpsctl.core.rotation import RESTIC_PASSWORD_FILE
 from vpsctl.errors import VpsctlError
-from vpsctl.host.commands import compose, docker, systemd
+from vpsctl.host.commands import compose, systemd
 from vpsctl.local import docker as localdocker
 from vpsctl.local import pebble, standins
 from vpsctl.ops.apply.phase import Phase
@@ -27,10 +26,7 @@ class HostSetup(Phase):
 
     def network(self) -> None:
         """The docker network the edge and the stacks it routes to share."""
-        self.session.run(
-            docker.ensure_network(EDGE_NETWORK),
-            purpose=f"creating the docker network {EDGE_NETWORK}",
-        )
+        self.applier.runtime.network()
 
     def host_files(self) -> None:
         """The box's own files (the backup script, its password and key, the timers): upload

@@ -6,7 +6,7 @@ import time
 
 from vpsctl.core import backupfiles
 from vpsctl.core.render import stack_dir
-from vpsctl.host.commands import compose, docker, files, systemd
+from vpsctl.host.commands import docker, files, systemd
 from vpsctl.host.remote import RemoteError
 from vpsctl.ops.apply.phase import Phase
 from vpsctl.ops.apply.result import ApplyResult, StackOutcome, StackResult
@@ -29,17 +29,8 @@ class Prune(Phase):
                 name, "remove", StackResult.FAILED, detail, time.monotonic() - started
             )
 
-        has_compose = self.session.run(
-            files.is_file(f"{directory}/compose.yaml"),
-            check=False,  # a question: is its compose file still there
-            purpose=f"looking for {name}'s compose file",
-        )
-        if has_compose.ok:
-            command = compose.down(name, volumes=destroy)
-        else:
-            command = docker.remove_project(name, volumes=destroy)
         try:
-            self.session.run(command, 300, purpose=f"stopping {name}")
+            self.applier.runtime.down(name, volumes=destroy)
         except RemoteError as exc:
             return failed(f"{self.clean(str(exc))}; its files are kept")
         try:

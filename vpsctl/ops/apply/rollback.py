@@ -4,13 +4,14 @@ less is ROLLBACK_FAILED, with what failed, what the stack runs now, and what to 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from vpsctl.core.plan import StackChange
 from vpsctl.core.render import DesiredFile
 from vpsctl.errors import display_path
 from vpsctl.host import probes
-from vpsctl.host.commands import Argv, Script, backup, compose, docker, files
+from vpsctl.host.commands import Argv, Script, backup, docker, files
 from vpsctl.host.remote import RemoteError, output_tail
 from vpsctl.ops.apply.phase import Phase
 from vpsctl.ops.apply.result import StackResult
@@ -34,6 +35,15 @@ class Steps(Phase):
         """Run one step; whether it succeeded."""
         try:
             self.session.run(command, timeout, purpose=purpose)
+        except RemoteError as exc:
+            self.failed.append(self.clean(str(exc)))
+            return False
+        return True
+
+    def act(self, action: Callable[[], None]) -> bool:
+        """Run one step that is more than a command (the runtime's); whether it succeeded."""
+        try:
+            action()
         except RemoteError as exc:
             self.failed.append(self.clean(str(exc)))
             return False
@@ -93,7 +103,7 @@ class Rollback(Phase):
         """Say the last log lines of the failed version (to help; the rollback does not
         depend on them)."""
         logs = self.session.run(
-            compose.logs(name, 15),
+            self.applier.runtime.logs(name, 15),
             60,
             check=False,  # shown to help; the rollback does not depend on it
             purpose=f"the logs of {name}",
@@ -106,7 +116,7 @@ class Rollback(Phase):
 
     def remove_new(self, name: str, reason: str, created: list[str], steps: Steps) -> Verdict:
         """A stack new in this run failed its first start: take it down, remove its files."""
-        steps.run(compose.down(name), f"stopping new {name}")
+        steps.act(lambda: self.applier.runtime.down(name))
         if created:
             steps.run(files.remove(created), f"removing the new files of {name}")
         if not steps.failed:

@@ -1,0 +1,103 @@
+"""The document ``docker stack deploy -c -`` is given for a stack of a cluster, built from
+the stack's files as its node holds them (``compose.yaml`` and ``env/*.env``). Pure.
+
+A stack's files live on its own node (planned, diffed and rolled back there as on one box);
+the deploy runs on a manager, which holds none of them. So the document travels on the
+deploy's stdin, never written on the manager, and carries what the docker CLI would read
+from beside a compose file: the env files' values inlined as ``environment`` (every ``$``
+doubled: the CLI interpolates the document, never an env file), bind mounts made absolute.
+
+Each service's containers are labelled with a hash of the service's whole definition
+(:data:`LABEL_DEPLOYED`): the health gate then waits for THE containers of this deploy, not
+for the previous task Swarm has not yet replaced. ``depends_on`` (ignored by Swarm) orders
+the deploy in waves instead: a service is deployed once every service it depends on is
+healthy, as compose's ``condition: service_healthy`` does on one box.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ruamel.yaml import YAML
+
+from vpsctl.core.render import parse_env_file, stack_dir
+
+LABEL_DEPLOYED = "dev.vpsctl.deployed"  # hash of the service's definition as deployed
+
+
+class DocumentError(ValueError):
+    """The stack's files on its node cannot make a deploy document."""
+
+
+@dataclass(frozen=True)
+class Deploy:
+    """A stack's deploy: the documents of its waves (the last one holds every service),
+    and the hash each service's containers will be labelled with."""
+
+    waves: tuple[tuple[str, ...], ...]
+    documents: tuple[str, ...]
+    hashes: dict[str, str]
+
+
+def deploy_document(stack: str, compose_text: str, env_files: Mapping[str, bytes]) -> Deploy:
+    """The deploy of ``stack`` from its ``compose.yaml`` text and its env files (by path
+    relative to the stack's directory, as ``env_file`` names them)."""
+    try:
+        data = YAML(typ="safe", pure=True).load(compose_text)
+    except Exception as exc:  # noqa: BLE001 - any parse failure is the same answer
+        raise DocumentError(
+            f"{stack}: its compose.yaml on the node does not parse: {exc}"
+        ) from None
+    if not isinstance(data, dict) or not isinstance(data.get("services"), dict):
+        raise DocumentError(f"{stack}: its compose.yaml on the node has no services")
+    services: dict[str, Any] = data["services"]
+    depends: dict[str, list[str]] = {}
+    hashes: dict[str, str] = {}
+    for name, service in services.items():
+        depends[name] = [d for d in service.pop("depends_on", None) or [] if d in services]
+        environment: dict[str, str] = {}
+        for path in service.pop("env_file", None) or []:
+            relative = str(path).removeprefix("./")
+            content = env_files.get(relative)
+            if content is None:
+                raise DocumentError(f"{stack}/{name}: its env file {relative} is not on the node")
+            environment |= parse_env_file(content)
+        if environment:
+            service["environment"] = {k: v.replace("$", "$$") for k, v in environment.items()}
+        service["volumes"] = [_absolute(stack, v) for v in service.get("volumes") or []]
+        digest = hashlib.sha256(json.dumps(service, sort_keys=True).encode()).hexdigest()[:16]
+        hashes[name] = digest
+        labels = service.setdefault("labels", {})
+        labels[LABEL_DEPLOYED] = digest
+    waves = _waves(stack, depends)
+    documents = []
+    deployed: list[str] = []
+    for wave in waves:
+        deployed += wave
+        partial = dict(data, services={n: services[n] for n in services if n in deployed})
+        documents.append(json.dumps(partial, sort_keys=True))
+    return Deploy(tuple(waves), tuple(documents), hashes)
+
+
+def _absolute(stack: str, volume: Any) -> Any:
+    """A bind mount's ``./config/…`` source made absolute (the deploy reads no directory)."""
+    if isinstance(volume, str) and volume.startswith("./"):
+        return f"{stack_dir(stack)}/{volume.removeprefix('./')}"
+    return volume
+
+
+def _waves(stack: str, depends: Mapping[str, list[str]]) -> list[tuple[str, ...]]:
+    """The services in waves: each after every one it depends on (checks refuse cycles)."""
+    placed: list[str] = []
+    waves: list[tuple[str, ...]] = []
+    while len(placed) < len(depends):
+        wave = tuple(n for n in depends if n not in placed and all(d in placed for d in depends[n]))
+        if not wave:
+            raise DocumentError(f"{stack}: its services depend on each other in a cycle")
+        waves.append(wave)
+        placed += wave
+    return waves

@@ -1,0 +1,101 @@
+"""``docker stack`` of a cluster's stack (run on a manager), and what its node is asked about
+the stack's task containers (their compose labels make them read as one box's do)."""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Mapping
+
+from vpsctl.core.render import stack_dir
+from vpsctl.core.stackdoc import LABEL_DEPLOYED
+from vpsctl.host.commands import Argv, Script, words
+from vpsctl.host.commands.docker import HEALTH_MARK, project_label
+
+FILE_MARK = "@@file"
+# a task container: its state, its health (docker's; "none" without a healthcheck)
+TASK_FORMAT = "{{.State.Status}}\t{{if .State.Health}}{{.State.Health.Status}}{{else}}none{{end}}"
+
+
+def deploy(name: str, *, prune: bool) -> Argv:
+    """``docker stack deploy`` of stack ``name`` from stdin (the document the deploy is fed:
+    never written on the manager); ``prune`` removes services it no longer holds."""
+    return [
+        "docker", "stack", "deploy", "--detach=true", *(["--prune"] if prune else []),
+        "-c", "-", name,
+    ]  # fmt: skip
+
+
+def remove(name: str) -> Argv:
+    """``docker stack rm`` of stack ``name`` (its services, tasks and networks; volumes stay)."""
+    return ["docker", "stack", "rm", name]
+
+
+def read_files(name: str) -> Script:
+    """The stack's compose.yaml and env files as its node holds them: ``@@file PATH`` (from
+    the stack's directory) then the content in base64, one line."""
+    return Script(
+        f"cd {shlex.quote(stack_dir(name))} && for f in compose.yaml env/*.env; do "
+        f'[ -f "$f" ] || continue; echo "{FILE_MARK} $f"; base64 -w0 "$f"; echo; done'
+    )
+
+
+def _each_task(name: str, expected: Mapping[str, str], body: str) -> Script:
+    """A loop over ``expected`` (service → the hash its deployed containers carry): ``$s`` the
+    service, ``$n`` how many containers of that deploy exist, ``$id`` the newest of them
+    (``body`` runs only when there is one; else the line ``SERVICE\\tpending\\tnone\\t0``:
+    Swarm has not started it yet)."""
+    pairs = words(f"{service}={digest}" for service, digest in expected.items())
+    project = shlex.quote(project_label(name))
+    return Script(
+        f"for p in {pairs}; do s=${{p%%=*}}; h=${{p#*=}}; "
+        f"ids=$(docker ps -aq --filter {project} "
+        f'--filter "label=com.docker.compose.service=$s" '
+        f'--filter "label={LABEL_DEPLOYED}=$h"); '
+        'n=$(printf "%s\\n" "$ids" | grep -c .); id=$(printf "%s\\n" "$ids" | head -n 1); '
+        f'if [ -z "$id" ]; then printf \'%s\\tpending\\tnone\\t0\\n\' "$s"; else {body}; fi; done'
+    )
+
+
+def health(name: str, expected: Mapping[str, str]) -> Script:
+    """ONE command reading each service's newest container of this deploy: ``SERVICE\\tSTATE
+    \\tHEALTH\\tCOUNT`` lines after ``@@health`` (COUNT: its containers of this deploy, the
+    ones Swarm replaced after they failed among them)."""
+    inspect = (
+        'printf "%s\\t" "$s"; printf "%s\\t%s\\n" '
+        f'"$(docker inspect --format {shlex.quote(TASK_FORMAT)} "$id")" "$n"'
+    )
+    return Script(f"echo {HEALTH_MARK}; " + _each_task(name, expected, inspect))
+
+
+def health_log(name: str, expected: Mapping[str, str]) -> Script:
+    """Docker's health log of each service's newest container of this deploy (``@@hlog
+    SERVICE`` then its JSON)."""
+    inspect = 'echo "@@hlog $s"; docker inspect --format \'{{json .State.Health}}\' "$id"'
+    return _each_task(name, expected, inspect)
+
+
+def logs(name: str, tail: int) -> Script:
+    """The last ``tail`` log lines of each container of stack ``name`` on this node, newest
+    container of each service first."""
+    project = shlex.quote(project_label(name))
+    return Script(
+        f"for id in $(docker ps -aq --filter {project}); do "
+        "echo \"== $(docker inspect --format '{{index .Config.Labels "
+        '"com.docker.compose.service"}} {{.State.Status}}\' "$id")"; '
+        f'docker logs --tail {int(tail)} "$id" 2>&1; done'
+    )
+
+
+def containers_gone(name: str) -> Script:
+    """Exit 0 once no container of stack ``name`` is left on this node (``docker stack rm``
+    returns before Swarm has stopped them)."""
+    return Script(f'[ -z "$(docker ps -aq --filter {shlex.quote(project_label(name))})" ]')
+
+
+def remove_volumes(name: str) -> Script:
+    """Delete every volume of stack ``name`` on this node (labelled as one box's are)."""
+    project = shlex.quote(project_label(name))
+    return Script(
+        f"for v in $(docker volume ls -q --filter {project}); do "
+        'docker volume rm -- "$v" >/dev/null || exit 1; done'
+    )
