@@ -290,6 +290,13 @@ def cmd_apply(args: argparse.Namespace) -> int:
 
     saved = apply.load_plan_file(args.planfile, str(args.inventory)) if args.planfile else None
     spec = _load(args.inventory)
+    if spec.host.cluster:
+        if saved is not None or args.only is not None:
+            raise VpsctlError(
+                "apply of a cluster takes neither a saved plan nor --only yet: run "
+                f"`vpsctl apply -i {args.inventory}` and review the plan it shows"
+            )
+        return _cluster_apply(args, spec)
     if args.only == "bootstrap":
         apply.bootstrap(spec, sys.stderr)
         return 0
@@ -315,6 +322,34 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if report is not None:
         print(views.audit_text(report), file=sys.stderr, end="")
     return 0 if result.ok and (report is None or report.ok) else 1
+
+
+def _cluster_apply(args: argparse.Namespace, spec: Spec) -> int:
+    """Converge every node of a cluster: its plan shown first, asked (unless -y)."""
+    from vpsctl.host.remote import Session  # noqa: PLC0415
+    from vpsctl.ops import targets  # noqa: PLC0415
+    from vpsctl.ops.apply.cluster import ClusterApply  # noqa: PLC0415
+
+    with contextlib.ExitStack() as stack_:
+        sessions = {
+            name: stack_.enter_context(Session(targets.node_target(spec, name)))
+            for name in spec.host.nodes or {}
+        }
+        run = ClusterApply(spec, dict(sessions), sys.stderr, destroy_data=args.destroy_data)
+        sys.stdout.write(views.cluster_plan_text(run.plan, _roles(spec)))
+        sys.stdout.flush()
+        if run.plan.changes and not args.yes:
+            if not sys.stdin.isatty():
+                raise VpsctlError("apply: not a terminal to ask on; review the plan and pass -y")
+            print("Apply these changes? [y/N] ", end="", file=sys.stderr, flush=True)
+            if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+                print("apply: nothing changed", file=sys.stderr)
+                return 1
+        results = run.apply()
+    for name, result in results.items():
+        print(f"── node {name} ──", file=sys.stderr)
+        print(views.apply_text(result), file=sys.stderr, end="")
+    return 0 if all(result.ok for result in results.values()) else 1
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

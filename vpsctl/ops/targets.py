@@ -84,3 +84,17 @@ def read_node_facts(spec: Spec) -> dict[str, HostFacts]:
     nodes = list(spec.host.nodes or {})
     with ThreadPoolExecutor(max_workers=max(1, len(nodes)), thread_name_prefix="facts") as pool:
         return dict(zip(nodes, pool.map(read, nodes), strict=True))
+
+
+def node_address(spec: Spec, node: str) -> str:
+    """Where the other nodes reach node ``node``: its declared ``address``, else its SSH
+    address, else (a sandbox box) its address on this machine's docker bridge."""
+    box = (spec.host.nodes or {})[node]
+    if box.address is not None:
+        return box.address
+    if box.ssh is not None:
+        return box.ssh.address
+    assert box.sandbox is not None  # checks guarantee one of ssh/sandbox
+    from vpsctl.local import sandbox as sandboxes  # noqa: PLC0415 - docker helpers only for sandboxes
+
+    return sandboxes.internal_address(sandboxes.load(box.sandbox.name))

@@ -5,12 +5,12 @@ from __future__ import annotations
 import re
 import time
 from collections.abc import Callable
-from typing import IO
+from typing import IO, Any
 
 from vpsctl.core.facts import FACTS_SCRIPT, HostFacts, parse
 from vpsctl.core.layout import HOST_ROOT
 from vpsctl.core.plan import StackChange, make_plan, redact
-from vpsctl.core.render import DesiredFile, render
+from vpsctl.core.render import Desired, DesiredFile, render
 from vpsctl.errors import VpsctlError, display_path, masked
 from vpsctl.host.commands import files as file_commands
 from vpsctl.host.remote import Remote, RemoteError, output_tail
@@ -103,8 +103,10 @@ class Applier:
         self.rotations = Rotations(self)
         self.runtime = self.make_runtime()
         self.secrets = spec.secret_values()
+        # where the edge's Caddy runs: probes go through it (one box: this one)
+        self.edge_session: Remote = session
         self.inputs = gather(spec)  # strict: a sandbox not up fails here, named
-        self.desired = render(spec, self.inputs)
+        self.desired = self.share(render(spec, self.inputs))
         if caddyfile is not None:  # tests inject a Caddyfile Caddy rejects
             for path, f in list(self.desired.files.items()):
                 if f.kind == "caddyfile":
@@ -113,12 +115,25 @@ class Applier:
                     )
         self.facts = self.read_facts()
         self.plan = make_plan(
-            spec.host.name,
+            self.label,
             self.desired,
             self.facts,
             destroy_data=destroy_data,
             inventory=display_path(spec.inventory),
         )
+
+    @property
+    def label(self) -> str:
+        """The host as plans and messages name it."""
+        return self.spec.host.name
+
+    def share(self, desired: Desired) -> Desired:
+        """What this run's host holds of the studio (one box: all of it)."""
+        return desired
+
+    def settings(self) -> Any:
+        """The bootstrap's settings for this run's host."""
+        return bootstrap_settings(self.spec)
 
     def make_runtime(self) -> ComposeRuntime:
         """How this run brings stacks up and down (one box: docker compose)."""
@@ -172,12 +187,23 @@ class Applier:
     def _apply(self) -> ApplyResult:
         started = time.monotonic()
         result = ApplyResult(self.plan)
-        bootstrap_hash = settings_hash(bootstrap_settings(self.spec))
-        self.bootstrap(result, bootstrap_hash)
+        self.begin(result)
+        self.stacks(result)
+        self.finish(result, started)
+        return result
+
+    def begin(self, result: ApplyResult) -> None:
+        """The host before any stack: the bootstrap (when due), the network, its own files."""
+        started = time.monotonic()
+        self.bootstrap(result, settings_hash(self.settings()))
         self.setup.network()
         self.setup.host_files()
         result.phases["bootstrap"] = time.monotonic() - started
-        self.stacks(result)
+
+    def finish(self, result: ApplyResult, started: float) -> None:
+        """After the stacks: what is no longer declared goes, the manifest and the journal
+        record the run (``started``: when it began)."""
+        bootstrap_hash = settings_hash(self.settings())
         mark = time.monotonic()
         for change in self.plan.stacks:
             if change.action == "remove":
@@ -197,7 +223,6 @@ class Applier:
                 self.rotations.settled(outcome.stack)
         result.seconds = time.monotonic() - started
         self.records.journal(result)
-        return result
 
     def bootstrap(self, result: ApplyResult, bootstrap_hash: str) -> None:
         """Run the bootstrap when the box lacks docker or its bootstrap settings changed."""
@@ -207,7 +232,7 @@ class Applier:
             or self.facts.compose is None
             or manifest.get("bootstrap") != bootstrap_hash
         ):
-            report = run_bootstrap(self.session, self.spec, self.out)
+            report = run_bootstrap(self.session, self.spec, self.out, self.settings(), self.label)
             result.bootstrapped = True
             if report.changed:
                 self.record(f"bootstrap: {len(report.changed)} change(s)")
@@ -225,9 +250,7 @@ class Applier:
         changes = {s.stack: s for s in self.plan.stacks}
         # A stack is probed through Caddy right away only when Caddy already routes to it as
         # the spec says: the edge runs and has nothing to change in this run.
-        edge_up = self.edge.running() and all(
-            changes[n].action == "none" for n, s in self.desired.stacks.items() if s.role == "edge"
-        )
+        edge_up = self.edge_steady(changes)
         others = [n for n, s in self.desired.stacks.items() if s.role != "edge"]
         mark = time.monotonic()
         self.feed = ImageFeed(self.setup)
@@ -280,6 +303,13 @@ class Applier:
             result.outcomes.append(self.step(name, changes[name], probe_now=True))
         self.probe_deferred(result, deferred)
         result.phases["stacks"] = time.monotonic() - mark
+
+    def edge_steady(self, changes: dict[str, StackChange]) -> bool:
+        """Whether Caddy already routes to the stacks as the spec says (the edge runs and has
+        nothing to change in this run): then a stack is probed through it right away."""
+        return self.edge.running() and all(
+            changes[n].action == "none" for n, s in self.desired.stacks.items() if s.role == "edge"
+        )
 
     def start_order(self, names: list[str], changes: dict[str, StackChange]) -> list[int]:
         """The order the stacks start in (their lines keep the spec's): the ones with the

@@ -51,11 +51,15 @@ def settings_hash(settings: Any) -> str:
     return hashlib.sha256(json.dumps(asdict(settings), sort_keys=True).encode()).hexdigest()
 
 
-def run_bootstrap(session: Remote, spec: Spec, out: IO[str]) -> DeployReport:
-    """Run the bootstrap deploy; print each change."""
+def run_bootstrap(
+    session: Remote, spec: Spec, out: IO[str], settings: Any = None, label: str = ""
+) -> DeployReport:
+    """Run the bootstrap deploy (with ``settings``, by default the host's; ``label`` names
+    the box, by default the host); print each change."""
     started = time.monotonic()
-    print(f"bootstrap {spec.host.name} …", file=out)
-    report = session.deploy(deploy_module("bootstrap").bootstrap, settings=bootstrap_settings(spec))
+    print(f"bootstrap {label or spec.host.name} …", file=out)
+    settings = settings if settings is not None else bootstrap_settings(spec)
+    report = session.deploy(deploy_module("bootstrap").bootstrap, settings=settings)
     for name in report.changed:
         print(f"  changed: {name.removeprefix('vpsctl bootstrap | ')}", file=out)
     unchanged = len(report.ops) - len(report.changed)

@@ -29,7 +29,7 @@ class Prober(Phase):
         while True:
             try:
                 # judged by probes.parse: an answer missing from its output is a failed probe
-                result = self.session.run(
+                result = self.applier.edge_session.run(
                     probes.script(found, verify_tls=verify),
                     timeout=120,
                     check=False,
