@@ -71,6 +71,10 @@ class Settings:
     swappiness: int
     open_ports: tuple[int, ...]
     udp_ports: tuple[int, ...] = ()  # only what firewall.ports_for derives from the spec
+    # The other swarm nodes' addresses: the swarm's ports and ESP are let in from them only.
+    # Left out of the JSON when empty: a single box's settings (and their hash) stay as
+    # they were before swarms.
+    swarm_peers: tuple[str, ...] = ()
     # The rendered firewall script's digest: part of the settings (and of the hash apply
     # records on the box), so a vpsctl with different rules bootstraps the box again.
     firewall_sha256: str = field(init=False, default="")
@@ -82,11 +86,20 @@ class Settings:
     @property
     def ports(self) -> firewall.Ports:
         """What the firewall lets in."""
-        return firewall.Ports(tuple(sorted(set(self.open_ports))), tuple(sorted(self.udp_ports)))
+        return firewall.Ports(
+            tuple(sorted(set(self.open_ports))), tuple(sorted(self.udp_ports)), self.swarm_peers
+        )
+
+    def as_data(self) -> dict[str, Any]:
+        """The settings as plain data (``swarm_peers`` only when there are any)."""
+        data = asdict(self)
+        if not self.swarm_peers:
+            del data["swarm_peers"]
+        return data
 
     def to_json(self) -> str:
         """For ``pyinfra --data vpsctl_bootstrap=…``."""
-        return json.dumps(asdict(self))
+        return json.dumps(self.as_data())
 
     @classmethod
     def from_data(cls, data: Any) -> Settings:
@@ -94,6 +107,7 @@ class Settings:
         raw = json.loads(data) if isinstance(data, str) else dict(data)
         raw["open_ports"] = tuple(raw["open_ports"])
         raw["udp_ports"] = tuple(raw.get("udp_ports", ()))
+        raw["swarm_peers"] = tuple(raw.get("swarm_peers", ()))
         raw.pop("firewall_sha256", None)  # derived, never taken from outside
         return cls(**raw)
 
