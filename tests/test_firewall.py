@@ -556,7 +556,9 @@ def test_peers_get_the_swarm_ports_and_esp_in_their_own_family_only() -> None:
     forward = firewall.chain_rules(4, PEERS)[firewall.FORWARD_CHAIN]
     assert "-A VPSCTL-FORWARD -i docker_gwbridge -j RETURN" in forward
     assert not any("2377" in rule or "esp" in rule for rule in forward)  # all of it is INPUT's
-    assert PEERS.describe() == "tcp 22, 80, 443; udp 443; swarm from 172.17.0.4, 172.17.0.5, fd00::4"
+    assert PEERS.describe() == (
+        "tcp 22, 80, 443; udp 443; swarm from 172.17.0.4, 172.17.0.5, fd00::4"
+    )
 
 
 def test_a_bad_peer_and_a_swarm_port_open_to_anyone_are_refused() -> None:
