@@ -105,7 +105,7 @@ def form_swarm(nodes: Sequence[SwarmNode], say: Say, network: str = commands.OVE
     for node in joining:
         role = "manager" if node.manager else "worker"
         if role not in tokens:
-            tokens[role] = _token(leader, role)
+            tokens[role] = read_join_token(leader, role)
         node.session.feed(
             commands.join(node.address, leader.address),
             (tokens[role] + "\n").encode(),
@@ -153,7 +153,7 @@ def form_swarm(nodes: Sequence[SwarmNode], say: Say, network: str = commands.OVE
     return Formed(changes, final.undeclared, final.warnings)
 
 
-def _token(manager: SwarmNode, role: str) -> str:
+def read_join_token(manager: SwarmNode, role: str) -> str:
     """The swarm's join token for ``role``, registered as a secret before anything else
     sees it."""
     result = manager.session.run(
