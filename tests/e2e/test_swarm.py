@@ -18,10 +18,12 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import make_box, on_box, target_of
+from vpsctl.core import firewall
 from vpsctl.core import swarm as core
 from vpsctl.host.commands import swarm as commands
 from vpsctl.host.remote import CommandFailed, Session
@@ -42,6 +44,7 @@ class Swarm:
 
     boxes: list[SandboxInfo]
     addresses: list[str]
+    settings: list[Any]  # each box's bootstrap settings
     nodes: list[SwarmNode]
     said: list[str]
     logs: list[str]  # every log record (DEBUG and up) while the boxes were bootstrapped and formed
@@ -93,16 +96,19 @@ def swarm(boxes: list[SandboxInfo]) -> Iterator[Swarm]:
     root.setLevel(logging.DEBUG)
     addresses = [sandbox.internal_address(info) for info in boxes]
     bootstrap = deploy_module("bootstrap")
+    settings = []
     for index, info in enumerate(boxes):
-        settings = bootstrap.Settings(
-            timezone="UTC",
-            swap_bytes=64 * 1024**2,
-            swappiness=10,
-            open_ports=(22, 80, 443),
-            swarm_peers=tuple(a for i, a in enumerate(addresses) if i != index),
+        settings.append(
+            bootstrap.Settings(
+                timezone="Europe/Berlin",  # pyinfra re-sets "UTC" each run (Etc/UTC)
+                swap_bytes=64 * 1024**2,
+                swappiness=10,
+                open_ports=(22, 80, 443),
+                swarm_peers=tuple(a for i, a in enumerate(addresses) if i != index),
+            )
         )
         with Session(target_of(info)) as session:
-            session.deploy(bootstrap.bootstrap, settings=settings)
+            session.deploy(bootstrap.bootstrap, settings=settings[-1])
     said: list[str] = []
     with contextlib.ExitStack() as stack:
         nodes = [
@@ -123,7 +129,7 @@ def swarm(boxes: list[SandboxInfo]) -> Iterator[Swarm]:
             root.setLevel(level)
         took = time.monotonic() - started
         print(f"swarm: 3 boxes bootstrapped and formed in {took:.1f}s")
-        yield Swarm(boxes, addresses, nodes, said, logs.lines, first, again, took)
+        yield Swarm(boxes, addresses, settings, nodes, said, logs.lines, first, again, took)
 
 
 def node_list(box: SandboxInfo) -> dict[str, tuple[str, str, str, dict[str, str]]]:
@@ -335,3 +341,27 @@ def test_forming_refuses_a_node_in_another_swarm(swarm: Swarm) -> None:
     assert form_swarm(swarm.nodes, said.append).changes == []
     on_box(swarm.boxes[0], f"docker node rm --force {before} >/dev/null")  # as the report says
     assert form_swarm(swarm.nodes, said.append).undeclared == []
+
+
+def test_a_swarm_nodes_firewall_passes_the_audit_and_a_second_bootstrap(
+    swarm: Swarm, shipped: str
+) -> None:
+    """A container on the encrypted overlay makes docker put its DROP of unencrypted VXLAN
+    first in INPUT: the audit's judge still passes the live rules, and bootstrapping the
+    node again changes nothing."""
+    box = swarm.boxes[0]
+    name = f"on-overlay-{uuid.uuid4().hex[:6]}"
+    on_box(box, f"docker run -d --name {name} --network {commands.OVERLAY} {shipped} sleep 120")
+    try:
+        rules = on_box(box, "iptables -S INPUT")
+        assert firewall.ENCRYPTED_OVERLAY_DROP in rules  # docker's, first
+        live = firewall.parse(on_box(box, firewall.READ_SCRIPT))
+        verdicts = firewall.judge(live, swarm.settings[0].ports)
+        assert all(v.ok for v in verdicts), [v for v in verdicts if not v.ok]
+        with Session(target_of(box)) as session:
+            report = session.deploy(
+                deploy_module("bootstrap").bootstrap, settings=swarm.settings[0]
+            )
+        assert report.changed == []
+    finally:
+        on_box(box, f"docker rm -f {name} >/dev/null")
