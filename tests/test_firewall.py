@@ -9,6 +9,7 @@ private network namespace (``unshare -n``), whose listing the audit's judge then
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -638,3 +639,24 @@ def test_the_real_iptables_prints_the_peer_rules_as_the_audit_expects(tmp_path: 
     assert result.returncode == 0, result.stderr
     found = verdicts(result.stdout, PEERS)
     assert all(v.ok for v in found.values()), found
+
+
+def test_bootstrap_settings_carry_the_peers_through_their_json() -> None:
+    bootstrap = apply._deploy_module("bootstrap")
+    single = bootstrap.Settings(
+        timezone="UTC", swap_bytes=1024, swappiness=10, open_ports=(22, 80, 443), udp_ports=(443,)
+    )
+    settings = bootstrap.Settings(
+        timezone="UTC",
+        swap_bytes=1024,
+        swappiness=10,
+        open_ports=(22, 80, 443),
+        udp_ports=(443,),
+        swarm_peers=("10.0.0.3", "10.0.0.2"),
+    )
+    data = json.loads(settings.to_json())
+    assert data["swarm_peers"] == ["10.0.0.3", "10.0.0.2"]
+    assert bootstrap.Settings.from_data(settings.to_json()) == settings
+    assert settings.ports.peers == ("10.0.0.2/32", "10.0.0.3/32")
+    assert settings.firewall_sha256 != single.firewall_sha256
+    assert apply.settings_hash(settings) != apply.settings_hash(single)  # re-bootstraps the box
