@@ -4,8 +4,9 @@ Packages (Docker and compose v2 from the distribution, sqlite3, restic, …), Do
 a swap file and ``vm.swappiness``, the time zone, unattended security upgrades, SSH keys
 only, and a firewall that allows only the spec's open ports, docker-published ports
 included (its rules come from :mod:`vpsctl.core.firewall`, which the audit compares the box
-with); on a swarm node, the swarm's ports and ESP from the other nodes' addresses only. Every step is idempotent: a second run changes nothing. Any other OS is refused
-before anything is changed, naming what was found and what is supported.
+with); on a swarm node, also the swarm's ports and ESP from the other nodes' addresses only.
+Every step is idempotent: a second run changes nothing. Any other OS is refused before
+anything is changed, naming what was found and what is supported.
 
 vpsctl runs it through its pyinfra adapter (``vpsctl apply --only bootstrap``). It also runs
 with the pyinfra CLI by hand, reading the settings from host data::
