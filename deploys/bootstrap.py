@@ -4,8 +4,9 @@ Packages (Docker and compose v2 from the distribution, sqlite3, restic, …), Do
 a swap file and ``vm.swappiness``, the time zone, unattended security upgrades, SSH keys
 only, and a firewall that allows only the spec's open ports, docker-published ports
 included (its rules come from :mod:`vpsctl.core.firewall`, which the audit compares the box
-with). Every step is idempotent: a second run changes nothing. Any other OS is refused
-before anything is changed, naming what was found and what is supported.
+with); on a swarm node, also the swarm's ports and ESP from the other nodes' addresses only.
+Every step is idempotent: a second run changes nothing. Any other OS is refused before
+anything is changed, naming what was found and what is supported.
 
 vpsctl runs it through its pyinfra adapter (``vpsctl apply --only bootstrap``). It also runs
 with the pyinfra CLI by hand, reading the settings from host data::
@@ -71,6 +72,10 @@ class Settings:
     swappiness: int
     open_ports: tuple[int, ...]
     udp_ports: tuple[int, ...] = ()  # only what firewall.ports_for derives from the spec
+    # The other swarm nodes' addresses: the swarm's ports and ESP are let in from them only.
+    # Left out of the JSON when empty: a single box's settings (and their hash) stay as
+    # they were before swarms.
+    swarm_peers: tuple[str, ...] = ()
     # The rendered firewall script's digest: part of the settings (and of the hash apply
     # records on the box), so a vpsctl with different rules bootstraps the box again.
     firewall_sha256: str = field(init=False, default="")
@@ -82,11 +87,20 @@ class Settings:
     @property
     def ports(self) -> firewall.Ports:
         """What the firewall lets in."""
-        return firewall.Ports(tuple(sorted(set(self.open_ports))), tuple(sorted(self.udp_ports)))
+        return firewall.Ports(
+            tuple(sorted(set(self.open_ports))), tuple(sorted(self.udp_ports)), self.swarm_peers
+        )
+
+    def as_data(self) -> dict[str, Any]:
+        """The settings as plain data (``swarm_peers`` only when there are any)."""
+        data = asdict(self)
+        if not self.swarm_peers:
+            del data["swarm_peers"]
+        return data
 
     def to_json(self) -> str:
         """For ``pyinfra --data vpsctl_bootstrap=…``."""
-        return json.dumps(asdict(self))
+        return json.dumps(self.as_data())
 
     @classmethod
     def from_data(cls, data: Any) -> Settings:
@@ -94,6 +108,7 @@ class Settings:
         raw = json.loads(data) if isinstance(data, str) else dict(data)
         raw["open_ports"] = tuple(raw["open_ports"])
         raw["udp_ports"] = tuple(raw.get("udp_ports", ()))
+        raw["swarm_peers"] = tuple(raw.get("swarm_peers", ()))
         raw.pop("firewall_sha256", None)  # derived, never taken from outside
         return cls(**raw)
 

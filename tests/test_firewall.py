@@ -8,6 +8,8 @@ private network namespace (``unshare -n``), whose listing the audit's judge then
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import shutil
 import subprocess
@@ -508,3 +510,153 @@ def test_no_os_release_at_all_is_named_too() -> None:
 )
 def test_the_supported_systems(os_release: str, packages: list[str]) -> None:
     assert apply._deploy_module("bootstrap").packages_for(distro(os_release)) == packages
+
+
+# ── swarm peers: the swarm's ports and ESP from the other nodes only ─────────────────────
+
+PEERS = firewall.Ports((22, 80, 443), (443,), ("172.17.0.5", "fd00::4", "172.17.0.4"))
+# what the script and the settings were before swarm peers existed (the commit before them)
+SINGLE_BOX_SCRIPT_SHA256 = "5dfcaee8c9f35ea579ef332a4608654a3cb1fc6ebd3592b819d515af1748a4ee"
+SINGLE_BOX_SETTINGS_JSON = (
+    '{"timezone": "UTC", "swap_bytes": 1024, "swappiness": 10, "open_ports": [22, 80, 443], '
+    '"udp_ports": [443], "firewall_sha256": "' + SINGLE_BOX_SCRIPT_SHA256 + '"}'
+)
+SINGLE_BOX_SETTINGS_HASH = "335a4fef8d7cd68273d6172fb887a4f8535f7e84452f0a8de2280e5db417af9a"
+
+
+def test_without_peers_the_script_and_the_settings_are_as_before() -> None:
+    assert hashlib.sha256(firewall.script(STUDIO).encode()).hexdigest() == (
+        SINGLE_BOX_SCRIPT_SHA256
+    )
+    bootstrap = apply._deploy_module("bootstrap")
+    settings = bootstrap.Settings(
+        timezone="UTC", swap_bytes=1024, swappiness=10, open_ports=(22, 80, 443), udp_ports=(443,)
+    )
+    assert settings.to_json() == SINGLE_BOX_SETTINGS_JSON
+    assert apply.settings_hash(settings) == SINGLE_BOX_SETTINGS_HASH
+    assert "docker_gwbridge" not in firewall.script(STUDIO)
+
+
+def test_peers_get_the_swarm_ports_and_esp_in_their_own_family_only() -> None:
+    assert PEERS.peers == ("172.17.0.4/32", "172.17.0.5/32", "fd00::4/128")
+    v4 = firewall.chain_rules(4, PEERS)[firewall.INPUT_CHAIN]
+    v6 = firewall.chain_rules(6, PEERS)[firewall.INPUT_CHAIN]
+    assert firewall.swarm_rules(4, PEERS)[:5] == [
+        "-A VPSCTL-INPUT -s 172.17.0.4/32 -p tcp -m tcp --dport 2377 -j RETURN",
+        "-A VPSCTL-INPUT -s 172.17.0.4/32 -p tcp -m tcp --dport 7946 -j RETURN",
+        "-A VPSCTL-INPUT -s 172.17.0.4/32 -p udp -m udp --dport 7946 -j RETURN",
+        "-A VPSCTL-INPUT -s 172.17.0.4/32 -p udp -m udp --dport 4789 -j RETURN",
+        "-A VPSCTL-INPUT -s 172.17.0.4/32 -p esp -j RETURN",
+    ]
+    assert len(firewall.swarm_rules(4, PEERS)) == 10
+    assert firewall.swarm_rules(6, PEERS)[-1] == "-A VPSCTL-INPUT -s fd00::4/128 -p esp -j RETURN"
+    assert not any("fd00" in rule for rule in v4) and not any("172.17" in rule for rule in v6)
+    assert v4[-1] == "-A VPSCTL-INPUT -j DROP" and v4[-2].endswith("-p esp -j RETURN")
+    # overlay-attached containers go out through docker_gwbridge, like docker's bridges
+    assert "-A VPSCTL-INPUT -i docker_gwbridge -j RETURN" in v4
+    forward = firewall.chain_rules(4, PEERS)[firewall.FORWARD_CHAIN]
+    assert "-A VPSCTL-FORWARD -i docker_gwbridge -j RETURN" in forward
+    assert not any("2377" in rule or "esp" in rule for rule in forward)  # all of it is INPUT's
+    assert PEERS.describe() == (
+        "tcp 22, 80, 443; udp 443; swarm from 172.17.0.4, 172.17.0.5, fd00::4"
+    )
+
+
+def test_a_bad_peer_and_a_swarm_port_open_to_anyone_are_refused() -> None:
+    with pytest.raises(firewall.BadPeer, match=r"swarm peer 'node-2:2377' is not an IP address"):
+        firewall.Ports((22,), (), ("node-2:2377",))
+    with pytest.raises(firewall.BadPeer, match=r"^2377/tcp, 4789/udp would be open to anyone"):
+        firewall.Ports((22, 2377), (4789,), ("10.0.0.2",))
+    assert firewall.Ports((22, 2377), (), ()).tcp == (22, 2377)  # one box: no swarm to guard
+
+
+def test_the_script_installs_the_peer_rules_the_audit_expects(tmp_path: Path) -> None:
+    result = run_script(tmp_path, {"iptables": "", "ip6tables": ""}, "on", PEERS)
+    assert result.returncode == 0, result.stderr
+    for tool, family in (("iptables", 4), ("ip6tables", 6)):
+        appended = [c for c in calls(tmp_path, tool) if c.startswith("-A ")]
+        expected = firewall.chain_rules(family, PEERS)
+        assert appended == expected[firewall.INPUT_CHAIN] + expected[firewall.FORWARD_CHAIN]
+    assert all(v.ok for v in verdicts(listing_text(PEERS), PEERS).values())
+
+
+def test_a_swarm_port_open_to_anyone_and_a_missing_peer_rule_fail_naming_them() -> None:
+    lines = listing_text(PEERS).splitlines()
+    drop = lines.index("-A VPSCTL-INPUT -j DROP")
+    lines.insert(drop, "-A VPSCTL-INPUT -p tcp -m tcp --dport 2377 -j RETURN")
+    lines.insert(drop, "-A VPSCTL-INPUT -p esp -j RETURN")
+    lines.remove("-A VPSCTL-INPUT -s 172.17.0.5/32 -p udp -m udp --dport 4789 -j RETURN")
+    found = verdicts("\n".join(lines), PEERS)["firewall IPv4 INPUT"]
+    assert not found.ok
+    assert (
+        "swarm port 2377/tcp open to anyone: -A VPSCTL-INPUT -p tcp -m tcp --dport 2377 -j RETURN"
+        in found.value
+    )
+    assert "swarm ESP open to anyone: -A VPSCTL-INPUT -p esp -j RETURN" in found.value
+    assert (
+        "missing: -A VPSCTL-INPUT -s 172.17.0.5/32 -p udp -m udp --dport 4789 -j RETURN"
+        in found.value
+    )
+    # the box of a single host judged against peers: every peer rule is missing
+    single = verdicts(listing_text(STUDIO), PEERS)["firewall IPv4 INPUT"]
+    assert "missing: -A VPSCTL-INPUT -s 172.17.0.4/32 -p esp -j RETURN" in single.value
+
+
+# what docker 26 puts first in INPUT on a node with an encrypted overlay (seen on a box)
+DOCKER_ESP_DROP = (
+    "-A INPUT -p udp -m policy --dir in --pol none -m udp --dport 4789 -m bpf --bytecode "
+    '"7,32 0 0 4294963252,7 0 0 0,64 0 0 4,116 0 0 8,21 1 0 4097,6 0 0 0,6 0 0 4294967295" '
+    "-j DROP"
+)
+
+
+def test_dockers_drop_of_unencrypted_vxlan_may_stand_ahead_on_a_swarm_node_only() -> None:
+    text = listing_text(PEERS).replace(
+        "-A INPUT -j VPSCTL-INPUT", f"{DOCKER_ESP_DROP}\n-A INPUT -j VPSCTL-INPUT", 1
+    )
+    assert verdicts(text, PEERS)["firewall IPv4 INPUT"].ok
+    single = listing_text().replace(
+        "-A INPUT -j VPSCTL-INPUT", f"{DOCKER_ESP_DROP}\n-A INPUT -j VPSCTL-INPUT", 1
+    )
+    assert not verdicts(single)["firewall IPv4 INPUT"].ok  # a single box: as before
+
+
+@pytest.mark.skipif(not netns_available(), reason="needs root, unshare and iptables")
+def test_the_real_iptables_prints_the_peer_rules_as_the_audit_expects(tmp_path: Path) -> None:
+    """``-s ADDRESS/32``, ``-p esp``: the real iptables's ``-S`` reads back what was added."""
+    script = tmp_path / "fw.sh"
+    script.write_text(firewall.script(PEERS))
+    read = tmp_path / "read.sh"
+    read.write_text(firewall.READ_SCRIPT)
+    result = subprocess.run(
+        ["unshare", "-n", "sh", "-c", f"sh {script} && sh {read}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
+    )
+    assert result.returncode == 0, result.stderr
+    found = verdicts(result.stdout, PEERS)
+    assert all(v.ok for v in found.values()), found
+
+
+def test_bootstrap_settings_carry_the_peers_through_their_json() -> None:
+    bootstrap = apply._deploy_module("bootstrap")
+    single = bootstrap.Settings(
+        timezone="UTC", swap_bytes=1024, swappiness=10, open_ports=(22, 80, 443), udp_ports=(443,)
+    )
+    settings = bootstrap.Settings(
+        timezone="UTC",
+        swap_bytes=1024,
+        swappiness=10,
+        open_ports=(22, 80, 443),
+        udp_ports=(443,),
+        swarm_peers=("10.0.0.3", "10.0.0.2"),
+    )
+    data = json.loads(settings.to_json())
+    assert data["swarm_peers"] == ["10.0.0.3", "10.0.0.2"]
+    assert bootstrap.Settings.from_data(settings.to_json()) == settings
+    assert settings.ports.peers == ("10.0.0.2/32", "10.0.0.3/32")
+    assert settings.firewall_sha256 != single.firewall_sha256
+    assert apply.settings_hash(settings) != apply.settings_hash(single)  # re-bootstraps the box

@@ -14,6 +14,14 @@ read back, for IPv4 and IPv6 alike:
   and docker-published ports never pass INPUT): the same ports, matched on the address the
   packet had before docker's DNAT.
 
+Swarm peers (the OTHER nodes of a Docker Swarm, by address): from each of them only,
+VPSCTL-INPUT also lets in the swarm's ports (:data:`SWARM_TCP`, :data:`SWARM_UDP`) and ESP
+(IP protocol 50: an encrypted overlay wraps its VXLAN in IPsec ESP); all of it arrives at
+the box's own address, so it passes INPUT, never FORWARD. A node's containers reach the
+world through ``docker_gwbridge`` (the bridge swarm makes for overlay-attached containers),
+which both chains then treat like docker's other bridges. Without peers, not one rule
+differs from a single box's.
+
 IPv6: its rules are required unless IPv6 is verifiably off in the kernel, meaning no IPv6
 stack at all (``/proc/net/if_inet6`` absent: booted with ``ipv6.disable=1``) or
 ``disable_ipv6 = 1`` on every interface and as the default for new ones. Anything else with a
@@ -30,6 +38,7 @@ from typing import TYPE_CHECKING
 
 from vpsctl.core import sections
 from vpsctl.core.templates import environment
+from vpsctl.errors import VpsctlError
 
 if TYPE_CHECKING:  # the bootstrap deploy imports this module: keep it light
     from vpsctl.spec.studio import Spec
@@ -42,20 +51,62 @@ HOOKS = {"INPUT": INPUT_CHAIN, "DOCKER-USER": FORWARD_CHAIN}
 # judges the live rules and re-applies them ({inventory}: as the operator names it)
 REAPPLY = "vpsctl apply -i {inventory} --only bootstrap"
 FAMILIES = {4: ("iptables", "IPv4", "icmp"), 6: ("ip6tables", "IPv6", "ipv6-icmp")}
+# Docker Swarm, between its nodes only: cluster management (managers), gossip, VXLAN data
+SWARM_TCP = (2377, 7946)
+SWARM_UDP = (7946, 4789)
+# the bridge docker gives swarm (overlay-attached) containers for their way out
+SWARM_BRIDGE = "docker_gwbridge"
+
+
+class BadPeer(VpsctlError):
+    """A swarm peer that is not an IP address, or a swarm port opened to anyone beside peers."""
+
+
+def peer_address(peer: str) -> str:
+    """``peer`` as ``iptables -S`` prints a source: ``10.0.0.2/32``, ``fd00::2/128``."""
+    try:
+        ip = ipaddress.ip_address(peer.strip().strip("[]"))
+    except ValueError:
+        raise BadPeer(
+            f"swarm peer {peer!r} is not an IP address; give each other node's address as "
+            "IPv4 (10.0.0.2) or IPv6 (fd00::2), without a port or a prefix"
+        ) from None
+    return f"{ip.compressed}/{ip.max_prefixlen}"
 
 
 @dataclass(frozen=True)
 class Ports:
-    """What the firewall lets in from outside."""
+    """What the firewall lets in from outside: ``tcp`` and ``udp`` ports from anyone, the
+    swarm's ports and ESP from each of ``peers`` only (the other nodes' addresses)."""
 
     tcp: tuple[int, ...]
     udp: tuple[int, ...]
+    peers: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        # as iptables prints them, once each, in a stable order (the script's digest)
+        found = {peer_address(peer) for peer in self.peers}
+        key = lambda a: (":" in a, ipaddress.ip_network(a))  # noqa: E731
+        object.__setattr__(self, "peers", tuple(sorted(found, key=key)))
+        wide = [f"{p}/tcp" for p in SWARM_TCP if p in self.tcp]
+        wide += [f"{p}/udp" for p in SWARM_UDP if p in self.udp]
+        if found and wide:
+            raise BadPeer(
+                f"{', '.join(wide)} would be open to anyone, and with swarm peers the swarm's "
+                "ports are let in from the peers only: take them out of open_ports"
+            )
+
+    def peers_of(self, family: int) -> tuple[str, ...]:
+        """The peers of IP ``family`` (4 or 6), as ``iptables -S`` prints them."""
+        return tuple(p for p in self.peers if (":" in p) == (family == 6))
 
     def describe(self) -> str:
-        """``tcp 22, 80, 443; udp 443``."""
+        """``tcp 22, 80, 443; udp 443`` (``; swarm from 10.0.0.3, 10.0.0.4`` with peers)."""
         text = "tcp " + ", ".join(map(str, self.tcp)) if self.tcp else "no tcp"
         if self.udp:
             text += "; udp " + ", ".join(map(str, self.udp))
+        if self.peers:
+            text += "; swarm from " + ", ".join(p.rsplit("/", 1)[0] for p in self.peers)
         return text
 
 
@@ -99,25 +150,43 @@ def chain_rules(family: int, ports: Ports) -> dict[str, list[str]]:
     icmp = FAMILIES[family][2]
     inp = INPUT_CHAIN
     fwd = FORWARD_CHAIN
+    # a swarm node's overlay-attached containers go out through docker_gwbridge
+    gwbridge = [SWARM_BRIDGE] if ports.peers else []
     inputs = [
         f"-A {inp} -i lo -j RETURN",
         f"-A {inp} -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN",
         f"-A {inp} -i docker0 -j RETURN",
         f"-A {inp} -i br-+ -j RETURN",
+        *(f"-A {inp} -i {bridge} -j RETURN" for bridge in gwbridge),
         f"-A {inp} -p {icmp} -j RETURN",
         *(f"-A {inp} -p tcp -m tcp --dport {p} -j RETURN" for p in ports.tcp),
         *(f"-A {inp} -p udp -m udp --dport {p} -j RETURN" for p in ports.udp),
+        *swarm_rules(family, ports),
         f"-A {inp} -j DROP",
     ]
     forwards = [
         f"-A {fwd} -i docker0 -j RETURN",
         f"-A {fwd} -i br-+ -j RETURN",
+        *(f"-A {fwd} -i {bridge} -j RETURN" for bridge in gwbridge),
         f"-A {fwd} -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN",
         *(f"-A {fwd} -p tcp -m conntrack --ctorigdstport {p} -j RETURN" for p in ports.tcp),
         *(f"-A {fwd} -p udp -m conntrack --ctorigdstport {p} -j RETURN" for p in ports.udp),
         f"-A {fwd} -j DROP",
     ]
     return {inp: inputs, fwd: forwards}
+
+
+def swarm_rules(family: int, ports: Ports) -> list[str]:
+    """VPSCTL-INPUT's rules letting each peer of ``family`` in: the swarm's ports and ESP."""
+    return [
+        rule
+        for peer in ports.peers_of(family)
+        for rule in (
+            *(f"-A {INPUT_CHAIN} -s {peer} -p tcp -m tcp --dport {p} -j RETURN" for p in SWARM_TCP),
+            *(f"-A {INPUT_CHAIN} -s {peer} -p udp -m udp --dport {p} -j RETURN" for p in SWARM_UDP),
+            f"-A {INPUT_CHAIN} -s {peer} -p esp -j RETURN",
+        )
+    ]
 
 
 # POSIX sh, shared by the firewall script and the audit's read so that both decide "IPv6 is
@@ -272,7 +341,7 @@ def judge(facts: FirewallFacts, ports: Ports, inventory: str = "INVENTORY") -> l
             continue
         expected = chain_rules(family, ports)
         for hook, chain in HOOKS.items():
-            problems = _hook_problems(listing, hook, chain, expected[chain])
+            problems = _hook_problems(listing, hook, chain, expected[chain], bool(ports.peers))
             if not problems:
                 value = f"{chain} first, as the spec says"
             elif off:
@@ -284,14 +353,45 @@ def judge(facts: FirewallFacts, ports: Ports, inventory: str = "INVENTORY") -> l
     return verdicts
 
 
-def _hook_problems(listing: Listing, hook: str, chain: str, expected: list[str]) -> list[str]:
+def _stray_kind(rule: str) -> str:
+    """How a rule the spec does not hold is named: one letting a swarm port (or ESP) in from
+    any source and any interface is open to anyone."""
+    words = rule.split()
+    options = dict(zip(words[2::2], words[3::2], strict=False))  # after "-A CHAIN"
+    if {"-s", "-i"} & options.keys() or options.get("-j") != "RETURN":
+        return "not in the spec"
+    proto = options.get("-p", "")
+    port = options.get("--dport") or options.get("--ctorigdstport") or ""
+    if proto == "esp":
+        return "swarm ESP open to anyone"
+    swarm = {"tcp": SWARM_TCP, "udp": SWARM_UDP}.get(proto, ())
+    if port.isdigit() and int(port) in swarm:
+        return f"swarm port {port}/{proto} open to anyone"
+    return "not in the spec"
+
+
+# Docker, on a node with an encrypted overlay, puts this DROP of unencrypted VXLAN first in
+# INPUT (followed by a BPF match of the network's VNI): it only drops, so it may stand ahead.
+ENCRYPTED_OVERLAY_DROP = "-A INPUT -p udp -m policy --dir in --pol none -m udp --dport 4789 "
+
+
+def _dockers_own(rule: str) -> bool:
+    return rule.startswith(ENCRYPTED_OVERLAY_DROP) and rule.endswith(" -j DROP")
+
+
+def _hook_problems(
+    listing: Listing, hook: str, chain: str, expected: list[str], swarm: bool = False
+) -> list[str]:
     problems: list[str] = []
     hook_rules = listing.rules.get(hook, [])
     jump = f"-A {hook} -j {chain}"
     if jump not in hook_rules:
         problems.append(f"{hook} does not jump to {chain}")
     else:
-        problems += [f"ahead of {chain}: {rule}" for rule in hook_rules[: hook_rules.index(jump)]]
+        ahead = hook_rules[: hook_rules.index(jump)]
+        problems += [
+            f"ahead of {chain}: {rule}" for rule in ahead if not (swarm and _dockers_own(rule))
+        ]
     if chain not in listing.chains:
         problems.append(f"{chain} is missing")
     else:
@@ -299,7 +399,7 @@ def _hook_problems(listing: Listing, hook: str, chain: str, expected: list[str])
         missing = [rule for rule in expected if rule not in have]
         extra = [rule for rule in have if rule not in expected]
         problems += [f"missing: {rule}" for rule in missing]
-        problems += [f"not in the spec: {rule}" for rule in extra]
+        problems += [f"{_stray_kind(rule)}: {rule}" for rule in extra]
         if not missing and not extra and have != expected:
             problems.append(f"{chain} rules out of order")
     if hook == "DOCKER-USER":

@@ -1,8 +1,9 @@
 """Commands as data: every shell command vpsctl's apply, recovery and app steps send to the
 box is built here, by small functions grouped by what they drive (like Kamal's
 ``commands/*.rb``): :mod:`.compose`, :mod:`.docker`, :mod:`.caddy`, :mod:`.files`,
-:mod:`.systemd`, :mod:`.backup`. The orchestrators (the Applier, recovery) only sequence
-these builders and a session; unit tests (``tests/test_commands.py``) assert the exact text.
+:mod:`.systemd`, :mod:`.backup`, :mod:`.swarm`. The orchestrators (the Applier, recovery)
+only sequence these builders and a session; unit tests (``tests/test_commands.py``, and
+``tests/test_swarm.py`` for the swarm's) assert the exact text.
 
 A builder returns one of two things:
 

@@ -7,7 +7,6 @@ import importlib.util
 import json
 import sys
 import time
-from dataclasses import asdict
 from types import ModuleType
 from typing import IO, Any
 
@@ -48,7 +47,8 @@ def bootstrap_settings(spec: Spec) -> Any:
 
 def settings_hash(settings: Any) -> str:
     """The hash of the bootstrap settings the manifest records (a change re-runs it)."""
-    return hashlib.sha256(json.dumps(asdict(settings), sort_keys=True).encode()).hexdigest()
+    data = settings.as_data()
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 
 def run_bootstrap(
