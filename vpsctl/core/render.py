@@ -37,6 +37,7 @@ from vpsctl.core.layout import (
     member_problem,
 )
 from vpsctl.core.rotation import SecretUse, classify
+from vpsctl.core.swarm import NODE_LABEL, OVERLAY
 from vpsctl.core.templates import environment
 from vpsctl.errors import VpsctlError
 from vpsctl.spec.envfile import env_value_problem
@@ -47,7 +48,7 @@ from vpsctl.spec.units import format_size
 
 EDGE_NETWORK = "vpsctl-edge"
 # on a cluster: the encrypted, attachable overlay between the edge and every routed service
-CLUSTER_NETWORK = "vpsctl-overlay"
+CLUSTER_NETWORK = OVERLAY
 # Swarm's restart policy for each of compose's
 RESTART_CONDITIONS = {
     "unless-stopped": "any",
@@ -540,9 +541,6 @@ def _service_view(
         "restart_condition": RESTART_CONDITIONS[service.restart],
         "swarm_ports": [(p.target, p.published, p.protocol) for p in service.ports],
     }
-
-
-NODE_LABEL = "vpsctl.node"  # every node of a cluster carries its name under this label
 
 
 def _constraints(spec: Spec, stack_name: str) -> list[str]:

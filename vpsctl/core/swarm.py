@@ -19,8 +19,8 @@ from typing import Any
 from vpsctl.core import sections
 from vpsctl.errors import VpsctlError
 
-OVERLAY = "vpsctl-overlay"  # as vpsctl.host.commands.swarm names it
-NODE_LABEL = "vpsctl.node"
+OVERLAY = "vpsctl-overlay"  # the encrypted overlay every stack's services meet on
+NODE_LABEL = "vpsctl.node"  # each node's name in the spec, as a swarm node label
 INFO, NODES, NETWORK, ESP = "swarm-info", "swarm-nodes", "swarm-network", "swarm-esp"
 
 

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import shlex
 
+# re-exported: the builders' callers name them here
+from vpsctl.core.swarm import NODE_LABEL as NODE_LABEL  # noqa: PLC0414
+from vpsctl.core.swarm import OVERLAY as OVERLAY  # noqa: PLC0414
 from vpsctl.host.commands import Argv, Script
 
-OVERLAY = "vpsctl-overlay"  # the encrypted overlay every stack's services meet on
-NODE_LABEL = "vpsctl.node"  # each node's name in the spec, as a swarm node label
 MANAGER_PORT = 2377
 
 MARK = "@@swarm"
