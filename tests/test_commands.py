@@ -145,7 +145,10 @@ def test_running_container_of_a_service() -> None:
         "--filter label=com.docker.compose.service=ghost --filter status=running "
         '| head -n 1); [ -n "$id" ] || exit 3; echo "@@id $id"; docker inspect --format '
         "'{{range $k, $v := .NetworkSettings.Networks}}@@net {{$k}} {{$v.IPAddress}}\n{{end}}'"
-        ' "$id"'
+        ' "$id"; full=$(docker inspect --format \'{{.Id}}\' "$id"); '
+        "docker network inspect docker_gwbridge --format "
+        '"{{with index .Containers \\"$full\\"}}@@net docker_gwbridge {{.IPv4Address}}{{end}}" '
+        "2>/dev/null || true"
     )
     hostile = docker.running_container(HOSTILE, HOSTILE)
     assert shlex.quote(f"label=com.docker.compose.service={HOSTILE}") in hostile

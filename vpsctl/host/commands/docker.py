@@ -16,6 +16,7 @@ HEALTH_FORMAT = (
 NETWORKS_FORMAT = (
     "{{range $k, $v := .NetworkSettings.Networks}}@@net {{$k}} {{$v.IPAddress}}\n{{end}}"
 )
+GWBRIDGE = "docker_gwbridge"  # the bridge through which a Swarm task's container reaches out
 STATE_FORMAT = '{{.Label "com.docker.compose.service"}}\t{{.State}}\t{{.Image}}\t{{.Status}}'
 
 
@@ -95,5 +96,11 @@ def running_container(stack: str, service: str) -> Script:
     return Script(
         f"id=$(docker ps -q --filter {project} --filter {label} --filter status=running "
         '| head -n 1); [ -n "$id" ] || exit 3; echo "@@id $id"; '
-        f'docker inspect --format {shlex.quote(NETWORKS_FORMAT)} "$id"'
+        f'docker inspect --format {shlex.quote(NETWORKS_FORMAT)} "$id"; '
+        # a Swarm task's networks are overlays, out of the host's reach; the host reaches it
+        # through docker_gwbridge (none on one box: nothing printed)
+        "full=$(docker inspect --format '{{.Id}}' \"$id\"); "
+        f"docker network inspect {GWBRIDGE} --format "
+        '"{{with index .Containers \\"$full\\"}}@@net '
+        f'{GWBRIDGE} {{{{.IPv4Address}}}}{{{{end}}}}" 2>/dev/null || true'
     )

@@ -139,7 +139,11 @@ def find_container(session: Remote, stack: str, service: str) -> tuple[str, str]
             networks[words[0]] = words[1]
     if not result.ok or not ident:
         raise AppError(f"{stack}: no running container of service {service} to talk to")
-    address = networks.get(f"{stack}_default") or next((a for a in networks.values() if a), "")
+    # a Swarm task (a cluster's node): only its docker_gwbridge address is the host's to reach
+    gateway = networks.get(docker.GWBRIDGE, "").partition("/")[0]
+    address = (
+        gateway or networks.get(f"{stack}_default") or next((a for a in networks.values() if a), "")
+    )
     if not address:
         raise AppError(f"{stack}: the container of {service} has no network address")
     return ident, address
