@@ -365,3 +365,16 @@ def test_a_swarm_nodes_firewall_passes_the_audit_and_a_second_bootstrap(
         assert report.changed == []
     finally:
         on_box(box, f"docker rm -f {name} >/dev/null")
+
+
+def test_an_overlay_container_goes_out_through_docker_gwbridge(swarm: Swarm, shipped: str) -> None:
+    """A container on the overlay leaves its node through docker_gwbridge (FORWARD): to a
+    port the firewall does not open to anyone (node 3's 7946, its peers only), which
+    VPSCTL-FORWARD would drop without its docker_gwbridge rule (seen when it was removed)."""
+    answer = on_box(
+        swarm.boxes[0],
+        f"docker run --rm --network {commands.OVERLAY} {shipped} "
+        f"python3 -c {shlex.quote(CONNECT)} {swarm.addresses[2]} 7946",
+        timeout=60,
+    )
+    assert connects(answer) == {"7946": "open"}
