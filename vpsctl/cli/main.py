@@ -230,12 +230,13 @@ def _cluster_plan(args: argparse.Namespace, spec: Spec) -> int:
 
     from vpsctl.core import cluster  # noqa: PLC0415
     from vpsctl.core.plan import make_plan  # noqa: PLC0415
+    from vpsctl.core.swarm import overlay_kind  # noqa: PLC0415
     from vpsctl.errors import display_path  # noqa: PLC0415
-    from vpsctl.ops import targets  # noqa: PLC0415
+    from vpsctl.ops import swarm, targets  # noqa: PLC0415
     from vpsctl.ops.inputs import render_spec  # noqa: PLC0415
 
     nodes = cluster.node_names(spec)
-    read: list[dict[str, HostFacts] | BaseException] = []
+    read: list[dict[str, targets.NodeFacts] | BaseException] = []
 
     def reading() -> None:
         try:
@@ -252,17 +253,25 @@ def _cluster_plan(args: argparse.Namespace, spec: Spec) -> int:
     if isinstance(read[0], BaseException):
         raise read[0]
     facts = read[0]
+    encrypted = spec.host.overlay == "encrypted"
+    swarm_lines, notes = swarm.plan_lines(
+        targets.swarm_nodes(spec), {n: f.swarm for n, f in facts.items()}, encrypted=encrypted
+    )
+    notes += [
+        f"node {n}: its swarm could not be read: {f.error}" for n, f in facts.items() if f.error
+    ]
+
     plans = {
         node: make_plan(
             f"{spec.host.name}/{node}",
             views_[node],
-            facts[node],
+            facts[node].host,
             destroy_data=args.destroy_data,
             inventory=display_path(spec.inventory),
         )
         for node in nodes
     }
-    plan = cluster.ClusterPlan(spec.host.name, plans)
+    plan = cluster.ClusterPlan(spec.host.name, plans, swarm_lines, overlay_kind(encrypted), notes)
     data = plan.to_json()
     text = _json(data) if args.json else views.cluster_plan_text(plan, _roles(spec), args.verbose)
     sys.stdout.write(text)

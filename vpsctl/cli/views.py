@@ -180,10 +180,15 @@ def plan_text(plan: Plan, verbose: bool = False) -> str:
 def cluster_plan_text(plan: ClusterPlan, spec_nodes: dict[str, str], verbose: bool = False) -> str:
     """A cluster's plan: the swarm's changes, then each node's plan as one box's reads
     (``spec_nodes``: node → its role in words), then the whole's summary."""
-    out = [f"Cluster {plan.cluster}: {len(plan.nodes)} nodes", ""]
-    if plan.swarm:
+    out = [
+        f"Cluster {plan.cluster}: {len(plan.nodes)} nodes; traffic between them: "
+        f"{plan.overlay} overlay",
+        "",
+    ]
+    if plan.swarm or plan.notes:
         out.append("Swarm:")
         out += [f"  ~ {line}" for line in plan.swarm]
+        out += [f"  ! {line}" for line in plan.notes]
         out.append("")
     for node, node_plan in plan.nodes.items():
         out.append(f"── node {node} ({spec_nodes[node]}) ──")

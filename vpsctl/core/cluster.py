@@ -66,10 +66,13 @@ class ClusterPlan:
     cluster: str
     nodes: dict[str, Plan]
     swarm: list[str] = field(default_factory=list)  # what forming the swarm would change
+    overlay: str = "encrypted"  # how traffic between the nodes travels, in words
+    notes: list[str] = field(default_factory=list)  # said of the swarm, changing nothing
 
     @property
     def changes(self) -> bool:
-        """Whether applying would change anything on any node, or the swarm."""
+        """Whether applying would change anything on any node, or the swarm (its warnings
+        and the nodes it leaves alone are said, not changes)."""
         return bool(self.swarm) or any(plan.changes for plan in self.nodes.values())
 
     def summary(self) -> str:
@@ -91,9 +94,11 @@ class ClusterPlan:
         the whole."""
         data: dict[str, Any] = {
             "cluster": self.cluster,
+            "overlay": self.overlay,
             "summary": self.summary(),
             "changes": self.changes,
             "swarm": list(self.swarm),
+            "notes": list(self.notes),
             "nodes": {name: plan.to_json() for name, plan in self.nodes.items()},
         }
         data["plan_hash"] = plan_hash(data)

@@ -300,6 +300,7 @@ def _stack(
             "volumes": stack.volumes(),
         },
         edge_network=CLUSTER_NETWORK if cluster else EDGE_NETWORK,
+        encrypted=spec.host.overlay == "encrypted",
     )
     files.insert(
         0,

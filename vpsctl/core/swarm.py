@@ -69,13 +69,16 @@ class Network:
     attachable: bool
     encrypted: bool
 
-    def problems(self) -> list[str]:
-        """What keeps it from being vpsctl's overlay (each as ``not …``)."""
+    def problems(self, encrypted: bool = True) -> list[str]:
+        """What keeps it from being vpsctl's overlay, encrypted or not as declared (each as
+        ``not …``)."""
         found = []
         if self.driver != "overlay":
             found.append(f"its driver is {self.driver}, not overlay")
-        if not self.encrypted:
+        if encrypted and not self.encrypted:
             found.append("it is not encrypted")
+        if self.encrypted and not encrypted:
+            found.append("it is encrypted (host.yaml's overlay: plain)")
         if not self.attachable:
             found.append("it is not attachable")
         return found
@@ -230,7 +233,13 @@ def _member_ids(nodes: Sequence[Node], facts: Mapping[str, Facts]) -> set[str]:
     return {m.id for m in facts[leader.name].members} if leader else set()
 
 
-def plan(nodes: Sequence[Node], facts: Mapping[str, Facts], network: str = OVERLAY) -> Plan:
+def plan(
+    nodes: Sequence[Node],
+    facts: Mapping[str, Facts],
+    network: str = OVERLAY,
+    *,
+    encrypted: bool = True,
+) -> Plan:
     """What forming the swarm of ``nodes`` would change, given each node's ``facts`` (by
     name): nothing is run. :class:`SwarmError` when they cannot form one (see
     :func:`problems`)."""
@@ -256,13 +265,14 @@ def plan(nodes: Sequence[Node], facts: Mapping[str, Facts], network: str = OVERL
             changes.append(f"{verb} {node.name} to a {role}")
         changes += label_changes(node, member.labels if member else {})
     net = facts[first.name].network if leader else None
+    kind = overlay_kind(encrypted)
     if net is None:
-        changes.append(f"create the encrypted overlay network {network}")
-    elif net.problems():
+        changes.append(f"create the {kind} overlay network {network}")
+    elif net.problems(encrypted):
         raise SwarmError(
-            f"a network named {network} exists but {' and '.join(net.problems())}: "
+            f"a network named {network} exists but {' and '.join(net.problems(encrypted))}: "
             f"remove it (`docker network rm {network}` on a manager, once nothing uses it) "
-            "and vpsctl creates it encrypted, attachable, overlay"
+            f"and vpsctl creates it {kind}, attachable, overlay"
         )
     declared = {facts[n.name].node_id for n in nodes if facts[n.name].active}
     undeclared = [
@@ -277,9 +287,14 @@ def plan(nodes: Sequence[Node], facts: Mapping[str, Facts], network: str = OVERL
         f"node {n.name}: its kernel cannot do IPsec ESP (AES-GCM): containers on the "
         f"encrypted overlay {network} will not reach other nodes from it"
         for n in nodes
-        if not facts[n.name].esp
+        if encrypted and not facts[n.name].esp
     ]
     return Plan(changes, undeclared, warnings)
+
+
+def overlay_kind(encrypted: bool) -> str:
+    """``encrypted`` or ``plain (NOT encrypted)``: how the overlay is said everywhere."""
+    return "encrypted" if encrypted else "plain (NOT encrypted)"
 
 
 def label_delta(node: Node, current: Mapping[str, str]) -> tuple[dict[str, str], list[str]]:

@@ -726,16 +726,22 @@ def read_facts(target: Target, script: str | None = None) -> HostFacts:
     """The host's facts in ONE remote command (``script``: the facts script as a plan
     cache entry recorded it, else :func:`facts_script`'s); an unreachable host is a fact,
     not a crash."""
+    return read_facts_and(target, script or facts_script())[0]
+
+
+def read_facts_and(target: Target, script: str) -> tuple[HostFacts, str]:
+    """:func:`read_facts` with ``script`` (the facts script, and more after it), and the
+    whole answer for whoever reads the rest ("" when the host was not read)."""
     try:
         with Session(target) as session:
             # judged below: a failed read is a fact of the plan ("unreachable"), not a crash
-            result = session.run(script or facts_script(), timeout=120, check=False)
+            result = session.run(script, timeout=120, check=False)
     except RemoteError as exc:
-        return unreachable(str(exc))
+        return unreachable(str(exc)), ""
     if not result.ok:
-        return unreachable(f"the facts command failed: {output_tail(result, 4, 300)}")
+        return unreachable(f"the facts command failed: {output_tail(result, 4, 300)}"), ""
     try:
         facts = parse(result.stdout)
     except FactsError as exc:
-        return unreachable(str(exc))
-    return facts
+        return unreachable(str(exc)), ""
+    return facts, result.stdout

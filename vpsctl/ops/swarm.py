@@ -70,17 +70,26 @@ def read_facts(
         return {name: future.result() for name, future in futures.items()}
 
 
-def planned(nodes: Sequence[SwarmNode], network: str = commands.OVERLAY) -> core.Plan:
+def planned(
+    nodes: Sequence[SwarmNode], network: str = commands.OVERLAY, *, encrypted: bool = True
+) -> core.Plan:
     """What :func:`form_swarm` would change, read from the nodes without changing them."""
-    return core.plan([n.node for n in nodes], read_facts(nodes, network), network)
+    nodes_ = [n.node for n in nodes]
+    return core.plan(nodes_, read_facts(nodes, network), network, encrypted=encrypted)
 
 
-def form_swarm(nodes: Sequence[SwarmNode], say: Say, network: str = commands.OVERLAY) -> Formed:
+def form_swarm(
+    nodes: Sequence[SwarmNode],
+    say: Say,
+    network: str = commands.OVERLAY,
+    *,
+    encrypted: bool = True,
+) -> Formed:
     """Form (or converge) the swarm of ``nodes``; :class:`vpsctl.core.swarm.SwarmError`,
     before anything changes, when they cannot form one. Each change is said as it is made."""
     facts = read_facts(nodes, network)
     wanted = [n.node for n in nodes]
-    core.plan(wanted, facts, network)  # refuses before any change
+    core.plan(wanted, facts, network, encrypted=encrypted)  # refuses before any change
     changes: list[str] = []
 
     def done(line: str) -> None:
@@ -140,10 +149,11 @@ def form_swarm(nodes: Sequence[SwarmNode], say: Say, network: str = commands.OVE
                 done(line)
     if facts[leader.name].network is None:
         leader.session.run(
-            commands.create_overlay(network), purpose=f"creating the overlay network {network}"
+            commands.create_overlay(network, encrypted=encrypted),
+            purpose=f"creating the overlay network {network}",
         )
-        done(f"create the encrypted overlay network {network}")
-    final = core.plan(wanted, read_facts(nodes, network), network)
+        done(f"create the {core.overlay_kind(encrypted)} overlay network {network}")
+    final = core.plan(wanted, read_facts(nodes, network), network, encrypted=encrypted)
     for line in final.undeclared + final.warnings:
         say(line)
     if final.changes:  # made, yet not so: never claim it
@@ -168,3 +178,28 @@ def read_join_token(manager: SwarmNode, role: str) -> str:
             f"the {role} join token read on {manager.name} is not a swarm token (SWMTKN-…)"
         )
     return token
+
+
+def plan_lines(
+    nodes: Sequence[core.Node],
+    facts: Mapping[str, core.Facts | None],
+    *,
+    encrypted: bool = True,
+) -> tuple[list[str], list[str]]:
+    """What a cluster's plan says of its swarm, from the nodes' swarm facts read with their
+    facts: (the changes forming it makes, what it says without changing: the swarm nodes
+    left alone, warnings, why it cannot form). A node without docker yet: the swarm forms
+    after its bootstrap."""
+    kind = core.overlay_kind(encrypted)
+    missing = [n.name for n in nodes if facts.get(n.name) is None]
+    if missing:
+        return [
+            f"form the swarm (overlay {kind}) after the bootstrap of {', '.join(missing)} "
+            "(no docker there yet)"
+        ], []
+    known = {name: f for name, f in facts.items() if f is not None}
+    try:
+        found = core.plan(nodes, known, encrypted=encrypted)
+    except core.SwarmError as exc:
+        return [], [f"cannot form the swarm: {exc}"]
+    return found.changes, [*found.undeclared, *(f"warning: {w}" for w in found.warnings)]

@@ -4,11 +4,15 @@ recorded connection (``vpsctl sandbox up``)."""
 from __future__ import annotations
 
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
-from vpsctl.core.facts import HostFacts, unreachable
+from vpsctl.core import swarm as swarm_core
+from vpsctl.core.facts import HostFacts, facts_script, unreachable
 from vpsctl.errors import VpsctlError
+from vpsctl.host.commands import swarm as swarm_commands
 from vpsctl.host.remote import read_facts as _read_facts
+from vpsctl.host.remote import read_facts_and as _read_facts_and
 from vpsctl.host.target import Target
 from vpsctl.spec.models import Sandbox, Ssh
 from vpsctl.spec.studio import Spec
@@ -69,17 +73,34 @@ def read_facts(spec: Spec) -> HostFacts:
     return _read_facts(where)
 
 
-def read_node_facts(spec: Spec) -> dict[str, HostFacts]:
-    """Every node's facts, read at once (one thread, one connection and one command per
-    node: three nodes cost about one node's round trips); an unreachable node's fact says
-    why."""
+@dataclass(frozen=True)
+class NodeFacts:
+    """One node as a cluster's plan reads it: its facts as one box's, and its swarm's
+    (``None`` while it has no docker, or when its swarm could not be read: ``error``)."""
 
-    def read(node: str) -> HostFacts:
+    host: HostFacts
+    swarm: swarm_core.Facts | None = None
+    error: str = ""
+
+
+def read_node_facts(spec: Spec) -> dict[str, NodeFacts]:
+    """Every node's facts and swarm facts, read at once: one thread, one connection and ONE
+    command per node (the swarm's read follows the facts script in it), so three nodes
+    cost about one node's round trips; an unreachable node's fact says why."""
+    script = f"{facts_script()}\n( {swarm_commands.read()} ) || echo '@@swarm-unread'\n"
+
+    def read(node: str) -> NodeFacts:
         try:
             where = node_target(spec, node)
         except VpsctlError as exc:
-            return unreachable(str(exc))
-        return _read_facts(where)
+            return NodeFacts(unreachable(str(exc)))
+        facts, output = _read_facts_and(where, script)
+        if facts.docker is None:
+            return NodeFacts(facts)
+        try:
+            return NodeFacts(facts, swarm_core.parse(output))
+        except swarm_core.SwarmFactsError as exc:
+            return NodeFacts(facts, None, str(exc))
 
     nodes = list(spec.host.nodes or {})
     with ThreadPoolExecutor(max_workers=max(1, len(nodes)), thread_name_prefix="facts") as pool:
@@ -98,3 +119,12 @@ def node_address(spec: Spec, node: str) -> str:
     from vpsctl.local import sandbox as sandboxes  # noqa: PLC0415 - docker helpers only for sandboxes
 
     return sandboxes.internal_address(sandboxes.load(box.sandbox.name))
+
+
+def swarm_nodes(spec: Spec) -> list[swarm_core.Node]:
+    """The declared nodes as the swarm's plan takes them (names, addresses, roles, labels)."""
+    managers = spec.host.managers
+    return [
+        swarm_core.Node(name, node_address(spec, name), name in managers, dict(node.labels))
+        for name, node in (spec.host.nodes or {}).items()
+    ]

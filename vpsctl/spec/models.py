@@ -951,6 +951,13 @@ class Host(Model):
         description="several boxes forming a Docker Swarm, instead of `ssh`/`sandbox`/`memory` "
         "of one box; each stack then says where it runs (`node` or `placement`)",
     )
+    overlay: Literal["encrypted", "plain"] = Field(
+        "encrypted",
+        description="with `nodes`: how the stacks' traffic between nodes travels: `encrypted` "
+        "(IPsec ESP with AES-GCM; every node's kernel must have it) or `plain` (VXLAN in the "
+        "clear: only on a private network you trust, or for a rehearsal on kernels without "
+        "IPsec, like the sandbox's); plans say which",
+    )
     os_reserve: MemSize = Field(
         1536 * 1024**2, description="kept free of mem_limits for the OS, dockerd and page cache"
     )

@@ -100,17 +100,11 @@ def set_role(node_id: str, manager: bool) -> Argv:
     return ["docker", "node", "promote" if manager else "demote", node_id]
 
 
-def create_overlay(network: str = OVERLAY) -> Argv:
-    """An encrypted, attachable overlay ``network`` (on a manager): containers of every
-    stack, and ``docker run --network`` ones, meet on it across nodes."""
+def create_overlay(network: str = OVERLAY, *, encrypted: bool = True) -> Argv:
+    """An attachable overlay ``network`` (on a manager), encrypted unless told not to:
+    containers of every stack, and ``docker run --network`` ones, meet on it across nodes."""
     return [
-        "docker",
-        "network",
-        "create",
-        "--driver",
-        "overlay",
-        "--opt",
-        "encrypted",
-        "--attachable",
-        network,
-    ]
+        "docker", "network", "create", "--driver", "overlay",
+        *(["--opt", "encrypted"] if encrypted else []),
+        "--attachable", network,
+    ]  # fmt: skip

@@ -30,6 +30,7 @@ from vpsctl.core import cluster, firewall
 from vpsctl.core.cluster import ClusterPlan
 from vpsctl.core.plan import StackChange
 from vpsctl.core.render import Desired
+from vpsctl.core.swarm import overlay_kind
 from vpsctl.host.remote import Remote
 from vpsctl.ops import swarm, targets
 from vpsctl.ops.apply.applier import LOCK, Applier
@@ -152,16 +153,23 @@ class ClusterApply:
         steady = edge_applier.edge_steady(changes)
         for applier in self.appliers.values():
             applier.edge_steady_now = steady
-        swarm_plan = swarm.planned(self.swarm_nodes) if self._docker_everywhere() else None
-        swarm_lines = (
-            list(swarm_plan.changes)
-            if swarm_plan is not None
-            else ["form the swarm once every node has docker (bootstrap first)"]
-        )
+        self.encrypted = spec.host.overlay == "encrypted"
+        if self._docker_everywhere():
+            found = swarm.planned(self.swarm_nodes, encrypted=self.encrypted)
+            swarm_lines = found.changes
+            notes = [*found.undeclared, *(f"warning: {w}" for w in found.warnings)]
+        else:
+            swarm_lines = [
+                f"form the swarm (overlay {overlay_kind(self.encrypted)}) after the bootstrap "
+                "of the nodes without docker"
+            ]
+            notes = []
         self.plan = ClusterPlan(
             spec.host.name,
             {name: applier.plan for name, applier in self.appliers.items()},
             swarm_lines,
+            overlay_kind(self.encrypted),
+            notes,
         )
 
     def _docker_everywhere(self) -> bool:
