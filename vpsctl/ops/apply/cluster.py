@@ -190,7 +190,9 @@ class ClusterApply:
         for name, applier in self.appliers.items():
             applier.begin(results[name])
         formed = swarm.form_swarm(
-            self.swarm_nodes, lambda line: print(f"swarm: {line}", file=self.out, flush=True)
+            self.swarm_nodes,
+            lambda line: print(f"swarm: {line}", file=self.out, flush=True),
+            encrypted=self.encrypted,
         )
         for line in formed.warnings:
             print(f"swarm: warning: {line}", file=self.out)
