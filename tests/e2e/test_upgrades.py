@@ -1,0 +1,199 @@
+"""Upgrades without a dropped request (issue 16), end to end on one sandbox box: the studio
+converged, then image upgrades of the four products and a config change of Caddy itself,
+each under a bounded loop of requests through the box's Caddy that counts every answer.
+
+The tests share one box and run in file order; each leaves the studio converged.
+Outputs of every CLI run are scanned for every secret value.
+"""
+
+from __future__ import annotations
+
+import re
+import socket
+import ssl
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import first_apply, running_box, studio_for
+from tests.helpers import Result, assert_no_secrets, run_cli
+from vpsctl.local import pebble
+from vpsctl.local.sandbox import SandboxInfo
+
+pytestmark = pytest.mark.e2e
+
+INV = "inventory/sandbox"
+RATE = 20  # requests per second, as the issue measured
+LIMIT = 3000  # requests at most per loop (bounded in count ...)
+SECONDS = 300  # ... and in time
+PRODUCTS = {  # stack → (its image ref in the example, the bumped one, its app's host)
+    "documint": ("ghcr.io/lumen-studio/documint:2.4.1", "2.4.2", "documint.lumen.test"),
+    "cronping": ("ghcr.io/lumen-studio/cronping:1.9.0", "1.9.1", "cronping.lumen.test"),
+    "flagbit": ("ghcr.io/lumen-studio/flagbit:3.2.5", "3.2.6", "flagbit.lumen.test"),
+    "webhookvault": (
+        "ghcr.io/lumen-studio/webhookvault:1.6.3",
+        "1.6.4",
+        "webhookvault.lumen.test",
+    ),
+}
+
+
+def get_healthz(box: SandboxInfo, host: str, context: ssl.SSLContext) -> int:
+    """``GET /healthz`` of ``host`` through the box's published 443, SNI and Host as a
+    visitor sends them, TLS verified against Pebble's roots: the answer's status."""
+    request = f"GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n"
+    with (
+        socket.create_connection((box.address, box.https_port), timeout=15) as raw,
+        context.wrap_socket(raw, server_hostname=host) as tls,
+    ):
+        tls.sendall(request.encode())
+        data = b""
+        while chunk := tls.recv(65536):
+            data += chunk
+    return int(data.split(b" ", 2)[1])
+
+
+@dataclass
+class RequestLoop:
+    """``/healthz`` of ``hosts`` in turn, ``RATE`` a second, each on a fresh connection,
+    from a thread until stopped or its bounds (``LIMIT`` requests, ``SECONDS``) are reached.
+    Every answer but a 200 and every error is a failure."""
+
+    box: SandboxInfo
+    hosts: list[str]
+    sent: int = 0
+    failures: list[str] = field(default_factory=list)
+    slowest: float = 0.0
+    stop: threading.Event = field(default_factory=threading.Event)
+
+    def run(self) -> None:
+        context = ssl.create_default_context(cafile=str(pebble.roots_path()))
+        deadline = time.monotonic() + SECONDS
+        next_at = time.monotonic()
+        while not self.stop.is_set() and self.sent < LIMIT and time.monotonic() < deadline:
+            host = self.hosts[self.sent % len(self.hosts)]
+            self.sent += 1
+            started = time.monotonic()
+            try:
+                status = get_healthz(self.box, host, context)
+            except (OSError, ValueError, IndexError) as exc:
+                self.failures.append(f"{host}: {type(exc).__name__}: {exc}")
+            else:
+                if status != 200:
+                    self.failures.append(f"{host}: HTTP {status}")
+            self.slowest = max(self.slowest, time.monotonic() - started)
+            next_at += 1 / RATE
+            time.sleep(max(0.0, next_at - time.monotonic()))
+
+    def report(self, what: str) -> str:
+        return (
+            f"{what}: {self.sent} requests through Caddy at {RATE}/s, "
+            f"{len(self.failures)} failed, slowest answer {self.slowest:.2f}s"
+        )
+
+
+@contextmanager
+def request_loop(box: SandboxInfo, hosts: list[str]) -> Iterator[RequestLoop]:
+    """A :class:`RequestLoop` running for the ``with`` block (and one second more: a
+    request held by Caddy at the block's end is counted too)."""
+    loop = RequestLoop(box, hosts)
+    thread = threading.Thread(target=loop.run, daemon=True)
+    thread.start()
+    try:
+        yield loop
+    finally:
+        time.sleep(1)
+        loop.stop.set()
+        thread.join(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def box(state_dir: Path) -> Iterator[SandboxInfo]:
+    with running_box("upgrades") as info:
+        yield info
+
+
+@pytest.fixture(scope="module")
+def studio(box: SandboxInfo, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = studio_for(tmp_path_factory.mktemp("studio"), box)
+    first_apply(root, "upgrades: fresh box")
+    return root
+
+
+def cli(root: Path, *args: str) -> Result:
+    result = run_cli(root, *args)
+    assert_no_secrets(root, result.out + result.err)
+    return result
+
+
+def bump(root: Path, stack: str) -> None:
+    """Bump ``stack``'s image tag in its stack file and in the sandbox's mapping."""
+    ref, new, _ = PRODUCTS[stack]
+    bumped = ref.rsplit(":", 1)[0] + ":" + new
+    for path in (root / "stacks" / f"{stack}.yaml", root / INV / "host.yaml"):
+        text = path.read_text()
+        assert ref in text, path
+        path.write_text(text.replace(ref, bumped))
+
+
+def recreated(plan: str) -> set[str]:
+    """The stacks a plan's text recreates."""
+    return set(re.findall(r"^\s+~ (\S+): recreate", plan, re.M))
+
+
+def upgrade_under_load(box: SandboxInfo, root: Path, stacks: list[str], what: str) -> None:
+    """Plan the upgrade of ``stacks`` (exactly those recreated), apply it under the request
+    loop through Caddy, and require zero failed requests."""
+    plan = cli(root, "plan", "-i", INV)
+    assert plan.code == 2, plan.err[-3000:]
+    assert recreated(plan.out) == set(stacks), plan.out
+    hosts = [PRODUCTS[s][2] for s in stacks]
+    with request_loop(box, hosts) as loop:
+        time.sleep(2)  # the loop runs before the apply starts
+        result = cli(root, "apply", "-i", INV, "-y")
+    print(loop.report(what))
+    assert result.code == 0, result.err[-6000:]
+    assert loop.sent > 100, loop.report(what)
+    assert not loop.failures, (loop.report(what), loop.failures[:20])
+    again = cli(root, "plan", "-i", INV)
+    assert again.code == 0, again.out[-3000:]
+
+
+def test_a_tag_bump_rehearsed_in_the_sandbox_recreates_exactly_that_stack_without_a_drop(
+    box: SandboxInfo, studio: Path
+) -> None:
+    # the stand-in's bytes stay the same; its tag on the box follows the declared ref
+    bump(studio, "documint")
+    upgrade_under_load(box, studio, ["documint"], "documint 2.4.1 → 2.4.2")
+
+
+def test_upgrading_the_other_three_products_at_once_drops_no_request(
+    box: SandboxInfo, studio: Path
+) -> None:
+    stacks = ["cronping", "flagbit", "webhookvault"]
+    for stack in stacks:
+        bump(studio, stack)
+    upgrade_under_load(box, studio, stacks, "cronping, flagbit, webhookvault upgraded")
+
+
+def test_a_config_change_of_caddy_reloads_it_without_a_drop(box: SandboxInfo, studio: Path) -> None:
+    host = studio / INV / "host.yaml"
+    host.write_text(
+        host.read_text().replace("\ntls: pebble\n", "\ntls: pebble\nacme_email: ops@lumen.test\n")
+    )
+    plan = cli(studio, "plan", "-i", INV)
+    assert plan.code == 2, plan.err[-3000:]
+    assert re.search(r"^\s+~ edge: reload", plan.out, re.M), plan.out
+    assert not recreated(plan.out), plan.out
+    with request_loop(box, [p[2] for p in PRODUCTS.values()]) as loop:
+        time.sleep(2)
+        result = cli(studio, "apply", "-i", INV, "-y")
+    print(loop.report("Caddy reloaded with a new config"))
+    assert result.code == 0, result.err[-6000:]
+    assert loop.sent > 40, loop.report("caddy reload")
+    assert not loop.failures, (loop.report("caddy reload"), loop.failures[:20])

@@ -1,0 +1,142 @@
+"""Upgrades (issue 16), offline: Caddy holds requests while an upstream is recreated, a
+database's recreate is planned as downtime, a stand-in's tag follows the declared ref, and
+an applied version's record round-trips into the desired state a rollback puts back."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from tests import factsim
+from tests.helpers import ROOT, golden_prod_copy, run_cli
+from vpsctl.core.facts import parse
+from vpsctl.core.plan import make_plan
+from vpsctl.core.render import UPSTREAM_TRY_DURATION, Desired
+from vpsctl.core.versions import desired_of, needs_data, parse_versions, version_record
+from vpsctl.local import standins
+from vpsctl.ops.inputs import render_spec
+from vpsctl.spec.loader import load_spec
+
+CADDYFILE = "/opt/vpsctl/stacks/edge/config/caddy/Caddyfile"
+
+
+@pytest.fixture
+def prod(tmp_path: Path) -> Path:
+    return golden_prod_copy(tmp_path)
+
+
+def desired(root: Path) -> Desired:
+    return render_spec(load_spec(root / "inventory/prod"))
+
+
+def edit(path: Path, old: str, new: str) -> None:
+    text = path.read_text()
+    assert text.count(old) == 1, old
+    path.write_text(text.replace(old, new))
+
+
+def test_every_proxied_route_holds_requests_while_its_upstream_is_recreated(prod: Path) -> None:
+    text = desired(prod).files[CADDYFILE].content.decode()
+    proxies = re.findall(r"reverse_proxy (\S+) \{\n([^}]*)\}", text)
+    assert len(proxies) == text.count("reverse_proxy ") > 4
+    for upstream, block in proxies:
+        assert f"lb_try_duration {UPSTREAM_TRY_DURATION}\n" in block, upstream
+        assert "lb_try_interval 250ms\n" in block, upstream
+    # under the probes' 10 s curl limit: a service that stays down still answers 502
+    assert int(UPSTREAM_TRY_DURATION.rstrip("s")) < 10
+
+
+def test_a_database_recreate_is_planned_as_downtime_and_an_app_behind_caddy_is_not(
+    prod: Path,
+) -> None:
+    host = factsim.converged(desired(prod))
+    edit(prod / "stacks/ghost.yaml", "    mem_limit: 512m\n", "    mem_limit: 640m\n")
+    plan = make_plan("lumen-prod", desired(prod), parse(host.output()))
+    [ghost] = [s for s in plan.stacks if s.stack == "ghost"]
+    assert ghost.action == "recreate" and ghost.services == ("mysql",)
+    assert ghost.reason.endswith(
+        "mysql is down while recreated (no second copy of it can run): until healthy, at "
+        "most 60s (its healthcheck's start period)"
+    ), ghost.reason
+    # the app itself is behind Caddy: requests are held while it restarts, no downtime line
+    prod2 = prod / "again"
+    golden_prod_copy(prod2)
+    host = factsim.converged(desired(prod2))
+    edit(prod2 / "stacks/ghost.yaml", "    mem_limit: 768m\n", "    mem_limit: 800m\n")
+    plan = make_plan("lumen-prod", desired(prod2), parse(host.output()))
+    [ghost] = [s for s in plan.stacks if s.stack == "ghost"]
+    assert ghost.services == ("ghost",)
+    assert "down while recreated" not in ghost.reason, ghost.reason
+
+
+def test_a_stand_ins_tag_follows_the_ref_it_stands_in_for() -> None:
+    root = ROOT / "standins"
+    args = {"PRODUCT": "DocuMint"}
+    old = standins.local_tag(root, "product", args, "ghcr.io/lumen-studio/documint:2.4.1")
+    new = standins.local_tag(root, "product", args, "ghcr.io/lumen-studio/documint:2.4.2")
+    assert old != new  # a tag bump is a new image on the box: the sandbox recreates
+    assert old == standins.local_tag(root, "product", args, "ghcr.io/lumen-studio/documint:2.4.1")
+    assert old.rsplit(":", 1)[0] == new.rsplit(":", 1)[0] == "vpsctl-standin/product-documint"
+    # the build's own tag (no ref) is the one both are tagged from
+    assert standins.local_tag(root, "product", args) not in (old, new)
+
+
+def test_a_sandbox_tag_bump_changes_exactly_that_stack(tmp_path: Path) -> None:
+    """The stand-in's bytes stay the same; its tag follows the declared ref, so documint's
+    container definition changes (the plan recreates it) and nothing else does."""
+    golden_prod_copy(tmp_path)
+    assert run_cli(tmp_path, "secrets", "generate", "-i", "inventory/sandbox").code == 0
+    inventory = tmp_path / "inventory/sandbox"
+    before = render_spec(load_spec(inventory), offline=True)
+    for path in (tmp_path / "stacks/documint.yaml", inventory / "host.yaml"):
+        edit(path, "ghcr.io/lumen-studio/documint:2.4.1", "ghcr.io/lumen-studio/documint:2.4.2")
+    after = render_spec(load_spec(inventory), offline=True)
+    changed = [n for n in after.stacks if after.stacks[n].services != before.stacks[n].services]
+    assert changed == ["documint"]
+    old, new = before.stacks["documint"], after.stacks["documint"]
+    assert old.service_images["app"] != new.service_images["app"]
+    assert new.images[0].declared == "ghcr.io/lumen-studio/documint:2.4.2"
+
+
+def record_of(d: Desired, stack: str, time: str, plan_hash: str) -> dict[str, object]:
+    files = [d.files[p] for p in d.stacks[stack].files]
+    return version_record(
+        d.stacks[stack], files, time=time, plan_hash=plan_hash, result="applied", snapshot=None
+    )
+
+
+def test_a_versions_record_holds_no_value_and_gives_back_the_desired_stack(prod: Path) -> None:
+    d = desired(prod)
+    record = record_of(d, "documint", "2026-12-03T15:00:00Z", "ab" * 32)
+    text = json.dumps(record)
+    env = next(d.files[p] for p in d.stacks["documint"].files if d.files[p].kind == "env")
+    values = [line.split("=", 1)[1] for line in env.content.decode().splitlines() if "=" in line]
+    assert any(len(v) > 40 for v in values)  # the secrets are there to be leaked
+    for value in values:
+        if len(value) > 8:
+            assert value not in text  # hashes, refs and names only
+    [version] = parse_versions(text + "\nnot json\n")["documint"]
+    assert version.version == "20261203T150000Z-abababab"
+    contents = {p: (d.files[p].content, d.files[p].mode) for p in d.stacks["documint"].files}
+    stack, files = desired_of(version, contents)
+    assert stack == d.stacks["documint"]
+    assert files == [d.files[p] for p in sorted(d.stacks["documint"].files)]
+    with pytest.raises(ValueError, match=r"documint: /opt/vpsctl/stacks/documint/\S+ is not kept"):
+        desired_of(version, {})
+
+
+def test_going_back_across_an_image_change_of_backed_up_data_needs_its_snapshot(
+    prod: Path,
+) -> None:
+    old = record_of(desired(prod), "documint", "2026-12-03T15:00:00Z", "aa" * 32)
+    edit(prod / "stacks/documint.yaml", "documint:2.4.1", "documint:2.4.2")
+    edit(prod / "inventory/prod/host.yaml", "name: lumen-prod", "name: lumen-prod")
+    new = record_of(desired(prod), "documint", "2026-12-03T16:00:00Z", "bb" * 32)
+    lines = "\n".join(json.dumps(r) for r in (new, old))
+    first, second = parse_versions(lines)["documint"]  # oldest first, whatever the order
+    assert (first.plan_hash, second.plan_hash) == ("aa" * 32, "bb" * 32)
+    assert second.backed_up and needs_data(second, first)
+    assert not needs_data(first, first)
