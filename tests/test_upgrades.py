@@ -12,12 +12,14 @@ import pytest
 
 from tests import factsim
 from tests.helpers import ROOT, golden_prod_copy, run_cli
+from vpsctl.cli.views import history_text
 from vpsctl.core.facts import parse
 from vpsctl.core.plan import make_plan
 from vpsctl.core.render import UPSTREAM_TRY_DURATION, Desired
 from vpsctl.core.versions import desired_of, needs_data, parse_versions, version_record
 from vpsctl.local import standins
 from vpsctl.ops.inputs import render_spec
+from vpsctl.ops.versions import RollbackError, checked_stacks, choose, history
 from vpsctl.spec.loader import load_spec
 
 CADDYFILE = "/opt/vpsctl/stacks/edge/config/caddy/Caddyfile"
@@ -140,3 +142,71 @@ def test_going_back_across_an_image_change_of_backed_up_data_needs_its_snapshot(
     assert (first.plan_hash, second.plan_hash) == ("aa" * 32, "bb" * 32)
     assert second.backed_up and needs_data(second, first)
     assert not needs_data(first, first)
+
+
+def test_a_rollback_refuses_clearly_when_it_cannot_go_back(prod: Path) -> None:
+    spec = load_spec(prod / "inventory/prod")
+    with pytest.raises(RollbackError, match="the box keeps no applied version of any stack"):
+        choose(spec, {}, [])
+    one = parse_versions(
+        json.dumps(record_of(desired(prod), "documint", "2026-12-03T15:00:00Z", "aa" * 32))
+    )
+    with pytest.raises(
+        RollbackError,
+        match=r"rollback: documint has no previous version to go back to: the box keeps only "
+        r"20261203T150000Z-aaaaaaaa, the one it runs \(`vpsctl history -i \S+ documint`",
+    ):
+        choose(spec, one, ["documint"])
+    with pytest.raises(
+        RollbackError, match=r"rollback: ghost has no previous version .* keeps none"
+    ):
+        choose(spec, one, ["ghost"])
+    with pytest.raises(RollbackError, match=r"history: no stack 'nosuch' in \S+ \(declared: "):
+        checked_stacks(spec, ["nosuch"], "history")
+
+
+def test_a_rollback_across_an_image_change_needs_the_snapshot_taken_before_it(
+    prod: Path,
+) -> None:
+    spec = load_spec(prod / "inventory/prod")
+    old = record_of(desired(prod), "documint", "2026-12-03T15:00:00Z", "aa" * 32)
+    edit(prod / "stacks/documint.yaml", "documint:2.4.1", "documint:2.4.2")
+    new = record_of(desired(prod), "documint", "2026-12-03T16:00:00Z", "bb" * 32)
+    found = parse_versions("\n".join(json.dumps(r) for r in (old, new)))
+    with pytest.raises(
+        RollbackError,
+        match=r"documint: going back from 20261203T160000Z-bbbbbbbb \(app "
+        r"ghcr.io/lumen-studio/documint:2.4.2\) to 20261203T150000Z-aaaaaaaa .* recorded no "
+        r"pre-apply snapshot: refusing",
+    ):
+        choose(spec, found, [])  # the last apply's stacks
+    new["snapshot"] = "5e" * 32
+    found = parse_versions("\n".join(json.dumps(r) for r in (old, new)))
+    [target] = choose(spec, found, [])
+    assert (target.stack, target.previous.plan_hash, target.data) == (
+        "documint",
+        "aa" * 32,
+        "5e" * 32,
+    )
+
+
+def test_history_lists_newest_first_and_marks_what_runs(prod: Path) -> None:
+    d = desired(prod)
+    lines = [
+        record_of(d, "documint", "2026-12-03T15:00:00Z", "aa" * 32),
+        record_of(d, "ghost", "2026-12-03T15:00:00Z", "aa" * 32),
+        record_of(d, "documint", "2026-12-03T16:00:00Z", "bb" * 32),
+    ]
+    found = parse_versions("\n".join(json.dumps(r) for r in lines))
+    listed = history(found, ["documint"])
+    assert [v.version for v in listed] == [
+        "20261203T160000Z-bbbbbbbb",
+        "20261203T150000Z-aaaaaaaa",
+    ]
+    text = history_text(listed, {(n, vs[-1].version) for n, vs in found.items()})
+    first, newest, older = text.splitlines()
+    assert first.split() == ["STACK", "VERSION", "TIME", "PLAN", "RESULT", "IMAGES"]
+    assert newest.startswith("* documint 20261203T160000Z-bbbbbbbb 2026-12-03T16:00:00Z ")
+    assert newest.endswith(" applied app=ghcr.io/lumen-studio/documint:2.4.1")
+    assert older.startswith("  documint 20261203T150000Z-aaaaaaaa ")
+    assert len(history(found, [])) == 3

@@ -8,6 +8,7 @@ Outputs of every CLI run are scanned for every secret value.
 
 from __future__ import annotations
 
+import json
 import re
 import socket
 import ssl
@@ -20,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.e2e.conftest import first_apply, running_box, studio_for
+from tests.e2e.conftest import audit_ok, first_apply, on_box, running_box, studio_for
 from tests.helpers import Result, assert_no_secrets, run_cli
 from vpsctl.local import pebble
 from vpsctl.local.sandbox import SandboxInfo
@@ -31,6 +32,7 @@ INV = "inventory/sandbox"
 RATE = 20  # requests per second, as the issue measured
 LIMIT = 3000  # requests at most per loop (bounded in count ...)
 SECONDS = 300  # ... and in time
+IMAGE_OF = "docker inspect --format '{{{{.Config.Image}}}}' {}-app-1"
 PRODUCTS = {  # stack → (its image ref in the example, the bumped one, its app's host)
     "documint": ("ghcr.io/lumen-studio/documint:2.4.1", "2.4.2", "documint.lumen.test"),
     "cronping": ("ghcr.io/lumen-studio/cronping:1.9.0", "1.9.1", "cronping.lumen.test"),
@@ -197,3 +199,50 @@ def test_a_config_change_of_caddy_reloads_it_without_a_drop(box: SandboxInfo, st
     assert result.code == 0, result.err[-6000:]
     assert loop.sent > 40, loop.report("caddy reload")
     assert not loop.failures, (loop.report("caddy reload"), loop.failures[:20])
+
+
+def history(root: Path, *stacks: str) -> list[dict[str, object]]:
+    result = cli(root, "history", "-i", INV, "--json", *stacks)
+    assert result.code == 0, result.err[-3000:]
+    found: list[dict[str, object]] = json.loads(result.out)
+    return found
+
+
+def test_rollback_puts_the_previous_version_back_without_a_drop_and_the_audit_is_green(
+    box: SandboxInfo, studio: Path
+) -> None:
+    versions = history(studio, "documint")
+    assert [v["current"] for v in versions] == [True, False], versions  # newest first
+    new, old = versions
+    assert new["images"] == {"app": on_box(box, IMAGE_OF.format("documint")).strip()}
+    with request_loop(box, [PRODUCTS["documint"][2]]) as loop:
+        time.sleep(2)
+        result = cli(studio, "rollback", "-i", INV, "-y", "documint")
+    print(loop.report("documint rolled back"))
+    assert result.code == 0, result.err[-6000:]
+    assert re.findall(r"^\s+~ (\S+): recreate", result.out, re.M) == ["documint"], result.out
+    assert f"rollback documint: {new['version']} → {old['version']}" in result.err
+    assert "audit lumen-sandbox: healthy" in result.err, result.err[-3000:]
+    assert on_box(box, IMAGE_OF.format("documint")).strip() == old["images"]["app"]  # type: ignore[index]
+    assert not loop.failures, (loop.report("rollback"), loop.failures[:20])
+    newest = history(studio, "documint")[0]
+    assert newest["current"] and newest["result"] == f"rollback to {old['version']}"
+    assert newest["images"] == old["images"]
+    audit_ok(studio)
+    # the spec still says 2.4.2: the next plan puts it back
+    plan = cli(studio, "plan", "-i", INV)
+    assert recreated(plan.out) == {"documint"}, plan.out
+
+
+def test_a_rollback_with_nothing_to_go_back_to_is_a_clear_error(studio: Path) -> None:
+    before = history(studio)
+    result = cli(studio, "rollback", "-i", INV, "-y", "ghost")
+    assert result.code == 1
+    assert (
+        "rollback: ghost has no previous version to go back to: the box keeps only " in result.err
+    )
+    assert "`vpsctl history -i inventory/sandbox ghost` lists them" in result.err
+    unknown = cli(studio, "rollback", "-i", INV, "-y", "nosuch")
+    assert unknown.code == 1
+    assert "rollback: no stack 'nosuch' in inventory/sandbox (declared: documint, " in unknown.err
+    assert history(studio) == before  # nothing was applied

@@ -9,8 +9,9 @@ from typing import Any
 
 from vpsctl.core.facts import MANIFEST
 from vpsctl.core.layout import HOST_ROOT
+from vpsctl.core.versions import version_record
 from vpsctl.errors import masked_data
-from vpsctl.host.commands import files
+from vpsctl.host.commands import files, versions
 from vpsctl.host.remote import output_tail
 from vpsctl.ops.apply.phase import Phase
 from vpsctl.ops.apply.result import CONVERGED, ApplyResult, StackResult
@@ -70,6 +71,39 @@ class Record(Phase):
             f = self.desired.files[path]
             files_record[path] = {"sha256": f.sha256, "mode": f"{f.mode:04o}"}
         return {"files": files_record, "stacks": stacks}
+
+    def keep_versions(self, result: ApplyResult) -> None:
+        """Keep on the box the version of every stack this run changed and that holds (its
+        files and their record: what ``vpsctl history`` lists and ``vpsctl rollback`` puts
+        back). A failure is said and noted, never raised: the run itself succeeded."""
+        plan_hash = str(result.plan.to_json()["plan_hash"])
+        now = _now()
+        for o in result.outcomes:
+            if o.result != StackResult.APPLIED or o.action not in ("start", "recreate", "reload"):
+                continue
+            stack = self.desired.stacks.get(o.stack)
+            if stack is None:
+                continue
+            record = version_record(
+                stack,
+                [self.desired.files[p] for p in stack.files],
+                time=now,
+                plan_hash=plan_hash,
+                result=self.applier.version_results.get(o.stack, "applied"),
+                snapshot=self.applier.snapshots.taken.get(o.stack),
+            )
+            kept = self.session.run(
+                versions.record(
+                    o.stack, str(record["version"]), list(stack.files), json.dumps(record)
+                ),
+                check=False,  # said below: the run's own result is what matters
+                purpose=f"keeping the applied version of {o.stack}",
+            )
+            if not kept.ok:
+                result.problems.append(
+                    f"{o.stack}: its applied version could not be kept for a rollback: "
+                    + output_tail(kept, 2, 200)
+                )
 
     def apps_record(self, old_apps: dict[str, Any]) -> dict[str, Any]:
         """What the app steps set: the record of earlier runs, and this run's."""
