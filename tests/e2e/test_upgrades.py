@@ -60,6 +60,12 @@ def get_healthz(box: SandboxInfo, host: str, context: ssl.SSLContext) -> int:
     return int(data.split(b" ", 2)[1])
 
 
+def stamp() -> str:
+    """Now, to the millisecond (UTC), to lay a failure beside Caddy's log."""
+    now = time.time()
+    return time.strftime("%H:%M:%S", time.gmtime(now)) + f".{int(now * 1000) % 1000:03d}"
+
+
 @dataclass
 class RequestLoop:
     """``/healthz`` of ``hosts`` in turn, ``RATE`` a second, each on a fresh connection,
@@ -84,10 +90,10 @@ class RequestLoop:
             try:
                 status = get_healthz(self.box, host, context)
             except (OSError, ValueError, IndexError) as exc:
-                self.failures.append(f"{host}: {type(exc).__name__}: {exc}")
+                self.failures.append(f"{stamp()} {host}: {type(exc).__name__}: {exc}")
             else:
                 if status != 200:
-                    self.failures.append(f"{host}: HTTP {status}")
+                    self.failures.append(f"{stamp()} {host}: HTTP {status}")
             self.slowest = max(self.slowest, time.monotonic() - started)
             next_at += 1 / RATE
             time.sleep(max(0.0, next_at - time.monotonic()))
@@ -196,6 +202,9 @@ def test_a_config_change_of_caddy_reloads_it_without_a_drop(box: SandboxInfo, st
         time.sleep(2)
         result = cli(studio, "apply", "-i", INV, "-y")
     print(loop.report("Caddy reloaded with a new config"))
+    if loop.failures:  # what Caddy said then, beside when each request failed
+        print("\n".join(loop.failures), result.err[-4000:])
+        print(on_box(box, "docker logs --since 5m edge-caddy-1 2>&1 | tail -n 60"))
     assert result.code == 0, result.err[-6000:]
     assert loop.sent > 40, loop.report("caddy reload")
     assert not loop.failures, (loop.report("caddy reload"), loop.failures[:20])
