@@ -4,22 +4,33 @@ an applied version's record round-trips into the desired state a rollback puts b
 
 from __future__ import annotations
 
+import base64
+import io
 import json
 import re
+import tarfile
 from pathlib import Path
 
 import pytest
 
-from tests import factsim
-from tests.helpers import ROOT, golden_prod_copy, run_cli
-from vpsctl.cli.views import history_text
+from tests import factsim, scripted
+from tests.helpers import ROOT, assert_no_secrets, golden_prod_copy, run_cli
+from tests.scripted import outcome_of
+from vpsctl.cli.views import history_text, plan_text
 from vpsctl.core.facts import parse
 from vpsctl.core.plan import make_plan
 from vpsctl.core.render import UPSTREAM_TRY_DURATION, Desired
 from vpsctl.core.versions import desired_of, needs_data, parse_versions, version_record
 from vpsctl.local import standins
+from vpsctl.ops.apply import StackResult
 from vpsctl.ops.inputs import render_spec
-from vpsctl.ops.versions import RollbackError, checked_stacks, choose, history
+from vpsctl.ops.versions import (
+    RollbackError,
+    checked_stacks,
+    choose,
+    history,
+    rollback_applier,
+)
 from vpsctl.spec.loader import load_spec
 
 CADDYFILE = "/opt/vpsctl/stacks/edge/config/caddy/Caddyfile"
@@ -210,3 +221,71 @@ def test_history_lists_newest_first_and_marks_what_runs(prod: Path) -> None:
     assert newest.endswith(" applied app=ghcr.io/lumen-studio/documint:2.4.1")
     assert older.startswith("  documint 20261203T150000Z-aaaaaaaa ")
     assert len(history(found, [])) == 3
+
+
+def tar_of(d: Desired, stack: str) -> str:
+    """The ``files.tar`` of a version, base64 (as the box hands it over)."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as tar:
+        for path in d.stacks[stack].files:
+            f = d.files[path]
+            info = tarfile.TarInfo(path.lstrip("/"))
+            info.size, info.mode = len(f.content), f.mode
+            tar.addfile(info, io.BytesIO(f.content))
+    return base64.b64encode(buffer.getvalue()).decode()
+
+
+def test_a_rollback_plans_and_applies_the_previous_version_of_that_stack_only(
+    prod: Path,
+) -> None:
+    old = desired(prod)
+    old_record = record_of(old, "documint", "2026-12-03T15:00:00Z", "aa" * 32)
+    edit(prod / "stacks/documint.yaml", "PDF_RENDERER: builtin", "PDF_RENDERER: chromium")
+    spec = load_spec(prod / "inventory/prod")
+    new_record = record_of(desired(prod), "documint", "2026-12-03T16:00:00Z", "bb" * 32)
+    session = scripted.converged_session(spec)  # the box runs the newer version
+    session.answer(
+        r"/opt/vpsctl/versions/\*/\*/version\.json",
+        stdout="\n".join(json.dumps(r) for r in (old_record, new_record)) + "\n",
+    )
+    session.answer(
+        r"base64 -w0 -- /opt/vpsctl/versions/documint/20261203T150000Z-aaaaaaaa/files\.tar",
+        stdout=tar_of(old, "documint"),
+    )
+    out = io.StringIO()
+    applier, [target] = rollback_applier(spec, session, out, ["documint"])
+    assert target.previous.version == "20261203T150000Z-aaaaaaaa" and target.data is None
+    changed = [s.stack for s in applier.plan.stacks if s.action != "none"]
+    assert changed == ["documint"]
+    [env] = [f for f in applier.plan.files if f.action != "unchanged"]
+    assert env.path.startswith("/opt/vpsctl/stacks/documint/") and env.path.endswith(".env")
+    assert env.diff == "~ PDF_RENDERER: 'chromium' → 'builtin'\n"
+    applier.probe_deadline, applier.health_interval = 0, 0
+    result = applier.apply()
+    assert result.ok, out.getvalue()
+    assert outcome_of(result, "documint").result == StackResult.APPLIED
+    [kept] = session.ran(r"tar -C / -cf /opt/vpsctl/versions/documint/\d{8}T\d{6}Z-\w{8}/")
+    assert '"result": "rollback to 20261203T150000Z-aaaaaaaa"' in kept
+    assert_no_secrets(prod, out.getvalue(), plan_text(applier.plan), kept)
+
+
+def test_a_rollback_refuses_when_the_spec_also_changes_another_stack(prod: Path) -> None:
+    old = desired(prod)
+    old_record = record_of(old, "documint", "2026-12-03T15:00:00Z", "aa" * 32)
+    edit(prod / "stacks/documint.yaml", "PDF_RENDERER: builtin", "PDF_RENDERER: chromium")
+    session = scripted.converged_session(load_spec(prod / "inventory/prod"))
+    new_record = record_of(desired(prod), "documint", "2026-12-03T16:00:00Z", "bb" * 32)
+    edit(prod / "stacks/ghost.yaml", "    mem_limit: 768m\n", "    mem_limit: 800m\n")
+    session.answer(
+        r"/opt/vpsctl/versions/\*/\*/version\.json",
+        stdout="\n".join(json.dumps(r) for r in (old_record, new_record)) + "\n",
+    )
+    session.answer(r"base64 -w0 -- /opt/vpsctl/versions/documint/", stdout=tar_of(old, "documint"))
+    with pytest.raises(
+        RollbackError,
+        match=r"rollback: the spec also changes what the rollback of documint does not touch "
+        r"\(ghost: recreate; .*\): apply those changes first, or revert them, then roll back",
+    ):
+        rollback_applier(load_spec(prod / "inventory/prod"), session, io.StringIO(), [])
+    assert not session.ran(r"^docker compose")  # nothing touched
+    assert not session.in_order(r"^put_files ")
