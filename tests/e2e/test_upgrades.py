@@ -139,14 +139,17 @@ def cli(root: Path, *args: str) -> Result:
     return result
 
 
-def bump(root: Path, stack: str) -> None:
-    """Bump ``stack``'s image tag in its stack file and in the sandbox's mapping."""
+def bump(root: Path, stack: str, *, back: bool = False) -> None:
+    """Bump ``stack``'s image tag in its stack file and in the sandbox's mapping (or, with
+    ``back``, return it to the example's)."""
     ref, new, _ = PRODUCTS[stack]
-    bumped = ref.rsplit(":", 1)[0] + ":" + new
+    old, bumped = ref, ref.rsplit(":", 1)[0] + ":" + new
+    if back:
+        old, bumped = bumped, old
     for path in (root / "stacks" / f"{stack}.yaml", root / INV / "host.yaml"):
         text = path.read_text()
-        assert ref in text, path
-        path.write_text(text.replace(ref, bumped))
+        assert old in text, path
+        path.write_text(text.replace(old, bumped))
 
 
 def recreated(plan: str) -> set[str]:
@@ -237,10 +240,15 @@ def test_rollback_puts_the_previous_version_back_without_a_drop_and_the_audit_is
     newest = history(studio, "documint")[0]
     assert newest["current"] and newest["result"] == f"rollback to {old['version']}"
     assert newest["images"] == old["images"]
-    audit_ok(studio)
-    # the spec still says 2.4.2: the next plan puts it back
+    # the spec still says 2.4.2: the next plan would take it forward again ...
     plan = cli(studio, "plan", "-i", INV)
     assert recreated(plan.out) == {"documint"}, plan.out
+    # ... and once the stack file says 2.4.1 again, the box is exactly the old version
+    # (files, env, images): nothing to change, and the audit of the spec is green
+    bump(studio, "documint", back=True)
+    plan = cli(studio, "plan", "-i", INV)
+    assert plan.code == 0, plan.out[-3000:]
+    audit_ok(studio)
 
 
 def test_a_rollback_with_nothing_to_go_back_to_is_a_clear_error(studio: Path) -> None:
