@@ -423,11 +423,6 @@ def _image(spec: Spec, standin_tags: Mapping[str, str], ref: str) -> Image:
 # that stays down still answers 502, not a timeout. Measured: bench/RESULTS.md (issue 16).
 UPSTREAM_TRY_DURATION = "5s"
 UPSTREAM_TRY_INTERVAL = "250ms"
-# The edge's own network namespace: Caddy's graceful reload listens on a new socket beside
-# the old one (SO_REUSEPORT) and then closes the old one; the kernel resets every connection
-# still queued on a closed listener unless it may migrate them to the new one (Linux 5.14+).
-# Measured: bench/RESULTS.md (issue 16).
-EDGE_SYSCTLS = [("net.ipv4.tcp_migrate_req", "1")]
 
 
 def config_problem(stack: str, config: str, problem: str) -> str:
@@ -542,7 +537,6 @@ def _service_view(
         "stop_grace_period": service.stop_grace_period,
         "ulimits": _ulimits(service, spec.host.max_nofile),
         "depends_on": service.depends_on,
-        "sysctls": EDGE_SYSCTLS if stack.role == "edge" and service.ports else [],
         "edge_alias": (
             network_alias(stack_name, service_name)
             if service_name in routed or stack.role == "edge"
