@@ -289,3 +289,48 @@ def test_a_rollback_refuses_when_the_spec_also_changes_another_stack(prod: Path)
         rollback_applier(load_spec(prod / "inventory/prod"), session, io.StringIO(), [])
     assert not session.ran(r"^docker compose")  # nothing touched
     assert not session.in_order(r"^put_files ")
+
+
+def test_a_rollback_across_an_image_change_puts_the_data_back_from_its_snapshot(
+    prod: Path,
+) -> None:
+    """The newer image may have changed documint's data: once the old version is healthy
+    again, its data goes back from the pre-apply snapshot the newer version recorded, after
+    a copy of the data as the newer version left it."""
+    old = desired(prod)
+    old_record = record_of(old, "documint", "2026-12-03T15:00:00Z", "aa" * 32)
+    edit(prod / "stacks/documint.yaml", "documint:2.4.1", "documint:2.4.2")
+    spec = load_spec(prod / "inventory/prod")
+    new_record = record_of(desired(prod), "documint", "2026-12-03T16:00:00Z", "bb" * 32)
+    new_record["snapshot"] = "5e" * 32
+    session = scripted.converged_session(spec)
+    session.answer(
+        r"/opt/vpsctl/versions/\*/\*/version\.json",
+        stdout="\n".join(json.dumps(r) for r in (old_record, new_record)) + "\n",
+    )
+    session.answer(r"base64 -w0 -- /opt/vpsctl/versions/documint/", stdout=tar_of(old, "documint"))
+    for phase, snapshot in (("pre-apply", "1a" * 32), ("pre-rollback", "2b" * 32)):
+        session.answer(
+            rf"vpsctl-backup backup {phase} documint",
+            stdout=f"@@snapshot {snapshot}\n@@counted documint\tapp\trecords\t3\n",
+        )
+    out = io.StringIO()
+    applier, [target] = rollback_applier(spec, session, out, ["documint"])
+    assert target.data == "5e" * 32
+    [planned] = [s for s in applier.plan.stacks if s.action != "none"]
+    assert (planned.stack, planned.snapshot) == ("documint", True)
+    applier.probe_deadline, applier.health_interval = 0, 0
+    result = applier.apply()
+    assert result.ok, out.getvalue()
+    assert session.in_order(
+        r"vpsctl-backup backup pre-apply documint",
+        r"docker compose -p documint",
+        r"vpsctl-backup backup pre-rollback documint",
+        r"vpsctl-backup restore " + "5e" * 32 + " all documint",
+    ) == [
+        r"vpsctl-backup backup pre-apply documint",
+        r"docker compose -p documint",
+        r"vpsctl-backup backup pre-rollback documint",
+        r"vpsctl-backup restore " + "5e" * 32 + " all documint",
+    ], session.log()
+    assert "documint: data restored from the pre-apply snapshot 5e5e5e5e" in out.getvalue()
