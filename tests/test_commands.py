@@ -282,3 +282,12 @@ def test_versions_commands_keep_list_and_read_a_version() -> None:
     )
     hostile = versions.files_of("a b;rm -rf /", "x")
     assert hostile == "base64 -w0 -- '/opt/vpsctl/versions/a b;rm -rf //x/files.tar'"
+
+
+def test_a_runs_versions_are_kept_in_one_command_each_on_its_own() -> None:
+    one = ("documint", "v1", ["/opt/vpsctl/stacks/documint/compose.yaml"], "{}")
+    two = ("ghost", "v1", ["/opt/vpsctl/stacks/ghost/compose.yaml"], "{}")
+    assert versions.record_all([one, two]) == (
+        f"( {versions.record(*one)} ) || printf '@@unkept %s\\n' documint; "
+        f"( {versions.record(*two)} ) || printf '@@unkept %s\\n' ghost"
+    )

@@ -8,6 +8,7 @@ import base64
 import io
 import json
 import re
+import shlex
 import tarfile
 from pathlib import Path
 
@@ -334,3 +335,25 @@ def test_a_rollback_across_an_image_change_puts_the_data_back_from_its_snapshot(
         r"vpsctl-backup restore " + "5e" * 32 + " all documint",
     ], session.log()
     assert "documint: data restored from the pre-apply snapshot 5e5e5e5e" in out.getvalue()
+
+
+def test_an_apply_keeps_the_version_of_each_stack_it_changed_and_says_when_it_cannot(
+    prod: Path,
+) -> None:
+    session = scripted.converged_session(load_spec(prod / "inventory/prod"))
+    edit(prod / "stacks/documint.yaml", "PDF_RENDERER: builtin", "PDF_RENDERER: chromium")
+    session.answer(r"/opt/vpsctl/versions/documint/", stdout="@@unkept documint\n")
+    result, said = scripted.run_applier(load_spec(prod / "inventory/prod"), session)
+    [kept] = session.ran(r"/opt/vpsctl/versions/")  # one command, documint's only
+    assert "tar -C / -cf /opt/vpsctl/versions/documint/" in kept
+    assert "/opt/vpsctl/versions/ghost/" not in kept  # unchanged: no new version
+    record = json.loads(shlex.split(kept.split("printf '%s\\n' ", 1)[1])[0])
+    assert record["result"] == "applied" and record["images"] == {
+        "app": "ghcr.io/lumen-studio/documint:2.4.1"
+    }
+    assert not result.ok
+    assert result.problems == [
+        "the applied version of documint could not be kept under /opt/vpsctl/versions for "
+        "a rollback (no error output); the stacks themselves are applied"
+    ]
+    assert_no_secrets(prod, said, kept)

@@ -25,6 +25,18 @@ def record(stack: str, version: str, paths: list[str], record_json: str) -> Scri
     )
 
 
+def record_all(kept: list[tuple[str, str, list[str], str]]) -> Script:
+    """:func:`record` of each ``(stack, version, paths, record_json)`` in ONE command (a
+    run's stacks, one round trip): each in a subshell of its own, a failed one says
+    ``@@unkept STACK`` and the others still go."""
+    return Script(
+        "; ".join(
+            f"( {record(*item)} ) || printf '@@unkept %s\\n' {shlex.quote(item[0])}"
+            for item in kept
+        )
+    )
+
+
 def list_all() -> Script:
     """Every recorded version's record, one JSON line each (nothing when none is kept)."""
     return Script(

@@ -7,9 +7,10 @@ import json
 import time
 from typing import Any
 
+from vpsctl.core import sections
 from vpsctl.core.facts import MANIFEST
 from vpsctl.core.layout import HOST_ROOT
-from vpsctl.core.versions import version_record
+from vpsctl.core.versions import VERSIONS, version_record
 from vpsctl.errors import masked_data
 from vpsctl.host.commands import files, versions
 from vpsctl.host.remote import output_tail
@@ -75,14 +76,15 @@ class Record(Phase):
     def keep_versions(self, result: ApplyResult) -> None:
         """Keep on the box the version of every stack this run changed and that holds (its
         files and their record: what ``vpsctl history`` lists and ``vpsctl rollback`` puts
-        back). A failure is said and noted, never raised: the run itself succeeded."""
+        back), in one command. A failure is noted, never raised: the run itself succeeded."""
         plan_hash = str(result.plan.to_json()["plan_hash"])
         now = _now()
+        kept: list[tuple[str, str, list[str], str]] = []
         for o in result.outcomes:
-            if o.result != StackResult.APPLIED or o.action not in ("start", "recreate", "reload"):
-                continue
             stack = self.desired.stacks.get(o.stack)
-            if stack is None:
+            if o.result != StackResult.APPLIED or stack is None:
+                continue
+            if o.action not in ("start", "recreate", "reload"):
                 continue
             record = version_record(
                 stack,
@@ -92,18 +94,22 @@ class Record(Phase):
                 result=self.applier.version_results.get(o.stack, "applied"),
                 snapshot=self.applier.snapshots.taken.get(o.stack),
             )
-            kept = self.session.run(
-                versions.record(
-                    o.stack, str(record["version"]), list(stack.files), json.dumps(record)
-                ),
-                check=False,  # said below: the run's own result is what matters
-                purpose=f"keeping the applied version of {o.stack}",
+            kept.append((o.stack, str(record["version"]), list(stack.files), json.dumps(record)))
+        if not kept:
+            return
+        done = self.session.run(
+            versions.record_all(kept),
+            check=False,  # judged below: the run's own result is what matters
+            purpose="keeping the applied versions",
+        )
+        unkept = [s.args for s in sections.named(sections.split(done.stdout), "unkept")]
+        if not done.ok or unkept:
+            names = ", ".join(unkept) or ", ".join(k[0] for k in kept)
+            said = self.clean(" ".join(done.stderr.split()[-30:])) or "no error output"
+            result.problems.append(
+                f"the applied version of {names} could not be kept under {VERSIONS} for a "
+                f"rollback ({said}); the stacks themselves are applied"
             )
-            if not kept.ok:
-                result.problems.append(
-                    f"{o.stack}: its applied version could not be kept for a rollback: "
-                    + output_tail(kept, 2, 200)
-                )
 
     def apps_record(self, old_apps: dict[str, Any]) -> dict[str, Any]:
         """What the app steps set: the record of earlier runs, and this run's."""
