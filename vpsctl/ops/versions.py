@@ -151,7 +151,7 @@ def override(previous: dict[str, Desired]) -> Callable[[Desired], None]:
     return apply_to
 
 
-def prepare(spec: Spec, session: Remote, targets: list[Target]) -> dict[str, Desired]:
+def prepare(session: Remote, targets: list[Target]) -> dict[str, Desired]:
     """The desired state of each target's previous version, read from the box."""
     previous: dict[str, Desired] = {}
     for target in targets:
@@ -206,7 +206,7 @@ def rollback_applier(
     """The Applier of a rollback of ``stacks`` (its plan computed, nothing changed yet), and
     what it puts back; a :class:`RollbackError` when it cannot."""
     targets = choose(spec, read_versions(session), stacks)
-    previous = prepare(spec, session, targets)
+    previous = prepare(session, targets)
     applier = Applier(
         spec, session, out, override=override(previous), after_healthy=data_back(targets)
     )
