@@ -15,6 +15,7 @@ import ssl
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -280,3 +281,36 @@ def test_a_rollback_with_nothing_to_go_back_to_is_a_clear_error(studio: Path) ->
     assert unknown.code == 1
     assert "rollback: no stack 'nosuch' in inventory/sandbox (declared: documint, " in unknown.err
     assert history(studio) == before  # nothing was applied
+
+
+def test_caddy_holds_a_request_while_the_upstreams_name_does_not_resolve(
+    box: SandboxInfo, studio: Path
+) -> None:
+    """What the edge's Caddy does while a recreated container is gone from the Docker
+    network (its name no longer resolves), verified on the box: a request that arrives then
+    is held and answered once the container is back; one held longer than 5 s gets a 502."""
+    host = PRODUCTS["documint"][2]
+    context = ssl.create_default_context(cafile=str(pebble.roots_path()))
+    print("edge:", on_box(box, "docker exec edge-caddy-1 caddy version").split()[0])
+    on_box(box, "docker stop documint-app-1")
+    try:
+        resolved = on_box(
+            box, "docker exec edge-caddy-1 getent hosts documint--app || echo unresolved"
+        )
+        assert resolved.strip() == "unresolved"  # Docker's DNS has no such name now
+        started = time.monotonic()
+        assert get_healthz(box, host, context) == 502
+        held = time.monotonic() - started
+        assert 4.5 < held < 9, held  # lb_try_duration 5s, then Caddy's 502
+        with ThreadPoolExecutor(1) as pool:
+            answer = pool.submit(get_healthz, box, host, context)
+            time.sleep(0.5)
+            started = time.monotonic()
+            on_box(box, "docker start documint-app-1")
+            assert answer.result(timeout=30) == 200  # held, then answered by the new one
+        print(
+            f"held 502 after {held:.1f}s; answered 200 {time.monotonic() - started:.1f}s "
+            "after the container was started again"
+        )
+    finally:
+        on_box(box, "docker start documint-app-1")
