@@ -9,7 +9,16 @@ import pytest
 
 from vpsctl.core.backupfiles import SCRIPT, TIMERS, UNITS
 from vpsctl.host import commands, remote
-from vpsctl.host.commands import Script, backup, caddy, compose, docker, files, systemd
+from vpsctl.host.commands import (
+    Script,
+    backup,
+    caddy,
+    compose,
+    docker,
+    files,
+    systemd,
+    versions,
+)
 
 ENV = "env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root"
 # what a stack, service, path or volume name must never do on the box: run something
@@ -248,3 +257,40 @@ def test_backup_script_quotes_a_hostile_stack_name() -> None:
     assert words_of(commands.join(backup.backup("manual", [HOSTILE]))) == [
         SCRIPT, "backup", "manual", HOSTILE
     ]  # fmt: skip
+
+
+def test_versions_commands_keep_list_and_read_a_version() -> None:
+    kept = versions.record(
+        "documint",
+        "20261203T150000Z-aaaaaaaa",
+        ["/opt/vpsctl/stacks/documint/compose.yaml", "/opt/vpsctl/stacks/documint/env/app.env"],
+        '{"result": "it\'s applied"}',
+    )
+    directory = "/opt/vpsctl/versions/documint/20261203T150000Z-aaaaaaaa"
+    assert kept == (
+        f"umask 077 && mkdir -p -- {directory} && chmod 700 -- /opt/vpsctl/versions "
+        f"/opt/vpsctl/versions/documint {directory} && tar -C / -cf {directory}/files.tar -- "
+        "opt/vpsctl/stacks/documint/compose.yaml opt/vpsctl/stacks/documint/env/app.env && "
+        "printf '%s\\n' '{\"result\": \"it'\"'\"'s applied\"}' > "
+        f"{directory}/version.json && ls -1 -- /opt/vpsctl/versions/documint | sort | "
+        'head -n -10 | while read -r old; do rm -rf -- /opt/vpsctl/versions/documint/"$old"; '
+        "done"
+    )
+    assert versions.list_all() == (
+        "for f in /opt/vpsctl/versions/*/*/version.json; do "
+        '[ -f "$f" ] && head -n 1 -- "$f"; done; true'
+    )
+    assert versions.files_of("documint", "20261203T150000Z-aaaaaaaa") == (
+        f"base64 -w0 -- {directory}/files.tar"
+    )
+    hostile = versions.files_of("a b;rm -rf /", "x")
+    assert hostile == "base64 -w0 -- '/opt/vpsctl/versions/a b;rm -rf //x/files.tar'"
+
+
+def test_a_runs_versions_are_kept_in_one_command_each_on_its_own() -> None:
+    one = ("documint", "v1", ["/opt/vpsctl/stacks/documint/compose.yaml"], "{}")
+    two = ("ghost", "v1", ["/opt/vpsctl/stacks/ghost/compose.yaml"], "{}")
+    assert versions.record_all([one, two]) == (
+        f"( {versions.record(*one)} ) || printf '@@unkept %s\\n' documint; "
+        f"( {versions.record(*two)} ) || printf '@@unkept %s\\n' ghost"
+    )

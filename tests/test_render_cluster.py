@@ -27,15 +27,22 @@ ROOT = Path(__file__).resolve().parent.parent
 CLUSTER = "inventory/sandbox-cluster"
 
 
-@pytest.fixture(scope="module")
-def desired(tmp_path_factory: pytest.TempPathFactory) -> Desired:
-    root = tmp_path_factory.mktemp("cluster") / "studio"
+def render_cluster(root: Path, overlay: str = "plain") -> Desired:
+    """The example cluster rendered (its ``overlay`` as given), secrets generated."""
     root.mkdir()
     shutil.copytree(ROOT / "stacks", root / "stacks")
     shutil.copytree(ROOT / CLUSTER, root / CLUSTER, ignore=shutil.ignore_patterns("secrets.env"))
+    host = root / CLUSTER / "host.yaml"
+    host.write_text(host.read_text().replace("overlay: plain", f"overlay: {overlay}"))
     result = run_cli(root, "secrets", "generate", "-i", CLUSTER)
     assert result.code == 0, result.err
     return render_spec(load_spec(root / CLUSTER))
+
+
+@pytest.fixture(scope="module")
+def desired(tmp_path_factory: pytest.TempPathFactory) -> Desired:
+    """The example cluster as it ships (overlay: plain, for the sandbox's kernels)."""
+    return render_cluster(tmp_path_factory.mktemp("cluster") / "studio")
 
 
 def compose(desired: Desired, stack: str) -> dict[str, Any]:
@@ -72,9 +79,7 @@ def test_every_service_is_placed_where_its_stack_runs_and_reached_by_dns(desired
             assert labels["com.docker.compose.service"] == name
 
 
-def test_the_edge_binds_its_ports_on_its_node_and_shares_the_encrypted_overlay(
-    desired: Desired,
-) -> None:
+def test_the_edge_binds_its_ports_on_its_node_and_shares_the_overlay(desired: Desired) -> None:
     edge = compose(desired, "edge")
     ports = edge["services"]["caddy"]["ports"]
     assert {(p["published"], p["protocol"], p["mode"]) for p in ports} == {
@@ -85,11 +90,19 @@ def test_the_edge_binds_its_ports_on_its_node_and_shares_the_encrypted_overlay(
     for stack in ("edge", "ghost", "plausible"):
         networks = compose(desired, stack)["networks"]
         assert networks["edge"] == {"external": True, "name": CLUSTER_NETWORK}
-        assert networks["default"]["driver"] == "overlay"
-        assert "encrypted" in networks["default"]["driver_opts"]
+        assert networks["default"] == {"driver": "overlay"}  # overlay: plain
     ghost = compose(desired, "ghost")["services"]
     assert ghost["ghost"]["networks"]["edge"]["aliases"] == ["ghost--ghost"]
     assert "edge" not in ghost["mysql"]["networks"]  # only routed services join the overlay
+
+
+def test_an_encrypted_overlay_encrypts_every_stacks_own_network(tmp_path: Path) -> None:
+    desired = render_cluster(tmp_path / "studio", overlay="encrypted")
+    for stack in ("edge", "ghost", "plausible", "documint"):
+        assert compose(desired, stack)["networks"]["default"] == {
+            "driver": "overlay",
+            "driver_opts": {"encrypted": ""},
+        }
 
 
 def test_env_files_carry_raw_values_as_the_docker_cli_reads_them(desired: Desired) -> None:

@@ -22,6 +22,8 @@ from vpsctl.errors import VpsctlError, forget_secrets, masked, masked_data, reda
 
 if TYPE_CHECKING:
     from vpsctl.core.facts import HostFacts
+    from vpsctl.host.remote import Remote
+    from vpsctl.ops.apply import Applier
     from vpsctl.spec.studio import Spec
 
 # Every command imports what it needs inside its function, and building the parser imports
@@ -295,7 +297,7 @@ def _roles(spec: Spec) -> dict[str, str]:
 def cmd_apply(args: argparse.Namespace) -> int:
     """Converge the host: show the plan, ask (unless -y), apply exactly that, report."""
     from vpsctl.host.remote import Session  # noqa: PLC0415
-    from vpsctl.ops import apply, audit, targets  # noqa: PLC0415 - pyinfra loads only when connecting
+    from vpsctl.ops import apply, targets  # noqa: PLC0415 - pyinfra loads only when connecting
 
     saved = apply.load_plan_file(args.planfile, str(args.inventory)) if args.planfile else None
     spec = _load(args.inventory)
@@ -314,20 +316,38 @@ def cmd_apply(args: argparse.Namespace) -> int:
         plan = applier.plan
         if saved is not None:
             apply.check_stale(saved, plan, applier.desired, applier.facts)
-        sys.stdout.write(views.plan_text(plan))
-        sys.stdout.flush()
-        if plan.changes and not args.yes and saved is None:
-            if not sys.stdin.isatty():
-                raise VpsctlError("apply: not a terminal to ask on; review the plan and pass -y")
-            print("Apply these changes? [y/N] ", end="", file=sys.stderr, flush=True)
-            if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-                print("apply: nothing changed", file=sys.stderr)
-                return 1
-        result = applier.apply()
-        print(views.apply_text(result), file=sys.stderr, end="")
-        # the audit closes every apply: a deploy that "succeeded" while serving empty pages
-        # is exactly what it is for
-        report = audit.audit(spec, session, applier.desired) if plan.changes else None
+        if not _confirmed(
+            views.plan_text(plan), plan.changes, "apply", args.yes or saved is not None
+        ):
+            return 1
+        return _apply_and_audit(spec, session, applier)
+
+
+def _confirmed(text: str, changes: bool, command: str, yes: bool) -> bool:
+    """Show a plan's ``text``; unless ``yes`` (or it ``changes`` nothing), ask on the
+    terminal whether to go ahead: refused without a terminal, as "nothing changed" when not
+    answered yes."""
+    sys.stdout.write(text)
+    sys.stdout.flush()
+    if not changes or yes:
+        return True
+    if not sys.stdin.isatty():
+        raise VpsctlError(f"{command}: not a terminal to ask on; review the plan and pass -y")
+    print("Apply these changes? [y/N] ", end="", file=sys.stderr, flush=True)
+    if sys.stdin.readline().strip().lower() not in ("y", "yes"):
+        print(f"{command}: nothing changed", file=sys.stderr)
+        return False
+    return True
+
+
+def _apply_and_audit(spec: Spec, session: Remote, applier: Applier) -> int:
+    """Run ``applier``'s plan, then the audit that closes every apply (a deploy that
+    "succeeded" while serving empty pages is exactly what it is for); the exit code."""
+    from vpsctl.ops import audit  # noqa: PLC0415 - pyinfra loads only when connecting
+
+    result = applier.apply()
+    print(views.apply_text(result), file=sys.stderr, end="")
+    report = audit.audit(spec, session, applier.desired) if applier.plan.changes else None
     if report is not None:
         print(views.audit_text(report), file=sys.stderr, end="")
     return 0 if result.ok and (report is None or report.ok) else 1
@@ -345,20 +365,56 @@ def _cluster_apply(args: argparse.Namespace, spec: Spec) -> int:
             for name in spec.host.nodes or {}
         }
         run = ClusterApply(spec, dict(sessions), sys.stderr, destroy_data=args.destroy_data)
-        sys.stdout.write(views.cluster_plan_text(run.plan, _roles(spec)))
-        sys.stdout.flush()
-        if run.plan.changes and not args.yes:
-            if not sys.stdin.isatty():
-                raise VpsctlError("apply: not a terminal to ask on; review the plan and pass -y")
-            print("Apply these changes? [y/N] ", end="", file=sys.stderr, flush=True)
-            if sys.stdin.readline().strip().lower() not in ("y", "yes"):
-                print("apply: nothing changed", file=sys.stderr)
-                return 1
+        text = views.cluster_plan_text(run.plan, _roles(spec))
+        if not _confirmed(text, run.plan.changes, "apply", args.yes):
+            return 1
         results = run.apply()
     for name, result in results.items():
         print(f"── node {name} ──", file=sys.stderr)
         print(views.apply_text(result), file=sys.stderr, end="")
     return 0 if all(result.ok for result in results.values()) else 1
+
+
+def cmd_rollback(args: argparse.Namespace) -> int:
+    """Put the previous applied version of stacks back: its plan first, asked like apply,
+    health-gated like apply, audited."""
+    from vpsctl.host.remote import Session  # noqa: PLC0415
+    from vpsctl.ops import targets, versions  # noqa: PLC0415 - pyinfra loads only when connecting
+
+    spec = _load(args.inventory)
+    versions.checked_stacks(spec, args.stacks, "rollback")
+    with Session(targets.target(spec)) as session:
+        applier, chosen = versions.rollback_applier(spec, session, sys.stderr, args.stacks)
+        for t in chosen:
+            data = f"; its data back from snapshot {t.data[:8]}" if t.data else ""
+            print(
+                f"rollback {t.stack}: {t.current.version} → {t.previous.version}{data}",
+                file=sys.stderr,
+            )
+        plan = applier.plan
+        if not _confirmed(views.plan_text(plan), plan.changes, "rollback", args.yes):
+            return 1
+        return _apply_and_audit(spec, session, applier)
+
+
+def cmd_history(args: argparse.Namespace) -> int:
+    """The applied versions the box keeps, newest first."""
+    from vpsctl.host.remote import Session  # noqa: PLC0415
+    from vpsctl.ops import targets, versions  # noqa: PLC0415 - pyinfra loads only when connecting
+
+    spec = load_spec(args.inventory)
+    versions.checked_stacks(spec, args.stacks, "history")
+    with Session(targets.target(spec)) as session:
+        found = versions.read_versions(session)
+    listed = versions.history(found, args.stacks)
+    current = {(n, vs[-1].version) for n, vs in found.items()}
+    if args.json:
+        sys.stdout.write(
+            _json([{**v.to_json(), "current": (v.stack, v.version) in current} for v in listed])
+        )
+    else:
+        sys.stdout.write(views.history_text(listed, current))
+    return 0
 
 
 def cmd_audit(args: argparse.Namespace) -> int:
@@ -658,6 +714,21 @@ def _init_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.set_defaults(func=cmd_init)
 
 
+def _version_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """``rollback`` and ``history``: the applied versions the box keeps."""
+    p = sub.add_parser("rollback", help="put the previous applied version of stacks back")
+    _inventory(p)
+    p.add_argument("stacks", nargs="*", metavar="STACK", help="default: the last apply's stacks")
+    p.add_argument("-y", "--yes", action="store_true", help="do not ask before changing")
+    p.set_defaults(func=cmd_rollback)
+
+    p = sub.add_parser("history", help="the applied versions of each stack the box keeps")
+    _inventory(p)
+    p.add_argument("stacks", nargs="*", metavar="STACK", help="default: every stack")
+    p.add_argument("--json", action="store_true", help="print the versions as JSON")
+    p.set_defaults(func=cmd_history)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of every command; building it imports nothing heavy (the sandbox's
     parser lives in the light :mod:`vpsctl.cli.sandbox`; tests/test_fast_start.py)."""
@@ -715,6 +786,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="also delete the volumes of stacks the spec no longer declares (now or before)",
     )
     p.set_defaults(func=cmd_apply)
+
+    _version_parsers(sub)
 
     p = sub.add_parser("audit", help="prove the box healthy (exit 1 when a check fails)")
     _inventory(p)

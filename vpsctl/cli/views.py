@@ -15,6 +15,7 @@ from vpsctl.spec.units import human_size
 if TYPE_CHECKING:
     from vpsctl.core.cluster import ClusterPlan
     from vpsctl.core.plan import Plan
+    from vpsctl.core.versions import StackVersion
     from vpsctl.ops.apply import ApplyResult
     from vpsctl.ops.audit import Check as AuditCheck
     from vpsctl.ops.audit import Report as AuditReport
@@ -351,4 +352,21 @@ def snapshot_list(snapshots: list[Snapshot], kind: str | None = None) -> str:
         "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
         + f"  {row[3]}\n"
         for row in rows
+    )
+
+
+def history_text(versions: list[StackVersion], current: set[tuple[str, str]]) -> str:
+    """``vpsctl history``: one row per applied version, newest first; ``*`` marks the
+    version each stack runs now."""
+    if not versions:
+        return "no applied version kept on the box (an apply keeps one per stack it changes)\n"
+    rows = [("", "STACK", "VERSION", "TIME", "PLAN", "RESULT", "IMAGES")]
+    for v in versions:
+        images = ", ".join(f"{s}={ref}" for s, ref in sorted(v.images.items()))
+        mark = "*" if (v.stack, v.version) in current else ""
+        rows.append((mark, v.stack, v.version, v.time, v.plan_hash[:12], v.result, images))
+    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+    return "".join(
+        " ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:6])) + " " + r[6] + "\n"
+        for r in rows
     )

@@ -91,6 +91,20 @@ def image_changes(stack: DesiredStack, containers: list[Container]) -> list[tupl
     ]
 
 
+def downtime(stack: DesiredStack, services: tuple[str, ...]) -> list[str]:
+    """What recreating ``services`` of ``stack`` costs in downtime, in words: nothing for a
+    service behind Caddy (Caddy holds its requests and dials again while it restarts), but a
+    service no route reaches (a database, the edge itself) cannot run twice and nothing holds
+    its callers: it is down until it is healthy again, at most its healthcheck's start
+    period."""
+    return [
+        f"{service} is down while recreated (no second copy of it can run): until healthy, "
+        f"at most {stack.unrouted[service]} (its healthcheck's start period)"
+        for service in services
+        if service in stack.unrouted
+    ]
+
+
 def needs_snapshot(stack: DesiredStack, containers: list[Container]) -> bool:
     """Whether recreating ``stack`` over ``containers`` takes a pre-apply snapshot: its data
     is backed up, something of it runs (to dump), and an image changes."""
@@ -629,6 +643,9 @@ def _stack_changes(
                 parts.append(f"image(s) missing: {', '.join(lacking)}")
             if down:
                 parts.append(f"not running: {', '.join(down)}")
+            # running services whose container changes: compose recreates only those
+            parts += downtime(stack, tuple(s for s in touched if s not in down))
+            services = services or tuple(stack.services)
             snapshot = needs_snapshot(stack, containers)
             if snapshot:
                 swapped = sorted({service for service, _, _ in image_changes(stack, containers)})
@@ -638,7 +655,7 @@ def _stack_changes(
                     name,
                     "recreate",
                     "; ".join(parts),
-                    services or tuple(stack.services),
+                    services,
                     snapshot,
                 )
             )

@@ -93,6 +93,7 @@ class Image:
     source: str  # "registry" (pulled by the box) or "local" (a stand-in vpsctl ships)
     standin: str | None = None
     args: tuple[tuple[str, str], ...] = ()
+    declared: str = ""  # a stand-in: the ref the stack names (its tag hashes it)
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,10 @@ class DesiredStack:
     service_images: dict[str, str] = field(default_factory=dict)
     backed_up: bool = False  # the host backs up this stack's data (a pre-apply snapshot)
     domains: dict[str, str] = field(default_factory=dict)  # domain key → host name
+    # service → its healthcheck's start period, for every service no route of Caddy reaches
+    # (databases, the edge itself): nothing holds requests for it while it is recreated, and
+    # it cannot run twice (one data directory), so its recreate is downtime
+    unrouted: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -318,6 +323,11 @@ def _stack(
         service_images={service_name: r.image.ref for service_name, r in rendered.items()},
         backed_up=spec.host.backup is not None and bool(stack.backups),
         domains=dict(spec.host.stacks[name].domains),
+        unrouted={
+            service_name: service.healthcheck.start_period
+            for service_name, service in stack.services.items()
+            if service_name not in {r.service for r in stack.routes}
+        },
     )
     return files, result
 
@@ -414,7 +424,18 @@ def _image(spec: Spec, standin_tags: Mapping[str, str], ref: str) -> Image:
     if mapped is None:
         return Image(ref=ref, source="registry")
     args = tuple(sorted(dict(mapped.args).items()))
-    return Image(ref=standin_tags[ref], source="local", standin=mapped.standin, args=args)
+    return Image(
+        ref=standin_tags[ref], source="local", standin=mapped.standin, args=args, declared=ref
+    )
+
+
+# How long Caddy holds a request whose upstream cannot be dialled (a container being
+# recreated: gone from the network, or not listening yet), dialling again every interval.
+# A dial error is retried for every method (nothing was sent); a broken round trip only for
+# GET (Caddy's default lb_retry_match). Kept under the probes' 10 s curl limit, so a service
+# that stays down still answers 502, not a timeout. Measured: bench/RESULTS.md (issue 16).
+UPSTREAM_TRY_DURATION = "5s"
+UPSTREAM_TRY_INTERVAL = "250ms"
 
 
 def config_problem(stack: str, config: str, problem: str) -> str:
@@ -659,5 +680,7 @@ def render_caddyfile(
             local_certs=spec.host.tls == "internal",
             acme_ca=private.directory if private else None,
             acme_ca_root=f"/etc/caddy/{private.root_file}" if private else None,
+            try_duration=UPSTREAM_TRY_DURATION,
+            try_interval=UPSTREAM_TRY_INTERVAL,
         )
     )

@@ -573,6 +573,7 @@ class Session:
 # the members of a `docker save` archive that describe it as a whole (every archive has its
 # own); every other member is a layer's or an image's, named by what it holds
 _ARCHIVE_INDEX = frozenset({"manifest.json", "repositories", "index.json", "oci-layout"})
+_ALWAYS_SENT = 64 * 1024  # bytes: archive members smaller than this are never left out
 
 
 class _Cancelled(Exception):
@@ -621,7 +622,10 @@ def _copy_archive(source: IO[bytes], sink: _ChannelSink, shipped: set[str]) -> s
     ):
         copy.copybufsize = 1 << 20  # type: ignore[attr-defined]  # 1 MiB reads, not 16 KiB
         for member in archive:
-            if member.name in shipped:
+            # a small member (an image's config, a layer's metadata) goes again: ``docker
+            # load`` reads an image's config from the archive even when the box holds the
+            # image, and two refs of one stand-in (postgres 16 and 17) share one config
+            if member.name in shipped and member.size >= _ALWAYS_SENT:
                 continue
             copy.addfile(member, archive.extractfile(member) if member.isfile() else None)
             if member.name not in _ARCHIVE_INDEX:

@@ -63,6 +63,7 @@ BASE_PACKAGES = (
 SHARED = "_shared"
 # not a valid build-arg name, so it never collides with a real one
 _BASE_ARG = "vpsctl.base"
+_DECLARED_ARG = "vpsctl.declared"  # the ref a stand-in stands in for (hashed, never a build arg)
 _SKIPPED_DIRS = {"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
 
 
@@ -175,14 +176,20 @@ def base_id() -> str:
     return hashlib.sha256(text.encode()).hexdigest()[:12]
 
 
-def local_tag(standins_dir: Path, name: str, args: dict[str, str]) -> str:
-    """The local image tag of stand-in ``name`` built with ``args``.
+def local_tag(standins_dir: Path, name: str, args: dict[str, str], declared: str = "") -> str:
+    """The local image tag of stand-in ``name`` built with ``args``, standing in for the
+    image ``declared`` (the ref a stack names; "" for the build's own tag).
 
-    The hash covers the build context, the args and the base image's package list.
+    The hash covers the build context, the args, the base image's package list and the
+    declared ref: a stack that bumps ``documint:2.4.1`` to ``2.4.2`` (and the sandbox's
+    mapping with it) gets a new tag on the box, so the sandbox recreates the stack as
+    production will, though the stand-in's bytes are the same.
     """
     suffix = "-".join(v.lower() for _, v in sorted(args.items()))
     repo = f"vpsctl-standin/{name}" + (f"-{suffix}" if suffix else "")
     args = {**args, _BASE_ARG: base_id()}
+    if declared:
+        args[_DECLARED_ARG] = declared
     return f"{repo}:{context_hash(standins_dir / name, args, standins_dir / SHARED)}"
 
 
@@ -215,11 +222,20 @@ def _flatten(container: str, tag: str) -> None:
         raise StandinError(f"flattening the base image failed: {failed}")
 
 
-def build(standins_dir: Path, name: str, args: dict[str, str], entry: str = "") -> str:
+def build(
+    standins_dir: Path, name: str, args: dict[str, str], entry: str = "", declared: str = ""
+) -> str:
     """Build stand-in ``name`` unless an image with its tag exists; return the tag.
 
+    With ``declared``, the image is built once under its own tag and tagged again for the
+    ref it stands in for (:func:`local_tag`): two refs on one stand-in share one build.
     ``entry`` names the host.yaml entry that asks for it (``file:line: images.REF``): a
     failed build says which entry to fix, its log's tail without terminal escape codes."""
+    if declared:
+        tag = local_tag(standins_dir, name, args, declared)
+        if not localdocker.image_exists(tag):
+            localdocker.docker("tag", build(standins_dir, name, args, entry), tag)
+        return tag
     tag = local_tag(standins_dir, name, args)
     if localdocker.image_exists(tag):
         return tag

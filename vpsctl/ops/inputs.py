@@ -71,14 +71,15 @@ def config_contents(spec: Spec) -> dict[tuple[str, str], bytes]:
 
 def standin_tags(spec: Spec) -> dict[str, str]:
     """The local tag of every stand-in image host.yaml maps, keyed by the ref it stands in for
-    (the hash covers its build context: a changed stand-in is a new image)."""
+    (the hash covers its build context and that ref: a changed stand-in, or a bumped ref, is
+    a new image)."""
     if not spec.host.images:
         return {}
     from vpsctl.local import standins  # noqa: PLC0415 - stand-in contexts only when mapped
 
     root = standins_root(spec)
     return {
-        ref: standins.local_tag(root, mapped.standin, dict(mapped.args))
+        ref: standins.local_tag(root, mapped.standin, dict(mapped.args), ref)
         for ref, mapped in spec.host.images.items()
     }
 

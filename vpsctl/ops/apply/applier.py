@@ -69,6 +69,7 @@ class Applier:
         before_stacks: Callable[[Applier], None] | None = None,
         after_healthy: Callable[[Applier, str], str] | None = None,
         backup_timers: bool = True,
+        override: Callable[[Desired], None] | None = None,
     ) -> None:
         self.spec = spec
         self.session = session
@@ -89,6 +90,8 @@ class Applier:
         self.changed: list[str] = []
         self.caddyfile_hook = caddyfile
         self.withheld: frozenset[str] = frozenset()  # stacks the edge does not route to
+        # stack → the result its kept version records ("applied" unless set: a rollback)
+        self.version_results: dict[str, str] = {}
         self.lanes: Lanes | None = None  # while stacks converge at once: who says what
         self.feed: ImageFeed | None = None  # the run's images, while they come
         self.setup = HostSetup(self)
@@ -107,6 +110,8 @@ class Applier:
         self.edge_session: Remote = session
         self.inputs = gather(spec)  # strict: a sandbox not up fails here, named
         self.desired = self.share(render(spec, self.inputs))
+        if override is not None:  # a rollback: some stacks as an earlier version had them
+            override(self.desired)
         if caddyfile is not None:  # tests inject a Caddyfile Caddy rejects
             for path, f in list(self.desired.files.items()):
                 if f.kind == "caddyfile":
@@ -217,6 +222,7 @@ class Applier:
                     f"the manifest could not be written ({self.clean(str(exc))}): the next "
                     "plan shows this run's changes again"
                 )
+            self.records.keep_versions(result)
         result.phases["stacks"] += time.monotonic() - mark
         for outcome in result.outcomes:
             if outcome.result == StackResult.APPLIED:

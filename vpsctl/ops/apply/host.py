@@ -85,7 +85,9 @@ class HostSetup(Phase):
             started = time.monotonic()
             line, _ = self.spec.host_doc.locate(("images", ref))
             entry = f"{self.spec.host_doc.file}:{line}: images.{ref}"  # what to fix if it fails
-            standins.build(standins_dir.resolve(), image.standin, dict(image.args), entry)
+            standins.build(
+                standins_dir.resolve(), image.standin, dict(image.args), entry, image.declared
+            )
             self.say(f"built {ref} ({time.monotonic() - started:.1f}s)")
 
     def ship(self, refs: list[str], shipped: set[str]) -> None:

@@ -7,10 +7,12 @@ import json
 import time
 from typing import Any
 
+from vpsctl.core import sections
 from vpsctl.core.facts import MANIFEST
 from vpsctl.core.layout import HOST_ROOT
+from vpsctl.core.versions import VERSIONS, version_record
 from vpsctl.errors import masked_data
-from vpsctl.host.commands import files
+from vpsctl.host.commands import files, versions
 from vpsctl.host.remote import output_tail
 from vpsctl.ops.apply.phase import Phase
 from vpsctl.ops.apply.result import CONVERGED, ApplyResult, StackResult
@@ -70,6 +72,44 @@ class Record(Phase):
             f = self.desired.files[path]
             files_record[path] = {"sha256": f.sha256, "mode": f"{f.mode:04o}"}
         return {"files": files_record, "stacks": stacks}
+
+    def keep_versions(self, result: ApplyResult) -> None:
+        """Keep on the box the version of every stack this run changed and that holds (its
+        files and their record: what ``vpsctl history`` lists and ``vpsctl rollback`` puts
+        back), in one command. A failure is noted, never raised: the run itself succeeded."""
+        plan_hash = str(result.plan.to_json()["plan_hash"])
+        now = _now()
+        kept: list[tuple[str, str, list[str], str]] = []
+        for o in result.outcomes:
+            stack = self.desired.stacks.get(o.stack)
+            if o.result != StackResult.APPLIED or stack is None:
+                continue
+            if o.action not in ("start", "recreate", "reload"):
+                continue
+            record = version_record(
+                stack,
+                [self.desired.files[p] for p in stack.files],
+                time=now,
+                plan_hash=plan_hash,
+                result=self.applier.version_results.get(o.stack, "applied"),
+                snapshot=self.applier.snapshots.taken.get(o.stack),
+            )
+            kept.append((o.stack, str(record["version"]), list(stack.files), json.dumps(record)))
+        if not kept:
+            return
+        done = self.session.run(
+            versions.record_all(kept),
+            check=False,  # judged below: the run's own result is what matters
+            purpose="keeping the applied versions",
+        )
+        unkept = [s.args for s in sections.named(sections.split(done.stdout), "unkept")]
+        if not done.ok or unkept:
+            names = ", ".join(unkept) or ", ".join(k[0] for k in kept)
+            said = self.clean(" ".join(done.stderr.split()[-30:])) or "no error output"
+            result.problems.append(
+                f"the applied version of {names} could not be kept under {VERSIONS} for a "
+                f"rollback ({said}); the stacks themselves are applied"
+            )
 
     def apps_record(self, old_apps: dict[str, Any]) -> dict[str, Any]:
         """What the app steps set: the record of earlier runs, and this run's."""

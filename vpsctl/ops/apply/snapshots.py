@@ -87,7 +87,10 @@ class Snapshots(Phase):
         The row counts it records are kept: a rollback says what putting it back discards."""
         swapped = image_changes(self.desired.stacks[name], self.facts.projects().get(name, []))
         told = ", ".join(f"{service} {old} → {new}" for service, old, new in swapped)
-        self.say(f"{name}: its image changes ({told}): snapshot of its data first")
+        # the reason as it stands now: the plan's reason may have moved since (a container
+        # recreated by hand), and an env or config change alone never takes one
+        why = f"its image changes ({told})" if swapped else "the plan saw its image change"
+        self.say(f"{name}: {why}: snapshot of its data first")
         # judged below from its @@ lines: a failure is the stack's outcome, not a crash
         result = self.session.run(
             backup.backup("pre-apply", [name]),
