@@ -103,3 +103,13 @@ class ClusterPlan:
         }
         data["plan_hash"] = plan_hash(data)
         return data
+
+
+def visibility_note(spec: Spec) -> str:
+    """Where a secret value of a cluster is visible, said in every plan of one."""
+    managers = ", ".join(spec.host.managers)
+    return (
+        "secrets: each stack's env values, secrets among them, are part of its Swarm service "
+        f"spec: root on a manager ({managers}) can read them (`docker service inspect`), as "
+        "root on the stack's own node can read its env files"
+    )

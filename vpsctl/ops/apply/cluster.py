@@ -169,7 +169,7 @@ class ClusterApply:
             {name: applier.plan for name, applier in self.appliers.items()},
             swarm_lines,
             overlay_kind(self.encrypted),
-            notes,
+            [*notes, cluster.visibility_note(spec)],
         )
 
     def _docker_everywhere(self) -> bool:

@@ -1,0 +1,207 @@
+"""The example studio spread over THREE fresh sandbox boxes (inventory/sandbox-cluster: the
+products and the edge on `front`, Ghost and Listmonk on `media`, Plausible with ClickHouse
+on `stats`), end to end through the CLI: one `vpsctl apply` bootstraps the nodes, forms the
+swarm, deploys every stack on its node with `docker stack deploy`, claims the first
+launches, and probes every stack through Caddy on the edge node — across nodes, over the
+overlay. A second plan and apply change nothing; the data written through Caddy before an
+update survives it. (Forming the swarm, its firewall and the join token's secrecy are
+tests/e2e/test_swarm.py's.)"""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.e2e.conftest import make_box, on_box
+from tests.e2e.studio_data import curl
+from tests.helpers import Result, copy_studio, run_cli
+from vpsctl.local import sandbox
+from vpsctl.local.sandbox import SandboxInfo
+
+pytestmark = pytest.mark.e2e
+
+INVENTORY = "inventory/sandbox-cluster"
+NODES = ("front", "media", "stats")
+# where each stack runs, as the inventory places it
+PLACES = {
+    "front": {"documint", "cronping", "flagbit", "webhookvault", "edge"},
+    "media": {"ghost", "listmonk"},
+    "stats": {"plausible"},
+}
+
+
+@dataclass
+class Cluster:
+    """The studio's copy, its three boxes by node name, and its first apply."""
+
+    root: Path
+    boxes: dict[str, SandboxInfo]
+    first: Result
+    took: float
+
+
+@pytest.fixture(scope="module")
+def cluster(state_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
+    """Three fresh boxes (made at once), the example cluster pointed at them, applied."""
+    made: dict[str, SandboxInfo] = {}
+    lock = threading.Lock()
+
+    def make(node: str) -> SandboxInfo:
+        info = make_box(f"cl-{node}")
+        with lock:
+            made[node] = info
+        return info
+
+    try:
+        with ThreadPoolExecutor(3) as pool:
+            boxes = dict(zip(NODES, pool.map(make, NODES), strict=True))
+        root = copy_studio(tmp_path_factory.mktemp("cluster"))
+        host = root / INVENTORY / "host.yaml"
+        text = host.read_text()
+        for node, info in boxes.items():
+            text = text.replace(f"sandbox: {{name: {node}}}", f"sandbox: {{name: {info.name}}}")
+        host.write_text(text)
+        generated = run_cli(root, "secrets", "generate", "-i", INVENTORY)
+        assert generated.code == 0, generated.err
+        started = time.monotonic()
+        first = run_cli(root, "apply", "-i", INVENTORY, "-y")
+        took = time.monotonic() - started
+        print(f"cluster: the studio applied onto 3 fresh nodes in {took:.1f}s")
+        yield Cluster(root, boxes, first, took)
+    finally:
+        for info in made.values():
+            sandbox.down(info.name)
+
+
+def stacks_on(box: SandboxInfo) -> set[str]:
+    """The stacks whose containers run on ``box`` (their compose project label)."""
+    out = on_box(
+        box,
+        "docker ps --filter status=running --format '{{.Label \"com.docker.compose.project\"}}'",
+    )
+    return {line for line in out.split() if line}
+
+
+def test_one_apply_forms_the_swarm_and_places_every_stack_on_its_node(cluster: Cluster) -> None:
+    err = cluster.first.err
+    assert cluster.first.code == 0, err[-6000:]
+    for line in (
+        "swarm: init the swarm on front",
+        "swarm: join media as a worker",
+        "swarm: join stats as a worker",
+        "swarm: create the plain (NOT encrypted) overlay network vpsctl-overlay",
+    ):
+        assert line in err
+    # the plan said plainly how traffic between the nodes travels
+    assert "traffic between them: plain (NOT encrypted) overlay" in cluster.first.out
+    for node, box in cluster.boxes.items():
+        assert stacks_on(box) == PLACES[node], node
+    services = on_box(
+        cluster.boxes["front"], "docker service ls --format '{{.Name}} {{.Replicas}}'"
+    )
+    replicas = dict(line.split() for line in services.splitlines())
+    assert len(replicas) == 12 and set(replicas.values()) == {"1/1"}, replicas
+
+
+def test_caddy_on_the_edge_node_serves_the_stacks_of_the_other_nodes(cluster: Cluster) -> None:
+    # the apply's gates probed every stack through the edge: Ghost's and Plausible's from
+    # their own nodes, over the overlay
+    for probe in (
+        "probe ghost/home https://blog.lumen.test/: ok (200",
+        "probe listmonk/health https://lists.lumen.test/health: ok (200",
+        "probe plausible/health https://stats.lumen.test/api/health: ok (200",
+        "probe documint/health https://documint.lumen.test/healthz: ok (200",
+    ):
+        assert probe in cluster.first.err
+    # and a visitor's request, through the edge node's port 443, reaches Ghost on media
+    front = cluster.boxes["front"]
+    status = on_box(
+        front,
+        "curl -sk -o /dev/null -w '%{http_code}' --resolve blog.lumen.test:443:127.0.0.1 "
+        "https://blog.lumen.test/ghost/api/admin/site/",
+    )
+    assert status == "200"
+
+
+def test_the_first_launches_were_claimed_on_their_nodes(cluster: Cluster) -> None:
+    err = cluster.first.err
+    assert "ghost: first launch of Ghost: owner claimed by vpsctl" in err
+    assert "plausible: first launch" in err
+
+
+def test_a_second_plan_and_apply_change_nothing(cluster: Cluster) -> None:
+    ids = {n: on_box(b, "docker ps -q --no-trunc | sort") for n, b in cluster.boxes.items()}
+    plan = run_cli(cluster.root, "plan", "-i", INVENTORY)
+    assert plan.code == 0, plan.out[-4000:]
+    assert "No changes. The 3 nodes match the spec." in plan.out
+    again = run_cli(cluster.root, "apply", "-i", INVENTORY, "-y")
+    assert again.code == 0, again.err[-4000:]
+    after = {n: on_box(b, "docker ps -q --no-trunc | sort") for n, b in cluster.boxes.items()}
+    assert after == ids  # no container restarted anywhere
+
+
+def test_plan_json_has_every_node_and_the_swarm(cluster: Cluster) -> None:
+    plan = run_cli(cluster.root, "plan", "-i", INVENTORY, "--json")
+    assert plan.code == 0
+    data = json.loads(plan.out)
+    assert set(data["nodes"]) == set(NODES)
+    assert data["swarm"] == [] and data["changes"] is False
+    assert data["overlay"] == "plain (NOT encrypted)"
+
+
+def records(box: SandboxInfo, product: str) -> int:
+    """How many records ``product`` holds, asked through Caddy as a visitor would."""
+    answer = on_box(box, curl(f"{product}.lumen.test", f"https://{product}.lumen.test/api/records"))
+    return int(json.loads(answer)["count"])
+
+
+def test_an_env_change_updates_that_stack_only_and_its_data_stays(cluster: Cluster) -> None:
+    front = cluster.boxes["front"]
+    body = json.dumps({"n": 1, "product": "cronping"})
+    url = "https://cronping.lumen.test/api/records"
+    on_box(
+        front,
+        curl(
+            "cronping.lumen.test",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            body,
+            url,
+        ),
+    )
+    before = records(front, "cronping")
+    assert before >= 1
+    stack = cluster.root / "stacks" / "cronping.yaml"
+    text = stack.read_text()
+    stack.write_text(text.replace("PING_GRACE_SECONDS: 120", "PING_GRACE_SECONDS: 180", 1))
+    assert stack.read_text() != text
+    others = {
+        n: on_box(b, "docker ps -q --no-trunc | sort")
+        for n, b in cluster.boxes.items()
+        if n != "front"
+    }
+    applied = run_cli(cluster.root, "apply", "-i", INVENTORY, "-y")
+    assert applied.code == 0, applied.err[-4000:]
+    assert "cronping: recreate [app]" in applied.err
+    assert "documint: recreate" not in applied.err
+    for node, box in cluster.boxes.items():
+        if node != "front":
+            assert on_box(box, "docker ps -q --no-trunc | sort") == others[node], node
+    # the new container serves the records the old one wrote (its volume stayed on front)
+    assert records(front, "cronping") == before
+    env = on_box(
+        front,
+        "docker inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "
+        "$(docker ps -q --filter label=com.docker.compose.project=cronping)",
+    )
+    assert "PING_GRACE_SECONDS=180" in env.split()
