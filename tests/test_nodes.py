@@ -10,7 +10,10 @@ from pathlib import Path
 import pytest
 
 from tests.helpers import run_cli
+from vpsctl.core import cluster
+from vpsctl.core.plan import Plan, StackChange, plan_hash
 from vpsctl.errors import VpsctlError
+from vpsctl.ops.inputs import render_spec
 from vpsctl.ops.targets import target
 from vpsctl.spec.loader import load_spec
 
@@ -90,3 +93,52 @@ def test_no_command_reaches_a_node_of_a_cluster_yet(studio: Path) -> None:
     spec = load_spec(studio / CLUSTER)
     with pytest.raises(VpsctlError, match=r"declares `nodes:` \(a cluster\).*nothing was sent"):
         target(spec)
+
+
+def plan_of(host: str, *stacks: StackChange) -> Plan:
+    return Plan(host=host, reachable=True, note="", stacks=list(stacks))
+
+
+def test_a_stack_one_node_removes_and_another_starts_is_a_move_that_apply_refuses() -> None:
+    plans = {
+        "front": plan_of("c/front", StackChange("documint", "remove", "no longer declared")),
+        "media": plan_of("c/media", StackChange("documint", "start", "not running on the host")),
+        "stats": plan_of("c/stats", StackChange("plausible", "none", "unchanged")),
+    }
+    assert cluster.moves(plans) == [("documint", "front", "media")]
+    (note,) = cluster.move_notes(plans)
+    assert note.startswith("move documint from front to media: its volumes stay on front")
+    whole = cluster.ClusterPlan("c", plans)
+    assert whole.changes
+    assert whole.summary() == "Plan: 1 to add, 0 to change, 1 to remove (over 3 nodes)."
+
+
+def test_a_cluster_plan_without_changes_says_so_and_hashes_its_whole_body() -> None:
+    plans = {"front": plan_of("c/front", StackChange("edge", "none", "unchanged"))}
+    whole = cluster.ClusterPlan("c", plans, [], "encrypted", ["a note"])
+    assert not whole.changes
+    assert whole.summary() == "No changes. The node matches the spec."
+    data = whole.to_json()
+    assert data["notes"] == ["a note"] and data["overlay"] == "encrypted"
+    assert data["plan_hash"] == plan_hash(data)
+    assert cluster.ClusterPlan("c", plans, ["init the swarm on front"]).changes
+
+
+def test_each_node_holds_the_files_of_its_own_stacks_only(studio: Path) -> None:
+    spec = load_spec(studio / CLUSTER)
+    desired = render_spec(spec)
+    shares = {node: cluster.node_view(spec, desired, node) for node in cluster.node_names(spec)}
+    assert list(shares) == ["media", "stats", "front"]  # the edge node last
+    assert set(shares["media"].stacks) == {"ghost", "listmonk"}
+    for node, share in shares.items():
+        for f in share.files.values():
+            assert f.stack in share.stacks, (node, f.path)
+    every = [p for share in shares.values() for p in share.files]
+    assert sorted(every) == sorted(desired.files)  # each file on exactly one node
+
+
+def test_plan_and_apply_of_a_stack_placed_by_labels_are_refused_by_name(studio: Path) -> None:
+    place_status(studio, "64m")
+    spec = load_spec(studio / CLUSTER)
+    with pytest.raises(cluster.NotPlannable, match=r"stacks\.status\.placement: .*media, stats"):
+        cluster.node_view(spec, render_spec(spec), "media")

@@ -192,8 +192,9 @@ def test_an_env_change_updates_that_stack_only_and_its_data_stays(cluster: Clust
     }
     applied = run_cli(cluster.root, "apply", "-i", INVENTORY, "-y")
     assert applied.code == 0, applied.err[-4000:]
-    assert "cronping: recreate [app]" in applied.err
-    assert "documint: recreate" not in applied.err
+    assert "~ cronping: recreate [app]" in applied.out  # the plan it showed
+    assert "cronping: recreate → applied" in applied.err
+    assert "documint: recreate" not in applied.out + applied.err
     for node, box in cluster.boxes.items():
         if node != "front":
             assert on_box(box, "docker ps -q --no-trunc | sort") == others[node], node

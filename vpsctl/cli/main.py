@@ -273,6 +273,7 @@ def _cluster_plan(args: argparse.Namespace, spec: Spec) -> int:
         )
         for node in nodes
     }
+    notes += cluster.move_notes(plans)
     notes.append(cluster.visibility_note(spec))
     plan = cluster.ClusterPlan(spec.host.name, plans, swarm_lines, overlay_kind(encrypted), notes)
     data = plan.to_json()

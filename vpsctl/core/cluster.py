@@ -78,6 +78,8 @@ class ClusterPlan:
     def summary(self) -> str:
         """The nodes' counts added up, as one box's plan says them."""
         if not self.changes:
+            if len(self.nodes) == 1:
+                return "No changes. The node matches the spec."
             return f"No changes. The {len(self.nodes)} nodes match the spec."
         add = change = remove = 0
         for plan in self.nodes.values():
@@ -113,3 +115,25 @@ def visibility_note(spec: Spec) -> str:
         f"spec: root on a manager ({managers}) can read them (`docker service inspect`), as "
         "root on the stack's own node can read its env files"
     )
+
+
+def moves(plans: dict[str, Plan]) -> list[tuple[str, str, str]]:
+    """(stack, from node, to node) of each stack one node's plan removes while another's
+    starts it: a stack moving between nodes."""
+    removed = {s.stack: n for n, plan in plans.items() for s in plan.stacks if s.action == "remove"}
+    return [
+        (s.stack, removed[s.stack], node)
+        for node, plan in plans.items()
+        for s in plan.stacks
+        if s.action == "start" and s.stack in removed
+    ]
+
+
+def move_notes(plans: dict[str, Plan]) -> list[str]:
+    """What a cluster's plan says of the stacks that move (see :func:`moves`)."""
+    return [
+        f"move {stack} from {old} to {new}: its volumes stay on {old}; apply refuses it until "
+        "moving a stack with its data is built (pin it back with `node: "
+        f"{old}`)"
+        for stack, old, new in moves(plans)
+    ]

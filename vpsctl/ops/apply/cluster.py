@@ -31,6 +31,7 @@ from vpsctl.core.cluster import ClusterPlan
 from vpsctl.core.plan import StackChange
 from vpsctl.core.render import Desired
 from vpsctl.core.swarm import overlay_kind
+from vpsctl.errors import VpsctlError
 from vpsctl.host.remote import Remote
 from vpsctl.ops import swarm, targets
 from vpsctl.ops.apply.applier import LOCK, Applier
@@ -148,6 +149,9 @@ class ClusterApply:
             )
             for name in self.names
         }
+        moved = cluster.move_notes({name: a.plan for name, a in self.appliers.items()})
+        if moved:
+            raise VpsctlError("; ".join(moved) + "; nothing was changed")
         edge_applier = self.appliers[edge]
         changes = {s.stack: s for s in edge_applier.plan.stacks}
         steady = edge_applier.edge_steady(changes)
