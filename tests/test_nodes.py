@@ -126,7 +126,7 @@ def test_a_cluster_plan_without_changes_says_so_and_hashes_its_whole_body() -> N
 
 def test_each_node_holds_the_files_of_its_own_stacks_only(studio: Path) -> None:
     spec = load_spec(studio / CLUSTER)
-    desired = render_spec(spec)
+    desired = render_spec(spec, offline=True)
     shares = {node: cluster.node_view(spec, desired, node) for node in cluster.node_names(spec)}
     assert list(shares) == ["media", "stats", "front"]  # the edge node last
     assert set(shares["media"].stacks) == {"ghost", "listmonk"}
@@ -141,4 +141,4 @@ def test_plan_and_apply_of_a_stack_placed_by_labels_are_refused_by_name(studio: 
     place_status(studio, "64m")
     spec = load_spec(studio / CLUSTER)
     with pytest.raises(cluster.NotPlannable, match=r"stacks\.status\.placement: .*media, stats"):
-        cluster.node_view(spec, render_spec(spec), "media")
+        cluster.node_view(spec, render_spec(spec, offline=True), "media")

@@ -36,7 +36,7 @@ def render_cluster(root: Path, overlay: str = "plain") -> Desired:
     host.write_text(host.read_text().replace("overlay: plain", f"overlay: {overlay}"))
     result = run_cli(root, "secrets", "generate", "-i", CLUSTER)
     assert result.code == 0, result.err
-    return render_spec(load_spec(root / CLUSTER))
+    return render_spec(load_spec(root / CLUSTER), offline=True)
 
 
 @pytest.fixture(scope="module")

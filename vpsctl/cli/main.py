@@ -12,13 +12,16 @@ import contextlib
 import json
 import os
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from vpsctl.cli import sandbox, views
 from vpsctl.errors import VpsctlError, forget_secrets, masked, masked_data, redacted_output
+
+T = TypeVar("T")
 
 if TYPE_CHECKING:
     from vpsctl.core.facts import HostFacts
@@ -127,8 +130,6 @@ def cmd_plan(args: argparse.Namespace) -> int:
     memo = cache.plan_lookup(args.inventory, context) if context is not None else None
     if memo is None:
         return _plan(args, context)
-    import threading  # noqa: PLC0415
-
     from vpsctl.host import quick  # noqa: PLC0415 - paramiko alone
 
     sys.stderr.write(memo.stderr)  # the warnings, and "reading HOST …"
@@ -155,7 +156,6 @@ def _plan(
     """The plan in full; ``facts`` when the host was read already, ``printed`` when the
     warnings and the "reading" line were. With a ``context``, what it printed is stored in
     the plan cache under it."""
-    import threading  # noqa: PLC0415
 
     from vpsctl.spec import cache  # noqa: PLC0415
 
@@ -182,25 +182,12 @@ def _plan(
         # facts script overlap the local work. The spec is whole and valid before anything
         # connects, and the read changes nothing on the host. A daemon thread: a render
         # error or Ctrl-C ends the command at once, without waiting for the read.
-        read: list[HostFacts | BaseException] = [] if facts is None else [facts]
-
-        def reading() -> None:
-            try:
-                read.append(targets.read_facts(spec))
-            except BaseException as exc:  # noqa: BLE001 - raised again below, in the command
-                read.append(exc)
-
-        reader = threading.Thread(target=reading, name="facts", daemon=True)
-        if facts is None:
-            reader.start()
+        known = facts
+        read = _background(lambda: known if known is not None else targets.read_facts(spec))
         desired = render_spec(spec)
         if not printed:
             sys.stderr.write(reading_line)
-        if facts is None:
-            reader.join()
-        if isinstance(read[0], BaseException):
-            raise read[0]
-        facts = read[0]
+        facts = read()
         plan = make_plan(
             spec.host.name,
             desired,
@@ -225,10 +212,33 @@ def _plan(
     return code
 
 
+def _background(work: Callable[[], T]) -> Callable[[], T]:
+    """Start ``work`` in a daemon thread (a render error or Ctrl-C ends the command at once,
+    without waiting for it); the call returned waits for it and gives its value, or raises
+    what it raised."""
+    done: list[T | BaseException] = []
+
+    def run() -> None:
+        try:
+            done.append(work())
+        except BaseException as exc:  # noqa: BLE001 - raised again in the command's thread
+            done.append(exc)
+
+    thread = threading.Thread(target=run, name="facts", daemon=True)
+    thread.start()
+
+    def result() -> T:
+        thread.join()
+        if isinstance(done[0], BaseException):
+            raise done[0]
+        return done[0]
+
+    return result
+
+
 def _cluster_plan(args: argparse.Namespace, spec: Spec) -> int:
     """The plan of a cluster: every node read at once (while the studio renders), each
     planned against its share of the studio; exit 2 when any node has changes."""
-    import threading  # noqa: PLC0415
 
     from vpsctl.core import cluster  # noqa: PLC0415
     from vpsctl.core.plan import make_plan  # noqa: PLC0415
@@ -238,23 +248,11 @@ def _cluster_plan(args: argparse.Namespace, spec: Spec) -> int:
     from vpsctl.ops.inputs import render_spec  # noqa: PLC0415
 
     nodes = cluster.node_names(spec)
-    read: list[dict[str, targets.NodeFacts] | BaseException] = []
-
-    def reading() -> None:
-        try:
-            read.append(targets.read_node_facts(spec))
-        except BaseException as exc:  # noqa: BLE001 - raised again below, in the command
-            read.append(exc)
-
-    reader = threading.Thread(target=reading, name="facts", daemon=True)
-    reader.start()
+    read = _background(lambda: targets.read_node_facts(spec))
     desired = render_spec(spec)
     views_ = {node: cluster.node_view(spec, desired, node) for node in nodes}
     sys.stderr.write(f"reading {spec.host.name}: nodes {', '.join(nodes)} …\n")
-    reader.join()
-    if isinstance(read[0], BaseException):
-        raise read[0]
-    facts = read[0]
+    facts = read()
     encrypted = spec.host.overlay == "encrypted"
     swarm_lines, notes = swarm.plan_lines(
         targets.swarm_nodes(spec), {n: f.swarm for n, f in facts.items()}, encrypted=encrypted
