@@ -76,6 +76,8 @@ class Settings:
     # Left out of the JSON when empty: a single box's settings (and their hash) stay as
     # they were before swarms.
     swarm_peers: tuple[str, ...] = ()
+    # A swarm node (with or without peers: a cluster of one node). Left out when False.
+    swarm_node: bool = False
     # The rendered firewall script's digest: part of the settings (and of the hash apply
     # records on the box), so a vpsctl with different rules bootstraps the box again.
     firewall_sha256: str = field(init=False, default="")
@@ -88,14 +90,19 @@ class Settings:
     def ports(self) -> firewall.Ports:
         """What the firewall lets in."""
         return firewall.Ports(
-            tuple(sorted(set(self.open_ports))), tuple(sorted(self.udp_ports)), self.swarm_peers
+            tuple(sorted(set(self.open_ports))),
+            tuple(sorted(self.udp_ports)),
+            self.swarm_peers,
+            self.swarm_node,
         )
 
     def as_data(self) -> dict[str, Any]:
-        """The settings as plain data (``swarm_peers`` only when there are any)."""
+        """The settings as plain data (``swarm_peers`` and ``swarm_node`` only when set)."""
         data = asdict(self)
         if not self.swarm_peers:
             del data["swarm_peers"]
+        if not self.swarm_node:
+            del data["swarm_node"]
         return data
 
     def to_json(self) -> str:
@@ -109,6 +116,7 @@ class Settings:
         raw["open_ports"] = tuple(raw["open_ports"])
         raw["udp_ports"] = tuple(raw.get("udp_ports", ()))
         raw["swarm_peers"] = tuple(raw.get("swarm_peers", ()))
+        raw["swarm_node"] = bool(raw.get("swarm_node", False))
         raw.pop("firewall_sha256", None)  # derived, never taken from outside
         return cls(**raw)
 

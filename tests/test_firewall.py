@@ -660,3 +660,22 @@ def test_bootstrap_settings_carry_the_peers_through_their_json() -> None:
     assert settings.ports.peers == ("10.0.0.2/32", "10.0.0.3/32")
     assert settings.firewall_sha256 != single.firewall_sha256
     assert apply.settings_hash(settings) != apply.settings_hash(single)  # re-bootstraps the box
+
+
+def test_a_swarm_node_without_peers_still_lets_its_containers_out_through_docker_gwbridge() -> None:
+    """A cluster of one node: no peer to let in, but its Swarm tasks (Caddy reaching its
+    ACME CA, an app its API) go out through docker_gwbridge, which the firewall must treat
+    like docker's other bridges (found when a one-node cluster's Caddy got no certificate)."""
+    alone = firewall.Ports((22, 80, 443), (443,), (), swarm=True)
+    assert alone.in_swarm and not firewall.Ports((22,), ()).in_swarm
+    rules = firewall.chain_rules(4, alone)
+    assert "-A VPSCTL-INPUT -i docker_gwbridge -j RETURN" in rules[firewall.INPUT_CHAIN]
+    assert "-A VPSCTL-FORWARD -i docker_gwbridge -j RETURN" in rules[firewall.FORWARD_CHAIN]
+    assert not any("2377" in rule for rule in rules[firewall.INPUT_CHAIN])  # no peer: none in
+    bootstrap = apply._deploy_module("bootstrap")
+    settings = bootstrap.Settings(
+        timezone="UTC", swap_bytes=1024, swappiness=10, open_ports=(22, 80, 443), swarm_node=True
+    )
+    assert json.loads(settings.to_json())["swarm_node"] is True
+    assert bootstrap.Settings.from_data(settings.to_json()) == settings
+    assert "docker_gwbridge" in firewall.script(settings.ports)

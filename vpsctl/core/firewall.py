@@ -82,6 +82,12 @@ class Ports:
     tcp: tuple[int, ...]
     udp: tuple[int, ...]
     peers: tuple[str, ...] = ()
+    swarm: bool = False  # a swarm node, even one with no peer yet (a cluster of one node)
+
+    @property
+    def in_swarm(self) -> bool:
+        """Whether this box is a swarm node (its containers go out through docker_gwbridge)."""
+        return self.swarm or bool(self.peers)
 
     def __post_init__(self) -> None:
         # as iptables prints them, once each, in a stable order (the script's digest)
@@ -151,7 +157,7 @@ def chain_rules(family: int, ports: Ports) -> dict[str, list[str]]:
     inp = INPUT_CHAIN
     fwd = FORWARD_CHAIN
     # a swarm node's overlay-attached containers go out through docker_gwbridge
-    gwbridge = [SWARM_BRIDGE] if ports.peers else []
+    gwbridge = [SWARM_BRIDGE] if ports.in_swarm else []
     inputs = [
         f"-A {inp} -i lo -j RETURN",
         f"-A {inp} -m conntrack --ctstate RELATED,ESTABLISHED -j RETURN",
@@ -341,7 +347,7 @@ def judge(facts: FirewallFacts, ports: Ports, inventory: str = "INVENTORY") -> l
             continue
         expected = chain_rules(family, ports)
         for hook, chain in HOOKS.items():
-            problems = _hook_problems(listing, hook, chain, expected[chain], bool(ports.peers))
+            problems = _hook_problems(listing, hook, chain, expected[chain], ports.in_swarm)
             if not problems:
                 value = f"{chain} first, as the spec says"
             elif off:

@@ -87,6 +87,7 @@ class NodeApplier(Applier):
             open_ports=tuple(ports),
             udp_ports=udp,
             swarm_peers=self.peers,
+            swarm_node=True,
         )
 
     def make_runtime(self) -> ComposeRuntime:
