@@ -67,6 +67,14 @@ def test_every_printed_form_of_a_secret_is_masked() -> None:
         assert SECRET[8:] not in masked(f"x {shown} y"), shown
 
 
+def test_a_secret_with_dollars_is_masked_as_a_deploy_document_escapes_it() -> None:
+    # a cluster's deploy document doubles every `$` (the docker CLI interpolates it): an
+    # error of `docker stack deploy` quoting the document shows the value in that form
+    register_secrets(["pa$$word-with-$-signs"])
+    shown = masked("error near 'pa$$$$word-with-$$-signs' in the document")
+    assert "word-with" not in shown and MASK in shown
+
+
 def test_overlapping_values_leave_no_part_of_either() -> None:
     register_secrets(["abcdef123456", "123456ghijkl"])
     assert masked("<abcdef123456ghijkl>") == f"<{MASK}>"

@@ -117,12 +117,15 @@ def is_secret(value: str) -> bool:
 
 def _printed_forms(value: str) -> set[str]:
     """How ``value`` can appear in output: as itself, escaped in JSON (ASCII or not), in a
-    Python repr (the plan's diffs of plain values), and, when it spans lines, each line."""
+    Python repr (the plan's diffs of plain values), with every ``$`` doubled (the escape of
+    a document the docker CLI interpolates: a cluster's deploy, whose errors may quote it),
+    and, when it spans lines, each line."""
     forms = {
         value,
         json.dumps(value)[1:-1],
         json.dumps(value, ensure_ascii=False)[1:-1],
         repr(value)[1:-1],
+        value.replace("$", "$$"),
     }
     pieces = [value]
     for brk in _LINE_BREAKS:
