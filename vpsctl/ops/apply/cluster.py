@@ -194,13 +194,12 @@ class ClusterApply:
         results = {name: ApplyResult(a.plan) for name, a in self.appliers.items()}
         for name, applier in self.appliers.items():
             applier.begin(results[name])
-        formed = swarm.form_swarm(
+        # it says each change, the undeclared nodes and its warnings as it goes
+        swarm.form_swarm(
             self.swarm_nodes,
             lambda line: print(f"swarm: {line}", file=self.out, flush=True),
             encrypted=self.encrypted,
         )
-        for line in formed.warnings:
-            print(f"swarm: warning: {line}", file=self.out)
         for name in self.names:  # the edge node last
             self.appliers[name].stacks(results[name])
         for name, applier in self.appliers.items():
