@@ -142,3 +142,21 @@ def test_plan_and_apply_of_a_stack_placed_by_labels_are_refused_by_name(studio: 
     spec = load_spec(studio / CLUSTER)
     with pytest.raises(cluster.NotPlannable, match=r"stacks\.status\.placement: .*media, stats"):
         cluster.node_view(spec, render_spec(spec, offline=True), "media")
+
+
+def test_a_sandbox_node_takes_its_address_from_its_record_not_from_host_yaml(
+    studio: Path,
+) -> None:
+    host = studio / CLUSTER / "host.yaml"
+    text = host.read_text()
+    host.write_text(
+        text.replace(
+            "    sandbox: {name: media}\n", "    sandbox: {name: media}\n    address: 10.0.0.9\n"
+        )
+    )
+    result = run_cli(studio, "validate", "-i", CLUSTER)
+    assert result.code == 1
+    assert (
+        "nodes.media.address: a sandbox box's address comes from its record (`sandbox: media`): "
+        "remove `address`"
+    ) in result.err

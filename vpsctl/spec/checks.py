@@ -1105,8 +1105,14 @@ def _check_node_boxes(spec: Spec, nodes: Mapping[str, Node]) -> Iterator[Problem
             "`ssh` (or `sandbox`) and `memory`",
         )
         return
-    for name in nodes:
+    for name, node in nodes.items():
         yield from _box_access(spec, ("nodes", name), f"node {name}")
+        if node.sandbox is not None and node.address is not None:
+            yield spec.problem_in_host(
+                ("nodes", name, "address"),
+                f"a sandbox box's address comes from its record (`sandbox: {node.sandbox.name}`):"
+                " remove `address`",
+            )
     kinds = {node.sandbox is not None for node in nodes.values()}
     if len(kinds) > 1:
         yield spec.problem_in_host(
