@@ -70,14 +70,6 @@ def read_facts(
         return {name: future.result() for name, future in futures.items()}
 
 
-def planned(
-    nodes: Sequence[SwarmNode], network: str = commands.OVERLAY, *, encrypted: bool = True
-) -> core.Plan:
-    """What :func:`form_swarm` would change, read from the nodes without changing them."""
-    nodes_ = [n.node for n in nodes]
-    return core.plan(nodes_, read_facts(nodes, network), network, encrypted=encrypted)
-
-
 def form_swarm(
     nodes: Sequence[SwarmNode],
     say: Say,
@@ -185,11 +177,13 @@ def plan_lines(
     facts: Mapping[str, core.Facts | None],
     *,
     encrypted: bool = True,
+    strict: bool = False,
 ) -> tuple[list[str], list[str]]:
     """What a cluster's plan says of its swarm, from the nodes' swarm facts read with their
     facts: (the changes forming it makes, what it says without changing: the swarm nodes
     left alone, warnings, why it cannot form). A node without docker yet: the swarm forms
-    after its bootstrap."""
+    after its bootstrap. ``strict`` (an apply): why it cannot form is raised
+    (:class:`vpsctl.core.swarm.SwarmError`), not said."""
     kind = core.overlay_kind(encrypted)
     missing = [n.name for n in nodes if facts.get(n.name) is None]
     if missing:
@@ -201,5 +195,7 @@ def plan_lines(
     try:
         found = core.plan(nodes, known, encrypted=encrypted)
     except core.SwarmError as exc:
+        if strict:
+            raise
         return [], [f"cannot form the swarm: {exc}"]
     return found.changes, [*found.undeclared, *(f"warning: {w}" for w in found.warnings)]

@@ -84,24 +84,34 @@ class NodeFacts:
     error: str = ""
 
 
+def node_facts_script() -> str:
+    """A node's ONE read: the facts script, then the swarm's read (which fails alone, not
+    the facts, on a node without docker)."""
+    return f"{facts_script()}\n( {swarm_commands.read()} ) || echo '@@swarm-unread'\n"
+
+
+def node_facts(facts: HostFacts, output: str) -> NodeFacts:
+    """A node's facts, and its swarm's from the same answer (``output``)."""
+    if facts.docker is None:
+        return NodeFacts(facts)
+    try:
+        return NodeFacts(facts, swarm_core.parse(output))
+    except swarm_core.SwarmFactsError as exc:
+        return NodeFacts(facts, None, str(exc))
+
+
 def read_node_facts(spec: Spec) -> dict[str, NodeFacts]:
     """Every node's facts and swarm facts, read at once: one thread, one connection and ONE
     command per node (the swarm's read follows the facts script in it), so three nodes
     cost about one node's round trips; an unreachable node's fact says why."""
-    script = f"{facts_script()}\n( {swarm_commands.read()} ) || echo '@@swarm-unread'\n"
+    script = node_facts_script()
 
     def read(node: str) -> NodeFacts:
         try:
             where = node_target(spec, node)
         except VpsctlError as exc:
             return NodeFacts(unreachable(str(exc)))
-        facts, output = _read_facts_and(where, script)
-        if facts.docker is None:
-            return NodeFacts(facts)
-        try:
-            return NodeFacts(facts, swarm_core.parse(output))
-        except swarm_core.SwarmFactsError as exc:
-            return NodeFacts(facts, None, str(exc))
+        return node_facts(*_read_facts_and(where, script))
 
     nodes = list(spec.host.nodes or {})
     with ThreadPoolExecutor(max_workers=max(1, len(nodes)), thread_name_prefix="facts") as pool:

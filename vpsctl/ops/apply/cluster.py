@@ -27,7 +27,9 @@ import time
 from typing import IO, Any
 
 from vpsctl.core import cluster, firewall
+from vpsctl.core import swarm as swarm_core
 from vpsctl.core.cluster import ClusterPlan
+from vpsctl.core.facts import HostFacts, parse
 from vpsctl.core.plan import StackChange
 from vpsctl.core.render import Desired
 from vpsctl.core.swarm import overlay_kind
@@ -63,8 +65,19 @@ class NodeApplier(Applier):
         # whether the edge (on its node) routes as the spec says, before this run changes it
         self.edge_steady_now = False
         self.stashed: list[StackOutcome] = []  # stacks to probe once the edge has converged
+        self.swarm_facts: swarm_core.Facts | None = None  # read with its facts
         super().__init__(spec, session, out, destroy_data=destroy_data)
         self.edge_session = edge_session
+
+    def read_facts(self) -> HostFacts:
+        """The node's facts and its swarm's, in ONE command (the plan's read): the swarm's
+        are kept for the cluster's plan (:attr:`swarm_facts`)."""
+        result = self.session.run(
+            targets.node_facts_script(), timeout=120, purpose="reading the node"
+        )
+        found = targets.node_facts(parse(result.stdout), result.stdout)
+        self.swarm_facts = found.swarm
+        return found.host
 
     @property
     def label(self) -> str:
@@ -159,16 +172,13 @@ class ClusterApply:
         for applier in self.appliers.values():
             applier.edge_steady_now = steady
         self.encrypted = spec.host.overlay == "encrypted"
-        if self._docker_everywhere():
-            found = swarm.planned(self.swarm_nodes, encrypted=self.encrypted)
-            swarm_lines = found.changes
-            notes = [*found.undeclared, *(f"warning: {w}" for w in found.warnings)]
-        else:
-            swarm_lines = [
-                f"form the swarm (overlay {overlay_kind(self.encrypted)}) after the bootstrap "
-                "of the nodes without docker"
-            ]
-            notes = []
+        # strict: nodes that cannot form one swarm are refused here, before any change
+        swarm_lines, notes = swarm.plan_lines(
+            [n.node for n in self.swarm_nodes],
+            {name: a.swarm_facts for name, a in self.appliers.items()},
+            encrypted=self.encrypted,
+            strict=True,
+        )
         self.plan = ClusterPlan(
             spec.host.name,
             {name: applier.plan for name, applier in self.appliers.items()},
@@ -176,9 +186,6 @@ class ClusterApply:
             overlay_kind(self.encrypted),
             [*notes, cluster.visibility_note(spec)],
         )
-
-    def _docker_everywhere(self) -> bool:
-        return all(a.facts.docker is not None for a in self.appliers.values())
 
     def apply(self) -> dict[str, ApplyResult]:
         """Converge every node (see the module); every node's journal records the run."""
