@@ -92,3 +92,11 @@ def edit(path: Path, old: str, new: str) -> None:
     text = path.read_text()
     assert text.count(old) == 1, old
     path.write_text(text.replace(old, new))
+
+
+def pin_stack(host: Path, stack: str, old: str, new: str) -> None:
+    """In a cluster's ``host`` (host.yaml), pin ``stack`` to node ``new`` (it was on ``old``)."""
+    text = host.read_text()
+    block = text.index(f"\n  {stack}:\n")
+    at = text.index(f"node: {old}", block)
+    host.write_text(text[:at] + f"node: {new}" + text[at + len(f"node: {old}") :])

@@ -99,20 +99,6 @@ def plan_of(host: str, *stacks: StackChange) -> Plan:
     return Plan(host=host, reachable=True, note="", stacks=list(stacks))
 
 
-def test_a_stack_one_node_removes_and_another_starts_is_a_move_that_apply_refuses() -> None:
-    plans = {
-        "front": plan_of("c/front", StackChange("documint", "remove", "no longer declared")),
-        "media": plan_of("c/media", StackChange("documint", "start", "not running on the host")),
-        "stats": plan_of("c/stats", StackChange("plausible", "none", "unchanged")),
-    }
-    assert cluster.moves(plans) == [("documint", "front", "media")]
-    (note,) = cluster.move_notes(plans)
-    assert note.startswith("move documint from front to media: its volumes stay on front")
-    whole = cluster.ClusterPlan("c", plans)
-    assert whole.changes
-    assert whole.summary() == "Plan: 1 to add, 0 to change, 1 to remove (over 3 nodes)."
-
-
 def test_a_cluster_plan_without_changes_says_so_and_hashes_its_whole_body() -> None:
     plans = {"front": plan_of("c/front", StackChange("edge", "none", "unchanged"))}
     whole = cluster.ClusterPlan("c", plans, [], "encrypted", ["a note"])

@@ -21,7 +21,7 @@ import pytest
 
 from tests.e2e.conftest import make_box, on_box
 from tests.e2e.studio_data import curl
-from tests.helpers import Result, copy_studio, run_cli
+from tests.helpers import Result, copy_studio, pin_stack, run_cli
 from vpsctl.local import sandbox
 from vpsctl.local.sandbox import SandboxInfo
 
@@ -206,3 +206,68 @@ def test_an_env_change_updates_that_stack_only_and_its_data_stays(cluster: Clust
         "$(docker ps -q --filter label=com.docker.compose.project=cronping)",
     )
     assert "PING_GRACE_SECONDS=180" in env.split()
+
+
+# ── moving stacks between nodes, with their data ─────────────────────────────────────────
+
+MOVED = {"documint": ("front", "stats"), "listmonk": ("media", "stats")}
+SUBSCRIBERS = (
+    "docker exec $(docker ps -q --filter label=com.docker.compose.project=listmonk "
+    "--filter label=com.docker.compose.service=db) psql -U listmonk -d listmonk -At -c "
+)
+
+
+def test_two_stacks_move_with_their_data_and_no_record_is_lost(cluster: Cluster) -> None:
+    front, media, stats = (cluster.boxes[n] for n in NODES)
+    # records written before the move: documint's through Caddy, listmonk's in its database
+    for n in range(3):
+        on_box(
+            front,
+            curl(
+                "documint.lumen.test",
+                "-X",
+                "POST",
+                "-H",
+                "Content-Type: application/json",
+                "--data",
+                json.dumps({"n": n, "product": "documint"}),
+                "https://documint.lumen.test/api/records",
+            ),
+        )
+    on_box(
+        media,
+        SUBSCRIBERS + '"INSERT INTO subscribers (uuid, email, name, status) VALUES '
+        "(gen_random_uuid(), 'moved@lumen.test', 'moved', 'enabled')\"",
+    )
+    documint = records(front, "documint")
+    subscribers = on_box(media, SUBSCRIBERS + "'SELECT count(*) FROM subscribers'").strip()
+    assert documint >= 3 and int(subscribers) >= 1
+    for stack, (old, new) in MOVED.items():
+        pin_stack(cluster.root / INVENTORY / "host.yaml", stack, old, new)
+    plan = run_cli(cluster.root, "plan", "-i", INVENTORY)
+    assert plan.code == 2, plan.out[-4000:]
+    assert "move documint from front to stats with its data" in plan.out
+    assert "move listmonk from media to stats with its data" in plan.out
+    ghost = on_box(media, "docker ps -q --no-trunc --filter label=com.docker.compose.project=ghost")
+    applied = run_cli(cluster.root, "apply", "-i", INVENTORY, "-y")
+    assert applied.code == 0, applied.err[-6000:]
+    for stack in MOVED:
+        assert f"{stack}: pre-move snapshot " in applied.err
+        assert f"{stack}: restoring its files from pre-move snapshot" in applied.err
+    assert "listmonk: restoring its databases from pre-move snapshot" in applied.err
+    # every record written before the move is served from the new node
+    assert records(front, "documint") == documint
+    assert on_box(stats, SUBSCRIBERS + "'SELECT count(*) FROM subscribers'").strip() == subscribers
+    assert {"documint", "listmonk", "plausible"} <= stacks_on(stats)
+    # nothing of them is left on the old nodes: no container (not even Swarm's exited
+    # history), no files, no volume; Ghost on media was not touched
+    for stack, (old, _) in MOVED.items():
+        box = cluster.boxes[old]
+        label = f"label=com.docker.compose.project={stack}"
+        assert on_box(box, f"docker ps -aq --filter {label}").strip() == "", stack
+        assert on_box(box, f"docker volume ls -q --filter {label}").strip() == "", stack
+        assert on_box(box, f"test ! -e /opt/vpsctl/stacks/{stack} && echo gone").strip() == "gone"
+    after = on_box(media, "docker ps -q --no-trunc --filter label=com.docker.compose.project=ghost")
+    assert after == ghost
+    again = run_cli(cluster.root, "plan", "-i", INVENTORY)
+    assert again.code == 0 and "No changes. The 3 nodes match the spec." in again.out, again.out

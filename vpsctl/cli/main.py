@@ -271,7 +271,8 @@ def _cluster_plan(args: argparse.Namespace, spec: Spec) -> int:
         )
         for node in nodes
     }
-    notes += cluster.move_notes(plans)
+    plans = cluster.mark_moves(spec, plans)
+    notes += cluster.move_notes(spec, plans)
     notes.append(cluster.visibility_note(spec))
     plan = cluster.ClusterPlan(spec.host.name, plans, swarm_lines, overlay_kind(encrypted), notes)
     data = plan.to_json()

@@ -12,9 +12,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from vpsctl.core.plan import Plan, plan_hash
+from vpsctl.core.plan import Plan, StackChange, plan_hash
 from vpsctl.core.render import Desired
 from vpsctl.errors import VpsctlError
+from vpsctl.spec.models import (
+    ClickhouseBackup,
+    MysqlBackup,
+    PostgresBackup,
+    SqliteBackup,
+    VolumeBackup,
+    VolumeMount,
+    volume_holding,
+)
 from vpsctl.spec.studio import Spec
 
 
@@ -117,23 +126,152 @@ def visibility_note(spec: Spec) -> str:
     )
 
 
-def moves(plans: dict[str, Plan]) -> list[tuple[str, str, str]]:
-    """(stack, from node, to node) of each stack one node's plan removes while another's
-    starts it: a stack moving between nodes."""
+@dataclass(frozen=True)
+class Move:
+    """Stack ``stack`` moving from node ``old`` to node ``new`` (host.yaml's ``node:`` of it
+    changed): ``data`` whether it keeps data that must come along (named volumes)."""
+
+    stack: str
+    old: str
+    new: str
+    data: bool
+
+
+def keeps_data(spec: Spec, stack: str) -> bool:
+    """Whether ``stack`` keeps data on its node: a named volume mounted by a service."""
+    return bool(volumes_of(spec, stack))
+
+
+def volumes_of(spec: Spec, stack: str) -> list[str]:
+    """The named volumes ``stack``'s services mount, in the order they first appear."""
+    found = [
+        m.volume
+        for s in spec.stacks[stack].services.values()
+        for m in s.volumes
+        if isinstance(m, VolumeMount)
+    ]
+    return list(dict.fromkeys(found))
+
+
+def moves(spec: Spec, plans: dict[str, Plan]) -> list[Move]:
+    """Each stack one node's plan removes while another's starts it: a stack moving between
+    nodes (in the order of the plans that start them)."""
     removed = {s.stack: n for n, plan in plans.items() for s in plan.stacks if s.action == "remove"}
     return [
-        (s.stack, removed[s.stack], node)
+        Move(s.stack, removed[s.stack], node, keeps_data(spec, s.stack))
         for node, plan in plans.items()
         for s in plan.stacks
-        if s.action == "start" and s.stack in removed
+        if s.action == "start" and s.stack in removed and s.stack in spec.stacks
     ]
 
 
-def move_notes(plans: dict[str, Plan]) -> list[str]:
-    """What a cluster's plan says of the stacks that move (see :func:`moves`)."""
-    return [
-        f"move {stack} from {old} to {new}: its volumes stay on {old}; apply refuses it until "
-        "moving a stack with its data is built (pin it back with `node: "
-        f"{old}`)"
-        for stack, old, new in moves(plans)
-    ]
+def mark_moves(spec: Spec, plans: dict[str, Plan]) -> dict[str, Plan]:
+    """``plans`` saying each move on both of its nodes (see :func:`moves`): the old node's
+    ``remove`` and the new node's ``start`` give the move as their reason, and the old node
+    no longer lists a moving stack's volumes as kept (they go once it serves elsewhere)."""
+    found = {m.stack: m for m in moves(spec, plans)}
+    if not found:
+        return plans
+    marked: dict[str, Plan] = {}
+    for node, plan in plans.items():
+        stacks = [_moving(change, found.get(change.stack), node) for change in plan.stacks]
+        volumes = [
+            v
+            for v in plan.volumes
+            if not (v.stack in found and found[v.stack].old == node and found[v.stack].data)
+        ]
+        marked[node] = replace(plan, stacks=stacks, volumes=volumes)
+    return marked
+
+
+def _moving(change: StackChange, move: Move | None, node: str) -> StackChange:
+    """``change`` on ``node``, its reason the move when it is one end of ``move``."""
+    if move is None:
+        return change
+    if change.action == "start" and node == move.new:
+        with_data = " with its data (pre-move snapshot restored)" if move.data else ""
+        return replace(change, reason=f"moves here from {move.old}{with_data}")
+    if change.action != "remove" or node != move.old:
+        return change
+    if not move.data:
+        return replace(change, reason=f"moves to {move.new}: its containers and files here go")
+    return replace(
+        change,
+        reason=f"moves to {move.new} with its data: stopped, snapshotted, then its containers, "
+        "files and volumes here are removed once it serves there (the pre-move snapshot keeps "
+        "them)",
+    )
+
+
+def uncovered_volumes(spec: Spec, stack: str) -> list[str]:
+    """The named volumes of ``stack`` no backup item carries: a move would leave them behind.
+    A volume is carried by a ``volume`` item, by the volume under a ``sqlite`` or
+    ``clickhouse`` item's path, or by being mounted by a database a dump item reads."""
+    definition = spec.stacks[stack]
+    carried: set[str] = set()
+    for item in definition.backups:
+        if isinstance(item, VolumeBackup):
+            carried.add(item.volume)
+            continue
+        service = definition.services[item.service]
+        if isinstance(item, SqliteBackup | ClickhouseBackup):
+            inside = item.path if isinstance(item, SqliteBackup) else item.dir
+            held = volume_holding(service.volumes, inside)
+            if held is not None:
+                carried.add(held[0].volume)
+        if isinstance(item, PostgresBackup | MysqlBackup | ClickhouseBackup):
+            carried.update(m.volume for m in service.volumes if isinstance(m, VolumeMount))
+    return [v for v in volumes_of(spec, stack) if v not in carried]
+
+
+def move_refusals(spec: Spec, found: list[Move]) -> list[str]:
+    """Why each of ``found`` cannot be carried out (before any change): data to move needs
+    host.yaml's ``backup:`` repository (the pre-move snapshot goes there), and every one of
+    its volumes carried by a backup item."""
+    refused: list[str] = []
+    for move in found:
+        if not move.data:
+            continue
+        line, _ = spec.host_doc.locate(("stacks", move.stack, "node"))
+        where = f"{spec.host_doc.file}:{line}: stacks.{move.stack}.node"
+        back = f"or pin it back with `node: {move.old}`"
+        if spec.host.backup is None:
+            refused.append(
+                f"{where}: moving {move.stack} from {move.old} to {move.new} takes its data "
+                "along through a pre-move snapshot, and host.yaml declares no `backup:` "
+                f"repository to take it to: declare one (see inventory/prod/host.yaml), {back}"
+            )
+            continue
+        left = uncovered_volumes(spec, move.stack)
+        if left:
+            refused.append(
+                f"{where}: moving {move.stack} from {move.old} to {move.new} would leave its "
+                f"volume{'s' if len(left) > 1 else ''} {', '.join(left)} behind: no item of "
+                f"stacks/{move.stack}.yaml's `backups:` carries "
+                f"{'them' if len(left) > 1 else 'it'}: add a `{{kind: volume, volume: "
+                f"{left[0]}}}` item, {back}"
+            )
+    return refused
+
+
+def move_notes(spec: Spec, plans: dict[str, Plan]) -> list[str]:
+    """What a cluster's plan says of the stacks that move (see :func:`moves`): how, and
+    what cannot be done."""
+    found = moves(spec, plans)
+    notes: list[str] = []
+    for move in found:
+        if move.data:
+            notes.append(
+                f"move {move.stack} from {move.old} to {move.new} with its data: its services "
+                f"but its databases stop on {move.old}, a pre-move snapshot of its data is "
+                f"taken there and restored on {move.new}, where it starts; once it is healthy "
+                f"and answers its probes, its containers and volumes on {move.old} are "
+                f"removed (the snapshot keeps them). {move.stack} is down meanwhile; if it "
+                f"fails on {move.new}, it starts again on {move.old} with its data as it was"
+            )
+        else:
+            notes.append(
+                f"move {move.stack} from {move.old} to {move.new}: it keeps no data; it starts "
+                f"on {move.new} and its containers and files on {move.old} are removed"
+            )
+    return notes + [f"refused: {why}" for why in move_refusals(spec, found)]

@@ -8,7 +8,7 @@ from vpsctl.core.backupfiles import SCRIPT
 from vpsctl.host.commands import Argv
 
 # the ``run:KIND`` tag of a snapshot vpsctl takes (the timers' runs are tagged by the script)
-BackupKind = Literal["manual", "pre-apply", "pre-rollback", "pre-restore"]
+BackupKind = Literal["manual", "pre-apply", "pre-rollback", "pre-restore", "pre-move"]
 RestorePhase = Literal["files", "databases", "all"]
 
 

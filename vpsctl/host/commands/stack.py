@@ -99,3 +99,33 @@ def remove_volumes(name: str) -> Script:
         f"for v in $(docker volume ls -q --filter {project}); do "
         'docker volume rm -- "$v" >/dev/null || exit 1; done'
     )
+
+
+def scale(name: str, replicas: Mapping[str, int]) -> Argv:
+    """``docker service scale`` of services of stack ``name`` (run on a manager): each to its
+    number of ``replicas``, without waiting for Swarm to converge (the node is asked)."""
+    return [
+        "docker", "service", "scale", "--detach",
+        *(f"{name}_{service}={count}" for service, count in replicas.items()),
+    ]  # fmt: skip
+
+
+def services_stopped(name: str, services: list[str]) -> Script:
+    """Exit 0 once no container of ``services`` of stack ``name`` runs on this node (Swarm
+    keeps a stopped task's container, exited, as its history)."""
+    project = shlex.quote(project_label(name))
+    checks = " ".join(
+        f'[ -z "$(docker ps -q --filter {project} '
+        f'--filter {shlex.quote(f"label=com.docker.compose.service={service}")})" ] &&'
+        for service in services
+    )
+    return Script(f"{checks} true")
+
+
+def remove_containers(name: str) -> Script:
+    """Remove every container of stack ``name`` left on this node once its tasks have gone
+    elsewhere: the exited ones Swarm keeps as a moved service's history (none running)."""
+    project = shlex.quote(project_label(name))
+    return Script(
+        f'ids=$(docker ps -aq --filter {project}); [ -z "$ids" ] || docker rm $ids >/dev/null'
+    )

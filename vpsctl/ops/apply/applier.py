@@ -144,6 +144,19 @@ class Applier:
         """How this run brings stacks up and down (one box: docker compose)."""
         return ComposeRuntime(self)
 
+    def removals(self) -> list[str]:
+        """The stacks this run removes from the host: the plan's."""
+        return [s.stack for s in self.plan.stacks if s.action == "remove"]
+
+    def placed_elsewhere(self, name: str) -> bool:
+        """Whether stack ``name``, no longer on this host, runs on another node of its
+        cluster (one box: never)."""
+        return False
+
+    def destroys_volumes(self, name: str) -> bool:
+        """Whether removing stack ``name`` deletes its volumes: ``--destroy-data``."""
+        return self.destroy_data
+
     def say(self, text: str) -> None:
         """Print one line (in a stack's lane while stacks converge at once)."""
         lanes = self.lanes
@@ -210,9 +223,8 @@ class Applier:
         record the run (``started``: when it began)."""
         bootstrap_hash = settings_hash(self.settings())
         mark = time.monotonic()
-        for change in self.plan.stacks:
-            if change.action == "remove":
-                result.outcomes.append(self.prune.remove(change.stack))
+        for name in self.removals():
+            result.outcomes.append(self.prune.remove(name))
         self.prune.delete_stale_files(result)
         if self.plan.changes or result.bootstrapped:
             try:

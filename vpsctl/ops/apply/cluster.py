@@ -38,6 +38,7 @@ from vpsctl.host.remote import Remote
 from vpsctl.ops import swarm, targets
 from vpsctl.ops.apply.applier import LOCK, Applier
 from vpsctl.ops.apply.bootstrap import deploy_module
+from vpsctl.ops.apply.move import Moves
 from vpsctl.ops.apply.result import ApplyResult, StackOutcome
 from vpsctl.ops.apply.runtime import ComposeRuntime, SwarmRuntime
 from vpsctl.spec.studio import Spec
@@ -66,8 +67,17 @@ class NodeApplier(Applier):
         self.edge_steady_now = False
         self.stashed: list[StackOutcome] = []  # stacks to probe once the edge has converged
         self.swarm_facts: swarm_core.Facts | None = None  # read with its facts
+        # stacks this run moves from this node to another (their volumes here go once they
+        # serve there), the ones whose move failed (back here: not removed), what bringing
+        # them back did, and the stacks arriving with data (:class:`Moves`)
+        self.moved_away: set[str] = set()
+        self.kept: set[str] = set()
+        self.returned: list[StackOutcome] = []
+        self.arriving: dict[str, Moves] = {}
         super().__init__(spec, session, out, destroy_data=destroy_data)
         self.edge_session = edge_session
+        self.before_stacks = self.restore_arriving
+        self.after_healthy = self.restore_arrived
 
     def read_facts(self) -> HostFacts:
         """The node's facts and its swarm's, in ONE command (the plan's read): the swarm's
@@ -105,6 +115,41 @@ class NodeApplier(Applier):
 
     def make_runtime(self) -> ComposeRuntime:
         return SwarmRuntime(self, self.manager)
+
+    @property
+    def swarm_runtime(self) -> SwarmRuntime:
+        runtime = self.runtime
+        assert isinstance(runtime, SwarmRuntime)  # make_runtime's
+        return runtime
+
+    def removals(self) -> list[str]:
+        return [name for name in super().removals() if name not in self.kept]
+
+    def placed_elsewhere(self, name: str) -> bool:
+        spec = self.spec
+        return (
+            name in spec.host.stacks
+            and name in spec.stacks
+            and cluster.stack_node(spec, name) != self.node
+        )
+
+    def destroys_volumes(self, name: str) -> bool:
+        """``--destroy-data``, or a stack moved away by this run (its pre-move snapshot holds
+        its data, restored and serving on its new node)."""
+        return self.destroy_data or name in self.moved_away
+
+    def restore_arriving(self, applier: Applier) -> None:
+        """Before any stack starts here: the files of the stacks moving here with data."""
+        by_moves: dict[int, tuple[Moves, list[str]]] = {}
+        for stack, moves in self.arriving.items():
+            by_moves.setdefault(id(moves), (moves, []))[1].append(stack)
+        for moves, stacks in by_moves.values():
+            moves.restore_files(applier, stacks)
+
+    def restore_arrived(self, applier: Applier, name: str) -> str:
+        """Once stack ``name`` is healthy here: its databases, when it moved here with data."""
+        moves = self.arriving.get(name)
+        return moves.restore_databases(applier, name) if moves is not None else ""
 
     def edge_steady(self, changes: dict[str, StackChange]) -> bool:
         if self.is_edge_node:
@@ -163,9 +208,14 @@ class ClusterApply:
             )
             for name in self.names
         }
-        moved = cluster.move_notes({name: a.plan for name, a in self.appliers.items()})
-        if moved:
-            raise VpsctlError("; ".join(moved) + "; nothing was changed")
+        plans = cluster.mark_moves(spec, {name: a.plan for name, a in self.appliers.items()})
+        for name, applier in self.appliers.items():
+            applier.plan = plans[name]
+        found = cluster.moves(spec, plans)
+        refused = cluster.move_refusals(spec, found)
+        if refused:
+            raise VpsctlError("; ".join(refused) + "; nothing was changed")
+        self.moves = Moves(found, self.appliers)
         edge_applier = self.appliers[edge]
         changes = {s.stack: s for s in edge_applier.plan.stacks}
         steady = edge_applier.edge_steady(changes)
@@ -181,10 +231,10 @@ class ClusterApply:
         )
         self.plan = ClusterPlan(
             spec.host.name,
-            {name: applier.plan for name, applier in self.appliers.items()},
+            plans,
             swarm_lines,
             overlay_kind(self.encrypted),
-            [*notes, cluster.visibility_note(spec)],
+            [*notes, *cluster.move_notes(spec, plans), cluster.visibility_note(spec)],
         )
 
     def apply(self) -> dict[str, ApplyResult]:
@@ -199,18 +249,35 @@ class ClusterApply:
     def _apply(self) -> dict[str, ApplyResult]:
         started = time.monotonic()
         results = {name: ApplyResult(a.plan) for name, a in self.appliers.items()}
+        # the moving stacks' data first, while their old nodes are as the last run left them
+        self.moves.snapshot()
+        try:
+            for name, applier in self.appliers.items():
+                applier.begin(results[name])
+            # it says each change, the undeclared nodes and its warnings as it goes
+            swarm.form_swarm(
+                self.swarm_nodes,
+                lambda line: print(f"swarm: {line}", file=self.out, flush=True),
+                encrypted=self.encrypted,
+            )
+            for name in self.names:  # the edge node last
+                self.appliers[name].stacks(results[name])
+            for name, applier in self.appliers.items():
+                applier.probe_stashed(results[name])
+        except BaseException:
+            # stopped half-way: a moving stack not yet serving on its new node serves on its
+            # old one again
+            self.moves.settle(self.arrived(results))
+            raise
+        self.moves.settle(self.arrived(results))
         for name, applier in self.appliers.items():
-            applier.begin(results[name])
-        # it says each change, the undeclared nodes and its warnings as it goes
-        swarm.form_swarm(
-            self.swarm_nodes,
-            lambda line: print(f"swarm: {line}", file=self.out, flush=True),
-            encrypted=self.encrypted,
-        )
-        for name in self.names:  # the edge node last
-            self.appliers[name].stacks(results[name])
-        for name, applier in self.appliers.items():
-            applier.probe_stashed(results[name])
-        for name, applier in self.appliers.items():
+            results[name].outcomes += applier.returned
             applier.finish(results[name], started)
         return results
+
+    def arrived(self, results: dict[str, ApplyResult]) -> dict[str, StackOutcome | None]:
+        """Each moving stack's outcome on its new node (``None``: it never got that far)."""
+        return {
+            move.stack: next((o for o in results[move.new].outcomes if o.stack == move.stack), None)
+            for move in self.moves.found
+        }

@@ -19,7 +19,7 @@ class Prune(Phase):
         """Take stack ``name`` down (its volumes kept unless ``--destroy-data``) and remove
         its directory."""
         started = time.monotonic()
-        destroy = self.applier.destroy_data
+        destroy = self.applier.destroys_volumes(name)
         directory = stack_dir(name)
         self.say(f"{name}: remove (volumes {'destroyed' if destroy else 'kept'})")
 

@@ -165,24 +165,45 @@ class SwarmRuntime(ComposeRuntime):
 
     def down(self, name: str, *, volumes: bool = False) -> None:
         """``docker stack rm`` on the manager, then wait for the containers to go from this
-        node (and delete the stack's volumes here with ``volumes``). Raises on failure."""
-        self.manager.run(stackcmd.remove(name), 120, purpose=f"docker stack rm {name}")
-        deadline = time.monotonic() + REMOVE_TIMEOUT
-        while True:
-            gone = self.session.run(
-                stackcmd.containers_gone(name),
-                check=False,  # a question, asked until yes
-                purpose=f"waiting for the containers of {name} to go",
+        node (and delete the stack's volumes here with ``volumes``). A stack the spec now
+        places on another node (it moved) is never removed from the swarm: its tasks have
+        gone there; what Swarm left here (exited containers) is removed. Raises on failure."""
+        if self.applier.placed_elsewhere(name):
+            self.wait_until(
+                stackcmd.services_stopped(name, list(self.spec.stacks[name].services)),
+                REMOVE_TIMEOUT,
+                f"{name}: its containers still run on the node {REMOVE_TIMEOUT}s after it moved",
+                f"waiting for the containers of {name} to stop",
             )
-            if gone.ok:
-                break
-            if time.monotonic() >= deadline:
-                raise RemoteError(
-                    f"{name}: its containers are still on the node {REMOVE_TIMEOUT}s after "
-                    f"docker stack rm ({output_tail(gone, 2, 200)})"
-                )
-            time.sleep(1)
+            self.session.run(
+                stackcmd.remove_containers(name), 120, purpose=f"removing what {name} left here"
+            )
+        else:
+            self.manager.run(stackcmd.remove(name), 120, purpose=f"docker stack rm {name}")
+            self.wait_until(
+                stackcmd.containers_gone(name),
+                REMOVE_TIMEOUT,
+                f"{name}: its containers are still on the node {REMOVE_TIMEOUT}s after "
+                "docker stack rm",
+                f"waiting for the containers of {name} to go",
+            )
         if volumes:
             self.session.run(
                 stackcmd.remove_volumes(name), 300, purpose=f"deleting the volumes of {name}"
             )
+
+    def wait_until(self, question: Script, timeout: float, failure: str, purpose: str) -> None:
+        """Ask this node ``question`` (exit 0: yes) every second until yes; raise
+        :class:`RemoteError` (``failure`` and the last answer) after ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        while True:
+            answer = self.session.run(
+                question,
+                check=False,  # a question, asked until yes
+                purpose=purpose,
+            )
+            if answer.ok:
+                return
+            if time.monotonic() >= deadline:
+                raise RemoteError(f"{failure} ({output_tail(answer, 2, 200)})")
+            time.sleep(1)
