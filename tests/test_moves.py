@@ -160,6 +160,16 @@ class FakeGate:
         return self.ok, "" if self.ok else "app exited"
 
 
+@dataclass
+class FakeProber:
+    failures: str = ""
+    probed: list[list[str]] = field(default_factory=list)
+
+    def probe(self, stacks: list[str]) -> str:
+        self.probed.append(stacks)
+        return self.failures
+
+
 class FakeNode:
     """What :class:`Moves` asks of a node's applier: its session, its manager's, its
     runtime and gate, how it speaks and records."""
@@ -172,9 +182,10 @@ class FakeNode:
         self.swarm_runtime = FakeRuntime()
         self.runtime = self.swarm_runtime
         self.gate = FakeGate()
+        self.prober = FakeProber()
         self.said: list[str] = []
         self.recorded: list[str] = []
-        self.moved_away: set[str] = set()
+        self.moved_away: dict[str, str] = {}
         self.kept: set[str] = set()
         self.returned: list[StackOutcome] = []
         self.arriving: dict[str, Moves] = {}
@@ -210,7 +221,7 @@ def test_a_move_stops_the_writers_then_snapshots_on_the_old_node(tmp_path: Path)
         r"vpsctl-backup backup pre-move listmonk", stdout=f"@@snapshot {SNAPSHOT}\n"
     )
     moves = Moves([cluster.Move("listmonk", "media", "stats", True)], appliers)
-    assert appliers["media"].moved_away == {"listmonk"}
+    assert appliers["media"].moved_away == {"listmonk": "it moved to stats"}
     assert appliers["stats"].arriving == {"listmonk": moves}
     moves.snapshot()
     # the app (the writer) scaled to 0 on a manager, the database left to be dumped
@@ -219,6 +230,10 @@ def test_a_move_stops_the_writers_then_snapshots_on_the_old_node(tmp_path: Path)
     assert appliers["media"].swarm_runtime.asked == ["waiting for listmonk of listmonk to stop"]
     # the snapshot was taken after the writers had stopped, on the old node
     assert moves.snapshots == {"listmonk": SNAPSHOT}
+    # its volumes on media go once it serves on stats: what the removal will say of them
+    assert appliers["media"].moved_away == {
+        "listmonk": f"it moved to stats; pre-move snapshot {SNAPSHOT[:8]} keeps them"
+    }
     assert appliers["media"].recorded[-1] == f"listmonk: pre-move snapshot {SNAPSHOT[:8]}"
 
 
@@ -274,16 +289,21 @@ def test_a_move_that_failed_on_the_new_node_serves_again_on_the_old_one(tmp_path
     failed = StackOutcome("listmonk", "start", StackResult.ROLLED_BACK, "probe failed")
     moves.settle({"listmonk": failed})
     media = appliers["media"]
-    assert media.kept == {"listmonk"} and media.moved_away == set()
+    assert media.kept == {"listmonk"} and media.moved_away == {}
     (back,) = media.returned
     assert back.result == StackResult.ROLLED_BACK
     assert back.detail == "its move to stats failed; it serves again on media, its data as it was"
+    assert media.prober.probed == [["listmonk"]]  # through the edge, before it is said back
+    # the copy of its data restored on stats is deleted (the snapshot keeps it)
+    assert appliers["stats"].session.ran(r"docker volume ls -q --filter .*listmonk")
     # and when starting it there fails too, nobody may assume it is fine
     _, appliers = nodes(spec)
-    appliers["media"].gate.ok = False
+    appliers["media"].prober.failures = "listmonk/health: 502"
     moves = Moves([cluster.Move("listmonk", "media", "stats", True)], appliers)
     moves.settle({"listmonk": None})
-    assert appliers["media"].returned[0].result == StackResult.ROLLBACK_FAILED
+    (back,) = appliers["media"].returned
+    assert back.result == StackResult.ROLLBACK_FAILED
+    assert back.detail.endswith("starting it again on media failed too: listmonk/health: 502")
 
 
 def test_a_move_that_converged_keeps_the_old_node_removing_it_with_its_volumes(
@@ -295,7 +315,7 @@ def test_a_move_that_converged_keeps_the_old_node_removing_it_with_its_volumes(
     moves.snapshots["listmonk"] = SNAPSHOT
     moves.settle({"listmonk": StackOutcome("listmonk", "start", StackResult.APPLIED)})
     media = appliers["media"]
-    assert media.moved_away == {"listmonk"} and media.kept == set() and media.returned == []
+    assert list(media.moved_away) == ["listmonk"] and media.kept == set() and not media.returned
     # the copy the restore extracted on the new node is released
     assert appliers["stats"].session.ran(f"vpsctl-backup release {SNAPSHOT}")
 

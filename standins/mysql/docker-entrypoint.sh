@@ -2,7 +2,8 @@
 # The official mysql image's entrypoint, for MariaDB: on first start (empty datadir) it
 # creates the system tables, sets the root password (root@localhost and root@$MYSQL_ROOT_HOST),
 # creates MYSQL_DATABASE and MYSQL_USER with MYSQL_PASSWORD, runs /docker-entrypoint-initdb.d,
-# then execs the command. Secret values never reach the log or a command line.
+# then execs the command. Secret values never reach the log or a command line; each of
+# MYSQL_ROOT_PASSWORD/PASSWORD/USER/DATABASE/ROOT_HOST may come from a file (VAR_FILE).
 set -eu
 
 log() { printf '%s [Note] [Entrypoint]: %s\n' "$(date -u +%Y-%m-%dT%H:%M:%SZ)" "$*" >&2; }
@@ -16,6 +17,30 @@ case "$1" in
   mysqld | mariadbd) ;;
   *) exec "$@" ;;
 esac
+
+# file_env VAR: VAR's value from the file VAR_FILE names (Docker's secrets, mounted under
+# /run/secrets), as the official image's file_env does: both set is refused, the file read
+# as the user this part runs as. VAR is always one of the literal names below.
+file_env() {
+  eval "fe_value=\${$1:-} fe_file=\${$1_FILE:-}"
+  if [ -n "$fe_value" ] && [ -n "$fe_file" ]; then
+    printf >&2 'error: both %s and %s are set (but are exclusive)\n' "$1" "$1_FILE"
+    exit 1
+  fi
+  if [ -n "$fe_file" ]; then
+    fe_value=$(cat -- "$fe_file") || exit 1
+  fi
+  eval "$1=\$fe_value"
+  # shellcheck disable=SC2163 # the variable named by $1
+  export "$1"
+  unset "$1_FILE" fe_value fe_file
+}
+
+file_env MYSQL_ROOT_HOST
+file_env MYSQL_DATABASE
+file_env MYSQL_USER
+file_env MYSQL_PASSWORD
+file_env MYSQL_ROOT_PASSWORD
 
 DATADIR=/var/lib/mysql
 SOCKET=/run/mysqld/mysqld.sock

@@ -2,7 +2,8 @@
 # The official postgres image's entrypoint, in short: on first start (no PG_VERSION) it runs
 # initdb with POSTGRES_USER/POSTGRES_PASSWORD, opens the network with password auth,
 # creates POSTGRES_DB, runs /docker-entrypoint-initdb.d, then execs the command as postgres.
-# The password goes to initdb through a private file, never a command line or the log.
+# The password goes to initdb through a private file, never a command line or the log;
+# each of POSTGRES_PASSWORD/USER/DB/INITDB_ARGS may come from a file instead (VAR_FILE).
 set -eu
 
 log() { printf '%s\n' "$*" >&2; }
@@ -22,6 +23,29 @@ if [ "$(id -u)" = 0 ]; then
   chmod 3777 /var/run/postgresql
   exec setpriv --reuid=postgres --regid=postgres --init-groups "$0" "$@"
 fi
+
+# file_env VAR: VAR's value from the file VAR_FILE names (Docker's secrets, mounted under
+# /run/secrets), as the official image's file_env does: both set is refused, the file read
+# as the user this part runs as. VAR is always one of the literal names below.
+file_env() {
+  eval "fe_value=\${$1:-} fe_file=\${$1_FILE:-}"
+  if [ -n "$fe_value" ] && [ -n "$fe_file" ]; then
+    printf >&2 'error: both %s and %s are set (but are exclusive)\n' "$1" "$1_FILE"
+    exit 1
+  fi
+  if [ -n "$fe_file" ]; then
+    fe_value=$(cat -- "$fe_file") || exit 1
+  fi
+  eval "$1=\$fe_value"
+  # shellcheck disable=SC2163 # the variable named by $1
+  export "$1"
+  unset "$1_FILE" fe_value fe_file
+}
+
+file_env POSTGRES_PASSWORD
+file_env POSTGRES_USER
+file_env POSTGRES_DB
+file_env POSTGRES_INITDB_ARGS
 
 if [ ! -s "$PGDATA/PG_VERSION" ]; then
   if [ -z "${POSTGRES_PASSWORD:-}" ] && [ "${POSTGRES_HOST_AUTH_METHOD:-}" != trust ]; then

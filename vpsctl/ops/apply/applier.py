@@ -148,14 +148,25 @@ class Applier:
         """The stacks this run removes from the host: the plan's."""
         return [s.stack for s in self.plan.stacks if s.action == "remove"]
 
+    def defers_backup_files(self) -> bool:
+        """Whether this run installs the box's backup files after its stacks, not before
+        (one box: never)."""
+        return False
+
+    def keeps_stale_backup_files(self) -> bool:
+        """Whether the backup files the spec no longer declares stay this run (one box:
+        never)."""
+        return False
+
     def placed_elsewhere(self, name: str) -> bool:
         """Whether stack ``name``, no longer on this host, runs on another node of its
         cluster (one box: never)."""
         return False
 
-    def destroys_volumes(self, name: str) -> bool:
-        """Whether removing stack ``name`` deletes its volumes: ``--destroy-data``."""
-        return self.destroy_data
+    def volumes_fate(self, name: str) -> str:
+        """What removing stack ``name`` does with its volumes, in words: ``destroyed``
+        (``--destroy-data``) or ``kept``; anything else but ``kept`` deletes them."""
+        return "destroyed" if self.destroy_data else "kept"
 
     def say(self, text: str) -> None:
         """Print one line (in a stack's lane while stacks converge at once)."""

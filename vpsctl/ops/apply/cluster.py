@@ -70,7 +70,7 @@ class NodeApplier(Applier):
         # stacks this run moves from this node to another (their volumes here go once they
         # serve there), the ones whose move failed (back here: not removed), what bringing
         # them back did, and the stacks arriving with data (:class:`Moves`)
-        self.moved_away: set[str] = set()
+        self.moved_away: dict[str, str] = {}  # stack → why its volumes here go
         self.kept: set[str] = set()
         self.returned: list[StackOutcome] = []
         self.arriving: dict[str, Moves] = {}
@@ -133,10 +133,21 @@ class NodeApplier(Applier):
             and cluster.stack_node(spec, name) != self.node
         )
 
-    def destroys_volumes(self, name: str) -> bool:
-        """``--destroy-data``, or a stack moved away by this run (its pre-move snapshot holds
-        its data, restored and serving on its new node)."""
-        return self.destroy_data or name in self.moved_away
+    def defers_backup_files(self) -> bool:
+        """While stacks move away from this node, its backup script keeps knowing them
+        (a move that fails brings a stack back here, backed up as before): the new backup
+        files are installed once every move has served elsewhere (:meth:`ClusterApply.
+        _apply`), and never when one came back."""
+        return bool(self.moved_away)
+
+    def keeps_stale_backup_files(self) -> bool:
+        return bool(self.kept)
+
+    def volumes_fate(self, name: str) -> str:
+        """``--destroy-data``'s, or for a stack this run moved away, removed: its pre-move
+        snapshot holds its data, restored and serving on its new node."""
+        moved = self.moved_away.get(name)
+        return f"removed: {moved}" if moved is not None else super().volumes_fate(name)
 
     def restore_arriving(self, applier: Applier) -> None:
         """Before any stack starts here: the files of the stacks moving here with data."""
@@ -272,6 +283,8 @@ class ClusterApply:
         self.moves.settle(self.arrived(results))
         for name, applier in self.appliers.items():
             results[name].outcomes += applier.returned
+            if applier.moved_away and not applier.kept:  # every move away served there
+                applier.setup.backup_files()
             applier.finish(results[name], started)
         return results
 

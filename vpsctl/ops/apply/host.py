@@ -35,6 +35,11 @@ class HostSetup(Phase):
         pointed = pebble.point_spec(self.spec)  # every apply: the box applied is the one asking
         if pointed is not None:
             self.say(pointed)
+        if not self.applier.defers_backup_files():
+            self.backup_files()
+
+    def backup_files(self) -> None:
+        """The backup machinery of :meth:`host_files`: upload what changed, then the timers."""
         changed = [
             self.desired.files[f.path]
             for f in self.plan.files

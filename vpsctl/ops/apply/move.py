@@ -21,6 +21,7 @@ A stack that keeps no data just starts on the new node; its files on the old one
 
 from __future__ import annotations
 
+import time
 from typing import TYPE_CHECKING
 
 from vpsctl.core.backupfiles import stack_view
@@ -54,7 +55,7 @@ class Moves:
         self.stopped: dict[str, list[str]] = {}  # stack → its services scaled to 0
         self.back: set[str] = set()  # stacks deployed again on their old node
         for move in found:
-            appliers[move.old].moved_away.add(move.stack)
+            appliers[move.old].moved_away[move.stack] = f"it moved to {move.new}"
             if move.data:
                 appliers[move.new].arriving[move.stack] = self
 
@@ -112,6 +113,9 @@ class Moves:
             raise MoveError(f"the pre-move snapshot failed: {old.clean(why)}")
         old.say(f"{move.stack}: pre-move snapshot {snapshot[:8]}")
         old.record(f"{move.stack}: pre-move snapshot {snapshot[:8]}")
+        old.moved_away[move.stack] = (
+            f"it moved to {move.new}; pre-move snapshot {snapshot[:8]} keeps them"
+        )
         return snapshot
 
     def restart_writers(self) -> str:
@@ -217,7 +221,8 @@ class Moves:
     def settle(self, arrived: dict[str, StackOutcome | None]) -> None:
         """For each move whose stack did not converge on its new node (``arrived``: the
         stack's outcome there, ``None`` when it never started): deploy it again on its old
-        node from the files that node holds, gated; its removal there is then skipped."""
+        node from the files that node holds, gated and probed; its removal there is then
+        skipped, and the copy of its data restored on the new node is deleted."""
         self.release()
         for move in self.found:
             outcome = arrived.get(move.stack)
@@ -225,28 +230,51 @@ class Moves:
                 continue
             self.back.add(move.stack)
             old = self.appliers[move.old]
-            old.moved_away.discard(move.stack)
+            old.moved_away.pop(move.stack, None)
             old.kept.add(move.stack)
             old.returned.append(self._return(old, move))
+            if move.data:
+                self._discard_copy(move)
 
     def _return(self, old: NodeApplier, move: Move) -> StackOutcome:
+        started = time.monotonic()
         old.say(f"{move.stack}: the move to {move.new} failed: starting it again on {move.old}")
         services = list(old.spec.stacks[move.stack].services)
         ok, detail = old.runtime.up(move.stack)
         if ok:
             ok, detail = old.gate.wait_services(move.stack, services)
-        if ok:
+        failures = old.prober.probe([move.stack]) if ok else ""
+        seconds = time.monotonic() - started
+        if ok and not failures:
             old.record(f"{move.stack}: back on {move.old} (its move to {move.new} failed)")
             return StackOutcome(
                 move.stack,
                 "move back",
                 StackResult.ROLLED_BACK,
                 f"its move to {move.new} failed; it serves again on {move.old}, its data as it was",
+                seconds,
             )
         return StackOutcome(
             move.stack,
             "move back",
             StackResult.ROLLBACK_FAILED,
             f"its move to {move.new} failed, and starting it again on {move.old} failed too: "
-            f"{old.clean(detail)}",
+            f"{old.clean(detail or failures)}",
+            seconds,
         )
+
+    def _discard_copy(self, move: Move) -> None:
+        """Delete the copy of a failed move's data restored on its new node (its snapshot
+        keeps it; a later move restores it afresh). Best effort: what is left is said."""
+        new = self.appliers[move.new]
+        done = new.session.run(
+            stackcmd.remove_volumes(move.stack),
+            300,
+            check=False,  # reported below: the stack serves on its old node either way
+            purpose=f"deleting the restored volumes of {move.stack}",
+        )
+        if not done.ok:
+            new.say(
+                f"{move.stack}: note: the volumes restored for its move stay on {move.new} "
+                f"({output_tail(done, 2, 200)}); the next move replaces their content"
+            )

@@ -19,9 +19,10 @@ class Prune(Phase):
         """Take stack ``name`` down (its volumes kept unless ``--destroy-data``) and remove
         its directory."""
         started = time.monotonic()
-        destroy = self.applier.destroys_volumes(name)
+        fate = self.applier.volumes_fate(name)
+        destroy = fate != "kept"
         directory = stack_dir(name)
-        self.say(f"{name}: remove (volumes {'destroyed' if destroy else 'kept'})")
+        self.say(f"{name}: remove (volumes {fate})")
 
         def failed(detail: str) -> StackOutcome:
             self.say(f"{name}: remove FAILED: {detail}")
@@ -39,7 +40,7 @@ class Prune(Phase):
             )
         except RemoteError as exc:
             return failed(f"its containers are gone, but {self.clean(str(exc))}")
-        self.record(f"{name}: removed (volumes {'destroyed' if destroy else 'kept'})")
+        self.record(f"{name}: removed (volumes {fate})")
         return StackOutcome(name, "remove", StackResult.REMOVED, "", time.monotonic() - started)
 
     def delete_volumes(self, result: ApplyResult) -> None:
@@ -69,7 +70,9 @@ class Prune(Phase):
         paths = [
             f.path
             for f in self.plan.files
-            if f.action == "delete" and f.stack not in removed_stacks
+            if f.action == "delete"
+            and f.stack not in removed_stacks
+            and not (f.stack == "" and self.applier.keeps_stale_backup_files())
         ]
         try:
             if any(p.startswith(backupfiles.SYSTEMD_DIR + "/") for p in paths):
