@@ -136,6 +136,10 @@ def test_the_deploy_document_inlines_env_files_and_orders_services_by_their_depe
     for name, service in whole["services"].items():
         assert "env_file" not in service and "depends_on" not in service
         env = parse_env_file(envs[f"env/{name}.env"])
+        # Postgres's password goes as a Swarm secret (see the test below), the rest inline
+        if name == "db":
+            env = {k: v for k, v in env.items() if k != "POSTGRES_PASSWORD"}
+            env["POSTGRES_PASSWORD_FILE"] = "/run/secrets/POSTGRES_PASSWORD"
         assert service["environment"] == {k: v.replace("$", "$$") for k, v in env.items()}
         assert service["labels"][LABEL_DEPLOYED] == deploy.hashes[name]
         for volume in service["volumes"]:
@@ -158,3 +162,46 @@ def test_a_deploy_whose_env_file_is_missing_on_the_node_is_refused() -> None:
     compose_text = "services:\n  app:\n    image: x\n    env_file: [./env/app.env]\n"
     with pytest.raises(DocumentError, match=r"shop/app: its env file env/app.env is not on"):
         deploy_document("shop", compose_text, {})
+
+
+def test_a_database_image_gets_its_password_as_a_swarm_secret_in_no_service_spec(
+    desired: Desired,
+) -> None:
+    """The official postgres/mysql images read ``VAR_FILE``: their passwords leave the
+    document's environment for Swarm secrets named by a digest of the value."""
+    for stack, service, var in (
+        ("listmonk", "db", "POSTGRES_PASSWORD"),
+        ("ghost", "mysql", "MYSQL_ROOT_PASSWORD"),
+        ("ghost", "mysql", "MYSQL_PASSWORD"),
+    ):
+        root = f"/opt/vpsctl/stacks/{stack}/"
+        text = desired.files[f"{root}compose.yaml"].content.decode()
+        assert 'x-vpsctl-secret-files: ["' in text
+        envs = {
+            path.removeprefix(root): f.content
+            for path, f in desired.files.items()
+            if path.startswith(f"{root}env/")
+        }
+        value = parse_env_file(envs[f"env/{service}.env"])[var]
+        deploy = deploy_document(stack, text, envs)
+        whole = deploy.documents[-1]
+        defined = json.loads(whole)["services"][service]
+        if value in json.dumps(defined) or value in repr(deploy):  # no value in test output
+            pytest.fail(f"{stack}/{service}: the value of {var} is in its service spec")
+        assert defined["environment"][f"{var}_FILE"] == f"/run/secrets/{var}"
+        assert var not in defined["environment"]
+        assert "x-vpsctl-secret-files" not in defined
+        (name,) = [s["source"] for s in defined["secrets"] if s["target"] == var]
+        if deploy.secrets[name] != value:  # made on the manager, from stdin
+            pytest.fail(f"{stack}/{service}: {name} does not hold the value of {var}")
+        assert json.loads(whole)["secrets"][name] == {"external": True}
+    # a new value is a new secret, and a new deploy hash: the service is updated
+    text = "services:\n  db:\n    image: x\n    env_file: [./env/db.env]\n"
+    text += '    x-vpsctl-secret-files: ["POSTGRES_PASSWORD"]\n'
+    one = deploy_document("s", text, {"env/db.env": b"POSTGRES_PASSWORD=a\n"})
+    two = deploy_document("s", text, {"env/db.env": b"POSTGRES_PASSWORD=b\n"})
+    assert set(one.secrets) != set(two.secrets) and one.hashes != two.hashes
+    assert all(len(n) <= 64 for n in one.secrets)
+    # an app's image is not a database's: its secrets stay env values
+    ghost = desired.files["/opt/vpsctl/stacks/ghost/compose.yaml"].content.decode()
+    assert ghost.count("x-vpsctl-secret-files") == 1

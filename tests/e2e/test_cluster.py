@@ -21,7 +21,7 @@ import pytest
 
 from tests.e2e.conftest import make_box, on_box
 from tests.e2e.studio_data import curl
-from tests.helpers import Result, copy_studio, pin_stack, run_cli
+from tests.helpers import Result, copy_studio, pin_stack, run_cli, secret_values
 from vpsctl.local import sandbox
 from vpsctl.local.sandbox import SandboxInfo
 
@@ -161,6 +161,26 @@ def test_plan_json_has_every_node_and_the_swarm(cluster: Cluster) -> None:
     assert set(data["nodes"]) == set(NODES)
     assert data["swarm"] == [] and data["changes"] is False
     assert data["overlay"] == "plain (NOT encrypted)"
+
+
+def test_database_passwords_are_swarm_secrets_in_no_service_spec(cluster: Cluster) -> None:
+    """The official database images read their passwords from files (VAR_FILE): a manager's
+    `docker service inspect` shows none of them; the databases run with them."""
+    front = cluster.boxes["front"]
+    values = secret_values(cluster.root)
+    for service, variables in (
+        ("listmonk_db", {"POSTGRES_PASSWORD"}),
+        ("plausible_db", {"POSTGRES_PASSWORD"}),
+        ("ghost_mysql", {"MYSQL_PASSWORD", "MYSQL_ROOT_PASSWORD"}),
+    ):
+        spec = on_box(front, f"docker service inspect {service}")
+        leaked = [v[:4] + "…" for v in values if len(v) >= 8 and v in spec]
+        assert not leaked, f"{service}: secret values in its service spec: {leaked}"
+        env = json.loads(spec)[0]["Spec"]["TaskTemplate"]["ContainerSpec"]["Env"]
+        names = {e.split("=", 1)[0] for e in env}
+        assert {f"{v}_FILE" for v in variables} <= names and not variables & names, service
+    secrets = on_box(front, "docker secret ls --format '{{.Name}}'").split()
+    assert len(secrets) == 4 and all("password-" in s for s in secrets), secrets
 
 
 def records(box: SandboxInfo, product: str) -> int:

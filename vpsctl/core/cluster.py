@@ -14,6 +14,7 @@ from typing import Any
 
 from vpsctl.core.plan import Plan, StackChange, plan_hash
 from vpsctl.core.render import Desired
+from vpsctl.core.rotation import file_secret_vars
 from vpsctl.errors import VpsctlError
 from vpsctl.spec.models import (
     ClickhouseBackup,
@@ -124,10 +125,23 @@ class ClusterPlan:
 def visibility_note(spec: Spec) -> str:
     """Where a secret value of a cluster is visible, said in every plan of one."""
     managers = ", ".join(spec.host.managers)
+    as_files = [
+        f"{stack}/{service} {var}"
+        for stack, definition in spec.stacks.items()
+        for service, declared in definition.services.items()
+        for var in file_secret_vars(declared)
+    ]
+    files = (
+        f"; but {', '.join(as_files)} reach their (official database) images as Swarm "
+        "secrets, files under /run/secrets read through VAR_FILE, in no service spec (the "
+        "apps' own copies of those passwords are env values like the others)"
+        if as_files
+        else ""
+    )
     return (
         "secrets: each stack's env values, secrets among them, are part of its Swarm service "
         f"spec: root on a manager ({managers}) can read them (`docker service inspect`), as "
-        "root on the stack's own node can read its env files"
+        f"root on the stack's own node can read its env files{files}"
     )
 
 

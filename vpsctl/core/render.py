@@ -36,7 +36,7 @@ from vpsctl.core.layout import (
     UnsafePath,
     member_problem,
 )
-from vpsctl.core.rotation import SecretUse, classify
+from vpsctl.core.rotation import SecretUse, classify, file_secret_vars
 from vpsctl.core.swarm import NODE_LABEL, OVERLAY
 from vpsctl.core.templates import environment
 from vpsctl.errors import VpsctlError
@@ -590,6 +590,8 @@ def _service_view(
         "constraints": _constraints(spec, stack_name),
         "restart_condition": RESTART_CONDITIONS[service.restart],
         "swarm_ports": [(p.target, p.published, p.protocol) for p in service.ports],
+        # on a cluster: the secret variables its image reads from files (Swarm secrets)
+        "secret_files": file_secret_vars(service) if spec.host.cluster else [],
     }
 
 

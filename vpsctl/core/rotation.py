@@ -104,6 +104,22 @@ def image_engine(image: str) -> str | None:
     return None
 
 
+# The password variables an official database image also reads from a file (its entrypoint's
+# ``file_env``: ``VAR_FILE`` names the file): on a cluster they reach it as Swarm secrets
+FILE_VARS = {
+    "postgres": ("POSTGRES_PASSWORD",),
+    "mysql": ("MYSQL_ROOT_PASSWORD", "MYSQL_PASSWORD", "MARIADB_ROOT_PASSWORD", "MARIADB_PASSWORD"),
+}
+
+
+def file_secret_vars(service: Service) -> list[str]:
+    """The secret variables of ``service`` its (official database) image reads from a file
+    as well (``VAR_FILE``), in the service's order; none for any other image."""
+    engine = image_engine(service.image)
+    readable = FILE_VARS.get(engine or "", ())
+    return [var for var in service.secrets if var in readable]
+
+
 _MYSQL_USER_VARS = {"MYSQL_PASSWORD": "MYSQL_USER", "MARIADB_PASSWORD": "MARIADB_USER"}
 _MYSQL_ROOT_VARS = {
     "MYSQL_ROOT_PASSWORD": "MYSQL_ROOT_HOST",

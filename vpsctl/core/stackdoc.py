@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from ruamel.yaml import YAML
@@ -33,14 +33,31 @@ class DocumentError(ValueError):
     """The stack's files on its node cannot make a deploy document."""
 
 
+SECRET_FILES = "x-vpsctl-secret-files"  # noqa: S105 - a key of the compose file, no value
+SECRETS_DIR = "/run/secrets"  # where Swarm puts a service's secrets
+
+
 @dataclass(frozen=True)
 class Deploy:
     """A stack's deploy: the documents of its waves (the last one holds every service),
-    and the hash each service's containers will be labelled with."""
+    the hash each service's containers will be labelled with, and the Swarm secrets the
+    documents name (name → value: created on the manager before the deploy, on stdin)."""
 
     waves: tuple[tuple[str, ...], ...]
     documents: tuple[str, ...]
     hashes: dict[str, str]
+    secrets: dict[str, str] = field(default_factory=dict)
+
+    def __repr__(self) -> str:  # the secrets' values never reach a log or a traceback
+        return f"Deploy(waves={self.waves!r}, secrets={sorted(self.secrets)!r})"
+
+
+def secret_name(stack: str, service: str, var: str, value: str) -> str:
+    """The Swarm secret holding ``value`` for ``var`` of ``stack``/``service``: named by a
+    digest of its value (a secret is immutable in Swarm: a new value is a new secret, and
+    an unchanged one deploys nothing new). Within Swarm's 64 characters."""
+    digest = hashlib.sha256(value.encode()).hexdigest()[:12]
+    return f"{stack}_{service}_{var}"[: 64 - 13].lower() + f"-{digest}"
 
 
 def deploy_document(stack: str, compose_text: str, env_files: Mapping[str, bytes]) -> Deploy:
@@ -55,6 +72,7 @@ def deploy_document(stack: str, compose_text: str, env_files: Mapping[str, bytes
     if not isinstance(data, dict) or not isinstance(data.get("services"), dict):
         raise DocumentError(f"{stack}: its compose.yaml on the node has no services")
     services: dict[str, Any] = data["services"]
+    secrets: dict[str, str] = {}
     depends: dict[str, list[str]] = {}
     hashes: dict[str, str] = {}
     for name, service in services.items():
@@ -66,6 +84,14 @@ def deploy_document(stack: str, compose_text: str, env_files: Mapping[str, bytes
             if content is None:
                 raise DocumentError(f"{stack}/{name}: its env file {relative} is not on the node")
             environment |= parse_env_file(content)
+        for var in service.pop(SECRET_FILES, None) or []:
+            value = environment.pop(var, None)
+            if value is None:
+                raise DocumentError(f"{stack}/{name}: {var} is not in its env files on the node")
+            secret = secret_name(stack, name, var, value)
+            secrets[secret] = value
+            environment[f"{var}_FILE"] = f"{SECRETS_DIR}/{var}"
+            service.setdefault("secrets", []).append({"source": secret, "target": var})
         if environment:
             service["environment"] = {k: v.replace("$", "$$") for k, v in environment.items()}
         service["volumes"] = [_absolute(stack, v) for v in service.get("volumes") or []]
@@ -73,6 +99,8 @@ def deploy_document(stack: str, compose_text: str, env_files: Mapping[str, bytes
         hashes[name] = digest
         labels = service.setdefault("labels", {})
         labels[LABEL_DEPLOYED] = digest
+    if secrets:  # made beforehand on the manager: the document names them only
+        data["secrets"] = {secret: {"external": True} for secret in sorted(secrets)}
     waves = _waves(stack, depends)
     documents = []
     deployed: list[str] = []
@@ -80,7 +108,7 @@ def deploy_document(stack: str, compose_text: str, env_files: Mapping[str, bytes
         deployed += wave
         partial = dict(data, services={n: services[n] for n in services if n in deployed})
         documents.append(json.dumps(partial, sort_keys=True))
-    return Deploy(tuple(waves), tuple(documents), hashes)
+    return Deploy(tuple(waves), tuple(documents), hashes, secrets)
 
 
 def _absolute(stack: str, volume: Any) -> Any:

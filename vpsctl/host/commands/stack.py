@@ -129,3 +129,31 @@ def remove_containers(name: str) -> Script:
     return Script(
         f'ids=$(docker ps -aq --filter {project}); [ -z "$ids" ] || docker rm $ids >/dev/null'
     )
+
+
+SECRET_LABEL = "dev.vpsctl.stack"  # noqa: S105 - the label naming a Swarm secret's stack
+
+
+def secret_names(name: str) -> Argv:
+    """The Swarm secrets vpsctl made for stack ``name`` (one name a line; run on a manager)."""
+    return [
+        "docker", "secret", "ls", "--filter", f"label={SECRET_LABEL}={name}",
+        "--format", "{{.Name}}",
+    ]  # fmt: skip
+
+
+def create_secret(name: str, secret: str) -> Argv:
+    """``docker secret create`` of ``secret`` for stack ``name``, its value read from stdin
+    (never a command line, never a file on the manager)."""
+    return ["docker", "secret", "create", "--label", f"{SECRET_LABEL}={name}", secret, "-"]
+
+
+def prune_secrets(name: str, keep: list[str]) -> Script:
+    """Remove stack ``name``'s Swarm secrets but ``keep``: the ones a task still uses are
+    refused by Swarm and stay (best effort: a later deploy removes them)."""
+    kept = " ".join(shlex.quote(k) for k in keep)
+    listing = shlex.join(secret_names(name))
+    return Script(
+        f'for s in $({listing}); do case " {kept} " in *" $s "*) ;; '
+        '*) docker secret rm "$s" >/dev/null 2>&1 || true ;; esac; done'
+    )

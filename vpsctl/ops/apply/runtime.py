@@ -102,6 +102,10 @@ class SwarmRuntime(ComposeRuntime):
         except (RemoteError, DocumentError) as exc:
             return False, self.clean(str(exc))
         self.expected[name] = dict(deploy.hashes)
+        try:
+            self.make_secrets(name, deploy.secrets)
+        except RemoteError as exc:
+            return False, self.clean(str(exc))
         for index, (wave, document) in enumerate(zip(deploy.waves, deploy.documents, strict=True)):
             last = index == len(deploy.waves) - 1
             result = self.manager.feed(
@@ -113,12 +117,38 @@ class SwarmRuntime(ComposeRuntime):
             )
             if not result.ok:
                 return False, result.output
+            if last:  # the previous deploy's secrets: gone once no task uses them
+                self.manager.run(
+                    stackcmd.prune_secrets(name, sorted(deploy.secrets)),
+                    120,
+                    check=False,  # best effort (see prune_secrets)
+                    purpose=f"removing the unused Swarm secrets of {name}",
+                )
             if not last:
                 self.say(f"{name}: deployed {', '.join(wave)}; the rest once they are healthy")
                 ok, detail = self.applier.gate.wait_services(name, list(wave))
                 if not ok:
                     return False, detail
         return True, ""
+
+    def make_secrets(self, name: str, secrets: dict[str, str]) -> None:
+        """Create on the manager each of ``secrets`` (name → value) it does not hold yet, the
+        value on stdin. Raises :class:`RemoteError` (its values masked by the caller)."""
+        if not secrets:
+            return
+        held = self.manager.run(
+            stackcmd.secret_names(name), 60, purpose=f"listing the Swarm secrets of {name}"
+        )
+        have = set(held.stdout.split())
+        for secret, value in secrets.items():
+            if secret not in have:
+                self.manager.feed(
+                    stackcmd.create_secret(name, secret),
+                    value.encode(),
+                    60,
+                    purpose=f"creating the Swarm secret {secret}",
+                )
+                self.applier.record(f"{name}: Swarm secret {secret} created")
 
     def document(self, name: str) -> Deploy:
         """The stack's deploy, from its files as this node holds them."""
@@ -186,6 +216,12 @@ class SwarmRuntime(ComposeRuntime):
                 f"{name}: its containers are still on the node {REMOVE_TIMEOUT}s after "
                 "docker stack rm",
                 f"waiting for the containers of {name} to go",
+            )
+            self.manager.run(
+                stackcmd.prune_secrets(name, []),
+                120,
+                check=False,  # best effort: a later deploy of the stack tries again
+                purpose=f"removing the Swarm secrets of {name}",
             )
         if volumes:
             self.session.run(
