@@ -1094,6 +1094,46 @@ def test_postgres_refuses_an_uninitialized_datadir_without_password(kit: Kit) ->
     assert result.code != 0 and "superuser password is not specified" in result.err
 
 
+def test_postgres_takes_its_password_from_a_file_as_the_official_image(
+    kit: Kit, tmp_path: Path
+) -> None:
+    """POSTGRES_PASSWORD_FILE (a Swarm secret's file on a cluster) sets the password;
+    with POSTGRES_PASSWORD beside it the image refuses, as the official one does."""
+    password = token(24)
+    svc = stack_service("listmonk", "db", {"LISTMONK_DB_PASSWORD": password})
+    secret = tmp_path / "POSTGRES_PASSWORD"
+    secret.write_text(password)
+    secret.chmod(0o444)  # as Swarm mounts a secret: root's, readable by the server's uid
+    mount = f"{secret}:/run/secrets/POSTGRES_PASSWORD:ro"
+    both = kit.run_once(
+        "both",
+        image("postgres"),
+        env={**svc.env, "POSTGRES_PASSWORD_FILE": "/run/secrets/POSTGRES_PASSWORD"},
+        mounts=(mount,),
+    )
+    assert both.code != 0
+    assert "both POSTGRES_PASSWORD and POSTGRES_PASSWORD_FILE are set" in both.err
+    env = {k: v for k, v in svc.env.items() if k != "POSTGRES_PASSWORD"}
+    env["POSTGRES_PASSWORD_FILE"] = "/run/secrets/POSTGRES_PASSWORD"
+    db = kit.start("db", image("postgres"), env=env, mounts=(mount,))
+    kit.wait_healthy(db, ["pg_isready", "-h", "127.0.0.1", "-U", "listmonk"])
+    # over TCP at its network address (the image trusts 127.0.0.1): password auth (scram),
+    # with the file's password, and not with another
+    address = kit.exec(db, "hostname", "-i").out.split()[0]
+    query = ["psql", "-h", address, "-U", "listmonk", "-d", "listmonk", "-Atc", "SELECT 1"]
+    assert kit.exec(db, *query, env={"PGPASSWORD": password}).out.strip() == "1"
+    assert kit.exec(db, *query, env={"PGPASSWORD": token(24)}).code != 0
+    assert_no_secrets(kit.logs(db), [password])
+
+
+def test_mysql_refuses_a_password_given_both_ways(kit: Kit) -> None:
+    svc = stack_service("ghost", "mysql", ghost_secrets())
+    env = {**svc.env, "MYSQL_ROOT_PASSWORD_FILE": "/run/secrets/MYSQL_ROOT_PASSWORD"}
+    result = kit.run_once("mysql", image("mysql"), svc.command, env=env)
+    assert result.code != 0
+    assert "both MYSQL_ROOT_PASSWORD and MYSQL_ROOT_PASSWORD_FILE are set" in result.err
+
+
 def test_postgres_first_init_answers_on_the_socket_but_the_stacks_tcp_check_waits(
     kit: Kit, tmp_path: Path
 ) -> None:
