@@ -17,9 +17,9 @@ from typing import Any
 import pytest
 from ruamel.yaml import YAML
 
-from tests.helpers import run_cli
+from tests.helpers import golden_prod_copy, run_cli
 from vpsctl.core.render import CLUSTER_NETWORK, Desired, parse_env_file
-from vpsctl.core.stackdoc import LABEL_DEPLOYED, DocumentError, deploy_document
+from vpsctl.core.stackdoc import LABEL_DEPLOYED, DocumentError, deploy_document, one_box_compose
 from vpsctl.ops.inputs import render_spec
 from vpsctl.spec.loader import load_spec
 
@@ -205,3 +205,17 @@ def test_a_database_image_gets_its_password_as_a_swarm_secret_in_no_service_spec
     # an app's image is not a database's: its secrets stay env values
     ghost = desired.files["/opt/vpsctl/stacks/ghost/compose.yaml"].content.decode()
     assert ghost.count("x-vpsctl-secret-files") == 1
+
+
+def test_one_box_compose_files_are_told_from_a_clusters_stack_files(
+    desired: Desired, tmp_path: Path
+) -> None:
+    """What a node holds of a stack moving from one box's compose to Swarm (and again after
+    its rollback) is deployed by compose, never fed to `docker stack deploy`."""
+    stack_file = desired.files["/opt/vpsctl/stacks/documint/compose.yaml"].content.decode()
+    assert not one_box_compose(stack_file)
+    prod = golden_prod_copy(tmp_path / "prod") / "inventory/prod"
+    one_box = render_spec(load_spec(prod), offline=True)
+    compose_file = one_box.files["/opt/vpsctl/stacks/documint/compose.yaml"].content.decode()
+    assert one_box_compose(compose_file)
+    assert not one_box_compose("services: [unclosed")

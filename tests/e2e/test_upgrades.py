@@ -314,3 +314,66 @@ def test_caddy_holds_a_request_while_the_upstreams_name_does_not_resolve(
         )
     finally:
         on_box(box, "docker start documint-app-1")
+
+
+# ── last: the one box becomes the first node of a cluster ────────────────────────────────
+
+
+def one_node_inventory(root: Path) -> str:
+    """``inventory/one-node``: the sandbox inventory declared as a cluster of one node (the
+    same box, the edge), every stack pinned to it, its secrets the same."""
+    source = root / INV
+    target = root / "inventory" / "one-node"
+    target.mkdir()
+    text = (source / "host.yaml").read_text()
+    box = re.search(r"\nsandbox:\n  name: (\S+)\n", text)
+    assert box is not None
+    text = text.replace(box.group(0), "\n", 1).replace("\nmemory: 7800m\n", "\n", 1)
+    text = text.replace(
+        "\nstacks:\n",
+        f"\nnodes:\n  box:\n    sandbox: {{name: {box.group(1)}}}\n    memory: 7800m\n"
+        "    edge: true\noverlay: plain\n\nstacks:\n",
+        1,
+    )
+    for stack in ("documint", "cronping", "flagbit", "webhookvault", "ghost", "plausible"):
+        text = text.replace(f"\n  {stack}:\n", f"\n  {stack}:\n    node: box\n", 1)
+    text = text.replace("\n  listmonk:\n", "\n  listmonk:\n    node: box\n", 1)
+    (target / "host.yaml").write_text(text)
+    secrets = target / "secrets.env"
+    secrets.write_bytes((source / "secrets.env").read_bytes())
+    secrets.chmod(0o600)
+    return "inventory/one-node"
+
+
+def test_the_one_box_studio_becomes_a_one_node_cluster_with_its_data(
+    box: SandboxInfo, studio: Path
+) -> None:
+    """README's way from one box to several: the same box declared as the first node. The
+    plan shows every stack going from compose to Swarm there; apply converts them (compose's
+    containers and networks go, the volumes stay), the records are served as before."""
+    records = (
+        "curl -sk --resolve documint.lumen.test:443:127.0.0.1 "
+        "https://documint.lumen.test/api/records"
+    )
+    on_box(
+        box,
+        "curl -sk --resolve documint.lumen.test:443:127.0.0.1 -H 'Content-Type: "
+        "application/json' --data '{\"n\": 1}' https://documint.lumen.test/api/records",
+    )
+    before = json.loads(on_box(box, records))["count"]
+    assert before >= 1
+    inventory = one_node_inventory(studio)
+    plan = cli(studio, "plan", "-i", inventory)
+    assert plan.code == 2, plan.out[-3000:]
+    assert "Cluster lumen-sandbox: 1 node;" in plan.out and "init the swarm on box" in plan.out
+    assert len(re.findall(r"^  ~ \S+: recreate", plan.out, re.M)) == 8
+    applied = cli(studio, "apply", "-i", inventory, "-y")
+    assert applied.code == 0, applied.err[-6000:]
+    services = on_box(box, "docker service ls --format '{{.Name}} {{.Replicas}}'").split("\n")
+    assert len([s for s in services if s.endswith(" 1/1")]) == 12, services
+    # nothing of compose is left running beside Swarm's tasks
+    made = "docker ps -q --filter label=com.docker.compose.config-hash"
+    assert on_box(box, made).strip() == ""
+    assert json.loads(on_box(box, records))["count"] == before
+    again = cli(studio, "plan", "-i", inventory)
+    assert again.code == 0 and "No changes. The node matches the spec." in again.out

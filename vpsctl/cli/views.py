@@ -178,11 +178,16 @@ def plan_text(plan: Plan, verbose: bool = False) -> str:
     return "\n".join(out) + "\n"
 
 
+def plural(count: int, noun: str) -> str:
+    """``1 node``, ``3 nodes``."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
 def cluster_plan_text(plan: ClusterPlan, spec_nodes: dict[str, str], verbose: bool = False) -> str:
     """A cluster's plan: the swarm's changes, then each node's plan as one box's reads
     (``spec_nodes``: node → its role in words), then the whole's summary."""
     out = [
-        f"Cluster {plan.cluster}: {len(plan.nodes)} nodes; traffic between them: "
+        f"Cluster {plan.cluster}: {plural(len(plan.nodes), 'node')}; traffic between them: "
         f"{plan.overlay} overlay",
         "",
     ]

@@ -103,7 +103,7 @@ class ClusterPlan:
         change += len(self.swarm)
         return (
             f"Plan: {add} to add, {change} to change, {remove} to remove "
-            f"(over {len(self.nodes)} nodes)."
+            f"(over {len(self.nodes)} node{'' if len(self.nodes) == 1 else 's'})."
         )
 
     def to_json(self) -> dict[str, Any]:

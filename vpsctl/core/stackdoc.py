@@ -60,6 +60,17 @@ def secret_name(stack: str, service: str, var: str, value: str) -> str:
     return f"{stack}_{service}_{var}"[: 64 - 13].lower() + f"-{digest}"
 
 
+def one_box_compose(compose_text: str) -> bool:
+    """Whether ``compose_text`` is one box's compose file (``compose.yaml.j2``: a top-level
+    ``name``), not a cluster's stack file: what a node holds of a stack moving from one box's
+    compose to Swarm until its new files are uploaded (and again after its rollback)."""
+    try:
+        data = YAML(typ="safe", pure=True).load(compose_text)
+    except Exception:  # noqa: BLE001 - not a one-box file either: deploy_document says why
+        return False
+    return isinstance(data, dict) and "name" in data and "version" not in data
+
+
 def deploy_document(stack: str, compose_text: str, env_files: Mapping[str, bytes]) -> Deploy:
     """The deploy of ``stack`` from its ``compose.yaml`` text and its env files (by path
     relative to the stack's directory, as ``env_file`` names them)."""

@@ -157,3 +157,23 @@ def prune_secrets(name: str, keep: list[str]) -> Script:
         f'for s in $({listing}); do case " {kept} " in *" $s "*) ;; '
         '*) docker secret rm "$s" >/dev/null 2>&1 || true ;; esac; done'
     )
+
+
+def compose_made(name: str) -> Script:
+    """Stop and remove what ``docker compose`` made for project ``name`` on this node (its
+    containers carry compose's config hash, Swarm's tasks do not; its networks), the volumes
+    kept: the stack is moving from one box's compose to Swarm on this node."""
+    project = shlex.quote(project_label(name))
+    return Script(
+        f"ids=$(docker ps -aq --filter {project} --filter label=com.docker.compose.config-hash); "
+        'if [ -n "$ids" ]; then docker stop -t 30 $ids >/dev/null && '
+        "docker rm $ids >/dev/null; fi; "
+        f"for n in $(docker network ls -q --filter {project}); do "
+        'docker network rm "$n" >/dev/null || exit 1; done'
+    )
+
+
+def tasks_gone(name: str) -> Script:
+    """Exit 0 once no container of a Swarm task of stack ``name`` is left on this node."""
+    namespace = shlex.quote(f"label=com.docker.stack.namespace={name}")
+    return Script(f'[ -z "$(docker ps -aq --filter {namespace})" ]')

@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING
 
 from vpsctl.core import sections
 from vpsctl.core.render import EDGE_NETWORK, stack_dir
-from vpsctl.core.stackdoc import Deploy, DocumentError, deploy_document
+from vpsctl.core.stackdoc import DocumentError, deploy_document, one_box_compose
 from vpsctl.host.commands import Argv, Script, compose, docker, files
 from vpsctl.host.commands import stack as stackcmd
 from vpsctl.host.remote import Remote, RemoteError, output_tail
@@ -88,6 +88,9 @@ class SwarmRuntime(ComposeRuntime):
         super().__init__(applier)
         self.manager = manager
         self.expected: dict[str, dict[str, str]] = {}  # stack → service → deployed hash
+        # stacks whose files on this node are one box's compose file: a rollback of a stack
+        # that was moving from compose to Swarm here (they run by compose, as before)
+        self.by_compose: set[str] = set()
 
     def network(self) -> None:
         """Nothing: the overlay the edge shares with the stacks is the swarm's own (created
@@ -98,7 +101,16 @@ class SwarmRuntime(ComposeRuntime):
         before the next is deployed; the last wave (every service, ``--prune``) is gated by
         the caller."""
         try:
-            deploy = self.document(name)
+            compose_text, env_files = self.read_files(name)
+            if one_box_compose(compose_text):
+                return self.back_to_compose(name)
+            self.by_compose.discard(name)
+            deploy = deploy_document(name, compose_text, env_files)
+            # a stack that ran by compose on this box before (one box becoming a node):
+            # its containers and networks go (its volumes stay, the deploy takes them)
+            self.session.run(
+                stackcmd.compose_made(name), 120, purpose=f"stopping {name} as compose ran it"
+            )
         except (RemoteError, DocumentError) as exc:
             return False, self.clean(str(exc))
         self.expected[name] = dict(deploy.hashes)
@@ -150,8 +162,8 @@ class SwarmRuntime(ComposeRuntime):
                 )
                 self.applier.record(f"{name}: Swarm secret {secret} created")
 
-    def document(self, name: str) -> Deploy:
-        """The stack's deploy, from its files as this node holds them."""
+    def read_files(self, name: str) -> tuple[str, dict[str, bytes]]:
+        """The stack's compose.yaml text and env files (by path), as this node holds them."""
         result = self.session.run(
             stackcmd.read_files(name), purpose=f"reading the files of {name} for its deploy"
         )
@@ -161,9 +173,25 @@ class SwarmRuntime(ComposeRuntime):
         compose_text = found.pop("compose.yaml", None)
         if compose_text is None:
             raise DocumentError(f"{name}: no compose.yaml on the node")
-        return deploy_document(name, compose_text.decode(), found)
+        return compose_text.decode(), found
+
+    def back_to_compose(self, name: str) -> tuple[bool, str]:
+        """The stack's files here are one box's compose file again (the rollback of its move
+        from compose to Swarm): its Swarm services go, then compose brings it up as before."""
+        self.by_compose.add(name)
+        self.manager.run(stackcmd.remove(name), 120, purpose=f"docker stack rm {name}")
+        self.wait_until(
+            stackcmd.tasks_gone(name),
+            REMOVE_TIMEOUT,
+            f"{name}: its Swarm tasks are still on the node {REMOVE_TIMEOUT}s after docker "
+            "stack rm",
+            f"waiting for the Swarm tasks of {name} to go",
+        )
+        return super().up(name)
 
     def health(self, name: str, services: list[str]) -> Script:
+        if name in self.by_compose:
+            return super().health(name, services)
         expected = self.expected.get(name, {})
         return stackcmd.health(name, {s: expected.get(s, "unknown") for s in services})
 
@@ -187,11 +215,13 @@ class SwarmRuntime(ComposeRuntime):
         return states
 
     def health_log(self, name: str, services: list[str]) -> Script:
+        if name in self.by_compose:
+            return super().health_log(name, services)
         expected = self.expected.get(name, {})
         return stackcmd.health_log(name, {s: expected.get(s, "unknown") for s in services})
 
     def logs(self, name: str, tail: int) -> Script:
-        return stackcmd.logs(name, tail)
+        return super().logs(name, tail) if name in self.by_compose else stackcmd.logs(name, tail)
 
     def down(self, name: str, *, volumes: bool = False) -> None:
         """``docker stack rm`` on the manager, then wait for the containers to go from this
