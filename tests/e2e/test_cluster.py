@@ -5,8 +5,8 @@ swarm, deploys every stack on its node with `docker stack deploy`, claims the fi
 launches, and probes every stack through Caddy on the edge node — across nodes, over the
 overlay. A second plan and apply change nothing; the data written through Caddy before an
 update survives it. `vpsctl audit` reads the three nodes in one command and is green; a
-paused node and a service at 0 replicas fail it until put back. (Forming the swarm, its firewall and the join token's secrecy are
-tests/e2e/test_swarm.py's.)"""
+paused node and a service at 0 replicas fail it until put back. (Forming the swarm, its
+firewall and the join token's secrecy are tests/e2e/test_swarm.py's.)"""
 
 from __future__ import annotations
 
