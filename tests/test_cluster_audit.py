@@ -20,6 +20,7 @@ from vpsctl.core import firewall
 from vpsctl.core import swarm as core
 from vpsctl.core.render import Desired
 from vpsctl.ops import audit
+from vpsctl.ops.apply.cluster import node_settings
 from vpsctl.ops.audit import FAIL, OK, WARN, AuditFacts, Check, Report
 from vpsctl.ops.cluster_audit import ClusterAudit, node_share, swarm_checks
 from vpsctl.ops.inputs import render_spec
@@ -224,12 +225,14 @@ def test_a_task_swarm_replaced_is_not_judged_beside_the_one_running(spec: Spec) 
 # ── a node that cannot be read ───────────────────────────────────────────────────────────
 
 
-def test_nodes_that_cannot_be_read_fail_naming_each_never_crash(tmp_path: Path) -> None:
-    def nowhere(text: str) -> str:
-        for node in ("front", "media", "stats"):
-            text = text.replace(f"sandbox: {{name: {node}}}", f"sandbox: {{name: gone-{node}}}")
-        return text.replace("tls: pebble", "tls: internal")
+def nowhere(text: str) -> str:
+    """host.yaml's nodes as sandboxes none of which is up, its TLS Caddy's own."""
+    for node in ("front", "media", "stats"):
+        text = text.replace(f"sandbox: {{name: {node}}}", f"sandbox: {{name: gone-{node}}}")
+    return text.replace("tls: pebble", "tls: internal")
 
+
+def test_nodes_that_cannot_be_read_fail_naming_each_never_crash(tmp_path: Path) -> None:
     spec = studio(tmp_path / "studio", nowhere)
     desired: Desired = render_spec(spec, offline=True)
     report = ClusterAudit(spec, desired).run()
@@ -287,3 +290,31 @@ def test_the_json_is_one_report_every_check_with_its_node() -> None:
     assert "nodes" not in one and one["checks"] == [
         {"group": "host", "name": "disk /", "status": "ok", "value": "10% used", "threshold": ""}
     ]
+
+
+# ── each node's ONE read ─────────────────────────────────────────────────────────────────
+
+
+def test_each_node_reads_its_share_and_only_the_edge_probes_every_stack(tmp_path: Path) -> None:
+    spec = studio(tmp_path / "studio", nowhere)
+    run = ClusterAudit(spec, render_spec(spec, offline=True))
+    # where the nodes reach each other (a sandbox's comes from its record: none is up here)
+    run.addresses = {"front": "10.0.0.1", "media": "10.0.0.2", "stats": "10.0.0.3"}
+    front, media, stats = (run.script(node) for node in ("front", "media", "stats"))
+    # the manager alone reads the services; every node its facts, swarm and the box, once
+    assert "@@swarm-services" in front and "@@swarm-services" not in media + stats
+    for script in (front, media, stats):
+        assert script.count("@@swarm-info") == 1 and script.count("echo '@@audit-end'") == 1
+    # the edge probes every stack's routes, the other nodes' included, through itself
+    for host in ("documint.lumen.test", "lists.lumen.test", "stats.lumen.test"):
+        assert f"{host}:443:127.0.0.1" in front and host not in media
+    assert "stats.lumen.test:443:127.0.0.1" not in stats
+    # Ghost's content and the first launches are read where the stack (and Ghost's key)
+    # is, through the edge node's Caddy at its address
+    ghost = "vpsctl_ghost ghost blog.lumen.test /opt/vpsctl/apps/ghost/ghost-content-key"
+    assert f"{ghost} ' -k' 10.0.0.1" in media and "vpsctl_ghost ghost" not in front + stats
+    assert "blog.lumen.test:443:10.0.0.1" in media
+    assert "stats.lumen.test:443:10.0.0.1" in stats
+    # the firewall each node is judged against: the edge's open ports, SSH elsewhere
+    assert node_settings(spec, "front", ("10.0.0.2",)).ports.tcp == (22, 80, 443)
+    assert node_settings(spec, "media", ("10.0.0.1",)).ports.tcp == (22,)
