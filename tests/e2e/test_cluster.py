@@ -272,7 +272,13 @@ def test_a_paused_node_and_a_service_at_0_fail_the_audit_until_put_back(
     finally:
         on_box(front, f"docker node update --availability active {media}")
         on_box(front, "docker service scale -d documint_app=1")
-    deadline = time.monotonic() + 90  # documint's new task: started, then healthy
+    # documint's new task started, then healthy: waited for on the box (cheaper than audits)
+    on_box(
+        front,
+        "for i in $(seq 90); do docker ps -q --filter health=healthy "
+        "--filter label=com.docker.compose.project=documint | grep -q . && break; sleep 1; done",
+    )
+    deadline = time.monotonic() + 60
     while True:
         result, report = audited(cluster)
         if result.code == 0 or time.monotonic() > deadline:

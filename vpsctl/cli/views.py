@@ -291,11 +291,11 @@ def cluster_audit_text(report: AuditReport, verbose: bool = False) -> str:
     return "\n".join(out) + "\n"
 
 
-def _check_groups(checks_: list[AuditCheck], verbose: bool) -> list[str]:
+def _check_groups(found: list[AuditCheck], verbose: bool) -> list[str]:
     """Checks grouped by stack (host last): verdict, check, value, threshold; without
     ``verbose``, a group whose checks all pass is one line."""
     groups: dict[str, list[AuditCheck]] = {}
-    for check in checks_:
+    for check in found:
         groups.setdefault(check.group, []).append(check)
     order = sorted(groups, key=lambda g: (g == "host", g))
     out: list[str] = []
