@@ -5,8 +5,8 @@ swarm, deploys every stack on its node with `docker stack deploy`, claims the fi
 launches, and probes every stack through Caddy on the edge node — across nodes, over the
 overlay. A second plan and apply change nothing; the data written through Caddy before an
 update survives it. `vpsctl audit` reads the three nodes in one command and is green; a
-paused node and a service at 0 replicas fail it until put back. (Forming the swarm, its
-firewall and the join token's secrecy are tests/e2e/test_swarm.py's.)"""
+paused node fails it until put back. (Forming the swarm, its firewall and the join token's
+secrecy are tests/e2e/test_swarm.py's.)"""
 
 from __future__ import annotations
 
@@ -250,38 +250,23 @@ def test_the_audit_reads_every_node_in_one_command_and_is_green(cluster: Cluster
     assert text.code == 0 and "── node media ──" in text.out and "── cluster ──" in text.out
 
 
-def test_a_paused_node_and_a_service_at_0_fail_the_audit_until_put_back(
-    cluster: Cluster,
-) -> None:
+def test_a_paused_node_fails_the_audit_until_it_is_active_again(cluster: Cluster) -> None:
+    # pausing changes no task (cheap to undo); a service below its replicas is judged from
+    # real reads in tests/test_cluster_audit.py (a drained node, a node down)
     front = cluster.boxes["front"]
     media = on_box(cluster.boxes["media"], "hostname").strip()
     on_box(front, f"docker node update --availability pause {media}")
-    on_box(front, "docker service scale -d documint_app=0")
     try:
         result, report = audited(cluster)
         assert result.code == 1 and not report["ok"]
         bad = {c["name"]: c for c in report["checks"] if c["status"] == "FAIL"}
+        assert list(bad) == ["node media availability"], bad
         paused = bad["node media availability"]
         assert paused["node"] == "media" and paused["value"].startswith("paused: ")
         assert f"`docker node update --availability active {media}`" in paused["value"]
-        scaled = bad["service documint/app replicas"]
-        # 1/0 while its task is still stopping (`scale -d` does not wait), then 0/0
-        assert scaled["node"] == "front" and scaled["value"][1:].startswith("/0: stack documint")
         brief = run_cli(cluster.root, "audit", "-i", INVENTORY, "--brief")
         assert brief.code == 1 and "FAIL  node media availability" in brief.out
     finally:
         on_box(front, f"docker node update --availability active {media}")
-        on_box(front, "docker service scale -d documint_app=1")
-    # documint's new task started, then healthy: waited for on the box (cheaper than audits)
-    on_box(
-        front,
-        "for i in $(seq 90); do docker ps -q --filter health=healthy "
-        "--filter label=com.docker.compose.project=documint | grep -q . && break; sleep 1; done",
-    )
-    deadline = time.monotonic() + 60
-    while True:
-        result, report = audited(cluster)
-        if result.code == 0 or time.monotonic() > deadline:
-            break
-        time.sleep(3)
+    result, report = audited(cluster)
     assert result.code == 0, [c for c in report["checks"] if c["status"] == "FAIL"]
