@@ -4,8 +4,9 @@ on `stats`), end to end through the CLI: one `vpsctl apply` bootstraps the nodes
 swarm, deploys every stack on its node with `docker stack deploy`, claims the first
 launches, and probes every stack through Caddy on the edge node — across nodes, over the
 overlay. A second plan and apply change nothing; the data written through Caddy before an
-update survives it. (Forming the swarm, its firewall and the join token's secrecy are
-tests/e2e/test_swarm.py's.)"""
+update survives it. `vpsctl audit` reads the three nodes in one command and is green; a
+paused node fails it until put back. (Forming the swarm, its firewall and the join token's
+secrecy are tests/e2e/test_swarm.py's.)"""
 
 from __future__ import annotations
 
@@ -16,12 +17,20 @@ from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.e2e.conftest import make_box, on_box
 from tests.e2e.studio_data import curl
-from tests.helpers import Result, copy_studio, pin_stack, run_cli, secret_values
+from tests.helpers import (
+    Result,
+    assert_no_secrets,
+    copy_studio,
+    pin_stack,
+    run_cli,
+    secret_values,
+)
 from vpsctl.local import sandbox
 from vpsctl.local.sandbox import SandboxInfo
 
@@ -233,6 +242,68 @@ def test_an_env_change_updates_that_stack_only_and_its_data_stays(cluster: Clust
         "$(docker ps -q --filter label=com.docker.compose.project=cronping)",
     )
     assert "PING_GRACE_SECONDS=180" in env.split()
+
+
+# ── the audit across the nodes ───────────────────────────────────────────────────────────
+
+
+def audited(cluster: Cluster) -> tuple[Result, dict[str, Any]]:
+    """``vpsctl audit --json`` of the cluster, its exit code and its report."""
+    result = run_cli(cluster.root, "audit", "-i", INVENTORY, "--json")
+    assert_no_secrets(cluster.root, result.out, result.err)
+    return result, json.loads(result.out)
+
+
+def test_the_audit_reads_every_node_in_one_command_and_is_green(cluster: Cluster) -> None:
+    started = time.monotonic()
+    result, report = audited(cluster)
+    print(f"cluster: the audit of 3 nodes took {time.monotonic() - started:.1f}s")
+    bad = [c for c in report["checks"] if c["status"] == "FAIL"]
+    assert result.code == 0 and report["ok"], bad
+    assert report["nodes"] == ["front", "media", "stats"]
+    checks = {(c["node"], c["name"]): c for c in report["checks"]}
+    for node in NODES:  # each node's share judged as one box's: its host and containers
+        assert checks[(node, "config drift")]["status"] == "ok"
+        assert checks[(node, "memory budget (sum of mem_limit + os_reserve)")]["status"] == "ok"
+        assert checks[(node, f"node {node} availability")]["value"] == "active"
+    assert checks[("media", "container ghost/ghost")]["status"] == "ok"
+    assert checks[("stats", "container plausible/clickhouse")]["status"] == "ok"
+    # every stack probed through the edge's Caddy, Ghost's content read from its own node
+    for url in (
+        "https://blog.lumen.test/",
+        "https://lists.lumen.test/health",
+        "https://stats.lumen.test/api/health",
+        "https://documint.lumen.test/healthz",
+    ):
+        assert checks[("front", f"route GET {url}")]["status"] == "ok", url
+    assert checks[("media", "ghost content API")]["status"] == "ok"
+    assert checks[("stats", "first launch: plausible owner claimed")]["status"] == "ok"
+    assert checks[("stats", "service plausible/clickhouse replicas")]["value"] == "1/1"
+    assert checks[("media", "stack ghost on its node")]["status"] == "ok"
+    text = run_cli(cluster.root, "audit", "-i", INVENTORY)
+    assert text.code == 0 and "── node media ──" in text.out and "── cluster ──" in text.out
+
+
+def test_a_paused_node_fails_the_audit_until_it_is_active_again(cluster: Cluster) -> None:
+    # pausing changes no task (cheap to undo); a service below its replicas is judged from
+    # real reads in tests/test_cluster_audit.py (a drained node, a node down)
+    front = cluster.boxes["front"]
+    media = on_box(cluster.boxes["media"], "hostname").strip()
+    on_box(front, f"docker node update --availability pause {media}")
+    try:
+        result, report = audited(cluster)
+        assert result.code == 1 and not report["ok"]
+        bad = {c["name"]: c for c in report["checks"] if c["status"] == "FAIL"}
+        assert list(bad) == ["node media availability"], bad
+        paused = bad["node media availability"]
+        assert paused["node"] == "media" and paused["value"].startswith("paused: ")
+        assert f"`docker node update --availability active {media}`" in paused["value"]
+        brief = run_cli(cluster.root, "audit", "-i", INVENTORY, "--brief")
+        assert brief.code == 1 and "FAIL  node media availability" in brief.out
+    finally:
+        on_box(front, f"docker node update --availability active {media}")
+    result, report = audited(cluster)
+    assert result.code == 0, [c for c in report["checks"] if c["status"] == "FAIL"]
 
 
 # ── moving stacks between nodes, with their data ─────────────────────────────────────────

@@ -359,6 +359,7 @@ def _cluster_apply(args: argparse.Namespace, spec: Spec) -> int:
     from vpsctl.host.remote import Session  # noqa: PLC0415
     from vpsctl.ops import targets  # noqa: PLC0415
     from vpsctl.ops.apply.cluster import ClusterApply  # noqa: PLC0415
+    from vpsctl.ops.cluster_audit import audit_cluster  # noqa: PLC0415
 
     with contextlib.ExitStack() as stack_:
         sessions = {
@@ -370,10 +371,15 @@ def _cluster_apply(args: argparse.Namespace, spec: Spec) -> int:
         if not _confirmed(text, run.plan.changes, "apply", args.yes):
             return 1
         results = run.apply()
-    for name, result in results.items():
-        print(f"── node {name} ──", file=sys.stderr)
-        print(views.apply_text(result), file=sys.stderr, end="")
-    return 0 if all(result.ok for result in results.values()) else 1
+        for name, result in results.items():
+            print(f"── node {name} ──", file=sys.stderr)
+            print(views.apply_text(result), file=sys.stderr, end="")
+        # the audit that closes every apply that changed something, as one box's does
+        report = audit_cluster(spec, sessions=sessions) if run.plan.changes else None
+    if report is not None:
+        print(views.cluster_audit_text(report), file=sys.stderr, end="")
+    ok = all(result.ok for result in results.values())
+    return 0 if ok and (report is None or report.ok) else 1
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
@@ -424,11 +430,16 @@ def cmd_audit(args: argparse.Namespace) -> int:
     from vpsctl.ops import audit, targets  # noqa: PLC0415 - pyinfra loads only when connecting
 
     spec = load_spec(args.inventory)
-    with Session(targets.target(spec)) as session:
-        report = audit.audit(spec, session)
-    sys.stdout.write(
-        _json(report.to_json()) if args.json else views.audit_text(report, verbose=not args.brief)
-    )
+    if spec.host.cluster:
+        from vpsctl.ops.cluster_audit import audit_cluster  # noqa: PLC0415
+
+        report = audit_cluster(spec)
+        text = views.cluster_audit_text
+    else:
+        with Session(targets.target(spec)) as session:
+            report = audit.audit(spec, session)
+        text = views.audit_text
+    sys.stdout.write(_json(report.to_json()) if args.json else text(report, verbose=not args.brief))
     return 0 if report.ok else 1
 
 

@@ -278,8 +278,29 @@ def audit_text(report: AuditReport, verbose: bool = False) -> str:
 
     Without ``verbose``, a group whose checks all pass is one line.
     """
+    return "\n".join([*_check_groups(report.checks, verbose), report.summary()]) + "\n"
+
+
+def cluster_audit_text(report: AuditReport, verbose: bool = False) -> str:
+    """A cluster's audit: each node's checks (as :func:`audit_text` groups one box's), then
+    the cluster's own, then the summary."""
+    out: list[str] = []
+    for node in report.nodes:
+        out.append(f"── node {node} ──")
+        out += _check_groups(
+            [c for c in report.checks if c.node == node and c.group != "cluster"], verbose
+        )
+    out.append("── cluster ──")
+    out += _check_groups([c for c in report.checks if c.group == "cluster"], verbose)
+    out.append(report.summary())
+    return "\n".join(out) + "\n"
+
+
+def _check_groups(found: list[AuditCheck], verbose: bool) -> list[str]:
+    """Checks grouped by stack (host last): verdict, check, value, threshold; without
+    ``verbose``, a group whose checks all pass is one line."""
     groups: dict[str, list[AuditCheck]] = {}
-    for check in report.checks:
+    for check in found:
         groups.setdefault(check.group, []).append(check)
     order = sorted(groups, key=lambda g: (g == "host", g))
     out: list[str] = []
@@ -298,8 +319,7 @@ def audit_text(report: AuditReport, verbose: bool = False) -> str:
         hidden = sum(c.status == "ok" for c in checks) if not verbose else 0
         if hidden:
             out.append(f"  ok    … and {hidden} more checks")
-    out.append(report.summary())
-    return "\n".join(out) + "\n"
+    return out
 
 
 def backup_text(report: Any) -> str:

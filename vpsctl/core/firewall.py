@@ -494,7 +494,9 @@ def container_exposures(
 def listener_exposures(lines: Iterable[str], ports: Ports) -> tuple[list[Exposure], list[Exposure]]:
     """TCP listening sockets (``ss -Hltnp`` lines) on non-loopback addresses, split into
     (on an open port, not). ``docker-proxy`` is left out: docker's bindings are judged per
-    container, by name."""
+    container, by name. On a swarm node, the swarm's own TCP ports are declared too (the
+    firewall lets them in from the peers only)."""
+    allowed = set(ports.tcp) | (set(SWARM_TCP) if ports.in_swarm else set())
     ours: list[tuple[int, str, str, str]] = []
     stray: list[tuple[int, str, str, str]] = []
     for line in lines:
@@ -509,6 +511,6 @@ def listener_exposures(lines: Iterable[str], ports: Ports) -> tuple[list[Exposur
         if process == "docker-proxy":
             continue
         port = int(port_text)
-        target = ours if port in ports.tcp else stray
+        target = ours if port in allowed else stray
         target.append((port, "tcp", address, f"process {process or '?'}"))
     return _merged(ours), _merged(stray)

@@ -12,6 +12,7 @@ error naming it (never left, never forced). A swarm node none of the declared no
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,6 +23,7 @@ from vpsctl.errors import VpsctlError
 OVERLAY = "vpsctl-overlay"  # the encrypted overlay every stack's services meet on
 NODE_LABEL = "vpsctl.node"  # each node's name in the spec, as a swarm node label
 INFO, NODES, NETWORK, ESP = "swarm-info", "swarm-nodes", "swarm-network", "swarm-esp"
+SERVICES, TASKS = "swarm-services", "swarm-tasks"
 
 
 class SwarmError(VpsctlError):
@@ -133,6 +135,77 @@ def parse(output: str) -> Facts:
         members=members,
         network=network,
         esp=esp is None or esp.words[:1] == ["yes"],
+    )
+
+
+@dataclass(frozen=True)
+class Service:
+    """A swarm service as a manager lists it: its replicas running and desired."""
+
+    name: str  # STACK_SERVICE, as ``docker stack deploy`` names it
+    mode: str
+    running: int
+    desired: int
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task Swarm wants running, and the node (by host name) it is on."""
+
+    service: str
+    node: str
+    state: str  # docker's CurrentState: ``Running 5 minutes ago``, ``Pending …``
+    error: str = ""
+
+    @property
+    def running(self) -> bool:
+        """Whether it runs now (not pending, preparing or starting)."""
+        return self.state.split(" ", 1)[0] == "Running"
+
+
+@dataclass(frozen=True)
+class Services:
+    """Every service and task, as a manager answered :func:`vpsctl.host.commands.swarm.
+    services_read`."""
+
+    services: tuple[Service, ...]
+    tasks: tuple[Task, ...]
+
+
+_REPLICAS = re.compile(r"^(\d+)/(\d+)")
+
+
+def parse_services(output: str) -> Services | None:
+    """A manager's services and tasks from the read's output (``None`` when the output holds
+    no such read); :class:`SwarmFactsError` when it is not the read's shape."""
+    found = {s.name: s for s in sections.split(output)}
+    if SERVICES not in found or TASKS not in found:
+        return None
+    try:
+        services = tuple(_service(json.loads(line)) for line in _body(found[SERVICES]))
+        tasks = tuple(_task(json.loads(line)) for line in _body(found[TASKS]))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SwarmFactsError(f"the services read is not docker's JSON: {exc}") from None
+    return Services(services, tasks)
+
+
+def _service(data: dict[str, Any]) -> Service:
+    replicas = _REPLICAS.match(str(data.get("replicas") or ""))
+    if replicas is None:
+        raise ValueError(f"replicas {data.get('replicas')!r} of {data['name']!r} are no R/D")
+    return Service(
+        str(data["name"]), str(data.get("mode") or ""), int(replicas[1]), int(replicas[2])
+    )
+
+
+def _task(data: dict[str, Any]) -> Task:
+    # a replicated task is SERVICE.SLOT, a global one SERVICE.NODEID
+    return Task(
+        str(data["name"]).rsplit(".", 1)[0],
+        str(data.get("node") or ""),
+        str(data.get("state") or ""),
+        # docker quotes a task's error ("\"no suitable node …\"")
+        str(data.get("error") or "").strip('"'),
     )
 
 

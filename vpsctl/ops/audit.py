@@ -79,11 +79,19 @@ OK, WARN, FAIL, INFO = Status.OK, Status.WARN, Status.FAIL, Status.INFO
 class Check:
     """One line of the audit: what was checked, its verdict, the measured value, the bar."""
 
-    group: str  # a stack's name, or "host"
+    group: str  # a stack's name, or "host" (a cluster's own checks: "cluster")
     name: str
     status: Status
     value: str
     threshold: str = ""
+    node: str = ""  # a cluster's node the check is about ("" on one box)
+
+    def to_json(self) -> dict[str, Any]:
+        """The check as JSON data (``node`` only on a cluster: one box's stays as it was)."""
+        data = asdict(self)
+        if not self.node:
+            del data["node"]
+        return data
 
 
 @dataclass
@@ -93,6 +101,7 @@ class Report:
     host: str
     checks: list[Check] = field(default_factory=list)
     seconds: float = 0.0
+    nodes: list[str] = field(default_factory=list)  # a cluster's, in the order it reads them
 
     @property
     def ok(self) -> bool:
@@ -115,14 +124,17 @@ class Report:
 
     def to_json(self) -> dict[str, Any]:
         """The report as JSON data."""
-        return {
+        data: dict[str, Any] = {
             "host": self.host,
             "ok": self.ok,
             "summary": self.summary(),
             "counts": self.counts(),
             "seconds": round(self.seconds, 2),
-            "checks": [asdict(c) for c in self.checks],
+            "checks": [c.to_json() for c in self.checks],
         }
+        if self.nodes:
+            data["nodes"] = list(self.nodes)
+        return data
 
 
 # ── the remote read ──────────────────────────────────────────────────────────────────────
@@ -159,6 +171,10 @@ GHOST_MAX_PAGES = 1000  # 100,000 posts; a loop that never ends would hold the a
 # What the audit needs of each post; ``url`` is what the sitemap lists.
 GHOST_FIELDS = "id,slug,url,visibility,canonical_url,plaintext"
 
+# Where the box's reads through Caddy reach it: on one box, itself (a cluster's other nodes
+# reach the edge node's address).
+LOCAL = "127.0.0.1"
+
 # A first launch is read as a stranger would meet it: through Caddy, under the public name.
 FIRST_LAUNCH_PATHS = {
     "ghost": "/ghost/api/admin/authentication/setup/",
@@ -171,9 +187,11 @@ def ghost_key_path(stack: str, root: str = APPS_ROOT) -> str:
     return f"{root}/{stack}/{GHOST_KEY_FILE}"
 
 
-def _ghost_script(spec: Spec, trust: probes.Trust | None = None, apps_root: str = APPS_ROOT) -> str:
-    """Page through Ghost's Content API and read its sitemap through Caddy, per stack that
-    asks for it (``templates/box/ghost.sh.j2``); the key stays on the box."""
+def _ghost_script(
+    spec: Spec, trust: probes.Trust | None = None, apps_root: str = APPS_ROOT, edge: str = LOCAL
+) -> str:
+    """Page through Ghost's Content API and read its sitemap through Caddy (at ``edge``),
+    per stack that asks for it (``templates/box/ghost.sh.j2``); the key stays on the box."""
     trust = trust or probes.trust_for(spec)
     calls = []
     for name, stack in spec.stacks.items():
@@ -182,7 +200,7 @@ def _ghost_script(spec: Spec, trust: probes.Trust | None = None, apps_root: str 
         host = spec.domain(name, stack.ghost_content.domain)
         if host is not None:
             # curl_flag: "", " -k" or " --cacert <Pebble's roots>", one argument of the call
-            calls.append([name, host, ghost_key_path(name, apps_root), trust.curl_flag])
+            calls.append([name, host, ghost_key_path(name, apps_root), trust.curl_flag, edge])
     if not calls:
         return ""
     return boxscripts.render(
@@ -206,9 +224,10 @@ def first_launch_host(spec: Spec, name: str) -> str | None:
     return None
 
 
-def _first_launch_script(spec: Spec, trust: probes.Trust | None = None) -> str:
+def _first_launch_script(spec: Spec, trust: probes.Trust | None = None, edge: str = LOCAL) -> str:
     """One request per stack that declares a first launch, to the page that tells whether
-    the app still waits for its owner (``templates/box/first-launch.sh.j2``)."""
+    the app still waits for its owner (``templates/box/first-launch.sh.j2``), through Caddy
+    at ``edge``."""
     checks = []
     for name, stack in spec.stacks.items():
         host = first_launch_host(spec, name)
@@ -219,7 +238,7 @@ def _first_launch_script(spec: Spec, trust: probes.Trust | None = None) -> str:
             {
                 "stack": name,
                 "app": app,
-                "resolve": f"{host}:443:127.0.0.1",
+                "resolve": f"{host}:443:{edge}",
                 "url": f"https://{host}{FIRST_LAUNCH_PATHS[app]}",
             }
         )
@@ -384,14 +403,19 @@ def read_script(spec: Spec) -> str:
     """
     targets = probes.targets_for(spec)
     trust = probes.trust_for(spec)  # tls: pebble: Pebble's roots, on the box before any curl
-    return (
-        facts_script()
-        + audit_script()
-        + trust.prelude()
-        + _ghost_script(spec, trust)
-        + _first_launch_script(spec, trust)
-        + probes.script(targets, trust)
-    )
+    return facts_script() + audit_script() + caddy_reads(spec, trust, targets)
+
+
+def caddy_reads(
+    spec: Spec, trust: probes.Trust, targets: list[probes.ProbeTarget], edge: str = LOCAL
+) -> str:
+    """The reads through Caddy at ``edge``: Ghost's content and first launches of ``spec``'s
+    stacks, then ``targets``' probes (always through this box's own Caddy: the edge's); ""
+    when there is nothing to read. Pebble's roots go on the box first."""
+    through = _ghost_script(spec, trust, edge=edge) + _first_launch_script(spec, trust, edge)
+    if targets:
+        through += probes.script(targets, trust)
+    return trust.prelude() + through if through else ""
 
 
 def audit(spec: Spec, session: Remote, desired: Desired | None = None) -> Report:
@@ -409,24 +433,50 @@ def audit(spec: Spec, session: Remote, desired: Desired | None = None) -> Report
     )
     if "@@audit-end" not in result.stdout:
         raise RemoteError(f"the audit read failed: {output_tail(result, 4, 300)}")
-    facts_part, _, rest = result.stdout.partition("@@end\n")
-    facts = parse(facts_part + "@@end\n")
-    audit_facts = parse_audit(rest)
-    report = Report(spec.host.name)
-    report.checks += _routes(probes.parse(rest, targets))
-    ghost_checks, totals = _ghost(spec, audit_facts)
-    report.checks += ghost_checks
-    report.checks += _first_launch(spec, audit_facts)
-    report.checks += _containers(spec, audit_facts)
-    report.checks += _drift(desired, facts)
-    report.checks += _host(spec, audit_facts)
-    report.checks += _firewall(spec, audit_facts)
-    report.checks += _exposed(spec, audit_facts)
-    report.checks += _timers(spec, facts)
-    report.checks += kept_volumes(spec, facts)
-    _save_state(session, audit_facts, totals)
+    judged = judge(spec, desired, result.stdout, targets)
+    report = Report(spec.host.name, judged.checks)
+    save_state(session, judged.facts, judged.totals)
     report.seconds = time.monotonic() - started
     return report
+
+
+@dataclass(frozen=True)
+class Judged:
+    """One read's checks, and what the next audit remembers of it (:func:`save_state`)."""
+
+    checks: list[Check]
+    facts: AuditFacts
+    totals: dict[str, int]  # Ghost's post totals, by stack
+
+
+def judge(
+    spec: Spec,
+    desired: Desired,
+    output: str,
+    targets: list[probes.ProbeTarget],
+    *,
+    ports: firewall.Ports | None = None,
+    served: set[str] | None = None,
+) -> Judged:
+    """Judge one box's read (``output``: the facts, the audit's read, then the reads through
+    Caddy of ``targets``) against ``spec`` and ``desired``: one box's whole studio, or a
+    cluster node's share of it (then ``ports``: what that node's firewall lets in, and
+    ``served``: the names the whole studio's edge serves)."""
+    facts_part, _, rest = output.partition("@@end\n")
+    facts = parse(facts_part + "@@end\n")
+    audit_facts = parse_audit(rest)
+    checks = _routes(probes.parse(rest, targets))
+    ghost_checks, totals = _ghost(spec, audit_facts)
+    checks += ghost_checks
+    checks += _first_launch(spec, audit_facts)
+    checks += _containers(spec, audit_facts)
+    checks += _drift(desired, facts)
+    checks += _host(spec, audit_facts, served)
+    checks += _firewall(spec, audit_facts, ports)
+    checks += _exposed(spec, audit_facts, ports)
+    checks += _timers(spec, facts)
+    checks += kept_volumes(spec, facts)
+    return Judged(checks, audit_facts, totals)
 
 
 def _routes(results: list[probes.ProbeResult]) -> list[Check]:
@@ -698,7 +748,8 @@ def _containers(spec: Spec, facts: AuditFacts) -> list[Check]:
         project = labels.get("com.docker.compose.project", "")
         service = labels.get("com.docker.compose.service", "")
         if project in spec.stacks and service in spec.stacks[project].services:
-            by_service[(project, service)] = c
+            if not _replaced(c, by_service.get((project, service))):
+                by_service[(project, service)] = c
         else:
             value = f"not declared by the spec ({c['state'].get('Status', '?')})"
             bar = "only declared containers"
@@ -708,6 +759,15 @@ def _containers(spec: Spec, facts: AuditFacts) -> list[Check]:
             found = by_service.get((name, service))
             checks += _service(spec, name, f"container {name}/{service}", found)
     return checks
+
+
+def _replaced(c: dict[str, Any], kept: dict[str, Any] | None) -> bool:
+    """Whether ``c`` is a stopped Swarm task's container while ``kept`` (of the same service)
+    runs: Swarm replaced it, and docker keeps the old one (its task history); one box's
+    compose has one container per service."""
+    stopped = c["state"].get("Status") != "running"
+    swarm_task = "com.docker.swarm.task.id" in c["labels"]
+    return swarm_task and stopped and kept is not None and kept["state"].get("Status") == "running"
 
 
 def _service(spec: Spec, name: str, label: str, c: dict[str, Any] | None) -> list[Check]:
@@ -776,18 +836,21 @@ def _drift(desired: Desired, facts: HostFacts) -> list[Check]:
     return checks
 
 
-def _firewall(spec: Spec, facts: AuditFacts) -> list[Check]:
-    """The live rules against the ones the bootstrap installs for this spec."""
+def _firewall(spec: Spec, facts: AuditFacts, ports: firewall.Ports | None = None) -> list[Check]:
+    """The live rules against the ones the bootstrap installs for this spec (``ports``: a
+    cluster node's, else the spec's)."""
+    ports = ports or firewall.ports_for(spec)
     return [
         Check("host", v.name, OK if v.ok else FAIL, v.value, v.threshold)
-        for v in firewall.judge(facts.firewall, firewall.ports_for(spec), str(spec.inventory))
+        for v in firewall.judge(facts.firewall, ports, str(spec.inventory))
     ]
 
 
-def _exposed(spec: Spec, facts: AuditFacts) -> list[Check]:
-    """Every port reachable on a non-loopback address, against what the spec declares: one
-    FAIL per stray port (naming its container or process), then the summary."""
-    ports = firewall.ports_for(spec)
+def _exposed(spec: Spec, facts: AuditFacts, ports: firewall.Ports | None = None) -> list[Check]:
+    """Every port reachable on a non-loopback address, against what the spec declares (and
+    ``ports``, a cluster node's, lets in): one FAIL per stray port (naming its container or
+    process), then the summary."""
+    ports = ports or firewall.ports_for(spec)
     bar = f"only the spec's: {ports.describe()}"
     declared: list[firewall.Exposure] = []
     stray: list[firewall.Exposure] = []
@@ -846,14 +909,15 @@ def _timers(spec: Spec, facts: HostFacts) -> list[Check]:
     ]
 
 
-def _host(spec: Spec, facts: AuditFacts) -> list[Check]:
-    """The host's own numbers, one family of checks after the other."""
+def _host(spec: Spec, facts: AuditFacts, served: set[str] | None = None) -> list[Check]:
+    """The host's own numbers, one family of checks after the other (``served``: the names
+    the edge serves, when ``spec`` is only a cluster node's share of the studio)."""
     return [
         *_disk(spec, facts),
         *_memory(spec, facts),
         _load(spec, facts),
         _backup_age(spec, facts),
-        *_certificates(spec, facts),
+        *_certificates(spec, facts, served),
     ]
 
 
@@ -957,11 +1021,11 @@ def _backup_age(spec: Spec, facts: AuditFacts) -> Check:
     return Check("host", label, FAIL if late else OK, f"{hours:.1f}h ago", bar)
 
 
-def _certificates(spec: Spec, facts: AuditFacts) -> list[Check]:
+def _certificates(spec: Spec, facts: AuditFacts, served: set[str] | None = None) -> list[Check]:
     """Days left on each certificate in Caddy's storage: judged for the names the spec
-    serves, listed for the others."""
+    serves (``served``, else :func:`served_names`), listed for the others."""
     cert_min_days = spec.host.audit.cert_min_days
-    served = served_names(spec)
+    served = served_names(spec) if served is None else served
     checks: list[Check] = []
     for end, path in facts.certs:
         days = (end - facts.now) / 86400
@@ -1020,7 +1084,7 @@ def kept_volumes(spec: Spec, facts: HostFacts) -> list[Check]:
     return checks
 
 
-def _save_state(session: Remote, facts: AuditFacts, totals: dict[str, int]) -> None:
+def save_state(session: Remote, facts: AuditFacts, totals: dict[str, int]) -> None:
     """Remember Ghost post totals for the next audit's drop check (a drop is reported once,
     by the audit that sees it)."""
     posts = {**facts.state.get("ghost_posts", {}), **totals}

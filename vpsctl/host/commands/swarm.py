@@ -58,6 +58,28 @@ def read(network: str = OVERLAY) -> Script:
     )
 
 
+# One line of JSON per service and per task that should run (what a cluster's audit judges).
+SERVICE_FORMAT = '{"name":{{json .Name}},"mode":{{json .Mode}},"replicas":{{json .Replicas}}}'
+TASK_FORMAT = (
+    '{"name":{{json .Name}},"node":{{json .Node}},"state":{{json .CurrentState}},'
+    '"error":{{json .Error}}}'
+)
+
+
+def services_read() -> Script:
+    """ONE command (on a manager) reading every service's replicas, running/desired
+    (``@@swarm-services``, :data:`SERVICE_FORMAT` lines), and every task Swarm wants running
+    with the node it is on (``@@swarm-tasks``, :data:`TASK_FORMAT` lines). A manager that
+    does not answer fails the command."""
+    return Script(
+        f"echo '{MARK}-services'; "
+        f"docker service ls --format {shlex.quote(SERVICE_FORMAT)} || exit 1; "
+        f"echo '{MARK}-tasks'; ids=$(docker service ls -q) || exit 1; "
+        'if [ -n "$ids" ]; then docker service ps --no-trunc --filter desired-state=running '
+        f"--format {shlex.quote(TASK_FORMAT)} $ids || exit 1; fi"
+    )
+
+
 def init(address: str) -> Script:
     """Make this node the first manager of a new swarm, advertising ``address``. Its
     stdout (which prints the worker join token) goes to /dev/null."""

@@ -44,6 +44,26 @@ from vpsctl.ops.apply.runtime import ComposeRuntime, SwarmRuntime
 from vpsctl.spec.studio import Spec
 
 
+def node_settings(spec: Spec, node: str, peers: tuple[str, ...]) -> Any:
+    """Node ``node``'s bootstrap: host.yaml's open ports on the edge node, only its SSH port
+    elsewhere; the swarm's ports for ``peers`` (the other nodes' addresses). Its ``ports``
+    are what the node's firewall lets in (what the audit expects to read back)."""
+    host = spec.host
+    box = (host.nodes or {})[node]
+    edge = node == host.edge_node
+    ports = host.open_ports if edge else [box.ssh_port]
+    udp = firewall.ports_for(spec).udp if edge else ()
+    return deploy_module("bootstrap").Settings(
+        timezone=host.timezone,
+        swap_bytes=host.swap,
+        swappiness=host.swappiness,
+        open_ports=tuple(ports),
+        udp_ports=udp,
+        swarm_peers=peers,
+        swarm_node=True,
+    )
+
+
 class NodeApplier(Applier):
     """One node's part of a cluster's apply."""
 
@@ -97,21 +117,7 @@ class NodeApplier(Applier):
         return cluster.node_view(self.spec, desired, self.node)
 
     def settings(self) -> Any:
-        """This node's bootstrap: host.yaml's open ports on the edge node, only its SSH port
-        elsewhere; the swarm's ports for the other nodes' addresses."""
-        host = self.spec.host
-        node = (host.nodes or {})[self.node]
-        ports = host.open_ports if self.is_edge_node else [node.ssh_port]
-        udp = firewall.ports_for(self.spec).udp if self.is_edge_node else ()
-        return deploy_module("bootstrap").Settings(
-            timezone=host.timezone,
-            swap_bytes=host.swap,
-            swappiness=host.swappiness,
-            open_ports=tuple(ports),
-            udp_ports=udp,
-            swarm_peers=self.peers,
-            swarm_node=True,
-        )
+        return node_settings(self.spec, self.node, self.peers)
 
     def make_runtime(self) -> ComposeRuntime:
         return SwarmRuntime(self, self.manager)
