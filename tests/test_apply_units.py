@@ -7,11 +7,16 @@ what failed, the state the stack is in, and what to run.
 
 from __future__ import annotations
 
+import importlib.util
 import io
 import json
 import re
+import sys
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,6 +27,7 @@ from vpsctl.cli.views import apply_text
 from vpsctl.host import remote
 from vpsctl.ops import apply
 from vpsctl.ops.apply import Applier, StackResult
+from vpsctl.ops.apply.bootstrap import deploy_module
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.studio import Spec
 
@@ -581,3 +587,32 @@ def test_a_failed_run_journals_each_stack_it_touched(prod: Path) -> None:
         "documint: recreate failed its gate; rolled back to its previous files",
         "documint: recreate → rolled back",
     ], changed
+
+
+def test_the_bootstrap_deploy_loads_once_and_whole_from_many_threads(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The nodes of a cluster are judged from threads: none may get the deploy module while
+    another thread is still running it (it is in sys.modules before it has run). Running
+    the module is slowed down here, so that the others ask meanwhile."""
+    real = importlib.util.spec_from_file_location
+
+    def slow(*args: Any, **kwargs: Any) -> Any:
+        found = real(*args, **kwargs)
+        assert found is not None and found.loader is not None
+        run = found.loader.exec_module
+
+        def exec_module(module: Any) -> None:
+            time.sleep(0.3)
+            run(module)
+
+        monkeypatch.setattr(found.loader, "exec_module", exec_module)
+        return found
+
+    monkeypatch.setattr(importlib.util, "spec_from_file_location", slow)
+    monkeypatch.delitem(sys.modules, "vpsctl_deploys.bootstrap", raising=False)
+    with ThreadPoolExecutor(8) as pool:  # each uses it at once, as a node's judge does
+        settings = list(
+            pool.map(lambda _: getattr(deploy_module("bootstrap"), "Settings", None), range(16))
+        )
+    assert settings[0] is not None and all(s is settings[0] for s in settings)

@@ -6,6 +6,7 @@ import hashlib
 import importlib.util
 import json
 import sys
+import threading
 import time
 from types import ModuleType
 from typing import IO, Any
@@ -19,18 +20,27 @@ from vpsctl.spec.studio import Spec
 DEPLOYS = shipped("deploys")
 
 
+_LOADING = threading.Lock()  # a module is in sys.modules before it has run: one loader
+
+
 def deploy_module(name: str) -> ModuleType:
-    """Load ``deploys/<name>.py`` (a pyinfra deploy file, also runnable by the pyinfra CLI)."""
+    """Load ``deploys/<name>.py`` (a pyinfra deploy file, also runnable by the pyinfra CLI).
+    Thread-safe: the nodes of a cluster are read and judged from threads of their own."""
     qualified = f"vpsctl_deploys.{name}"
-    if qualified in sys.modules:
-        return sys.modules[qualified]
-    spec = importlib.util.spec_from_file_location(qualified, DEPLOYS / f"{name}.py")
-    if spec is None or spec.loader is None:
-        raise ImportError(f"cannot load deploys/{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[qualified] = module
-    spec.loader.exec_module(module)
-    return module
+    with _LOADING:
+        if qualified in sys.modules:
+            return sys.modules[qualified]
+        spec = importlib.util.spec_from_file_location(qualified, DEPLOYS / f"{name}.py")
+        if spec is None or spec.loader is None:
+            raise ImportError(f"cannot load deploys/{name}.py")
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[qualified] = module
+        try:
+            spec.loader.exec_module(module)
+        except BaseException:
+            del sys.modules[qualified]  # a half-run module is never handed out
+            raise
+        return module
 
 
 def bootstrap_settings(spec: Spec) -> Any:
