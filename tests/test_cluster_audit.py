@@ -187,6 +187,29 @@ def test_a_nodes_share_holds_its_stacks_and_its_memory(spec: Spec) -> None:
     assert spec.host.memory is None  # the whole cluster's spec is untouched
 
 
+def test_a_node_holding_no_stack_with_backups_is_judged_without_backup_timers(
+    tmp_path: Path,
+) -> None:
+    """It gets no backup machinery (render): its audit must not ask for the timers."""
+
+    def quiet_node(text: str) -> str:  # (called once the stacks are copied)
+        (tmp_path / "stacks" / "status.yaml").write_text(
+            "description: a stateless status page\n"
+            "services:\n  web:\n    image: caddy:2.11.2-alpine\n    expose: [8080]\n"
+            "    healthcheck:\n      test: [CMD, wget, -q, -O, /dev/null, http://127.0.0.1:8080/]\n"
+            "    mem_limit: 64m\n"
+        )
+        text = text.replace(
+            "\n  stats:\n", "\n  quiet:\n    sandbox: {name: quiet}\n    memory: 2g\n  stats:\n", 1
+        )
+        return text.replace("  edge: {}\n", "  edge: {}\n  status:\n    node: quiet\n", 1)
+
+    spec = studio(tmp_path, quiet_node)
+    assert node_share(spec, "quiet").host.backup is None
+    assert list(node_share(spec, "quiet").stacks) == ["status"]
+    assert node_share(spec, "stats").host.backup == spec.host.backup is not None
+
+
 def test_swarm_ports_listening_are_declared_on_a_swarm_node_only() -> None:
     lines = ['LISTEN 0 4096 *:7946 *:* users:(("dockerd",pid=738,fd=29))']
     one_box = firewall.Ports((22,), ())

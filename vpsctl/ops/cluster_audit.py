@@ -30,6 +30,7 @@ import time
 from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
+from typing import Any
 
 from vpsctl.core import cluster
 from vpsctl.core import swarm as swarm_core
@@ -52,11 +53,11 @@ def node_share(spec: Spec, node: str) -> Spec:
     """Node ``node``'s share of ``spec``: the stacks it holds, its own ``memory`` and
     ``os_reserve`` (what one box's memory budget is judged against)."""
     box = (spec.host.nodes or {})[node]
-    host = spec.host.model_copy(
-        update={"memory": box.memory, "os_reserve": spec.host.node_os_reserve(node)}
-    )
     stacks = {n: s for n, s in spec.stacks.items() if cluster.stack_node(spec, n) == node}
-    return replace(spec, host=host, stacks=stacks)
+    update: dict[str, Any] = {"memory": box.memory, "os_reserve": spec.host.node_os_reserve(node)}
+    if not any(s.backups for s in stacks.values()):
+        update["backup"] = None  # a node holding no stack with backups has no backup machinery
+    return replace(spec, host=spec.host.model_copy(update=update), stacks=stacks)
 
 
 def swarm_name(stack: str, service: str) -> str:
