@@ -73,6 +73,7 @@ def functions(tmp_path: Path) -> Path:
     env = _environment().overlay(trim_blocks=True, lstrip_blocks=True)  # as render_files
     text = env.get_template("backup/vpsctl-backup.sh.j2").render(
         host="lumen-test",
+        node=None,  # one box (a cluster's node: tests/test_cluster_backup.py)
         conf_dir=backupfiles.CONF_DIR,
         stage=backupfiles.STAGE,
         record=backupfiles.RECORD,

@@ -132,9 +132,10 @@ def test_each_node_holds_the_files_of_its_own_stacks_only(studio: Path) -> None:
     assert set(shares["media"].stacks) == {"ghost", "listmonk"}
     for node, share in shares.items():
         for f in share.files.values():
-            assert f.stack in share.stacks, (node, f.path)
-    every = [p for share in shares.values() for p in share.files]
-    assert sorted(every) == sorted(desired.files)  # each file on exactly one node
+            # a stack's file, or the node's own (its backup machinery: test_cluster_backup.py)
+            assert f.stack in share.stacks or f.path in share.host_files, (node, f.path)
+    every = [p for share in shares.values() for p in share.files if p not in share.host_files]
+    assert sorted(every) == sorted(desired.files)  # each stack file on exactly one node
 
 
 def test_plan_and_apply_of_a_stack_placed_by_labels_are_refused_by_name(studio: Path) -> None:

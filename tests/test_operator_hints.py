@@ -9,6 +9,7 @@ import io
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -307,7 +308,8 @@ def test_backup_list_has_a_header_utc_times_and_a_kind_filter(
         def __exit__(self, *exc: object) -> None:
             pass
 
-    monkeypatch.setattr(cli, "load_spec", lambda inventory: None)
+    one_box = SimpleNamespace(host=SimpleNamespace(nodes=None))  # backup looks for `nodes:`
+    monkeypatch.setattr(cli, "load_spec", lambda inventory: one_box)
     monkeypatch.setattr(targets, "target", lambda spec: None)
     monkeypatch.setattr(recovery, "Backups", FakeBackups)
     monkeypatch.setattr(remote, "Session", FakeSession)

@@ -49,7 +49,8 @@ class Cluster:
 
 @pytest.fixture(scope="module")
 def cluster(state_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Cluster]:
-    """Three fresh boxes (made at once), the example cluster pointed at them, applied."""
+    """Three fresh boxes and the backup box (made at once), the example cluster pointed at
+    them, applied."""
     made: dict[str, SandboxInfo] = {}
     lock = threading.Lock()
 
@@ -60,13 +61,19 @@ def cluster(state_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterat
         return info
 
     try:
-        with ThreadPoolExecutor(3) as pool:
-            boxes = dict(zip(NODES, pool.map(make, NODES), strict=True))
+        with ThreadPoolExecutor(4) as pool:
+            made_all = dict(
+                zip((*NODES, "backup"), pool.map(make, (*NODES, "backup")), strict=True)
+            )
+        storage = made_all.pop("backup")
+        boxes = made_all
         root = copy_studio(tmp_path_factory.mktemp("cluster"))
         host = root / INVENTORY / "host.yaml"
         text = host.read_text()
         for node, info in boxes.items():
             text = text.replace(f"sandbox: {{name: {node}}}", f"sandbox: {{name: {info.name}}}")
+        text = text.replace("sandbox: backup,", f"sandbox: {storage.name},")
+        assert storage.name in text
         host.write_text(text)
         generated = run_cli(root, "secrets", "generate", "-i", INVENTORY)
         assert generated.code == 0, generated.err

@@ -439,6 +439,8 @@ def cmd_backup(args: argparse.Namespace) -> int:
     if args.kind is not None and not args.list:
         raise VpsctlError("backup: --kind only filters --list; add --list")
     spec = load_spec(args.inventory)
+    if spec.host.nodes is not None:
+        return _cluster_backup(args, spec)
     if args.list or args.check:
         with Session(targets.target(spec)) as session:
             backups = recovery.Backups(spec, session)
@@ -459,6 +461,30 @@ def cmd_backup(args: argparse.Namespace) -> int:
         sys.stdout.write(_json(report.to_json()))
     else:
         print(views.backup_text(report), end="")
+    return 0
+
+
+def _cluster_backup(args: argparse.Namespace, spec: Spec) -> int:
+    """``vpsctl backup`` of a cluster: every node's stacks, each on its node, at once."""
+    from vpsctl.ops import cluster_recovery  # noqa: PLC0415 - pyinfra loads only when connecting
+
+    if args.check:
+        raise VpsctlError(
+            "backup --check of a cluster is not built yet: run it with -i of a one-box "
+            "inventory naming the same repository, or `restic check` on a node"
+        )
+    if args.list:
+        found = [s for s in cluster_recovery.list_snapshots(spec) if args.kind in (None, s.kind)]
+        if args.json:
+            sys.stdout.write(_json([{**vars(s), "node": s.node} for s in found]))
+        else:
+            sys.stdout.write(views.snapshot_list(found, args.kind))
+        return 0
+    report = cluster_recovery.run_backup(spec, args.init, args.stack, sys.stderr)
+    if args.json:
+        sys.stdout.write(_json(report.to_json()))
+    else:
+        print(report.text(), end="")
     return 0
 
 

@@ -340,17 +340,26 @@ SNAPSHOT_KINDS = ("nightly", "manual", "pre-apply", "pre-rollback", "pre-restore
 def snapshot_list(snapshots: list[Snapshot], kind: str | None = None) -> str:
     """``backup --list``: a header row, then one snapshot a line, oldest first, in UTC;
     ``kind``: the filter the snapshots were chosen by, named when none is left."""
-    rows = [("ID", "TIME (UTC)", "KIND", "STACKS")]
+    # a cluster's snapshots (one repository for every node) say which node took each
+    nodes = any(s.node for s in snapshots)
+    rows = [("ID", "TIME (UTC)", "KIND", *(["NODE"] if nodes else []), "STACKS")]
     rows += [
-        (s.id[:8], utc_time(s.time), s.kind, " ".join(s.stacks) or "-")
+        (
+            s.id[:8],
+            utc_time(s.time),
+            s.kind,
+            *([s.node or "-"] if nodes else []),
+            " ".join(s.stacks) or "-",
+        )
         for s in sorted(snapshots, key=lambda s: utc_time(s.time))
     ]
     if len(rows) == 1:
         return f"no {kind + ' ' if kind else ''}snapshots of this host\n"
-    widths = [max(len(row[i]) for row in rows) for i in range(3)]
+    last = len(rows[0]) - 1
+    widths = [max(len(row[i]) for row in rows) for i in range(last)]
     return "".join(
-        "  ".join(cell.ljust(width) for cell, width in zip(row[:3], widths, strict=True))
-        + f"  {row[3]}\n"
+        "  ".join(cell.ljust(width) for cell, width in zip(row[:last], widths, strict=True))
+        + f"  {row[last]}\n"
         for row in rows
     )
 

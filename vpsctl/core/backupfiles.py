@@ -167,10 +167,17 @@ def stack_view(name: str, stack: Stack) -> dict[str, Any]:
 
 
 def render_files(
-    spec: Spec, repo: Repository, env: jinja2.Environment, stacks_root: str, order: list[str]
+    spec: Spec,
+    repo: Repository,
+    env: jinja2.Environment,
+    stacks_root: str,
+    order: list[str],
+    *,
+    node: str | None = None,
 ) -> list[tuple[str, bytes, int, str]]:
     """(path, content, mode, kind) of every backup file the box needs; ``kind`` is
-    ``secret`` for the password and the key (their diffs are masked)."""
+    ``secret`` for the password and the key (their diffs are masked). ``node``: a node of a
+    cluster (its snapshots tagged ``node:NAME``, its stacks Swarm services)."""
     settings = spec.host.backup
     assert settings is not None
     password = spec.secret(settings.password_secret)
@@ -180,6 +187,7 @@ def render_files(
     env = env.overlay(trim_blocks=True, lstrip_blocks=True)  # shell: one line per statement
     script = env.get_template("backup/vpsctl-backup.sh.j2").render(
         host=spec.host.name,
+        node=node,
         conf_dir=CONF_DIR,
         stage=STAGE,
         record=RECORD,
@@ -205,7 +213,9 @@ def render_files(
     }
     for unit, extra in units.items():
         text = env.get_template(f"backup/{unit}.j2").render(
-            host=spec.host.name, script=SCRIPT, **extra
+            host=spec.host.name if node is None else f"{spec.host.name}/{node}",
+            script=SCRIPT,
+            **extra,
         )
         files.append((f"{SYSTEMD_DIR}/{unit}", text.encode(), 0o644, "unit"))
     return files

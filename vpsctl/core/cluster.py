@@ -48,13 +48,18 @@ def stack_node(spec: Spec, stack: str) -> str:
 
 def node_view(spec: Spec, desired: Desired, node: str) -> Desired:
     """What node ``node`` holds of the whole studio's ``desired``: the stacks that run on it,
-    their files and app steps (the box's own files: none yet on a cluster)."""
+    their files and app steps, and its own files (its backup machinery, rendered for its
+    stacks with the studio: :attr:`Desired.node_host_files`)."""
     stacks = {name: s for name, s in desired.stacks.items() if stack_node(spec, name) == node}
+    own = desired.node_host_files.get(node, ())
+    files = {f.path: f for f in own}
+    files |= {path: f for path, f in desired.files.items() if f.stack in stacks}
     return replace(
         desired,
-        files={path: f for path, f in desired.files.items() if f.stack in stacks},
+        files=files,
         stacks=stacks,
-        host_files=(),
+        host_files=tuple(f.path for f in own),
+        node_host_files={},
         app_steps={name: steps for name, steps in desired.app_steps.items() if name in stacks},
     )
 

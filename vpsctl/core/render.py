@@ -124,6 +124,9 @@ class Desired:
     stacks: dict[str, DesiredStack] = field(default_factory=dict)
     # the box's own files (backup script, password, timers): stack "" in ``files``
     host_files: tuple[str, ...] = ()
+    # a cluster's: each node's own files (its backup machinery, for ITS stacks), by node;
+    # the same paths on every node, so apart from ``files`` (:func:`vpsctl.core.cluster.node_view`)
+    node_host_files: dict[str, tuple[DesiredFile, ...]] = field(default_factory=dict)
     # steps inside the apps after their health gate: first-launch claims, in-app settings
     app_steps: dict[str, tuple[AppStep, ...]] = field(default_factory=dict)
     # inputs an offline render could not read: placeholders stand in for them (never planned)
@@ -239,7 +242,9 @@ def render(spec: Spec, inputs: RenderInputs) -> Desired:
     desired = Desired()
     unresolved = [i for i in (inputs.repository, inputs.private_acme) if isinstance(i, Unresolved)]
     desired.unresolved = tuple(unresolved)
-    if spec.host.backup is not None:
+    if spec.host.backup is not None and spec.host.nodes is not None:
+        _node_backup_files(spec, inputs.repository, env, desired)
+    elif spec.host.backup is not None:
         _backup_files(spec, inputs.repository, env, desired)
     for name in apply_order(spec):
         files, stack = _stack(spec, name, inputs, env)
@@ -266,6 +271,29 @@ def _backup_files(
     for path, content, mode, kind in host_files:
         desired.files[path] = DesiredFile(path, content, mode, "", kind)
     desired.host_files = tuple(path for path, *_ in host_files)
+
+
+def _node_backup_files(
+    spec: Spec,
+    repository: backupfiles.Repository | Unresolved | None,
+    env: jinja2.Environment,
+    desired: Desired,
+) -> None:
+    """Each node's backup machinery, for the stacks pinned to it (one repository for the
+    whole cluster, each snapshot tagged with its node); a node that holds no stack with
+    backups gets none: it has no data of its own to back up."""
+    if repository is None:
+        raise ValueError("host.yaml declares a backup: render needs its resolved repository")
+    repo = _placeholder_repository(spec) if isinstance(repository, Unresolved) else repository
+    order = apply_order(spec)
+    for node in spec.host.nodes or {}:
+        held = [n for n in order if spec.nodes_of(n) == [node] and spec.stacks[n].backups]
+        if not held:
+            continue
+        rendered = backupfiles.render_files(spec, repo, env, STACKS_ROOT, held, node=node)
+        desired.node_host_files[node] = tuple(
+            DesiredFile(path, content, mode, "", kind) for path, content, mode, kind in rendered
+        )
 
 
 def _placeholder_repository(spec: Spec) -> backupfiles.Repository:

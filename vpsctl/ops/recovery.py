@@ -84,6 +84,11 @@ class Snapshot:
     def kind(self) -> str:
         return next((t[4:] for t in self.tags if t.startswith("run:")), "?")
 
+    @property
+    def node(self) -> str:
+        """The node of a cluster that took it (its ``node:NAME`` tag); "" on one box."""
+        return next((t[5:] for t in self.tags if t.startswith("node:")), "")
+
 
 @dataclass
 class BackupReport:
@@ -112,7 +117,14 @@ class BackupReport:
 class Backups:
     """The box's backup script, driven over one session."""
 
-    def __init__(self, spec: Spec, session: Remote, desired: Desired | None = None) -> None:
+    def __init__(
+        self,
+        spec: Spec,
+        session: Remote,
+        desired: Desired | None = None,
+        *,
+        node: str | None = None,
+    ) -> None:
         if spec.host.backup is None:
             raise BackupError(
                 f"{spec.host_doc.file}: no `backup:` section: host.yaml declares no restic "
@@ -123,6 +135,9 @@ class Backups:
         self.desired = desired or inputs.render_spec(spec)
         self.repository = inputs.repository(spec)
         self.recorded: list[list[str]] = []  # the snapshot's row counts, from a restore
+        # a node of a cluster: the box is named so, and its snapshots are those tagged with it
+        self.node = node
+        self.where = spec.host.name if node is None else f"{spec.host.name}/{node}"
 
     # ── the script ───────────────────────────────────────────────────────────────────────
 
@@ -164,7 +179,7 @@ class Backups:
         stale = [p for p in paths if have.get(p) != self.desired.files[p].sha256]
         if stale:
             raise BackupError(
-                f"the backup files on {self.spec.host.name} are missing or differ from the "
+                f"the backup files on {self.where} are missing or differ from the "
                 f"spec ({', '.join(Path(p).name for p in stale)}): run `vpsctl apply -i "
                 f"{self.spec.inventory}` first"
             )
@@ -177,7 +192,11 @@ class Backups:
         return "@@created" in out.lines
 
     def backup(
-        self, kind: commands.BackupKind = "manual", stacks: list[str] | None = None
+        self,
+        kind: commands.BackupKind = "manual",
+        stacks: list[str] | None = None,
+        *,
+        secrets: bool = True,
     ) -> BackupReport:
         started = time.monotonic()
         out = self.call(commands.backup(kind, stacks or []))
@@ -193,7 +212,7 @@ class Backups:
         summaries = out.values("summary")
         if summaries:
             report.summary = json.loads(summaries[-1])
-        if not stacks:
+        if not stacks and secrets:
             report.secrets_snapshot = self.backup_secrets()
         report.seconds = time.monotonic() - started
         return report
@@ -220,7 +239,7 @@ class Backups:
 
     def pick(self, wanted: str | None, stacks: list[str]) -> Snapshot:
         """The snapshot ``wanted`` (an id or its prefix), or the newest holding ``stacks``."""
-        found = self.snapshots()
+        found = [s for s in self.snapshots() if self.node in (None, s.node)]
         if wanted is not None:
             if not ID.fullmatch(wanted):
                 raise BackupError(f"--snapshot {wanted!r}: expected a snapshot id (hex)")
@@ -228,8 +247,8 @@ class Backups:
             if len(matches) != 1:
                 listed = ", ".join(s.id[:8] for s in found[-5:]) or "(none)"
                 raise BackupError(
-                    f"snapshot {wanted}: {'ambiguous' if matches else 'not found'} among this "
-                    f"host's snapshots (newest: {listed})"
+                    f"snapshot {wanted}: {'ambiguous' if matches else 'not found'} among the "
+                    f"snapshots of {self.where} (newest: {listed})"
                 )
             chosen = matches[0]
         else:
@@ -237,7 +256,7 @@ class Backups:
             if not holding:
                 where = self.repository.display if self.repository else "the repository"
                 raise BackupError(
-                    f"no snapshot of {self.spec.host.name} holds "
+                    f"no snapshot of {self.where} holds "
                     f"{', '.join(stacks) or 'its stacks'} in {where}"
                 )
             chosen = max(holding, key=lambda s: s.time)
@@ -324,8 +343,13 @@ def grown_counts(
     ]
 
 
-def backed_up_stacks(spec: Spec) -> list[str]:
-    return [n for n in spec.host.stacks if spec.stacks[n].backups]
+def backed_up_stacks(spec: Spec, node: str | None = None) -> list[str]:
+    """The stacks with backups (on ``node`` only, of a cluster), in host.yaml's order."""
+    return [
+        n
+        for n in spec.host.stacks
+        if spec.stacks[n].backups and (node is None or spec.nodes_of(n) == [node])
+    ]
 
 
 def _checked_stacks(spec: Spec, stacks: list[str]) -> list[str]:
