@@ -24,6 +24,7 @@ restored, and vpsctl's rollback also puts the stack's previous files back on its
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from typing import IO, Any
 
 from vpsctl.core import cluster, firewall
@@ -42,6 +43,9 @@ from vpsctl.ops.apply.result import ApplyResult, StackOutcome
 from vpsctl.ops.apply.runtime import ComposeRuntime, SwarmRuntime
 from vpsctl.spec.studio import Spec
 
+# a rebuild's steps on one node: before its stacks start, and after each is healthy
+Hooks = tuple[Callable[[Applier], None] | None, Callable[[Applier, str], str] | None]
+
 
 class NodeApplier(Applier):
     """One node's part of a cluster's apply."""
@@ -57,6 +61,7 @@ class NodeApplier(Applier):
         edge_session: Remote,
         peers: tuple[str, ...],
         destroy_data: bool = False,
+        hooks: Hooks | None = None,
     ) -> None:
         self.node = node
         self.manager = manager
@@ -66,7 +71,10 @@ class NodeApplier(Applier):
         self.edge_steady_now = False
         self.stashed: list[StackOutcome] = []  # stacks to probe once the edge has converged
         self.swarm_facts: swarm_core.Facts | None = None  # read with its facts
-        super().__init__(spec, session, out, destroy_data=destroy_data)
+        before, after = hooks if hooks is not None else (None, None)
+        super().__init__(
+            spec, session, out, destroy_data=destroy_data, before_stacks=before, after_healthy=after
+        )
         self.edge_session = edge_session
 
     def read_facts(self) -> HostFacts:
@@ -130,8 +138,16 @@ class ClusterApply:
     """A cluster's apply over one session per node (``sessions``, by node name)."""
 
     def __init__(
-        self, spec: Spec, sessions: dict[str, Remote], out: IO[str], *, destroy_data: bool = False
+        self,
+        spec: Spec,
+        sessions: dict[str, Remote],
+        out: IO[str],
+        *,
+        destroy_data: bool = False,
+        hooks: Mapping[str, Hooks] | None = None,
     ) -> None:
+        """``hooks``: a node's rebuild steps (its files restored before its stacks start,
+        each stack's databases once healthy), by node."""
         self.spec = spec
         self.out = out
         self.names = cluster.node_names(spec)
@@ -160,6 +176,7 @@ class ClusterApply:
                 edge_session=sessions[edge],
                 peers=tuple(a for n, a in addresses.items() if n != name),
                 destroy_data=destroy_data,
+                hooks=(hooks or {}).get(name),
             )
             for name in self.names
         }

@@ -6,10 +6,12 @@ it asks the runtime to bring a stack up, take it down, and say what its containe
 from __future__ import annotations
 
 import base64
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from vpsctl.core import sections
+from vpsctl.core import backupfiles, sections
 from vpsctl.core.render import EDGE_NETWORK, stack_dir
 from vpsctl.core.stackdoc import Deploy, DocumentError, deploy_document
 from vpsctl.host.commands import Argv, Script, compose, docker, files
@@ -44,6 +46,11 @@ class ComposeRuntime(Phase):
             purpose=f"compose up of {name}",
         )
         return result.ok, result.output
+
+    def paused(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """While a restore replaces ``name``'s data: nothing to do here (the box's backup
+        script stops and starts the stack's compose services itself)."""
+        return contextlib.nullcontext()
 
     def health(self, name: str, services: list[str]) -> Script:
         """ONE command reading each service's state (see :meth:`states`)."""
@@ -132,6 +139,35 @@ class SwarmRuntime(ComposeRuntime):
         if compose_text is None:
             raise DocumentError(f"{name}: no compose.yaml on the node")
         return deploy_document(name, compose_text.decode(), found)
+
+    @contextlib.contextmanager
+    def paused(self, name: str) -> Iterator[None]:
+        """While a restore replaces ``name``'s data: its app services (all but its databases,
+        which the restore loads) scaled to 0 on the manager, then back to the replicas they
+        had; the node's script cannot (Swarm would start a stopped task again). The health
+        gate that follows judges the new tasks."""
+        spec = self.applier.spec
+        services = list(backupfiles.stack_view(name, spec.stacks[name])["app_services"])
+        if not services:
+            yield
+            return
+        read = self.manager.run(
+            stackcmd.replicas(name, services), purpose=f"reading the replicas of {name}"
+        )
+        replicas = stackcmd.parse_replicas(name, read.stdout)
+        self.manager.run(
+            stackcmd.scale(name, dict.fromkeys(replicas, 0), wait=True),
+            300,
+            purpose=f"stopping the apps of {name}",
+        )
+        try:
+            yield
+        finally:
+            self.manager.run(
+                stackcmd.scale(name, replicas, wait=False),
+                120,
+                purpose=f"starting the apps of {name} again",
+            )
 
     def health(self, name: str, services: list[str]) -> Script:
         expected = self.expected.get(name, {})
