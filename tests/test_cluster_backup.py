@@ -6,6 +6,7 @@ rebuilt: tests/e2e/test_cluster.py.)"""
 
 from __future__ import annotations
 
+import io
 import shlex
 from pathlib import Path
 from types import SimpleNamespace
@@ -27,7 +28,7 @@ from vpsctl.ops import cluster_recovery
 from vpsctl.ops.apply.applier import Applier
 from vpsctl.ops.apply.runtime import SwarmRuntime
 from vpsctl.ops.inputs import render_spec
-from vpsctl.ops.recovery import Snapshot, backed_up_stacks
+from vpsctl.ops.recovery import BackupError, Snapshot, backed_up_stacks
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.studio import Spec
 
@@ -200,3 +201,15 @@ def test_a_stack_s_apps_are_paused_on_the_manager_around_its_database_restore(
         r"docker service scale --detach=true ghost_ghost=1",
     )
     assert manager.in_order(*order) == list(order)
+
+
+def test_a_restore_from_one_snapshot_of_stacks_on_several_nodes_is_refused_before_connecting(
+    studio: Path,  # noqa: F811
+) -> None:
+    spec = load_spec(studio / CLUSTER)
+    with pytest.raises(
+        BackupError, match=r"--snapshot ab12: a snapshot is one node's.*on front, media"
+    ):
+        cluster_recovery.run_restore(spec, "ab12", ["documint", "ghost"], True, io.StringIO())
+    with pytest.raises(BackupError, match=r"--stack nope: not a stack with backups"):
+        cluster_recovery.run_restore(spec, None, ["nope"], True, io.StringIO())

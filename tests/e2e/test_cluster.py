@@ -242,6 +242,18 @@ def media_data(cluster: Cluster) -> dict[str, int]:
     }
 
 
+def test_a_restore_puts_a_stack_s_data_back_on_its_node(cluster: Cluster) -> None:
+    backup = run_cli(cluster.root, "backup", "-i", INVENTORY, "--init", "--stack", "listmonk")
+    assert backup.code == 0, backup.err[-3000:]
+    before = media_data(cluster)["subscribers"]
+    on_media(cluster, listmonk_subscriber("lovelace") + " >/dev/null")
+    assert media_data(cluster)["subscribers"] == before + 1
+    restored = run_cli(cluster.root, "restore", "-i", INVENTORY, "--stack", "listmonk", "-y")
+    assert restored.code == 0, restored.err[-4000:]
+    assert "safety snapshot" in restored.err and "row counts match the snapshot" in restored.err
+    assert media_data(cluster)["subscribers"] == before  # the one written since is gone
+
+
 def test_a_lost_worker_is_rebuilt_on_a_fresh_box_with_its_data_back(cluster: Cluster) -> None:
     auth = put_ghost_auth(cluster.boxes["media"])
     on_media(cluster, ghost_post(auth, "Written before media was lost") + " >/dev/null")

@@ -493,6 +493,18 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from vpsctl.ops import recovery  # noqa: PLC0415 - pyinfra loads only when connecting
 
     spec = load_spec(args.inventory)
+    if spec.host.nodes is not None:
+        from vpsctl.ops import cluster_recovery  # noqa: PLC0415 - pyinfra loads only when connecting
+
+        whole = cluster_recovery.run_restore(
+            spec,
+            args.snapshot,
+            args.stack,
+            args.yes,
+            sys.stderr,
+            safety=not args.no_safety_snapshot,
+        )
+        return 0 if whole else 1
     _, report = recovery.run_restore(
         spec, args.snapshot, args.stack, args.yes, sys.stderr, safety=not args.no_safety_snapshot
     )

@@ -8,6 +8,9 @@ for, ``--retry-lock``), each snapshot tagged ``node:NAME``.
 - ``backup``: every node's stacks at once (a thread per node: the dumps are each node's own
   work, and the nodes wait on nothing of each other's), then the secrets store once, through
   the first node in host.yaml's order (it is the cluster's, not a node's).
+- ``restore``: each stack's data put back on its node, from that node's snapshots, a
+  safety snapshot first, its apps scaled to 0 on the manager meanwhile (one node after
+  another: asked once, then node by node).
 - ``rebuild --node``: a fresh box standing in for a lost node: its stale entry removed from
   the swarm's node list, the cluster applied (the fresh box bootstrapped, joined with its
   labels; the other nodes' plans find nothing to change, so none of their containers
@@ -37,8 +40,9 @@ from vpsctl.host.commands import stack as stackcmd
 from vpsctl.host.commands import swarm as swarm_commands
 from vpsctl.host.remote import Remote, Session
 from vpsctl.ops import inputs, targets
-from vpsctl.ops.apply import count_rows
+from vpsctl.ops.apply import LOCK, count_rows
 from vpsctl.ops.apply.cluster import ClusterApply
+from vpsctl.ops.apply.runtime import swarm_paused
 from vpsctl.ops.recovery import (
     BackupError,
     BackupReport,
@@ -46,8 +50,11 @@ from vpsctl.ops.recovery import (
     RebuildReport,
     Snapshot,
     _checked_stacks,
+    _confirm,
     _RebuildSteps,
+    _safety_snapshot,
     backed_up_stacks,
+    said_counts,
 )
 from vpsctl.spec.studio import Spec
 
@@ -193,6 +200,70 @@ def list_snapshots(spec: Spec) -> list[Snapshot]:
         raise BackupError(f"{spec.host_doc.file}: no node holds a stack with backups")
     with node_backups(spec, nodes[:1]) as backups:
         return backups[nodes[0]].snapshots()
+
+
+# ── restore ──────────────────────────────────────────────────────────────────────────────
+
+
+def run_restore(
+    spec: Spec,
+    snapshot: str | None,
+    stacks: list[str],
+    yes: bool,
+    out: IO[str],
+    *,
+    safety: bool = True,
+) -> bool:
+    """``vpsctl restore`` of a cluster: each stack's data put back on the node that holds it,
+    from that node's newest snapshot holding it (or ``snapshot``: one node's, so its stacks
+    only), a safety snapshot of the current data first (as on one box), asked once for every
+    node; each stack's apps scaled to 0 on the manager meanwhile. Whether every table has its
+    rows back (the audit of a cluster is not built: its stacks' health is the manager's)."""
+    chosen_stacks = _checked_stacks(spec, stacks) or backed_up_stacks(spec)
+    placed = backup_nodes(spec, chosen_stacks)
+    if snapshot is not None and len(placed) > 1:
+        raise BackupError(
+            f"--snapshot {snapshot}: a snapshot is one node's, and {', '.join(chosen_stacks)} "
+            f"are on {', '.join(placed)}: name one node's stacks with --stack"
+        )
+    manager_name = spec.host.managers[0]
+    with node_backups(spec, list(dict.fromkeys([*placed, manager_name]))) as found:
+        backups = {node: found[node] for node in placed}
+        chosen: dict[str, Snapshot] = {}
+        for node, held in placed.items():
+            chosen[node] = picked = backups[node].pick(snapshot, held)
+            print(
+                f"{node}: snapshot {picked.id[:8]} ({picked.kind}, {picked.time[:19]}): "
+                f"restoring {', '.join(held)}; their current data is replaced",
+                file=out,
+            )
+            if safety:
+                _safety_snapshot(spec, backups[node], picked, held, out)
+        if not safety:
+            print(
+                "no safety snapshot (--no-safety-snapshot): the current data is lost for good",
+                file=out,
+            )
+        if not yes:
+            _confirm("Restore?")
+        manager = found[manager_name].session
+        whole = True
+        for node, held in placed.items():
+            # no apply may change these stacks while their data is being replaced
+            lock = backups[node].session.hold_lock(LOCK, "apply or restore")
+            started = time.monotonic()
+            try:
+                with contextlib.ExitStack() as paused:
+                    for name in held:
+                        paused.enter_context(swarm_paused(spec, manager, name, wait=True))
+                    # one restore of the node's stacks: one extraction of the snapshot
+                    for line in backups[node].restore(chosen[node].id, "all", held):
+                        print(f"  {node}: restored {line}", file=out)
+            finally:
+                lock.close()
+            print(f"{node}: restored in {time.monotonic() - started:.1f}s", file=out)
+            whole = said_counts(backups[node], held, out) and whole
+    return whole
 
 
 # ── rebuild of one node ──────────────────────────────────────────────────────────────────

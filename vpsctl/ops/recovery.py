@@ -426,19 +426,26 @@ def run_restore(
         finally:
             lock.close()
         print(f"restored in {time.monotonic() - started:.1f}s", file=out)
-        recorded, live = count_rows(backups.recorded), backups.counts(chosen_stacks)
-        differ = compare_counts(recorded, live)
-        if differ:  # a restore that went wrong
-            print("row counts differ from the snapshot (rows missing):", file=out)
-            for line in differ:
-                print(f"  {line}", file=out)
-        else:
-            print(f"row counts match the snapshot ({len(backups.recorded)} tables)", file=out)
-        for line in grown_counts(recorded, live):
-            print(f"  written since the restart (not a loss): {line}", file=out)
+        said_counts(backups, chosen_stacks, out)
         print("auditing …", file=out)
         report = audit.audit(spec, session, backups.desired)
     return chosen, report
+
+
+def said_counts(backups: Backups, stacks: list[str], out: IO[str]) -> bool:
+    """Say how ``stacks``' live row counts compare with those the restore just read from its
+    snapshot; whether none is missing."""
+    recorded, live = count_rows(backups.recorded), backups.counts(stacks)
+    differ = compare_counts(recorded, live)
+    if differ:  # a restore that went wrong
+        print("row counts differ from the snapshot (rows missing):", file=out)
+        for line in differ:
+            print(f"  {line}", file=out)
+    else:
+        print(f"row counts match the snapshot ({len(backups.recorded)} tables)", file=out)
+    for line in grown_counts(recorded, live):
+        print(f"  written since the restart (not a loss): {line}", file=out)
+    return not differ
 
 
 def _safety_snapshot(

@@ -26,7 +26,7 @@ class ClusterNotBuilt(VpsctlError):
     def __init__(self, host_file: str) -> None:
         super().__init__(
             f"{host_file} declares `nodes:` (a cluster): validate, show, schema, render, plan, "
-            "apply, backup and rebuild --node take it; audit, restore, drill, rollback, history "
+            "apply, backup, restore and rebuild --node take it; audit, drill, rollback, history "
             "and secrets rotate of several nodes are not built yet (issue 14 is under way), so "
             "nothing was sent to any node"
         )

@@ -21,6 +21,7 @@ from vpsctl.ops.apply.phase import Phase
 
 if TYPE_CHECKING:
     from vpsctl.ops.apply.applier import Applier
+    from vpsctl.spec.studio import Spec
 
 State = tuple[str, str, int]  # (container state, health, restarts)
 REMOVE_TIMEOUT = 120  # seconds a removed stack's containers may take to go
@@ -140,34 +141,9 @@ class SwarmRuntime(ComposeRuntime):
             raise DocumentError(f"{name}: no compose.yaml on the node")
         return deploy_document(name, compose_text.decode(), found)
 
-    @contextlib.contextmanager
-    def paused(self, name: str) -> Iterator[None]:
-        """While a restore replaces ``name``'s data: its app services (all but its databases,
-        which the restore loads) scaled to 0 on the manager, then back to the replicas they
-        had; the node's script cannot (Swarm would start a stopped task again). The health
-        gate that follows judges the new tasks."""
-        spec = self.applier.spec
-        services = list(backupfiles.stack_view(name, spec.stacks[name])["app_services"])
-        if not services:
-            yield
-            return
-        read = self.manager.run(
-            stackcmd.replicas(name, services), purpose=f"reading the replicas of {name}"
-        )
-        replicas = stackcmd.parse_replicas(name, read.stdout)
-        self.manager.run(
-            stackcmd.scale(name, dict.fromkeys(replicas, 0), wait=True),
-            300,
-            purpose=f"stopping the apps of {name}",
-        )
-        try:
-            yield
-        finally:
-            self.manager.run(
-                stackcmd.scale(name, replicas, wait=False),
-                120,
-                purpose=f"starting the apps of {name} again",
-            )
+    def paused(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """While a restore replaces ``name``'s data: see :func:`swarm_paused`."""
+        return swarm_paused(self.applier.spec, self.manager, name)
 
     def health(self, name: str, services: list[str]) -> Script:
         expected = self.expected.get(name, {})
@@ -222,3 +198,30 @@ class SwarmRuntime(ComposeRuntime):
             self.session.run(
                 stackcmd.remove_volumes(name), 300, purpose=f"deleting the volumes of {name}"
             )
+
+
+@contextlib.contextmanager
+def swarm_paused(spec: Spec, manager: Remote, name: str, *, wait: bool = False) -> Iterator[None]:
+    """While a restore replaces stack ``name``'s data on its node: its app services (all but
+    its databases, which the restore loads) scaled to 0 on the ``manager``, then back to the
+    replicas they had (``wait``: until their tasks run again; else a health gate that
+    follows judges them). The node's script cannot: Swarm would start a stopped task again."""
+    services = list(backupfiles.stack_view(name, spec.stacks[name])["app_services"])
+    if not services:
+        yield
+        return
+    read = manager.run(stackcmd.replicas(name, services), purpose=f"reading the replicas of {name}")
+    replicas = stackcmd.parse_replicas(name, read.stdout)
+    manager.run(
+        stackcmd.scale(name, dict.fromkeys(replicas, 0), wait=True),
+        300,
+        purpose=f"stopping the apps of {name}",
+    )
+    try:
+        yield
+    finally:
+        manager.run(
+            stackcmd.scale(name, replicas, wait=wait),
+            300,
+            purpose=f"starting the apps of {name} again",
+        )
