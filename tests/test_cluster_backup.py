@@ -62,7 +62,7 @@ def test_each_node_backs_up_its_own_stacks_only_into_one_repository(studio: Path
             "export RESTIC_REPOSITORY=sftp:root@unresolved.invalid:/srv/restic/lumen-cluster"
         )
         assert '--tag "node:$NODE"' in script.decode()
-        assert "RESTIC_OPTS+=(--retry-lock 30m)" in script.decode()
+        assert "then RESTIC_OPTS+=(--retry-lock 30m); fi" in script.decode()
         # the box's files: script, password, key (no key offline), timers
         assert share.host_files[0] == SCRIPT
         assert f"{backupfiles.SYSTEMD_DIR}/vpsctl-backup.timer" in share.host_files
