@@ -178,7 +178,9 @@ def test_the_commands_that_stop_scale_and_remove_are_exact() -> None:
 def test_a_rebuild_removes_the_lost_entry_after_stopping_its_stacks() -> None:
     manager = ScriptedSession()
     facts = manager_facts(member("old1", "media", "down"))
-    said = cluster_recovery.remove_stale(manager, facts, "media", "", ["ghost", "listmonk"])
+    said = cluster_recovery.remove_stale(
+        manager, facts, "media", "", ["ghost", "listmonk"], out=io.StringIO()
+    )
     assert said == ["old1 (sandbox-media, down)"]
     order = (r"for st in ghost listmonk", r"docker node rm --force old1")
     assert manager.in_order(*order) == list(order)
@@ -213,3 +215,13 @@ def test_a_restore_from_one_snapshot_of_stacks_on_several_nodes_is_refused_befor
         cluster_recovery.run_restore(spec, "ab12", ["documint", "ghost"], True, io.StringIO())
     with pytest.raises(BackupError, match=r"--stack nope: not a stack with backups"):
         cluster_recovery.run_restore(spec, None, ["nope"], True, io.StringIO())
+
+
+def test_a_lost_box_still_listed_ready_is_refused_after_the_wait_and_nothing_changed() -> None:
+    manager = ScriptedSession()
+    alive = manager_facts(member("old1", "media", "ready"))
+    with pytest.raises(swarm_core.SwarmError, match=r"still lists old1 .*not lost"):
+        cluster_recovery.remove_stale(
+            manager, alive, "media", "", ["ghost"], out=io.StringIO(), wait=0
+        )
+    assert manager.calls == []  # no stack stopped, no entry removed

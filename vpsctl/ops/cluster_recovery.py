@@ -58,6 +58,10 @@ from vpsctl.ops.recovery import (
 )
 from vpsctl.spec.studio import Spec
 
+# how long a lost box the manager still lists as ready is waited for (Swarm marks a node
+# down once its heartbeats time out: seconds after the box is gone)
+STALE_WAIT = 90.0
+
 # ── which nodes ──────────────────────────────────────────────────────────────────────────
 
 
@@ -290,13 +294,33 @@ class NodeRebuildReport(RebuildReport):
 
 
 def remove_stale(
-    manager: Remote, facts: swarm_core.Facts, node: str, fresh_id: str, stacks: list[str]
+    manager: Remote,
+    facts: swarm_core.Facts,
+    node: str,
+    fresh_id: str,
+    stacks: list[str],
+    *,
+    out: IO[str],
+    wait: float = STALE_WAIT,
 ) -> list[str]:
     """Before the fresh box joins as ``node``: its ``stacks`` scaled to 0 (else Swarm would
     start their pending tasks on it the moment it carries the node's label, before their
     data is back; their deploy sets the replicas again), and the lost box's entries removed
-    from the swarm (``docker node rm --force`` on the manager)."""
-    stale = swarm_core.stale_members(facts, node, fresh_id)
+    from the swarm (``docker node rm --force`` on the manager). A lost box the manager still
+    lists as ready (lost seconds ago: its heartbeats have not yet timed out) is waited for,
+    up to ``wait`` seconds, then refused."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            stale = swarm_core.stale_members(facts, node, fresh_id)
+            break
+        except swarm_core.SwarmError:
+            if time.monotonic() >= deadline:
+                raise
+            print(f"swarm: waiting for the manager to list the lost {node} down …", file=out)
+            time.sleep(5)
+            read = manager.run(swarm_commands.read(), 60, purpose="reading the swarm's nodes")
+            facts = swarm_core.parse(read.stdout)
     manager.run(stackcmd.stop_stacks(stacks), 300, purpose=f"stopping the stacks of {node}")
     if stale:
         ids = [m.id for m in stale]
@@ -340,7 +364,7 @@ def run_node_rebuild(
         if facts is not None:
             held = [n for n in applier.desired.stacks]
             fresh_id = fresh.node_id if fresh else ""
-            rebuild.stale = remove_stale(manager, facts, node, fresh_id, held)
+            rebuild.stale = remove_stale(manager, facts, node, fresh_id, held, out=out)
             for line in rebuild.stale:
                 print(f"swarm: removed the lost {node}'s entry {line}", file=out)
         rebuild.phases["connect"] = connected - started
