@@ -36,7 +36,12 @@ def ghost_keys(box: SandboxInfo, stack: str = "ghost") -> dict[str, tuple[str, s
     root password stays inside the mysql container): ``{"admin"|"content": (id, secret)}``."""
     query = shlex.quote(GHOST_KEY_QUERY)
     inner = f'MYSQL_PWD="$MYSQL_ROOT_PASSWORD" mysql -uroot -N -B -e {query} ghost'
-    out = on_box(box, f"docker exec {stack}-mysql-1 sh -c {shlex.quote(inner)}")
+    # by compose's labels, which a cluster's task containers carry too (their names differ)
+    mysql = (
+        f"$(docker ps -q --filter label=com.docker.compose.project={stack} "
+        "--filter label=com.docker.compose.service=mysql)"
+    )
+    out = on_box(box, f"docker exec {mysql} sh -c {shlex.quote(inner)}")
     keys: dict[str, tuple[str, str]] = {}
     for line in out.splitlines():
         kind, key_id, secret = line.split("\t")
@@ -109,11 +114,47 @@ def listmonk_auth() -> str:
         .replace("'@JAR@'", '"$LJ"')
         .replace("@JAR@", '"$LJ"')
     )
+    # the env file quotes a value only when it needs quotes: both forms are read
     return (
-        "LJ=$(mktemp); PW=$(grep -o \"LISTMONK_ADMIN_PASSWORD='[^']*'\" "
-        '/opt/vpsctl/stacks/listmonk/env/listmonk.env | cut -d"\'" -f2); '
+        "LJ=$(mktemp); PW=$(sed -n 's/^LISTMONK_ADMIN_PASSWORD=//p' "
+        "/opt/vpsctl/stacks/listmonk/env/listmonk.env); PW=${PW#\\'}; PW=${PW%\\'}; "
         f'printf %s "$PW" | {login.replace("--fail-with-body", "")}; '
     )
+
+
+def ghost_post(auth: str, title: str) -> str:
+    """Shell publishing a Ghost post through Caddy, as staff (``auth``: :func:`put_ghost_auth`)."""
+    post = {"posts": [{"title": title, "html": f"<p>{title}</p>", "status": "published"}]}
+    return curl(
+        "blog.lumen.test",
+        "-H",
+        f"@{auth}",
+        "-H",
+        "Content-Type: application/json",
+        "--data",
+        json.dumps(post),
+        "https://blog.lumen.test/ghost/api/admin/posts/?source=html",
+    )
+
+
+def listmonk_subscriber(who: str) -> str:
+    """Shell adding the subscriber ``who`` to Listmonk through Caddy, as its admin."""
+    subscriber = {"email": f"{who}@lumen.test", "name": who, "lists": [1]}
+    return listmonk_auth() + curl(
+        "lists.lumen.test",
+        "-H",
+        "Content-Type: application/json",
+        "--data",
+        json.dumps(subscriber),
+        "https://lists.lumen.test/api/subscribers",
+    ).replace("curl ", 'curl -b "$LJ" ', 1)
+
+
+def subscriber_count_command() -> str:
+    """Shell printing Listmonk's subscribers as JSON (``data.total``), asked through Caddy."""
+    return listmonk_auth() + curl(
+        "lists.lumen.test", "https://lists.lumen.test/api/subscribers"
+    ).replace("curl ", 'curl -b "$LJ" ', 1)
 
 
 def write_data(box: SandboxInfo, records: int = 3) -> None:
@@ -132,33 +173,8 @@ def write_data(box: SandboxInfo, records: int = 3) -> None:
         ).replace("@DATA@", f'"{{\\"n\\": $n, \\"product\\": \\"{product}\\"}}"')
         commands.append(f"for n in $(seq 1 {records}); do {one} >/dev/null || exit 1; done")
     auth = put_ghost_auth(box)
-    for title in ("Backups matter", "Restores matter more"):
-        post = {"posts": [{"title": title, "html": f"<p>{title}</p>", "status": "published"}]}
-        commands.append(
-            curl(
-                "blog.lumen.test",
-                "-H",
-                f"@{auth}",
-                "-H",
-                "Content-Type: application/json",
-                "--data",
-                json.dumps(post),
-                "https://blog.lumen.test/ghost/api/admin/posts/?source=html",
-            )
-        )
-    for who in ("ada", "grace", "linus"):
-        subscriber = {"email": f"{who}@lumen.test", "name": who, "lists": [1]}
-        commands.append(
-            listmonk_auth()
-            + curl(
-                "lists.lumen.test",
-                "-H",
-                "Content-Type: application/json",
-                "--data",
-                json.dumps(subscriber),
-                "https://lists.lumen.test/api/subscribers",
-            ).replace("curl ", 'curl -b "$LJ" ', 1)
-        )
+    commands += [ghost_post(auth, t) for t in ("Backups matter", "Restores matter more")]
+    commands += [listmonk_subscriber(who) for who in ("ada", "grace", "linus")]
     commands.append(
         curl(
             "stats.lumen.test",
@@ -203,13 +219,7 @@ def visible_data(box: SandboxInfo) -> dict[str, int]:
         out[product] = json.loads(answer)["count"]
     posts = on_box(box, ghost_first_post_command())
     out["ghost posts"] = json.loads(posts)["meta"]["pagination"]["total"]
-    subscribers = on_box(
-        box,
-        listmonk_auth()
-        + curl("lists.lumen.test", "https://lists.lumen.test/api/subscribers").replace(
-            "curl ", 'curl -b "$LJ" ', 1
-        ),
-    )
+    subscribers = on_box(box, subscriber_count_command())
     out["subscribers"] = json.loads(subscribers)["data"]["total"]
     stats = on_box(
         box,

@@ -22,7 +22,14 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import make_box, on_box
-from tests.e2e.studio_data import curl
+from tests.e2e.studio_data import (
+    curl,
+    ghost_first_post_command,
+    ghost_post,
+    listmonk_subscriber,
+    put_ghost_auth,
+    subscriber_count_command,
+)
 from tests.helpers import (
     Result,
     assert_no_secrets,
@@ -304,6 +311,91 @@ def test_a_paused_node_fails_the_audit_until_it_is_active_again(cluster: Cluster
         on_box(front, f"docker node update --availability active {media}")
     result, report = audited(cluster)
     assert result.code == 0, [c for c in report["checks"] if c["status"] == "FAIL"]
+
+
+# ── restore, and a worker lost and rebuilt (it destroys a box, then rebuilds it) ────────
+
+
+def on_media(cluster: Cluster, command: str) -> str:
+    """``command`` run on media, its curls sent to Caddy on front (the edge) as a visitor's:
+    the keys and passwords they read stay on media, where their stack runs."""
+    front = sandbox.internal_address(cluster.boxes["front"])
+    return on_box(cluster.boxes["media"], command.replace(":443:127.0.0.1", f":443:{front}"))
+
+
+def media_data(cluster: Cluster) -> dict[str, int]:
+    """Ghost's posts and Listmonk's subscribers, as a visitor sees them through the edge."""
+    posts = json.loads(on_media(cluster, ghost_first_post_command()))
+    subscribers = json.loads(on_media(cluster, subscriber_count_command()))
+    return {
+        "ghost posts": posts["meta"]["pagination"]["total"],
+        "subscribers": subscribers["data"]["total"],
+    }
+
+
+def test_a_restore_puts_a_stack_s_data_back_on_its_node(cluster: Cluster) -> None:
+    backup = run_cli(cluster.root, "backup", "-i", INVENTORY, "--init", "--stack", "listmonk")
+    assert backup.code == 0, backup.err[-3000:]
+    before = media_data(cluster)["subscribers"]
+    on_media(cluster, listmonk_subscriber("lovelace") + " >/dev/null")
+    assert media_data(cluster)["subscribers"] == before + 1
+    restored = run_cli(cluster.root, "restore", "-i", INVENTORY, "--stack", "listmonk", "-y")
+    assert restored.code == 0, restored.err[-4000:]
+    assert "safety snapshot" in restored.err and "row counts match the snapshot" in restored.err
+    assert media_data(cluster)["subscribers"] == before  # the one written since is gone
+
+
+def test_a_lost_worker_is_rebuilt_on_a_fresh_box_with_its_data_back(cluster: Cluster) -> None:
+    auth = put_ghost_auth(cluster.boxes["media"])
+    on_media(cluster, ghost_post(auth, "Written before media was lost") + " >/dev/null")
+    on_media(cluster, listmonk_subscriber("hopper") + " >/dev/null")
+    before = media_data(cluster)
+    assert before["ghost posts"] >= 1 and before["subscribers"] >= 1
+    started = time.monotonic()
+    backup = run_cli(cluster.root, "backup", "-i", INVENTORY, "--init")
+    assert backup.code == 0, backup.err[-3000:]
+    assert "secrets.env: snapshot" in backup.out and backup.out.count("── node ") == 3
+    listed = run_cli(cluster.root, "backup", "-i", INVENTORY, "--list")
+    assert listed.code == 0 and "NODE" in listed.out
+    assert any(line.split()[3:5] == ["media", "ghost"] for line in listed.out.splitlines())
+    took_backup = time.monotonic() - started
+    others = {
+        n: on_box(b, "docker ps -q --no-trunc | sort")
+        for n, b in cluster.boxes.items()
+        if n != "media"
+    }
+    # the box is lost; a fresh one stands in for it under the same name
+    name = cluster.boxes["media"].name
+    sandbox.down(name)
+    cluster.boxes["media"] = sandbox.up(name)
+    refused = run_cli(cluster.root, "rebuild", "-i", INVENTORY)
+    assert (
+        refused.code == 1 and "name the lost one with --node (front, media, stats)" in refused.err
+    )
+    started = time.monotonic()
+    rebuilt = run_cli(cluster.root, "rebuild", "-i", INVENTORY, "--node", "media", "--json")
+    took_rebuild = time.monotonic() - started
+    print(f"cluster: backup {took_backup:.1f}s, rebuild of media {took_rebuild:.1f}s")
+    assert rebuilt.code == 0, rebuilt.err[-6000:]
+    report = json.loads(rebuilt.out)
+    assert report["ok"] is True and report["host"] == "lumen-cluster/media"
+    assert report["stale_swarm_entries"], report  # the lost box's entry was removed
+    assert {"restore files", "restore databases", "stacks up"} <= set(report["phases"])
+    assert "swarm: join media as a worker" in rebuilt.err
+    for probe in (
+        "probe ghost/home https://blog.lumen.test/: ok (200",
+        "probe listmonk/health https://lists.lumen.test/health: ok (200",
+    ):
+        assert probe in rebuilt.err
+    assert media_data(cluster) == before  # the post and the subscriber came back
+    for node, box in cluster.boxes.items():
+        if node != "media":  # nothing restarted on the other nodes
+            assert on_box(box, "docker ps -q --no-trunc | sort") == others[node], node
+    # the swarm lists three nodes, all ready: the lost box's entry is gone
+    nodes = on_box(cluster.boxes["front"], "docker node ls --format '{{.Status}}'")
+    assert nodes.split() == ["Ready"] * 3, nodes
+    plan = run_cli(cluster.root, "plan", "-i", INVENTORY)
+    assert plan.code == 0, plan.out[-4000:]
 
 
 # ── moving stacks between nodes, with their data ─────────────────────────────────────────

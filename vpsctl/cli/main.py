@@ -505,6 +505,18 @@ def cmd_restore(args: argparse.Namespace) -> int:
     from vpsctl.ops import recovery  # noqa: PLC0415 - pyinfra loads only when connecting
 
     spec = load_spec(args.inventory)
+    if spec.host.nodes is not None:
+        from vpsctl.ops import cluster_recovery  # noqa: PLC0415 - pyinfra loads only when connecting
+
+        whole = cluster_recovery.run_restore(
+            spec,
+            args.snapshot,
+            args.stack,
+            args.yes,
+            sys.stderr,
+            safety=not args.no_safety_snapshot,
+        )
+        return 0 if whole else 1
     _, report = recovery.run_restore(
         spec, args.snapshot, args.stack, args.yes, sys.stderr, safety=not args.no_safety_snapshot
     )
@@ -513,11 +525,18 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
-    """Disaster recovery onto a fresh box: bootstrap, apply, restore, audit, timed."""
-    from vpsctl.ops import recovery  # noqa: PLC0415 - pyinfra loads only when connecting
+    """Disaster recovery onto a fresh box (or a cluster's lost node, ``--node``): bootstrap,
+    apply, restore, audit (a node: its stacks probed through the edge), timed."""
+    from vpsctl.ops import cluster_recovery, recovery  # noqa: PLC0415 - pyinfra loads only when connecting
 
     spec = load_spec(args.inventory)
-    rebuild = recovery.run_rebuild(spec, args.snapshot, sys.stderr, force=args.force)
+    node = cluster_recovery.checked_node(spec, args.node)
+    if node is not None:
+        rebuild: recovery.RebuildReport = cluster_recovery.run_node_rebuild(
+            spec, node, args.snapshot, sys.stderr, force=args.force
+        )
+    else:
+        rebuild = recovery.run_rebuild(spec, args.snapshot, sys.stderr, force=args.force)
     if args.json:
         sys.stdout.write(_json(rebuild.to_json()))
     else:
@@ -737,6 +756,9 @@ def _recovery_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     _inventory(p)
     p.add_argument("--snapshot", help="snapshot id or prefix (default: the newest)")
     p.add_argument("--force", action="store_true", help="even if the box already runs stacks")
+    p.add_argument(
+        "--node", help="a cluster: the lost node a fresh box stands in for (required there)"
+    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_rebuild)
 

@@ -383,3 +383,19 @@ def label_changes(node: Node, current: Mapping[str, str]) -> list[str]:
     add, remove = label_delta(node, current)
     lines = [f"label {node.name}: {k}={v}" for k, v in sorted(add.items())]
     return lines + [f"label {node.name}: remove {k}" for k in remove]
+
+
+def stale_members(manager: Facts, node: str, fresh_id: str) -> list[Member]:
+    """The swarm's entries of node ``node`` (by its ``vpsctl.node`` label) other than the
+    box now standing in for it (``fresh_id``, "" while it has not joined): a lost box's, to
+    remove before the fresh one joins. :class:`SwarmError` when one is still ready (the old
+    box answers the swarm: it is not lost, and a second one would split the node)."""
+    stale = [m for m in manager.members if m.labels.get(NODE_LABEL) == node and m.id != fresh_id]
+    alive = [m for m in stale if m.state == "ready"]
+    if alive:
+        raise SwarmError(
+            f"node {node}: the swarm still lists {', '.join(m.id for m in alive)} "
+            f"({alive[0].hostname}) as ready: the box it rebuilds is not lost (take it down "
+            "first, or wait until the manager lists it down)"
+        )
+    return stale

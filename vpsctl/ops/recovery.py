@@ -40,6 +40,7 @@ from vpsctl.host.commands import backup as commands
 from vpsctl.host.remote import Remote, RemoteError, Session
 from vpsctl.ops import audit, inputs, targets
 from vpsctl.ops.apply import LOCK, Applier, count_rows, counted_rows, discarded_rows
+from vpsctl.ops.apply.result import ApplyResult
 from vpsctl.resources import standins_root
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.secrets import fingerprint
@@ -425,19 +426,26 @@ def run_restore(
         finally:
             lock.close()
         print(f"restored in {time.monotonic() - started:.1f}s", file=out)
-        recorded, live = count_rows(backups.recorded), backups.counts(chosen_stacks)
-        differ = compare_counts(recorded, live)
-        if differ:  # a restore that went wrong
-            print("row counts differ from the snapshot (rows missing):", file=out)
-            for line in differ:
-                print(f"  {line}", file=out)
-        else:
-            print(f"row counts match the snapshot ({len(backups.recorded)} tables)", file=out)
-        for line in grown_counts(recorded, live):
-            print(f"  written since the restart (not a loss): {line}", file=out)
+        said_counts(backups, chosen_stacks, out)
         print("auditing …", file=out)
         report = audit.audit(spec, session, backups.desired)
     return chosen, report
+
+
+def said_counts(backups: Backups, stacks: list[str], out: IO[str]) -> bool:
+    """Say how ``stacks``' live row counts compare with those the restore just read from its
+    snapshot; whether none is missing."""
+    recorded, live = count_rows(backups.recorded), backups.counts(stacks)
+    differ = compare_counts(recorded, live)
+    if differ:  # a restore that went wrong
+        print("row counts differ from the snapshot (rows missing):", file=out)
+        for line in differ:
+            print(f"  {line}", file=out)
+    else:
+        print(f"row counts match the snapshot ({len(backups.recorded)} tables)", file=out)
+    for line in grown_counts(recorded, live):
+        print(f"  written since the restart (not a loss): {line}", file=out)
+    return not differ
 
 
 def _safety_snapshot(
@@ -507,9 +515,13 @@ class RebuildReport:
         lines.append(
             f"  {'total':<18} {self.total:7.1f}s (the images overlap the phases after them)"
         )
-        verdict = "green" if self.ok else "NOT green"
-        lines.append(f"rebuild {'done' if self.ok else 'FAILED'}: audit {verdict}")
+        lines.append(self.verdict())
         return "\n".join(lines) + "\n"
+
+    def verdict(self) -> str:
+        """The report's last line: whether the rebuilt box is green."""
+        verdict = "green" if self.ok else "NOT green"
+        return f"rebuild {'done' if self.ok else 'FAILED'}: audit {verdict}"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -533,13 +545,17 @@ class _RebuildSteps:
         snapshot: str | None,
         rebuild: RebuildReport,
         out: IO[str],
+        *,
+        node: str | None = None,
     ) -> None:
         self.spec = spec
         self.session = session
         self.wanted = snapshot
         self.rebuild = rebuild
         self.out = out
-        self.stacks = backed_up_stacks(spec)
+        # a node of a cluster: its own stacks, from its own snapshots
+        self.node = node
+        self.stacks = backed_up_stacks(spec, node)
         self.recorded: list[list[str]] = []  # the snapshot's row counts, every stack
         # when each stack's databases were being restored: stacks converge at once, so
         # their restores overlap, and the phase is the time any of them ran (see covered)
@@ -548,7 +564,7 @@ class _RebuildSteps:
 
     def restore_files(self, applier: Applier) -> None:
         rebuild = self.rebuild
-        backups = Backups(self.spec, self.session, applier.desired)
+        backups = Backups(self.spec, self.session, applier.desired, node=self.node)
         mark = time.monotonic()
         rebuild.snapshot = backups.pick(self.wanted, self.stacks)
         applier.say(  # in the run's lane for it: the images may be coming meanwhile
@@ -572,13 +588,30 @@ class _RebuildSteps:
             return ""  # its files were restored before it started: nothing to do
         mark = time.monotonic()
         try:
-            backups = Backups(self.spec, self.session, applier.desired)
-            self.databases[name] = backups.restore(rebuild.snapshot.id, "databases", [name])
+            backups = Backups(self.spec, self.session, applier.desired, node=self.node)
+            # a swarm node's apps are stopped by its manager (one box's: by the script)
+            with applier.runtime.paused(name):
+                self.databases[name] = backups.restore(rebuild.snapshot.id, "databases", [name])
             ok, detail = applier.wait_healthy(name)
         except (BackupError, RemoteError) as exc:
             ok, detail = False, str(exc)
         self.spans.append((mark, time.monotonic()))
         return "" if ok else f"restoring its databases: {applier.clean(detail)}"
+
+    def account(self, applier: Applier, result: ApplyResult) -> None:
+        """The apply's phases as the rebuild's (after ``connect``), and what it restored."""
+        rebuild = self.rebuild
+        rebuild.phases["bootstrap"] = result.phases.get("bootstrap", 0.0)
+        rebuild.phases["images"] = result.phases.get("images", 0.0)
+        rebuild.phases["restore files"] = rebuild.phases.pop("restore files", 0.0)
+        # the databases were restored inside the stacks phase, each stack's once it was
+        # healthy, while other stacks started: the phase is the time any restore ran
+        databases = covered(self.spans)
+        rebuild.phases["stacks up"] = result.phases.get("stacks", 0.0) - databases
+        rebuild.phases["restore databases"] = databases
+        rebuild.restored += [
+            line for n in applier.desired.stacks for line in self.databases.get(n, [])
+        ]
 
     def release(self, applier: Applier) -> None:
         """Remove the snapshot's copy on the box that the files phase extracted and every
@@ -634,17 +667,7 @@ def run_rebuild(
         finally:
             steps.release(applier)
         rebuild.phases["connect"] = connected - started
-        rebuild.phases["bootstrap"] = result.phases.get("bootstrap", 0.0)
-        rebuild.phases["images"] = result.phases.get("images", 0.0)
-        rebuild.phases["restore files"] = rebuild.phases.pop("restore files", 0.0)
-        # the databases were restored inside the stacks phase, each stack's once it was
-        # healthy, while other stacks started: the phase is the time any restore ran
-        databases = covered(steps.spans)
-        rebuild.phases["stacks up"] = result.phases.get("stacks", 0.0) - databases
-        rebuild.phases["restore databases"] = databases
-        rebuild.restored += [
-            line for n in applier.desired.stacks for line in steps.databases.get(n, [])
-        ]
+        steps.account(applier, result)
         print(views.apply_text(result), file=out, end="")
         rebuild.apply_ok = result.ok
         if rebuild.snapshot is None:

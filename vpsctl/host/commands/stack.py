@@ -101,13 +101,45 @@ def remove_volumes(name: str) -> Script:
     )
 
 
-def scale(name: str, replicas: Mapping[str, int]) -> Argv:
-    """``docker service scale`` of services of stack ``name`` (run on a manager): each to its
-    number of ``replicas``, without waiting for Swarm to converge (the node is asked)."""
+def replicas(name: str, services: list[str]) -> Argv:
+    """Each of ``services`` of stack ``name`` (on a manager): ``SERVICE REPLICAS`` lines, the
+    replicas its spec asks for."""
     return [
-        "docker", "service", "scale", "--detach",
-        *(f"{name}_{service}={count}" for service, count in replicas.items()),
+        "docker", "service", "inspect",
+        "--format", "{{.Spec.Name}} {{.Spec.Mode.Replicated.Replicas}}",
+        *(f"{name}_{s}" for s in services),
     ]  # fmt: skip
+
+
+def parse_replicas(name: str, output: str) -> dict[str, int]:
+    """:func:`replicas`' answer: the replicas by service (its name in the stack)."""
+    found: dict[str, int] = {}
+    for line in output.splitlines():
+        service, _, count = line.strip().partition(" ")
+        if service.startswith(f"{name}_") and count.isdigit():
+            found[service.removeprefix(f"{name}_")] = int(count)
+    return found
+
+
+def scale(name: str, replicas: Mapping[str, int], *, wait: bool) -> Argv:
+    """Scale services of stack ``name`` (on a manager) to ``replicas`` (service → count);
+    ``wait``: until their tasks have converged (stopped, for 0), else return at once (a
+    health gate judges the new tasks)."""
+    return [
+        "docker", "service", "scale", f"--detach={'false' if wait else 'true'}",
+        *(f"{name}_{s}={n}" for s, n in sorted(replicas.items())),
+    ]  # fmt: skip
+
+
+def stop_stacks(names: list[str]) -> Script:
+    """Every service of stacks ``names`` scaled to 0 (on a manager), at once: their tasks are
+    started again by their next ``docker stack deploy`` (which sets the declared replicas)."""
+    stacks = " ".join(shlex.quote(n) for n in names)
+    return Script(
+        f"for st in {stacks}; do "
+        'for id in $(docker service ls -q --filter "label=com.docker.stack.namespace=$st"); do '
+        'docker service scale --detach=true "$id=0" >/dev/null || exit 1; done; done'
+    )
 
 
 def services_stopped(name: str, services: list[str]) -> Script:

@@ -130,3 +130,9 @@ def create_overlay(network: str = OVERLAY, *, encrypted: bool = True) -> Argv:
         *(["--opt", "encrypted"] if encrypted else []),
         "--attachable", network,
     ]  # fmt: skip
+
+
+def remove_nodes(node_ids: list[str]) -> Argv:
+    """Remove swarm nodes ``node_ids`` from the node list (on a manager), though they are
+    down: the entries of boxes that were lost (``--force``: a down node cannot leave)."""
+    return ["docker", "node", "rm", "--force", *node_ids]

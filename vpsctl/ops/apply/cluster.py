@@ -24,6 +24,7 @@ restored, and vpsctl's rollback also puts the stack's previous files back on its
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping
 from typing import IO, Any
 
 from vpsctl.core import cluster, firewall
@@ -42,6 +43,9 @@ from vpsctl.ops.apply.move import Moves
 from vpsctl.ops.apply.result import ApplyResult, StackOutcome
 from vpsctl.ops.apply.runtime import ComposeRuntime, SwarmRuntime
 from vpsctl.spec.studio import Spec
+
+# a rebuild's steps on one node: before its stacks start, and after each is healthy
+Hooks = tuple[Callable[[Applier], None] | None, Callable[[Applier, str], str] | None]
 
 
 def node_settings(spec: Spec, node: str, peers: tuple[str, ...]) -> Any:
@@ -78,6 +82,7 @@ class NodeApplier(Applier):
         edge_session: Remote,
         peers: tuple[str, ...],
         destroy_data: bool = False,
+        hooks: Hooks | None = None,
     ) -> None:
         self.node = node
         self.manager = manager
@@ -94,6 +99,9 @@ class NodeApplier(Applier):
         self.kept: set[str] = set()
         self.returned: list[StackOutcome] = []
         self.arriving: dict[str, Moves] = {}
+        # a rebuild's steps on this node (its files before its stacks, each stack's
+        # databases once healthy), run with the moves' own (:meth:`restore_arriving`)
+        self.rebuild_hooks: Hooks = hooks if hooks is not None else (None, None)
         super().__init__(spec, session, out, destroy_data=destroy_data)
         self.edge_session = edge_session
         self.before_stacks = self.restore_arriving
@@ -156,7 +164,11 @@ class NodeApplier(Applier):
         return f"removed: {moved}" if moved is not None else super().volumes_fate(name)
 
     def restore_arriving(self, applier: Applier) -> None:
-        """Before any stack starts here: the files of the stacks moving here with data."""
+        """Before any stack starts here: a rebuild's files, then those of the stacks moving
+        here with data."""
+        before = self.rebuild_hooks[0]
+        if before is not None:
+            before(applier)
         by_moves: dict[int, tuple[Moves, list[str]]] = {}
         for stack, moves in self.arriving.items():
             by_moves.setdefault(id(moves), (moves, []))[1].append(stack)
@@ -164,9 +176,14 @@ class NodeApplier(Applier):
             moves.restore_files(applier, stacks)
 
     def restore_arrived(self, applier: Applier, name: str) -> str:
-        """Once stack ``name`` is healthy here: its databases, when it moved here with data."""
+        """Once stack ``name`` is healthy here: a rebuild's databases, or its own when it
+        moved here with data. "" when done, else what failed."""
+        after = self.rebuild_hooks[1]
+        failed = after(applier, name) if after is not None else ""
         moves = self.arriving.get(name)
-        return moves.restore_databases(applier, name) if moves is not None else ""
+        if failed or moves is None:
+            return failed
+        return moves.restore_databases(applier, name)
 
     def edge_steady(self, changes: dict[str, StackChange]) -> bool:
         if self.is_edge_node:
@@ -192,8 +209,16 @@ class ClusterApply:
     """A cluster's apply over one session per node (``sessions``, by node name)."""
 
     def __init__(
-        self, spec: Spec, sessions: dict[str, Remote], out: IO[str], *, destroy_data: bool = False
+        self,
+        spec: Spec,
+        sessions: dict[str, Remote],
+        out: IO[str],
+        *,
+        destroy_data: bool = False,
+        hooks: Mapping[str, Hooks] | None = None,
     ) -> None:
+        """``hooks``: a node's rebuild steps (its files restored before its stacks start,
+        each stack's databases once healthy), by node."""
         self.spec = spec
         self.out = out
         self.names = cluster.node_names(spec)
@@ -222,6 +247,7 @@ class ClusterApply:
                 edge_session=sessions[edge],
                 peers=tuple(a for n, a in addresses.items() if n != name),
                 destroy_data=destroy_data,
+                hooks=(hooks or {}).get(name),
             )
             for name in self.names
         }

@@ -154,22 +154,11 @@ class Moves:
             return ""
         snapshot = self.snapshots[stack]
         node = self.appliers[next(m.new for m in self.found if m.stack == stack)]
-        writers: list[str] = list(stack_view(stack, applier.spec.stacks[stack])["app_services"])
         applier.say(f"{stack}: restoring its databases from pre-move snapshot {snapshot[:8]} …")
         try:
-            # Swarm's services: stopped and started by a manager (a node's script cannot)
-            if writers:
-                self._scale(node, stack, writers, 0)
-                node.swarm_runtime.wait_until(
-                    stackcmd.services_stopped(stack, writers),
-                    STOP_TIMEOUT,
-                    f"{stack}: {', '.join(writers)} still run {STOP_TIMEOUT}s after they were "
-                    "scaled to 0",
-                    f"waiting for {', '.join(writers)} of {stack} to stop",
-                )
-            self._restore(applier, stack, snapshot, "databases")
-            if writers:
-                self._scale(node, stack, writers, 1)
+            # its apps stopped by a manager meanwhile (a node's script cannot stop a service)
+            with node.swarm_runtime.paused(stack):
+                self._restore(applier, stack, snapshot, "databases")
         except (MoveError, RemoteError) as exc:
             return f"restoring its databases: {applier.clean(str(exc))}"
         ok, detail = applier.wait_healthy(stack)
@@ -178,7 +167,7 @@ class Moves:
     @staticmethod
     def _scale(node: NodeApplier, stack: str, services: list[str], replicas: int) -> None:
         node.manager.run(
-            stackcmd.scale(stack, dict.fromkeys(services, replicas)),
+            stackcmd.scale(stack, dict.fromkeys(services, replicas), wait=False),
             120,
             purpose=f"{'starting' if replicas else 'stopping'} {', '.join(services)} of {stack}",
         )

@@ -156,12 +156,13 @@ class Rollback(Phase):
             f"putting the pre-apply data back discards {discarded}"
         )
         self.say(f"{name}: {told}")
-        restored = self.session.run(
-            backup.restore(snapshot, "all", [name]),
-            3600,
-            check=False,  # judged here: its @@fail line says why
-            purpose=f"restoring the pre-apply snapshot of {name}",
-        )
+        with self.applier.runtime.paused(name):  # a swarm node's: by its manager
+            restored = self.session.run(
+                backup.restore(snapshot, "all", [name]),
+                3600,
+                check=False,  # judged here: its @@fail line says why
+                purpose=f"restoring the pre-apply snapshot of {name}",
+            )
         if restored.ok:
             self.record(f"{name}: data restored from the pre-apply snapshot {snapshot[:8]}")
             self.say(

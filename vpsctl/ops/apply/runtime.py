@@ -6,10 +6,12 @@ it asks the runtime to bring a stack up, take it down, and say what its containe
 from __future__ import annotations
 
 import base64
+import contextlib
 import time
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
-from vpsctl.core import sections
+from vpsctl.core import backupfiles, sections
 from vpsctl.core.render import EDGE_NETWORK, stack_dir
 from vpsctl.core.stackdoc import DocumentError, deploy_document, one_box_compose
 from vpsctl.host.commands import Argv, Script, compose, docker, files
@@ -19,6 +21,7 @@ from vpsctl.ops.apply.phase import Phase
 
 if TYPE_CHECKING:
     from vpsctl.ops.apply.applier import Applier
+    from vpsctl.spec.studio import Spec
 
 State = tuple[str, str, int]  # (container state, health, restarts)
 REMOVE_TIMEOUT = 120  # seconds a removed stack's containers may take to go
@@ -44,6 +47,11 @@ class ComposeRuntime(Phase):
             purpose=f"compose up of {name}",
         )
         return result.ok, result.output
+
+    def paused(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """While a restore replaces ``name``'s data: nothing to do here (the box's backup
+        script stops and starts the stack's compose services itself)."""
+        return contextlib.nullcontext()
 
     def health(self, name: str, services: list[str]) -> Script:
         """ONE command reading each service's state (see :meth:`states`)."""
@@ -189,6 +197,10 @@ class SwarmRuntime(ComposeRuntime):
         )
         return super().up(name)
 
+    def paused(self, name: str) -> contextlib.AbstractContextManager[None]:
+        """While a restore replaces ``name``'s data: see :func:`swarm_paused`."""
+        return swarm_paused(self.applier.spec, self.manager, name)
+
     def health(self, name: str, services: list[str]) -> Script:
         if name in self.by_compose:
             return super().health(name, services)
@@ -273,3 +285,30 @@ class SwarmRuntime(ComposeRuntime):
             if time.monotonic() >= deadline:
                 raise RemoteError(f"{failure} ({output_tail(answer, 2, 200)})")
             time.sleep(1)
+
+
+@contextlib.contextmanager
+def swarm_paused(spec: Spec, manager: Remote, name: str, *, wait: bool = False) -> Iterator[None]:
+    """While a restore replaces stack ``name``'s data on its node: its app services (all but
+    its databases, which the restore loads) scaled to 0 on the ``manager``, then back to the
+    replicas they had (``wait``: until their tasks run again; else a health gate that
+    follows judges them). The node's script cannot: Swarm would start a stopped task again."""
+    services = list(backupfiles.stack_view(name, spec.stacks[name])["app_services"])
+    if not services:
+        yield
+        return
+    read = manager.run(stackcmd.replicas(name, services), purpose=f"reading the replicas of {name}")
+    replicas = stackcmd.parse_replicas(name, read.stdout)
+    manager.run(
+        stackcmd.scale(name, dict.fromkeys(replicas, 0), wait=True),
+        300,
+        purpose=f"stopping the apps of {name}",
+    )
+    try:
+        yield
+    finally:
+        manager.run(
+            stackcmd.scale(name, replicas, wait=wait),
+            300,
+            purpose=f"starting the apps of {name} again",
+        )
