@@ -6,6 +6,7 @@ boxes, with records written before it, is tests/e2e/test_cluster.py's."""
 from __future__ import annotations
 
 import contextlib
+import json
 import shutil
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -20,6 +21,8 @@ from vpsctl.core import cluster
 from vpsctl.core.plan import Plan, StackChange, VolumeChange
 from vpsctl.ops.apply.move import MoveError, Moves
 from vpsctl.ops.apply.result import StackOutcome, StackResult
+from vpsctl.ops.inputs import render_spec
+from vpsctl.ops.recovery import Backups
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.studio import Spec
 
@@ -361,3 +364,24 @@ def test_both_ends_of_a_move_say_it_and_the_old_node_keeps_none_of_its_volumes(
     assert [v.name for v in marked["media"].volumes] == ["old_data"]
     # nothing moves: the very same plans
     assert cluster.mark_moves(spec, {"media": plans["media"]})["media"] is plans["media"]
+
+
+def test_a_moved_stack_is_restored_from_the_newest_snapshot_holding_it_whichever_node_took_it(
+    tmp_path: Path,
+) -> None:
+    """Right after a move, the newest snapshot holding the stack is its old node's pre-move
+    one: a restore (or a rebuild) on its new node takes it."""
+    spec = moved(studio(tmp_path, backup=True), "listmonk", "media", "stats")
+    snapshots = [
+        {"id": "aa" * 32, "time": "2026-12-03T10:00:00Z", "tags": ["vpsctl", "run:manual",
+            "node:stats", "stack:plausible"]},
+        {"id": "bb" * 32, "time": "2026-12-03T11:00:00Z", "tags": ["vpsctl", "run:pre-move",
+            "node:media", "stack:listmonk"]},
+        {"id": "cc" * 32, "time": "2026-12-03T09:00:00Z", "tags": ["vpsctl", "run:manual",
+            "node:media", "stack:listmonk", "stack:ghost"]},
+    ]  # fmt: skip
+    session = ScriptedSession()
+    session.answer(r"vpsctl-backup snapshots", stdout=json.dumps(snapshots) + "\n")
+    backups = Backups(spec, session, render_spec(spec, offline=True), node="stats")
+    assert backups.pick(None, ["listmonk"]).id == "bb" * 32
+    assert backups.pick("cccccccc", ["listmonk"]).kind == "manual"

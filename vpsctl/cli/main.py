@@ -516,7 +516,12 @@ def cmd_restore(args: argparse.Namespace) -> int:
             sys.stderr,
             safety=not args.no_safety_snapshot,
         )
-        return 0 if whole else 1
+        from vpsctl.ops.cluster_audit import audit_cluster  # noqa: PLC0415
+
+        print("auditing the cluster …", file=sys.stderr)
+        audited = audit_cluster(spec)
+        print(views.cluster_audit_text(audited), file=sys.stderr, end="")
+        return 0 if whole and audited.ok else 1
     _, report = recovery.run_restore(
         spec, args.snapshot, args.stack, args.yes, sys.stderr, safety=not args.no_safety_snapshot
     )

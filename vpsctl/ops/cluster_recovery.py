@@ -43,6 +43,7 @@ from vpsctl.ops import inputs, targets
 from vpsctl.ops.apply import LOCK, count_rows
 from vpsctl.ops.apply.cluster import ClusterApply
 from vpsctl.ops.apply.runtime import swarm_paused
+from vpsctl.ops.cluster_audit import audit_cluster
 from vpsctl.ops.recovery import (
     BackupError,
     BackupReport,
@@ -276,17 +277,23 @@ def run_restore(
 @dataclass
 class NodeRebuildReport(RebuildReport):
     """A node's rebuild: as one box's, judged by the apply (its stacks' health gates and
-    their probes through the edge's Caddy) rather than a whole audit."""
+    their probes through the edge's Caddy), then by the cluster's audit."""
 
     stale: list[str] = field(default_factory=list)  # the swarm entries of the lost box
 
     @property
     def ok(self) -> bool:
-        return self.apply_ok and self.snapshot is not None
+        audited = self.report is None or self.report.ok
+        return self.apply_ok and self.snapshot is not None and audited
 
     def verdict(self) -> str:
         if self.ok:
-            return f"rebuild of {self.host} done: its stacks healthy, probed through the edge"
+            return (
+                f"rebuild of {self.host} done: its stacks healthy, probed through the edge; "
+                "the cluster's audit green"
+            )
+        if self.apply_ok and self.report is not None:
+            return f"rebuild of {self.host} FAILED: the cluster's audit is NOT green (above)"
         return f"rebuild of {self.host} FAILED: see its stacks' results above"
 
     def to_json(self) -> dict[str, Any]:
@@ -381,5 +388,9 @@ def run_node_rebuild(
         if rebuild.snapshot is None:
             raise BackupError("the rebuild stopped before restoring anything")
         rebuild.recorded = count_rows(steps.recorded)
+        mark = time.monotonic()
+        rebuild.report = audit_cluster(spec, sessions=sessions)
+        rebuild.phases["audit"] = time.monotonic() - mark
+        print(views.cluster_audit_text(rebuild.report), file=out, end="")
         rebuild.wall = time.monotonic() - started
     return rebuild

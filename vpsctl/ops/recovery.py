@@ -239,8 +239,10 @@ class Backups:
         ]
 
     def pick(self, wanted: str | None, stacks: list[str]) -> Snapshot:
-        """The snapshot ``wanted`` (an id or its prefix), or the newest holding ``stacks``."""
-        found = [s for s in self.snapshots() if self.node in (None, s.node)]
+        """The snapshot ``wanted`` (an id or its prefix), or the newest holding ``stacks``.
+        On a cluster, any node's: a snapshot holds a stack's data whichever node took it (a
+        stack that moved between nodes: its pre-move snapshot is its old node's)."""
+        found = self.snapshots()
         if wanted is not None:
             if not ID.fullmatch(wanted):
                 raise BackupError(f"--snapshot {wanted!r}: expected a snapshot id (hex)")
@@ -249,7 +251,7 @@ class Backups:
                 listed = ", ".join(s.id[:8] for s in found[-5:]) or "(none)"
                 raise BackupError(
                     f"snapshot {wanted}: {'ambiguous' if matches else 'not found'} among the "
-                    f"snapshots of {self.where} (newest: {listed})"
+                    f"snapshots of {self.spec.host.name} (newest: {listed})"
                 )
             chosen = matches[0]
         else:
@@ -257,7 +259,7 @@ class Backups:
             if not holding:
                 where = self.repository.display if self.repository else "the repository"
                 raise BackupError(
-                    f"no snapshot of {self.where} holds "
+                    f"no snapshot of {self.spec.host.name} holds "
                     f"{', '.join(stacks) or 'its stacks'} in {where}"
                 )
             chosen = max(holding, key=lambda s: s.time)
