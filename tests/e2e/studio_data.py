@@ -35,7 +35,9 @@ def ghost_keys(box: SandboxInfo, stack: str = "ghost") -> dict[str, tuple[str, s
     """The ``vpsctl audit`` integration's keys, read from Ghost's database on the box (the
     root password stays inside the mysql container): ``{"admin"|"content": (id, secret)}``."""
     query = shlex.quote(GHOST_KEY_QUERY)
-    inner = f'MYSQL_PWD="$MYSQL_ROOT_PASSWORD" mysql -uroot -N -B -e {query} ghost'
+    # the variable on one box, its file (a Swarm secret: MYSQL_ROOT_PASSWORD_FILE) on a node
+    password = '"${MYSQL_ROOT_PASSWORD:-$(cat "${MYSQL_ROOT_PASSWORD_FILE:-/dev/null}")}"'
+    inner = f"MYSQL_PWD={password} mysql -uroot -N -B -e {query} ghost"
     # by compose's labels, which a cluster's task containers carry too (their names differ)
     mysql = (
         f"$(docker ps -q --filter label=com.docker.compose.project={stack} "
