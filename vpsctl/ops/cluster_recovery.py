@@ -220,10 +220,10 @@ def run_restore(
     safety: bool = True,
 ) -> bool:
     """``vpsctl restore`` of a cluster: each stack's data put back on the node that holds it,
-    from that node's newest snapshot holding it (or ``snapshot``: one node's, so its stacks
-    only), a safety snapshot of the current data first (as on one box), asked once for every
-    node; each stack's apps scaled to 0 on the manager meanwhile. Whether every table has its
-    rows back (the audit of a cluster is not built: its stacks' health is the manager's)."""
+    from the newest snapshot holding it, whichever node took it (or ``snapshot``: one node's
+    stacks only), a safety snapshot of the current data first (as on one box), asked once
+    for every node; each stack's apps scaled to 0 on the manager meanwhile. Whether every
+    table has its rows back (the CLI then runs the cluster's audit)."""
     chosen_stacks = _checked_stacks(spec, stacks) or backed_up_stacks(spec)
     placed = backup_nodes(spec, chosen_stacks)
     if snapshot is not None and len(placed) > 1:

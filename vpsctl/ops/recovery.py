@@ -136,8 +136,7 @@ class Backups:
         self.desired = desired or inputs.render_spec(spec)
         self.repository = inputs.repository(spec)
         self.recorded: list[list[str]] = []  # the snapshot's row counts, from a restore
-        # a node of a cluster: the box is named so, and its snapshots are those tagged with it
-        self.node = node
+        # a node of a cluster: the box is named so (its snapshots: any node's, see pick)
         self.where = spec.host.name if node is None else f"{spec.host.name}/{node}"
 
     # ── the script ───────────────────────────────────────────────────────────────────────
