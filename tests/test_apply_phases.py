@@ -68,7 +68,7 @@ INV = "inventory/prod"
 CADDYFILE = "/opt/vpsctl/stacks/edge/config/caddy/Caddyfile"
 NEXT = CADDYFILE + ".next"
 VALIDATE = rf"^docker exec {CADDY_CONTAINER} caddy validate --config /etc/caddy/Caddyfile\.next"
-RELOAD = rf"^docker exec {CADDY_CONTAINER} caddy reload --config /etc/caddy/Caddyfile "
+RELOAD = rf"(?m)^docker exec {CADDY_CONTAINER} caddy reload --config /etc/caddy/Caddyfile "
 DOCUMINT_STANZA = "  documint:\n    domains: {app: documint.io, www: www.documint.io}\n"
 FLAGBIT_STANZA = (
     "  flagbit:\n    domains: {app: flagbit.app, www: www.flagbit.app, api: api.flagbit.app}\n"

@@ -212,7 +212,7 @@ def test_a_caddyfile_that_cannot_be_put_in_place_is_rolled_back(prod: Path) -> N
     assert session.ran(r"^cp -a -- /opt/vpsctl/previous/edge/\. /$")
     assert session.ran(rf"^rm -f -- {CADDYFILE}\.next$")
     # the old config is reloaded and the stacks behind it checked
-    assert session.ran(r"^docker exec c4ddy caddy reload --config /etc/caddy/Caddyfile")
+    assert session.ran(r"(?m)^docker exec c4ddy caddy reload --config /etc/caddy/Caddyfile")
     assert edge.detail.endswith("its probes pass")
     assert "edge: rolled back to the previous version" in said
 

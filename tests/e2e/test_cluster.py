@@ -251,6 +251,48 @@ def test_an_env_change_updates_that_stack_only_and_its_data_stays(cluster: Clust
     assert "PING_GRACE_SECONDS=180" in env.split()
 
 
+def test_history_lists_the_change_and_a_rollback_puts_the_old_version_back_on_its_node(
+    cluster: Cluster,
+) -> None:
+    front = cluster.boxes["front"]
+    before = records(front, "cronping")
+    listed = run_cli(cluster.root, "history", "-i", INVENTORY, "--json", "cronping")
+    assert listed.code == 0, listed.err[-3000:]
+    versions = json.loads(listed.out)
+    assert [(v["node"], v["current"]) for v in versions] == [("front", True), ("front", False)]
+    refused = run_cli(cluster.root, "rollback", "-i", INVENTORY, "-y")
+    assert refused.code == 1 and "is a cluster: name the stacks to put back" in refused.err
+    others = {
+        n: on_box(b, "docker ps -q --no-trunc | sort")
+        for n, b in cluster.boxes.items()
+        if n != "front"
+    }
+    back = run_cli(cluster.root, "rollback", "-i", INVENTORY, "-y", "cronping")
+    assert_no_secrets(cluster.root, back.out, back.err)
+    assert back.code == 0, back.err[-4000:]  # gated, probed through the edge, audit green
+    old, new = versions[1]["version"], versions[0]["version"]
+    assert f"rollback cronping on front: {new} → {old}" in back.err
+    assert "cronping: recreate → applied" in back.err
+    for node, box in cluster.boxes.items():
+        if node != "front":
+            assert on_box(box, "docker ps -q --no-trunc | sort") == others[node], node
+    env = on_box(
+        front,
+        "docker inspect --format '{{range .Config.Env}}{{println .}}{{end}}' "
+        "$(docker ps -q --filter label=com.docker.compose.project=cronping)",
+    )
+    assert "PING_GRACE_SECONDS=120" in env.split()
+    assert records(front, "cronping") == before
+    now = json.loads(run_cli(cluster.root, "history", "-i", INVENTORY, "--json", "cronping").out)
+    assert now[0]["current"] and now[0]["result"] == f"rollback to {old}"
+    # the spec put back as the rollback left the box: nothing to change anywhere
+    stack = cluster.root / "stacks" / "cronping.yaml"
+    text = stack.read_text()
+    stack.write_text(text.replace("PING_GRACE_SECONDS: 180", "PING_GRACE_SECONDS: 120", 1))
+    planned = run_cli(cluster.root, "plan", "-i", INVENTORY)
+    assert planned.code == 0 and "No changes." in planned.out, planned.out[-3000:]
+
+
 # ── the audit across the nodes ───────────────────────────────────────────────────────────
 
 

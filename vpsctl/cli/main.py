@@ -14,7 +14,7 @@ import os
 import sys
 import threading
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,8 +25,10 @@ T = TypeVar("T")
 
 if TYPE_CHECKING:
     from vpsctl.core.facts import HostFacts
+    from vpsctl.core.render import Desired
     from vpsctl.host.remote import Remote
     from vpsctl.ops.apply import Applier
+    from vpsctl.ops.apply.cluster import ClusterApply
     from vpsctl.spec.studio import Spec
 
 # Every command imports what it needs inside its function, and building the parser imports
@@ -356,26 +358,35 @@ def _apply_and_audit(spec: Spec, session: Remote, applier: Applier) -> int:
 
 def _cluster_apply(args: argparse.Namespace, spec: Spec) -> int:
     """Converge every node of a cluster: its plan shown first, asked (unless -y)."""
-    from vpsctl.host.remote import Session  # noqa: PLC0415
-    from vpsctl.ops import targets  # noqa: PLC0415
     from vpsctl.ops.apply.cluster import ClusterApply  # noqa: PLC0415
+
+    with _node_sessions(spec) as sessions:
+        run = ClusterApply(spec, dict(sessions), sys.stderr, destroy_data=args.destroy_data)
+        return _run_cluster(spec, sessions, run, "apply", yes=args.yes)
+
+
+def _run_cluster(
+    spec: Spec,
+    sessions: dict[str, Remote],
+    run: ClusterApply,
+    command: str,
+    *,
+    yes: bool,
+    desired: Desired | None = None,
+) -> int:
+    """A cluster's plan shown and asked (unless ``yes``), applied, each node's result said,
+    then the audit that closes every run that changed something, as one box's (against
+    ``desired``, the spec's rendering when None); the exit code."""
     from vpsctl.ops.cluster_audit import audit_cluster  # noqa: PLC0415
 
-    with contextlib.ExitStack() as stack_:
-        sessions = {
-            name: stack_.enter_context(Session(targets.node_target(spec, name)))
-            for name in spec.host.nodes or {}
-        }
-        run = ClusterApply(spec, dict(sessions), sys.stderr, destroy_data=args.destroy_data)
-        text = views.cluster_plan_text(run.plan, _roles(spec))
-        if not _confirmed(text, run.plan.changes, "apply", args.yes):
-            return 1
-        results = run.apply()
-        for name, result in results.items():
-            print(f"── node {name} ──", file=sys.stderr)
-            print(views.apply_text(result), file=sys.stderr, end="")
-        # the audit that closes every apply that changed something, as one box's does
-        report = audit_cluster(spec, sessions=sessions) if run.plan.changes else None
+    text = views.cluster_plan_text(run.plan, _roles(spec))
+    if not _confirmed(text, run.plan.changes, command, yes):
+        return 1
+    results = run.apply()
+    for name, result in results.items():
+        print(f"── node {name} ──", file=sys.stderr)
+        print(views.apply_text(result), file=sys.stderr, end="")
+    report = audit_cluster(spec, desired, sessions) if run.plan.changes else None
     if report is not None:
         print(views.cluster_audit_text(report), file=sys.stderr, end="")
     ok = all(result.ok for result in results.values())
@@ -390,6 +401,8 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
     spec = _load(args.inventory)
     versions.checked_stacks(spec, args.stacks, "rollback")
+    if spec.host.nodes is not None:
+        return _cluster_rollback(args, spec)
     with Session(targets.target(spec)) as session:
         applier, chosen = versions.rollback_applier(spec, session, sys.stderr, args.stacks)
         for t in chosen:
@@ -411,17 +424,59 @@ def cmd_history(args: argparse.Namespace) -> int:
 
     spec = load_spec(args.inventory)
     versions.checked_stacks(spec, args.stacks, "history")
-    with Session(targets.target(spec)) as session:
-        found = versions.read_versions(session)
-    listed = versions.history(found, args.stacks)
-    current = {(n, vs[-1].version) for n, vs in found.items()}
-    if args.json:
-        sys.stdout.write(
-            _json([{**v.to_json(), "current": (v.stack, v.version) in current} for v in listed])
-        )
+    where: dict[tuple[str, str], str] | None = None
+    if spec.host.nodes is not None:
+        with _node_sessions(spec) as sessions:
+            by_node = versions.read_nodes(sessions)
+        listed, where = versions.node_history(by_node, args.stacks)
+        current = versions.node_current(spec, by_node)
     else:
-        sys.stdout.write(views.history_text(listed, current))
+        with Session(targets.target(spec)) as session:
+            found = versions.read_versions(session)
+        listed = versions.history(found, args.stacks)
+        current = {(n, vs[-1].version) for n, vs in found.items()}
+    if args.json:
+        rows = [{**v.to_json(), "current": (v.stack, v.version) in current} for v in listed]
+        if where is not None:
+            for row, v in zip(rows, listed, strict=True):
+                row["node"] = where[(v.stack, v.version)]
+        sys.stdout.write(_json(rows))
+    else:
+        sys.stdout.write(views.history_text(listed, current, where))
     return 0
+
+
+@contextlib.contextmanager
+def _node_sessions(spec: Spec) -> Iterator[dict[str, Remote]]:
+    """One session per node of a cluster, by node name, closed on leaving."""
+    from vpsctl.host.remote import Session  # noqa: PLC0415
+    from vpsctl.ops import targets  # noqa: PLC0415
+
+    with contextlib.ExitStack() as stack_:
+        yield {
+            name: stack_.enter_context(Session(targets.node_target(spec, name)))
+            for name in spec.host.nodes or {}
+        }
+
+
+def _cluster_rollback(args: argparse.Namespace, spec: Spec) -> int:
+    """A cluster's rollback: each named stack back to the previous version its node keeps,
+    shown as a cluster's plan, asked, gated, then the cluster's audit."""
+    from vpsctl.ops import versions  # noqa: PLC0415
+
+    with _node_sessions(spec) as sessions:
+        planned = versions.cluster_rollback(spec, sessions, sys.stderr, args.stacks)
+        for node, chosen_targets in planned.chosen.items():
+            for t in chosen_targets:
+                data = f"; its data back from snapshot {t.data[:8]}" if t.data else ""
+                print(
+                    f"rollback {t.stack} on {node}: {t.current.version} → "
+                    f"{t.previous.version}{data}",
+                    file=sys.stderr,
+                )
+        return _run_cluster(
+            spec, sessions, planned.run, "rollback", yes=args.yes, desired=planned.desired
+        )
 
 
 def cmd_audit(args: argparse.Namespace) -> int:

@@ -389,18 +389,27 @@ def snapshot_list(snapshots: list[Snapshot], kind: str | None = None) -> str:
     )
 
 
-def history_text(versions: list[StackVersion], current: set[tuple[str, str]]) -> str:
+def history_text(
+    versions: list[StackVersion],
+    current: set[tuple[str, str]],
+    nodes: dict[tuple[str, str], str] | None = None,
+) -> str:
     """``vpsctl history``: one row per applied version, newest first; ``*`` marks the
-    version each stack runs now."""
+    version each stack runs now; a cluster's (``nodes``: who keeps each version) says the
+    node too."""
     if not versions:
-        return "no applied version kept on the box (an apply keeps one per stack it changes)\n"
-    rows = [("", "STACK", "VERSION", "TIME", "PLAN", "RESULT", "IMAGES")]
+        where = "any node" if nodes is not None else "the box"
+        return f"no applied version kept on {where} (an apply keeps one per stack it changes)\n"
+    head = ("", "STACK", *(("NODE",) if nodes is not None else ()), "VERSION", "TIME", "PLAN")
+    rows = [(*head, "RESULT", "IMAGES")]
     for v in versions:
         images = ", ".join(f"{s}={ref}" for s, ref in sorted(v.images.items()))
         mark = "*" if (v.stack, v.version) in current else ""
-        rows.append((mark, v.stack, v.version, v.time, v.plan_hash[:12], v.result, images))
-    widths = [max(len(r[i]) for r in rows) for i in range(6)]
+        node = (nodes[(v.stack, v.version)],) if nodes is not None else ()
+        rows.append((mark, v.stack, *node, v.version, v.time, v.plan_hash[:12], v.result, images))
+    last = len(rows[0]) - 1
+    widths = [max(len(r[i]) for r in rows) for i in range(last)]
     return "".join(
-        " ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:6])) + " " + r[6] + "\n"
+        " ".join(cell.ljust(widths[i]) for i, cell in enumerate(r[:last])) + " " + r[last] + "\n"
         for r in rows
     )

@@ -26,9 +26,9 @@ class ClusterNotBuilt(VpsctlError):
     def __init__(self, host_file: str) -> None:
         super().__init__(
             f"{host_file} declares `nodes:` (a cluster): validate, show, schema, render, plan, "
-            "apply, audit, backup, restore and rebuild --node take it; drill, rollback, history "
-            "and secrets rotate of several nodes are not built yet (issue 14 is under way), so "
-            "nothing was sent to any node"
+            "apply, audit, backup, restore, rebuild --node, history and rollback take it; drill, "
+            "backup --check and secrets rotate of several nodes are not built yet (issue 14 is "
+            "under way), so nothing was sent to any node"
         )
 
 

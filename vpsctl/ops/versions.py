@@ -15,16 +15,19 @@ import base64
 import binascii
 import io
 import tarfile
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import IO
 
-from vpsctl.core.render import Desired
+from vpsctl.core import cluster
+from vpsctl.core.render import Desired, render
 from vpsctl.core.versions import StackVersion, desired_of, needs_data, parse_versions
 from vpsctl.errors import VpsctlError, display_path
 from vpsctl.host.commands import versions as commands
 from vpsctl.host.remote import Remote, output_tail
 from vpsctl.ops.apply import Applier
+from vpsctl.ops.apply.cluster import ClusterApply
 from vpsctl.ops.apply.rollback import Steps
 from vpsctl.spec.studio import Spec
 
@@ -220,3 +223,118 @@ def rollback_applier(
     for target in targets:
         applier.version_results[target.stack] = f"rollback to {target.previous.version}"
     return applier, targets
+
+
+# A cluster (host.yaml's `nodes`): each node keeps the versions of the stacks it ran, as one
+# box does; a stack's history and its way back are those its node keeps.
+
+ByNode = dict[str, dict[str, list[StackVersion]]]
+
+
+def read_nodes(sessions: Mapping[str, Remote]) -> ByNode:
+    """Every node's kept versions, by node then stack: the nodes read at once (one command
+    each)."""
+    with ThreadPoolExecutor(max_workers=max(1, len(sessions))) as pool:
+        found = {name: pool.submit(read_versions, s) for name, s in sessions.items()}
+        return {name: future.result() for name, future in found.items()}
+
+
+def node_history(
+    by_node: ByNode, stacks: list[str]
+) -> tuple[list[StackVersion], dict[tuple[str, str], str]]:
+    """The versions of ``stacks`` (every stack when empty) over the nodes, newest first, and
+    the node that keeps each (by stack and version)."""
+    merged: dict[str, list[StackVersion]] = {}
+    where: dict[tuple[str, str], str] = {}
+    for node, found in by_node.items():
+        for name, kept in found.items():
+            merged.setdefault(name, []).extend(kept)
+            where |= {(name, v.version): node for v in kept}
+    return history(merged, stacks), where
+
+
+def node_current(spec: Spec, by_node: ByNode) -> set[tuple[str, str]]:
+    """The version each stack runs now: the newest its node keeps (a node a stack moved
+    away from keeps its older versions, run there no longer)."""
+    current: set[tuple[str, str]] = set()
+    for name in spec.host.stacks:
+        if name not in spec.stacks:
+            continue
+        kept = by_node.get(cluster.stack_node(spec, name), {}).get(name, [])
+        if kept:
+            current.add((name, kept[-1].version))
+    return current
+
+
+def choose_on_nodes(spec: Spec, by_node: ByNode, stacks: list[str]) -> dict[str, list[Target]]:
+    """What a rollback of ``stacks`` puts back on each node (only nodes with something to
+    put back): each stack from the versions ITS node keeps. A cluster's rollback names its
+    stacks: the nodes keep their versions apart, so "the last apply's stacks" is not one
+    box's record."""
+    if not stacks:
+        raise RollbackError(
+            f"rollback: {display_path(spec.inventory)} is a cluster: name the stacks to put "
+            "back (`vpsctl history` lists each stack's versions, with the node keeping them)"
+        )
+    chosen: dict[str, list[Target]] = {}
+    for name in stacks:
+        node = cluster.stack_node(spec, name)
+        found = by_node.get(node, {})
+        elsewhere = sorted(n for n, f in by_node.items() if n != node and name in f)
+        if len(found.get(name, [])) < 2 and elsewhere:
+            raise RollbackError(
+                f"rollback: {name} runs on {node}, which keeps "
+                f"{len(found.get(name, []))} version(s) of it; its older versions are kept on "
+                f"{', '.join(elsewhere)}, where it ran before: a way back across a move is not "
+                "a rollback (move it back with `node:`, then roll back there)"
+            )
+        chosen.setdefault(node, []).extend(choose(spec, {name: found.get(name, [])}, [name]))
+    return chosen
+
+
+@dataclass
+class ClusterRollback:
+    """A cluster's rollback, planned: its :class:`ClusterApply`, what each node puts back,
+    and the whole studio as it will be (the spec's, those stacks as their previous versions
+    have them: what the closing audit compares the nodes with)."""
+
+    run: ClusterApply
+    chosen: dict[str, list[Target]]
+    desired: Desired
+
+
+def cluster_rollback(
+    spec: Spec, sessions: Mapping[str, Remote], out: IO[str], stacks: list[str]
+) -> ClusterRollback:
+    """A cluster's rollback of ``stacks``: a :class:`ClusterApply` whose nodes run their
+    stacks' previous versions (its plan computed, nothing changed yet), and what each node
+    puts back; a :class:`RollbackError` when it cannot, before any change."""
+    chosen = choose_on_nodes(spec, read_nodes(sessions), stacks)
+    previous = {node: prepare(sessions[node], ts) for node, ts in chosen.items()}
+    overrides = {node: override(p) for node, p in previous.items()}
+    run = ClusterApply(
+        spec,
+        dict(sessions),
+        out,
+        overrides=overrides,
+        hooks={node: (None, data_back(ts)) for node, ts in chosen.items()},
+    )
+    everything = [t for ts in chosen.values() for t in ts]
+    extra = [f"swarm: {line}" for line in run.plan.swarm]
+    for applier in run.appliers.values():
+        extra += outside(applier, everything)
+    if extra:
+        raise RollbackError(
+            f"rollback: the spec also changes what the rollback of "
+            f"{', '.join(t.stack for t in everything)} does not touch ({'; '.join(extra[:6])}): "
+            "apply those changes first, or revert them, then roll back"
+        )
+    for node, ts in chosen.items():
+        for target in ts:
+            run.appliers[node].version_results[target.stack] = (
+                f"rollback to {target.previous.version}"
+            )
+    whole = render(spec, next(iter(run.appliers.values())).inputs)
+    for put_back in overrides.values():
+        put_back(whole)
+    return ClusterRollback(run, chosen, whole)

@@ -83,6 +83,7 @@ class NodeApplier(Applier):
         peers: tuple[str, ...],
         destroy_data: bool = False,
         hooks: Hooks | None = None,
+        override: Callable[[Desired], None] | None = None,
     ) -> None:
         self.node = node
         self.manager = manager
@@ -102,7 +103,7 @@ class NodeApplier(Applier):
         # a rebuild's steps on this node (its files before its stacks, each stack's
         # databases once healthy), run with the moves' own (:meth:`restore_arriving`)
         self.rebuild_hooks: Hooks = hooks if hooks is not None else (None, None)
-        super().__init__(spec, session, out, destroy_data=destroy_data)
+        super().__init__(spec, session, out, destroy_data=destroy_data, override=override)
         self.edge_session = edge_session
         self.before_stacks = self.restore_arriving
         self.after_healthy = self.restore_arrived
@@ -216,9 +217,11 @@ class ClusterApply:
         *,
         destroy_data: bool = False,
         hooks: Mapping[str, Hooks] | None = None,
+        overrides: Mapping[str, Callable[[Desired], None]] | None = None,
     ) -> None:
         """``hooks``: a node's rebuild steps (its files restored before its stacks start,
-        each stack's databases once healthy), by node."""
+        each stack's databases once healthy), by node; ``overrides``: a rollback's previous
+        versions of a node's stacks, put in place of what the spec renders for them."""
         self.spec = spec
         self.out = out
         self.names = cluster.node_names(spec)
@@ -248,6 +251,7 @@ class ClusterApply:
                 peers=tuple(a for n, a in addresses.items() if n != name),
                 destroy_data=destroy_data,
                 hooks=(hooks or {}).get(name),
+                override=(overrides or {}).get(name),
             )
             for name in self.names
         }

@@ -83,13 +83,14 @@ class Edge(Phase):
         )
 
     def reload(self, name: str) -> tuple[bool, str]:
-        """``caddy reload`` in the running Caddy (or ``compose up`` when none runs): whether
-        it loaded, and its output."""
+        """``caddy reload`` in the running Caddy, new connections held meanwhile so that
+        none is lost (:func:`~vpsctl.host.commands.caddy.held_reload`), or ``compose up``
+        when none runs: whether it loaded, and its output."""
         container = self.container(name)
         if container is None:
             return self.applier.gate.compose_up(name)
         result = self.session.run(
-            caddy.caddy(container, "reload", caddy.CONFIG),
+            caddy.held_reload(container),
             check=False,  # a gate: judged by the caller
             purpose=f"caddy reload of {name}",
         )
