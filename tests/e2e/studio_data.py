@@ -177,7 +177,14 @@ def write_data(box: SandboxInfo, records: int = 3) -> None:
     auth = put_ghost_auth(box)
     commands += [ghost_post(auth, t) for t in ("Backups matter", "Restores matter more")]
     commands += [listmonk_subscriber(who) for who in ("ada", "grace", "linus")]
-    commands.append(
+    commands += plausible_events()
+    on_box(box, " >/dev/null && ".join(commands) + " >/dev/null", timeout=600)
+
+
+def plausible_events(count: int = 5) -> list[str]:
+    """Commands that add the site blog.lumen.test to Plausible and send it ``count``
+    pageviews, through Caddy."""
+    commands = [
         curl(
             "stats.lumen.test",
             "-H",
@@ -188,8 +195,8 @@ def write_data(box: SandboxInfo, records: int = 3) -> None:
             json.dumps({"domain": "blog.lumen.test"}),
             "https://stats.lumen.test/api/v1/sites",
         )
-    )
-    for n in range(5):
+    ]
+    for n in range(count):
         event = {
             "name": "pageview",
             "url": f"https://blog.lumen.test/{n}/",
@@ -207,7 +214,17 @@ def write_data(box: SandboxInfo, records: int = 3) -> None:
                 "https://stats.lumen.test/api/event",
             )
         )
-    on_box(box, " >/dev/null && ".join(commands) + " >/dev/null", timeout=600)
+    return commands
+
+
+def pageviews_command() -> str:
+    """Shell printing Plausible's pageviews of blog.lumen.test as JSON, asked through Caddy."""
+    return curl(
+        "stats.lumen.test",
+        "-H",
+        "Authorization: Bearer e2e",
+        "https://stats.lumen.test/api/v1/stats/aggregate?site_id=blog.lumen.test&metrics=pageviews",
+    )
 
 
 def visible_data(box: SandboxInfo) -> dict[str, int]:
@@ -223,14 +240,6 @@ def visible_data(box: SandboxInfo) -> dict[str, int]:
     out["ghost posts"] = json.loads(posts)["meta"]["pagination"]["total"]
     subscribers = on_box(box, subscriber_count_command())
     out["subscribers"] = json.loads(subscribers)["data"]["total"]
-    stats = on_box(
-        box,
-        curl(
-            "stats.lumen.test",
-            "-H",
-            "Authorization: Bearer e2e",
-            "https://stats.lumen.test/api/v1/stats/aggregate?site_id=blog.lumen.test&metrics=pageviews",
-        ),
-    )
+    stats = on_box(box, pageviews_command())
     out["pageviews"] = json.loads(stats)["results"]["pageviews"]["value"]
     return out

@@ -27,6 +27,8 @@ from tests.e2e.studio_data import (
     ghost_first_post_command,
     ghost_post,
     listmonk_subscriber,
+    pageviews_command,
+    plausible_events,
     put_ghost_auth,
     subscriber_count_command,
 )
@@ -410,10 +412,11 @@ def test_a_lost_worker_is_rebuilt_on_a_fresh_box_with_its_data_back(cluster: Clu
     name = cluster.boxes["media"].name
     sandbox.down(name)
     cluster.boxes["media"] = sandbox.up(name)
+    # without --node: the whole cluster's rebuild, refused over nodes that run stacks
     refused = run_cli(cluster.root, "rebuild", "-i", INVENTORY)
-    assert (
-        refused.code == 1 and "name the lost one with --node (front, media, stats)" in refused.err
-    )
+    assert refused.code == 1, refused.err[-3000:]
+    assert "front runs cronping, documint, edge, flagbit, webhookvault; stats runs" in refused.err
+    assert f"`vpsctl rebuild -i {INVENTORY} --node media` rebuilds the lost worker" in refused.err
     started = time.monotonic()
     rebuilt = run_cli(cluster.root, "rebuild", "-i", INVENTORY, "--node", "media", "--json")
     took_rebuild = time.monotonic() - started
@@ -503,3 +506,88 @@ def test_two_stacks_move_with_their_data_and_no_record_is_lost(cluster: Cluster)
     assert after == ghost
     again = run_cli(cluster.root, "plan", "-i", INVENTORY)
     assert again.code == 0 and "No changes. The 3 nodes match the spec." in again.out, again.out
+
+
+# ── the whole cluster lost and rebuilt (it replaces every box: the module's LAST test) ───
+
+
+def cluster_data(cluster: Cluster) -> dict[str, int]:
+    """What a visitor sees through the edge: DocuMint's records (front), Ghost's posts and
+    Listmonk's subscribers (media), Plausible's pageviews (stats)."""
+    front = cluster.boxes["front"]
+    pageviews = json.loads(on_box(front, pageviews_command()))
+    return {
+        "documint records": records(front, "documint"),
+        **media_data(cluster),
+        "pageviews": pageviews["results"]["pageviews"]["value"],
+    }
+
+
+def test_the_whole_cluster_lost_is_rebuilt_on_fresh_boxes_with_its_data_back(
+    cluster: Cluster,
+) -> None:
+    front = cluster.boxes["front"]
+    on_box(
+        front,
+        curl(
+            "documint.lumen.test",
+            "-X",
+            "POST",
+            "-H",
+            "Content-Type: application/json",
+            "--data",
+            json.dumps({"n": 1, "product": "documint"}),
+            "https://documint.lumen.test/api/records",
+        ),
+    )
+    on_box(front, " >/dev/null && ".join(plausible_events(3)) + " >/dev/null")
+    auth = put_ghost_auth(cluster.boxes["media"])
+    on_media(cluster, ghost_post(auth, "Written before the cluster was lost") + " >/dev/null")
+    on_media(cluster, listmonk_subscriber("hamilton") + " >/dev/null")
+    before = cluster_data(cluster)
+    assert all(count >= 1 for count in before.values()), before
+    started = time.monotonic()
+    backup = run_cli(cluster.root, "backup", "-i", INVENTORY, "--init")
+    assert backup.code == 0, backup.err[-3000:]
+    took_backup = time.monotonic() - started
+    # the one repository, checked once, through the manager (it holds backed-up stacks)
+    checked = run_cli(cluster.root, "backup", "-i", INVENTORY, "--check")
+    assert_no_secrets(cluster.root, checked.out, checked.err)
+    assert checked.code == 0 and "repository check: ok" in checked.err, checked.err[-3000:]
+    # every box is lost; fresh ones stand in for them under the same names
+    started = time.monotonic()
+    for node, box in list(cluster.boxes.items()):
+        sandbox.down(box.name)
+        cluster.boxes[node] = sandbox.up(box.name)
+    took_boxes = time.monotonic() - started
+    started = time.monotonic()
+    rebuilt = run_cli(cluster.root, "rebuild", "-i", INVENTORY, "--json")
+    took_rebuild = time.monotonic() - started
+    print(
+        f"cluster: backup {took_backup:.1f}s, 3 fresh boxes {took_boxes:.1f}s, rebuild of "
+        f"every node {took_rebuild:.1f}s"
+    )
+    assert_no_secrets(cluster.root, rebuilt.out, rebuilt.err)
+    assert rebuilt.code == 0, rebuilt.err[-8000:]
+    report = json.loads(rebuilt.out)
+    assert report["ok"] is True and report["host"] == "lumen-cluster (every node)"
+    assert set(report["nodes"]) == set(NODES) and all(
+        n["snapshot"] and {"restore files", "restore databases"} <= set(n["phases"])
+        for n in report["nodes"].values()
+    ), report["nodes"]
+    for line in (
+        "swarm: init the swarm on front",
+        "swarm: join media as a worker",
+        "swarm: join stats as a worker",
+        "probe ghost/home https://blog.lumen.test/: ok (200",
+        "probe plausible/health https://stats.lumen.test/api/health: ok (200",
+        "probe documint/health https://documint.lumen.test/healthz: ok (200",
+    ):
+        assert line in rebuilt.err, line
+    for node, box in cluster.boxes.items():
+        assert stacks_on(box) == PLACES[node], node
+    assert cluster_data(cluster) == before  # every node's data came back
+    result, audit = audited(cluster)
+    assert result.code == 0, [c for c in audit["checks"] if c["status"] == "FAIL"]
+    plan = run_cli(cluster.root, "plan", "-i", INVENTORY)
+    assert plan.code == 0 and "No changes." in plan.out, plan.out[-4000:]

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from vpsctl.host.remote import Remote
     from vpsctl.ops.apply import Applier
     from vpsctl.ops.apply.cluster import ClusterApply
+    from vpsctl.ops.recovery import Backups
     from vpsctl.spec.studio import Spec
 
 # Every command imports what it needs inside its function, and building the parser imports
@@ -500,29 +501,29 @@ def cmd_audit(args: argparse.Namespace) -> int:
 
 def cmd_backup(args: argparse.Namespace) -> int:
     """Snapshot every stack's data (consistent dumps, volumes) to the restic repository."""
-    from vpsctl.host.remote import Session  # noqa: PLC0415
-    from vpsctl.ops import recovery, targets  # noqa: PLC0415 - pyinfra loads only when connecting
+    from vpsctl.ops import recovery  # noqa: PLC0415 - pyinfra loads only when connecting
 
     if args.kind is not None and not args.list:
         raise VpsctlError("backup: --kind only filters --list; add --list")
     spec = load_spec(args.inventory)
-    if spec.host.nodes is not None:
-        return _cluster_backup(args, spec)
     if args.list or args.check:
-        with Session(targets.target(spec)) as session:
-            backups = recovery.Backups(spec, session)
-            backups.check_installed()
+        with _repository(spec) as backups:
             if args.check:
-                print("restic check (reading 1/10 of the data) …", file=sys.stderr)
+                print(f"restic check (reading {args.check_subset} of the data) …", file=sys.stderr)
                 backups.check(args.check_subset)
                 print("repository check: ok", file=sys.stderr)
             if args.list:
                 found = [s for s in backups.snapshots() if args.kind in (None, s.kind)]
                 if args.json:
-                    sys.stdout.write(_json([vars(s) for s in found]))
+                    # a cluster's snapshots say which node took each
+                    node = spec.host.nodes is not None
+                    rows = [{**vars(s), **({"node": s.node} if node else {})} for s in found]
+                    sys.stdout.write(_json(rows))
                 else:
                     sys.stdout.write(views.snapshot_list(found, args.kind))
         return 0
+    if spec.host.nodes is not None:
+        return _cluster_backup(args, spec)
     report = recovery.run_backup(spec, args.init, args.stack, sys.stderr)
     if args.json:
         sys.stdout.write(_json(report.to_json()))
@@ -531,22 +532,28 @@ def cmd_backup(args: argparse.Namespace) -> int:
     return 0
 
 
+@contextlib.contextmanager
+def _repository(spec: Spec) -> Iterator[Backups]:
+    """The backup repository, driven through the box (a cluster: through one node that has
+    the backup machinery, :func:`~vpsctl.ops.cluster_recovery.repository_node`), its backup
+    files checked first."""
+    from vpsctl.host.remote import Session  # noqa: PLC0415
+    from vpsctl.ops import cluster_recovery, recovery, targets  # noqa: PLC0415 - pyinfra loads only when connecting
+
+    if spec.host.nodes is not None:
+        with cluster_recovery.repository_backups(spec) as backups:
+            yield backups
+        return
+    with Session(targets.target(spec)) as session:
+        backups = recovery.Backups(spec, session)
+        backups.check_installed()
+        yield backups
+
+
 def _cluster_backup(args: argparse.Namespace, spec: Spec) -> int:
     """``vpsctl backup`` of a cluster: every node's stacks, each on its node, at once."""
     from vpsctl.ops import cluster_recovery  # noqa: PLC0415 - pyinfra loads only when connecting
 
-    if args.check:
-        raise VpsctlError(
-            "backup --check of a cluster is not built yet: run it with -i of a one-box "
-            "inventory naming the same repository, or `restic check` on a node"
-        )
-    if args.list:
-        found = [s for s in cluster_recovery.list_snapshots(spec) if args.kind in (None, s.kind)]
-        if args.json:
-            sys.stdout.write(_json([{**vars(s), "node": s.node} for s in found]))
-        else:
-            sys.stdout.write(views.snapshot_list(found, args.kind))
-        return 0
     report = cluster_recovery.run_backup(spec, args.init, args.stack, sys.stderr)
     if args.json:
         sys.stdout.write(_json(report.to_json()))
@@ -585,18 +592,27 @@ def cmd_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_rebuild(args: argparse.Namespace) -> int:
-    """Disaster recovery onto a fresh box (or a cluster's lost node, ``--node``): bootstrap,
-    apply, restore, audit (a node: its stacks probed through the edge), timed."""
+    """Disaster recovery onto a fresh box (a cluster: every node a fresh box, or a lost node
+    with ``--node``): bootstrap, apply, restore, audit (a cluster's stacks probed through the
+    edge), timed."""
     from vpsctl.ops import cluster_recovery, recovery  # noqa: PLC0415 - pyinfra loads only when connecting
 
     spec = load_spec(args.inventory)
     node = cluster_recovery.checked_node(spec, args.node)
-    if node is not None:
-        rebuild: recovery.RebuildReport = cluster_recovery.run_node_rebuild(
-            spec, node, args.snapshot, sys.stderr, force=args.force
+    snapshots: list[str] = args.snapshot or []
+    whole = spec.host.nodes is not None and node is None
+    snapshot = cluster_recovery.checked_snapshots(snapshots, node, cluster_wide=whole)
+    rebuild: recovery.RebuildReport
+    if whole:
+        rebuild = cluster_recovery.run_cluster_rebuild(
+            spec, snapshots, sys.stderr, force=args.force
+        )
+    elif node is not None:
+        rebuild = cluster_recovery.run_node_rebuild(
+            spec, node, snapshot, sys.stderr, force=args.force
         )
     else:
-        rebuild = recovery.run_rebuild(spec, args.snapshot, sys.stderr, force=args.force)
+        rebuild = recovery.run_rebuild(spec, snapshot, sys.stderr, force=args.force)
     if args.json:
         sys.stdout.write(_json(rebuild.to_json()))
     else:
@@ -814,10 +830,17 @@ def _recovery_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
 
     p = sub.add_parser("rebuild", help="disaster recovery onto a fresh box, with its RTO")
     _inventory(p)
-    p.add_argument("--snapshot", help="snapshot id or prefix (default: the newest)")
+    p.add_argument(
+        "--snapshot",
+        action="append",
+        help="snapshot id or prefix (default: the newest); a whole cluster's rebuild takes "
+        "one per node holding backed-up stacks (repeat it)",
+    )
     p.add_argument("--force", action="store_true", help="even if the box already runs stacks")
     p.add_argument(
-        "--node", help="a cluster: the lost node a fresh box stands in for (required there)"
+        "--node",
+        help="a cluster: the lost node a fresh box stands in for (without it: every node is "
+        "a fresh box, the whole cluster rebuilt)",
     )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_rebuild)

@@ -18,9 +18,18 @@ for, ``--retry-lock``), each snapshot tagged ``node:NAME``.
   node's newest snapshot before its stacks start, each stack's databases once healthy (its
   apps scaled to 0 on the manager meanwhile: ``SwarmRuntime.paused``), its stacks probed
   through the edge's Caddy.
+- ``rebuild`` (no ``--node``): every node a fresh box (the whole cluster lost, its
+  manager with it): ONE cluster apply bootstraps every node, forms a NEW swarm and deploys
+  every stack, with the one-box rebuild's steps on every node holding backed-up stacks
+  (a stale swarm cannot exist on fresh boxes: no entry to remove). Each node's snapshot is
+  the newest holding its stacks, whichever node took it, or the ``--snapshot`` (one per
+  such node) holding them: chosen for every node at once (:class:`SnapshotChoice`).
+- ``backup --check``: the one repository checked once, through one node
+  (:func:`repository_node`).
 
-Rebuilding the swarm's only manager is refused: a fresh manager is a new swarm, whose
-workers must leave the old one and rejoin (every stack redeployed); that is not built.
+Rebuilding the swarm's only manager alone (``--node``) is refused: a fresh manager is a
+new swarm, whose workers would have to leave the old one; the whole cluster's rebuild is
+that case's way.
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ from vpsctl.ops.apply.cluster import ClusterApply
 from vpsctl.ops.apply.runtime import swarm_paused
 from vpsctl.ops.cluster_audit import audit_cluster
 from vpsctl.ops.recovery import (
+    ID,
     BackupError,
     BackupReport,
     Backups,
@@ -92,10 +102,7 @@ def checked_node(spec: Spec, node: str | None) -> str | None:
     line, _ = spec.host_doc.locate(("nodes",))
     where = f"{spec.host_doc.file}:{line}: nodes"
     if node is None:
-        raise VpsctlError(
-            f"{where}: a cluster is rebuilt one node at a time: name the lost one with "
-            f"--node ({', '.join(nodes)})"
-        )
+        return None  # every node: the whole cluster's rebuild
     if node not in nodes:
         raise VpsctlError(
             f"--node {node}: {where} has no node {node}; its nodes: {', '.join(nodes)}"
@@ -104,12 +111,28 @@ def checked_node(spec: Spec, node: str | None) -> str | None:
         raise VpsctlError(
             f"--node {node}: {node} is the swarm's only manager ({where}): a fresh box in "
             "its place starts a NEW swarm, which the workers would have to leave theirs to "
-            "join (every stack redeployed); vpsctl does not build that yet. Bring the box "
-            "back if it can be; else make every node a fresh box and run `vpsctl apply -i "
-            f"{spec.inventory}` then restore each stack's data from its snapshots. Declaring "
-            "three managers (`manager: true`) keeps the swarm when one is lost"
+            "join. Bring the box back if it can be; else make every node a fresh box and run "
+            f"`vpsctl rebuild -i {spec.inventory}` (without --node: a new swarm on every "
+            "node, each stack's data back from its newest snapshot). Declaring three "
+            "managers (`manager: true`) keeps the swarm when one is lost"
         )
     return node
+
+
+def checked_snapshots(snapshots: list[str], node: str | None, cluster_wide: bool) -> str | None:
+    """``--snapshot`` values, refused before any connection: not an id (hex), or several
+    where one box or one node is rebuilt (from one snapshot). The one given (or None) there;
+    a whole cluster's are chosen per node (:class:`SnapshotChoice`)."""
+    bad = [w for w in snapshots if not ID.fullmatch(w)]
+    if bad:
+        raise BackupError(f"--snapshot {', '.join(map(repr, bad))}: expected a snapshot id (hex)")
+    if len(snapshots) > 1 and not cluster_wide:
+        what = f"node {node}" if node is not None else "one box"
+        raise BackupError(
+            f"--snapshot {', '.join(snapshots)}: {what} is rebuilt from ONE snapshot; several "
+            "(one per node) are for a whole cluster's rebuild"
+        )
+    return snapshots[0] if snapshots and not cluster_wide else None
 
 
 # ── backup ───────────────────────────────────────────────────────────────────────────────
@@ -197,14 +220,22 @@ def run_backup(spec: Spec, init: bool, stacks: list[str], out: IO[str]) -> Clust
     return report
 
 
-def list_snapshots(spec: Spec) -> list[Snapshot]:
-    """The cluster's snapshots (every node's: one repository), read through the first node
-    that backs something up."""
+def repository_node(spec: Spec) -> str:
+    """The node through which the cluster's ONE repository is read (listed, checked): a
+    manager that has the backup machinery (it holds stacks with backups), else the first
+    node that has it."""
     nodes = list(backup_nodes(spec, []))
     if not nodes:
         raise BackupError(f"{spec.host_doc.file}: no node holds a stack with backups")
-    with node_backups(spec, nodes[:1]) as backups:
-        return backups[nodes[0]].snapshots()
+    return next((n for n in spec.host.managers if n in nodes), nodes[0])
+
+
+@contextlib.contextmanager
+def repository_backups(spec: Spec) -> Iterator[Backups]:
+    """A checked :class:`Backups` on :func:`repository_node`: the cluster's repository."""
+    node = repository_node(spec)
+    with node_backups(spec, [node]) as found:
+        yield found[node]
 
 
 # ── restore ──────────────────────────────────────────────────────────────────────────────
@@ -376,21 +407,233 @@ def run_node_rebuild(
                 print(f"swarm: removed the lost {node}'s entry {line}", file=out)
         rebuild.phases["connect"] = connected - started
         rebuild.phases["swarm entry"] = time.monotonic() - mark
-        try:
-            results = run.apply()
-        finally:
-            steps.release(applier)
-        steps.account(applier, results[node])
-        for name, other in results.items():
-            print(f"── node {name} ──", file=out)
-            print(views.apply_text(other), file=out, end="")
-        rebuild.apply_ok = all(r.ok for r in results.values())
+        rebuild.apply_ok = _apply_with_steps(run, {node: steps}, out)
         if rebuild.snapshot is None:
             raise BackupError("the rebuild stopped before restoring anything")
         rebuild.recorded = count_rows(steps.recorded)
+        _audit(spec, rebuild, sessions, out)
+        rebuild.wall = time.monotonic() - started
+    return rebuild
+
+
+def _apply_with_steps(run: ClusterApply, steps: dict[str, _RebuildSteps], out: IO[str]) -> bool:
+    """Apply the cluster with each node's rebuild ``steps`` in its hooks, then account for
+    them and print every node's result; whether every node's apply went through."""
+    try:
+        results = run.apply()
+    finally:
+        for node, node_steps in steps.items():
+            node_steps.release(run.appliers[node])
+    for node, node_steps in steps.items():
+        node_steps.account(run.appliers[node], results[node])
+    for name, result in results.items():
+        print(f"── node {name} ──", file=out)
+        print(views.apply_text(result), file=out, end="")
+    return all(r.ok for r in results.values())
+
+
+def _audit(spec: Spec, rebuild: RebuildReport, sessions: dict[str, Remote], out: IO[str]) -> None:
+    """The cluster's audit closing a rebuild, timed as its last phase."""
+    mark = time.monotonic()
+    rebuild.report = audit_cluster(spec, sessions=sessions)
+    rebuild.phases["audit"] = time.monotonic() - mark
+    print(views.cluster_audit_text(rebuild.report), file=out, end="")
+
+
+# ── rebuild of the whole cluster ─────────────────────────────────────────────────────────
+
+
+@dataclass
+class ClusterRebuildReport(RebuildReport):
+    """The whole cluster's rebuild: its connect, apply and audit phases, each node's own
+    report (its snapshot, its phases as one box's rebuild gives them), judged by the apply
+    (every stack's gates, its probes through the edge) and then the cluster's audit."""
+
+    nodes: dict[str, RebuildReport] = field(default_factory=dict)
+
+    @property
+    def ok(self) -> bool:
+        restored = all(r.snapshot is not None for r in self.nodes.values())
+        audited = self.report is not None and self.report.ok
+        return self.apply_ok and restored and audited
+
+    def verdict(self) -> str:
+        if self.ok:
+            return (
+                f"rebuild of {self.host} done: {len(self.nodes)} node(s) restored, every stack "
+                "healthy, probed through the edge; the cluster's audit green"
+            )
+        if self.apply_ok and self.report is not None:
+            return f"rebuild of {self.host} FAILED: the cluster's audit is NOT green (above)"
+        return f"rebuild of {self.host} FAILED: see the nodes' stacks' results above"
+
+    def text(self) -> str:
+        lines = super().text().splitlines()
+        said = lines[:-2]  # the whole's phases; then each node's, the total, the verdict
+        for node, report in self.nodes.items():
+            chosen = report.snapshot
+            said.append(
+                f"  node {node}: snapshot {chosen.id[:8]} ({chosen.kind}, {chosen.time[:19]}, "
+                f"taken on {chosen.node or '?'})"
+                if chosen is not None
+                else f"  node {node}: nothing restored"
+            )
+            said += [f"    {name:<17} {secs:6.1f}s" for name, secs in report.phases.items()]
+        return "\n".join([*said, *lines[-2:]]) + "\n"
+
+    def to_json(self) -> dict[str, Any]:
+        found = super().to_json()
+        del found["snapshot"]  # one per node
+        found["nodes"] = {
+            node: {
+                "snapshot": report.snapshot.id if report.snapshot else None,
+                "phases": {k: round(v, 2) for k, v in report.phases.items()},
+            }
+            for node, report in self.nodes.items()
+        }
+        return found
+
+
+class SnapshotChoice:
+    """The snapshot each node's rebuild restores, chosen for every node at once when the
+    first node's files are due: the repository is first reachable then (a fresh box has
+    no backup machinery before its apply installs it), and a ``--snapshot`` that fits no
+    node, or a node none fits, stops the rebuild before any stack has started."""
+
+    def __init__(self, given: list[str], placed: dict[str, list[str]]) -> None:
+        self.given = given
+        self.placed = placed  # node → its stacks with backups
+        self.chosen: dict[str, Snapshot] | None = None
+
+    def pick(self, node: str, backups: Backups) -> Snapshot:
+        if self.chosen is None:
+            self.chosen = choose_snapshots(backups, self.given, self.placed)
+        return self.chosen[node]
+
+
+def choose_snapshots(
+    backups: Backups, given: list[str], placed: dict[str, list[str]]
+) -> dict[str, Snapshot]:
+    """Each node's snapshot, from ONE read of the repository's list: the newest holding its
+    stacks, whichever node took it; with ``given`` (``--snapshot``s), the one among them
+    holding all its stacks, each given one used by some node."""
+    found = backups.snapshots()
+    if not given:
+        return {node: backups.pick(None, stacks, found) for node, stacks in placed.items()}
+    chosen: dict[str, Snapshot] = {}
+    for node, stacks in placed.items():
+        fits = [
+            w
+            for w in given
+            if any(s.id.startswith(w) and set(stacks) <= set(s.stacks) for s in found)
+        ]
+        if len(fits) != 1:
+            raise BackupError(
+                f"--snapshot {', '.join(given)}: "
+                f"{'none holds' if not fits else ', '.join(fits) + ' each hold'} every stack "
+                f"of node {node} ({', '.join(stacks)}); give one "
+                f"snapshot per node holding backed-up stacks ({', '.join(placed)}), or none "
+                "for each node's newest (`vpsctl backup --list` shows their nodes and stacks)"
+            )
+        chosen[node] = backups.pick(fits[0], stacks, found)
+    unused = [w for w in given if not any(c.id.startswith(w) for c in chosen.values())]
+    if unused:
+        sets = "; ".join(f"{node}: {' '.join(stacks)}" for node, stacks in placed.items())
+        raise BackupError(
+            f"--snapshot {', '.join(unused)}: holds no node's whole set of stacks ({sets})"
+        )
+    return chosen
+
+
+class _NodeSteps(_RebuildSteps):
+    """A node's rebuild steps, its snapshot chosen with every other node's."""
+
+    def __init__(
+        self,
+        choice: SnapshotChoice,
+        spec: Spec,
+        session: Remote,
+        rebuild: RebuildReport,
+        out: IO[str],
+        *,
+        node: str,
+    ) -> None:
+        super().__init__(spec, session, None, rebuild, out, node=node)
+        self.choice = choice
+        self.node_name = node
+
+    def choose(self, backups: Backups) -> Snapshot:
+        return self.choice.pick(self.node_name, backups)
+
+
+def busy_refusal(spec: Spec, busy: dict[str, list[str]]) -> str:
+    """Why a whole cluster's rebuild does not go ahead over nodes that run stacks (``busy``:
+    node → its stacks), and the one-node rebuild of each fresh worker instead."""
+    running = "; ".join(f"{node} runs {', '.join(stacks)}" for node, stacks in busy.items())
+    fresh = [n for n in cluster.node_names(spec) if n not in busy and n not in spec.host.managers]
+    instead = "".join(
+        f"; `vpsctl rebuild -i {spec.inventory} --node {n}` rebuilds the lost worker {n} alone"
+        for n in fresh
+    )
+    return (
+        f"{running}: a rebuild without --node is for every node a fresh box (the whole "
+        f"cluster lost){instead} (--force to go ahead anyway)"
+    )
+
+
+def run_cluster_rebuild(
+    spec: Spec, snapshots: list[str], out: IO[str], force: bool = False
+) -> ClusterRebuildReport:
+    """``vpsctl rebuild`` of a cluster without ``--node``: every node a fresh box, ONE
+    cluster apply (bootstrap, a new swarm, every stack) with, on each node holding stacks
+    with backups, its snapshot's files restored before its stacks start and its databases
+    once healthy; the cluster's audit; timed phase by phase."""
+    checked_snapshots(snapshots, None, cluster_wide=True)
+    if spec.host.backup is None:
+        raise BackupError(
+            f"{spec.host_doc.file}: no `backup:` section: no repository to rebuild the "
+            f"cluster's data from; `vpsctl apply -i {spec.inventory}` rebuilds it empty"
+        )
+    placed = backup_nodes(spec, [])
+    if not placed:
+        raise BackupError(
+            f"{spec.host_doc.file}: no node holds a stack with backups: nothing to restore; "
+            f"`vpsctl apply -i {spec.inventory}` rebuilds the cluster"
+        )
+    rebuild = ClusterRebuildReport(f"{spec.host.name} (every node)")
+    started = time.monotonic()
+    names = cluster.node_names(spec)
+    with contextlib.ExitStack() as stack:
+        sessions = _sessions(spec, names, stack)
+        connected = time.monotonic()
+        choice = SnapshotChoice(snapshots, placed)
+        steps: dict[str, _RebuildSteps] = {}
+        for node in placed:
+            rebuild.nodes[node] = RebuildReport(f"{spec.host.name}/{node}")
+            steps[node] = _NodeSteps(
+                choice, spec, sessions[node], rebuild.nodes[node], out, node=node
+            )
+        hooks = {n: (s.restore_files, s.restore_databases) for n, s in steps.items()}
+        run = ClusterApply(spec, sessions, out, hooks=hooks)
+        busy = {  # in host.yaml's order
+            name: sorted(
+                p for p, containers in run.appliers[name].facts.projects().items() if containers
+            )
+            for name in spec.host.nodes or {}
+        }
+        busy = {name: stacks for name, stacks in busy.items() if stacks}
+        if busy and not force:
+            raise BackupError(busy_refusal(spec, busy))
+        rebuild.phases["connect"] = connected - started
         mark = time.monotonic()
-        rebuild.report = audit_cluster(spec, sessions=sessions)
-        rebuild.phases["audit"] = time.monotonic() - mark
-        print(views.cluster_audit_text(rebuild.report), file=out, end="")
+        rebuild.apply_ok = _apply_with_steps(run, steps, out)
+        rebuild.phases["apply (every node)"] = time.monotonic() - mark
+        missing = [n for n, r in rebuild.nodes.items() if r.snapshot is None]
+        if missing:
+            raise BackupError(
+                f"the rebuild stopped before restoring anything on {', '.join(missing)}"
+            )
+        rebuild.recorded = count_rows(row for s in steps.values() for row in s.recorded)
+        _audit(spec, rebuild, sessions, out)
         rebuild.wall = time.monotonic() - started
     return rebuild

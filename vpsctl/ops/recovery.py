@@ -237,11 +237,14 @@ class Backups:
             if "vpsctl" in (s.get("tags") or [])
         ]
 
-    def pick(self, wanted: str | None, stacks: list[str]) -> Snapshot:
-        """The snapshot ``wanted`` (an id or its prefix), or the newest holding ``stacks``.
-        On a cluster, any node's: a snapshot holds a stack's data whichever node took it (a
-        stack that moved between nodes: its pre-move snapshot is its old node's)."""
-        found = self.snapshots()
+    def pick(
+        self, wanted: str | None, stacks: list[str], found: list[Snapshot] | None = None
+    ) -> Snapshot:
+        """The snapshot ``wanted`` (an id or its prefix), or the newest holding ``stacks``,
+        among ``found`` (else the repository's, read now). On a cluster, any node's: a
+        snapshot holds a stack's data whichever node took it (a stack that moved between
+        nodes: its pre-move snapshot is its old node's)."""
+        found = self.snapshots() if found is None else found
         if wanted is not None:
             if not ID.fullmatch(wanted):
                 raise BackupError(f"--snapshot {wanted!r}: expected a snapshot id (hex)")
@@ -567,7 +570,7 @@ class _RebuildSteps:
         rebuild = self.rebuild
         backups = Backups(self.spec, self.session, applier.desired, node=self.node)
         mark = time.monotonic()
-        rebuild.snapshot = backups.pick(self.wanted, self.stacks)
+        rebuild.snapshot = self.choose(backups)
         applier.say(  # in the run's lane for it: the images may be coming meanwhile
             f"restoring files of snapshot {rebuild.snapshot.id[:8]} "
             f"({rebuild.snapshot.kind}, {rebuild.snapshot.time[:19]}) before any stack "
@@ -577,6 +580,11 @@ class _RebuildSteps:
         # the snapshot's row counts of every stack (the files phase lists them all)
         self.recorded = list(backups.recorded)
         rebuild.phases["restore files"] = time.monotonic() - mark
+
+    def choose(self, backups: Backups) -> Snapshot:
+        """The snapshot whose data comes back: ``--snapshot``'s, else the newest holding the
+        stacks."""
+        return backups.pick(self.wanted, self.stacks)
 
     def restore_databases(self, applier: Applier, name: str) -> str:
         """One stack's databases, as soon as its services are healthy and before its app

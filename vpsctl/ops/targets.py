@@ -26,9 +26,10 @@ class ClusterNotBuilt(VpsctlError):
     def __init__(self, host_file: str) -> None:
         super().__init__(
             f"{host_file} declares `nodes:` (a cluster): validate, show, schema, render, plan, "
-            "apply, audit, backup, restore, rebuild --node, history and rollback take it; drill, "
-            "backup --check and secrets rotate of several nodes are not built yet (issue 14 is "
-            "under way), so nothing was sent to any node"
+            "apply, audit, backup (--list and --check too), restore, rebuild (every node on "
+            "fresh boxes, or one lost node with --node), history and rollback take it; drill "
+            "and secrets rotate of several nodes are not built yet, so nothing was sent to "
+            "any node"
         )
 
 
