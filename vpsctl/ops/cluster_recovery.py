@@ -533,7 +533,8 @@ def choose_snapshots(
                 f"{'none holds' if not fits else ', '.join(fits) + ' each hold'} every stack "
                 f"of node {node} ({', '.join(stacks)}); give one "
                 f"snapshot per node holding backed-up stacks ({', '.join(placed)}), or none "
-                "for each node's newest (`vpsctl backup --list` shows their nodes and stacks)"
+                f"for each node's newest (`vpsctl backup -i {backups.spec.inventory} --list` "
+                "shows their nodes and stacks)"
             )
         chosen[node] = backups.pick(fits[0], stacks, found)
     unused = [w for w in given if not any(c.id.startswith(w) for c in chosen.values())]
