@@ -540,3 +540,15 @@ def test_backup_check_of_a_cluster_runs_once_through_the_repository_node(
         "restic check (reading 1/5 of the data) …",
         "repository check: ok",
     ]
+
+
+def test_rebuild_s_snapshots_are_refused_by_the_cli_before_any_connection(
+    studio: Path,  # noqa: F811
+) -> None:
+    several = ("--snapshot", "ab12", "--snapshot", "cd34")
+    refused = run_cli(studio, "rebuild", "-i", CLUSTER, "--node", "media", *several)
+    assert refused.code == 1
+    assert "--snapshot ab12, cd34: node media is rebuilt from ONE snapshot" in refused.err
+    refused = run_cli(studio, "rebuild", "-i", CLUSTER, "--snapshot", "ab12", "--snapshot", "no")
+    assert refused.code == 1
+    assert "--snapshot 'no': expected a snapshot id (hex)" in refused.err

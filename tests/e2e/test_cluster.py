@@ -208,23 +208,26 @@ def records(box: SandboxInfo, product: str) -> int:
     return int(json.loads(answer)["count"])
 
 
-def test_an_env_change_updates_that_stack_only_and_its_data_stays(cluster: Cluster) -> None:
-    front = cluster.boxes["front"]
-    body = json.dumps({"n": 1, "product": "cronping"})
-    url = "https://cronping.lumen.test/api/records"
+def post_record(box: SandboxInfo, product: str, n: int) -> None:
+    """Record ``n`` written into ``product`` through Caddy (on the edge node ``box``)."""
     on_box(
-        front,
+        box,
         curl(
-            "cronping.lumen.test",
+            f"{product}.lumen.test",
             "-X",
             "POST",
             "-H",
             "Content-Type: application/json",
             "--data",
-            body,
-            url,
+            json.dumps({"n": n, "product": product}),
+            f"https://{product}.lumen.test/api/records",
         ),
     )
+
+
+def test_an_env_change_updates_that_stack_only_and_its_data_stays(cluster: Cluster) -> None:
+    front = cluster.boxes["front"]
+    post_record(front, "cronping", 1)
     before = records(front, "cronping")
     assert before >= 1
     stack = cluster.root / "stacks" / "cronping.yaml"
@@ -462,19 +465,7 @@ def test_two_stacks_move_with_their_data_and_no_record_is_lost(cluster: Cluster)
     front, media, stats = (cluster.boxes[n] for n in NODES)
     # records written before the move: documint's through Caddy, listmonk's in its database
     for n in range(3):
-        on_box(
-            front,
-            curl(
-                "documint.lumen.test",
-                "-X",
-                "POST",
-                "-H",
-                "Content-Type: application/json",
-                "--data",
-                json.dumps({"n": n, "product": "documint"}),
-                "https://documint.lumen.test/api/records",
-            ),
-        )
+        post_record(front, "documint", n)
     on_box(
         media,
         SUBSCRIBERS + '"INSERT INTO subscribers (uuid, email, name, status) VALUES '
@@ -544,19 +535,7 @@ def test_the_whole_cluster_lost_is_rebuilt_on_fresh_boxes_with_its_data_back(
     cluster: Cluster,
 ) -> None:
     front = cluster.boxes["front"]
-    on_box(
-        front,
-        curl(
-            "documint.lumen.test",
-            "-X",
-            "POST",
-            "-H",
-            "Content-Type: application/json",
-            "--data",
-            json.dumps({"n": 1, "product": "documint"}),
-            "https://documint.lumen.test/api/records",
-        ),
-    )
+    post_record(front, "documint", 1)
     on_box(front, " >/dev/null && ".join(plausible_events(3)) + " >/dev/null")
     where = placed_now(cluster)
     auth = put_ghost_auth(cluster.boxes[where["ghost"]])
