@@ -213,7 +213,7 @@ def test_a_stack_s_apps_are_paused_on_the_manager_around_its_database_restore(
         r"docker service inspect .* ghost_ghost$",
         r"docker service scale --detach=false ghost_ghost=0",
         r"restore-here",
-        r"docker service scale --detach=true ghost_ghost=1",
+        r"docker service scale --detach=false ghost_ghost=1",
     )
     assert manager.in_order(*order) == list(order)
 

@@ -198,8 +198,12 @@ class SwarmRuntime(ComposeRuntime):
         return super().up(name)
 
     def paused(self, name: str) -> contextlib.AbstractContextManager[None]:
-        """While a restore replaces ``name``'s data: see :func:`swarm_paused`."""
-        return swarm_paused(self.applier.spec, self.manager, name)
+        """While a restore replaces ``name``'s data: see :func:`swarm_paused`. Its apps'
+        tasks are waited for when they start again: the health gate that follows reads the
+        newest container, and right after a detached scale that can be the scaled-down one
+        Swarm is removing (its inspect fails: the gate saw `unknown` and failed at 0 s, in a
+        whole-cluster rebuild's Plausible)."""
+        return swarm_paused(self.applier.spec, self.manager, name, wait=True)
 
     def health(self, name: str, services: list[str]) -> Script:
         if name in self.by_compose:
