@@ -81,12 +81,16 @@ class NodeApplier(Applier):
         manager: Remote,
         edge_session: Remote,
         peers: tuple[str, ...],
+        sessions: Mapping[str, Remote] | None = None,
         destroy_data: bool = False,
         hooks: Hooks | None = None,
         override: Callable[[Desired], None] | None = None,
     ) -> None:
         self.node = node
         self.manager = manager
+        # every node's session, by name: the health gate of a stack placed by labels reads
+        # its containers on the node Swarm put its task on
+        self.sessions: Mapping[str, Remote] = sessions or {node: session}
         self.peers = peers
         self.is_edge_node = node == spec.host.edge_node
         # whether the edge (on its node) routes as the spec says, before this run changes it
@@ -129,7 +133,7 @@ class NodeApplier(Applier):
         return node_settings(self.spec, self.node, self.peers)
 
     def make_runtime(self) -> ComposeRuntime:
-        return SwarmRuntime(self, self.manager)
+        return SwarmRuntime(self, self.manager, self.sessions)
 
     @property
     def swarm_runtime(self) -> SwarmRuntime:
@@ -145,7 +149,7 @@ class NodeApplier(Applier):
         return (
             name in spec.host.stacks
             and name in spec.stacks
-            and cluster.stack_node(spec, name) != self.node
+            and self.node not in cluster.candidates(spec, name)
         )
 
     def defers_backup_files(self) -> bool:
@@ -249,12 +253,19 @@ class ClusterApply:
                 manager=manager,
                 edge_session=sessions[edge],
                 peers=tuple(a for n, a in addresses.items() if n != name),
+                sessions=sessions,
                 destroy_data=destroy_data,
                 hooks=(hooks or {}).get(name),
                 override=(overrides or {}).get(name),
             )
             for name in self.names
         }
+        # a stack placed by labels is planned by its deploying node, wherever its task runs
+        placed = cluster.placed_facts(spec, {name: a.facts for name, a in self.appliers.items()})
+        for name, applier in self.appliers.items():
+            if placed[name] is not applier.facts:
+                applier.facts = placed[name]
+                applier.plan = applier.planned(placed[name])
         plans = cluster.mark_moves(spec, {name: a.plan for name, a in self.appliers.items()})
         for name, applier in self.appliers.items():
             applier.plan = plans[name]
@@ -281,7 +292,12 @@ class ClusterApply:
             plans,
             swarm_lines,
             overlay_kind(self.encrypted),
-            [*notes, *cluster.move_notes(spec, plans), cluster.visibility_note(spec)],
+            [
+                *notes,
+                *cluster.placement_notes(spec),
+                *cluster.move_notes(spec, plans),
+                cluster.visibility_note(spec),
+            ],
         )
 
     def apply(self) -> dict[str, ApplyResult]:
