@@ -17,6 +17,7 @@ import pytest
 from tests import factsim
 from tests.helpers import ROOT, place_status, run_cli
 from tests.scripted import ScriptedSession
+from tests.test_cluster_audit import container
 from vpsctl.core import cluster
 from vpsctl.core import swarm as swarm_core
 from vpsctl.core.facts import parse
@@ -231,20 +232,7 @@ def test_the_task_nodes_answer_is_read_line_by_line() -> None:
 
 
 def status_container(status: str = "running") -> dict[str, object]:
-    labels = {
-        "com.docker.compose.project": "status",
-        "com.docker.compose.service": "web",
-        "com.docker.swarm.task.id": "t",
-    }
-    health = {"Status": "healthy" if status == "running" else "unhealthy"}
-    return {
-        "name": f"status_web.1.{status}",
-        "labels": labels,
-        "state": {"Status": status, "Health": health},
-        "restarts": 0,
-        "empty": [],
-        "ports": {},
-    }
+    return container(status, task=True, project="status", service="web")
 
 
 def test_the_audit_judges_its_container_where_it_runs_and_fails_it_elsewhere(

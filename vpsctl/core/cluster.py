@@ -43,7 +43,8 @@ def by_labels(spec: Spec, stack: str) -> bool:
     placed = spec.host.stacks.get(stack)
     definition = spec.stacks.get(stack)
     return (
-        placed is not None
+        spec.host.nodes is not None
+        and placed is not None
         and placed.placement is not None
         and definition is not None
         and definition.role != "edge"

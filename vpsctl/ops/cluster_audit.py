@@ -19,7 +19,8 @@ The judging: each node's share (:func:`vpsctl.core.cluster.node_view`) by
 (:func:`vpsctl.ops.apply.cluster.node_settings`); then the cluster's own checks (group
 ``cluster``): each declared node a member of the swarm, ``ready`` and ``active``; each
 service at its desired replicas; each stack's running tasks on the node the spec pins it
-to; a member the spec does not declare (a warning). A node that cannot be read is a failing
+to (a stack placed by labels: on a node they match, its container judged on the node that
+runs it); a member the spec does not declare (a warning). A node that cannot be read is a failing
 check naming it and why, never a crash. Every check carries its node.
 """
 

@@ -4,10 +4,13 @@ across the nodes by :class:`ClusterApply`.
 Each node is applied as one box is (its own facts, plan, files, images, health gates,
 rollbacks, manifest and journal), with two differences: its stacks are Swarm services,
 deployed on a manager from the files the node holds (:class:`SwarmRuntime`), and its
-stacks' probes go through the edge node's Caddy. The order across nodes:
+stacks' probes go through the edge node's Caddy. A stack placed by labels is deployed by
+ONE of the nodes it may run on (:func:`vpsctl.core.cluster.stack_node`: planned against its
+containers wherever Swarm put them, gated on the node that runs its task); the others hold
+its files and images. The order across nodes:
 
 1. every node's bootstrap (its firewall letting in the swarm's ports from the other nodes
-   only), its network and its own files;
+   only), its network, its own files and those of the stacks placed by labels it holds;
 2. the swarm formed or converged (:func:`vpsctl.ops.swarm.form_swarm`): members, labels,
    the encrypted overlay;
 3. every node's stacks, the edge node last (Caddy's first start finds every upstream); the
