@@ -100,3 +100,31 @@ def pin_stack(host: Path, stack: str, old: str, new: str) -> None:
     block = text.index(f"\n  {stack}:\n")
     at = text.index(f"node: {old}", block)
     host.write_text(text[:at] + f"node: {new}" + text[at + len(f"node: {old}") :])
+
+
+def place_status(root: Path, inventory: str, mem_limit: str = "64m") -> None:
+    """Add to the studio under ``root`` a stateless stack ``status`` (Caddy answering on
+    8080 from its own config file), placed in ``inventory``'s host.yaml by the label
+    ``tier: apps`` (the example cluster's media and stats carry it)."""
+    files = root / "stacks" / "files" / "status"
+    files.mkdir(parents=True, exist_ok=True)
+    (files / "Caddyfile").write_text(':8080 {\n\trespond "status: ok"\n}\n')
+    (root / "stacks" / "status.yaml").write_text(
+        "description: a stateless status page, placed by labels\n"
+        "services:\n"
+        "  web:\n"
+        "    image: caddy:2.11.2-alpine\n"
+        "    expose: [8080]\n"
+        "    volumes:\n"
+        "      - {config: site, target: /etc/caddy}\n"
+        "    healthcheck:\n"
+        "      test: [CMD, wget, -q, -O, /dev/null, http://127.0.0.1:8080/]\n"
+        f"    mem_limit: {mem_limit}\n"
+        "configs:\n"
+        "  site/Caddyfile: {source: files/status/Caddyfile}\n"
+    )
+    edit(
+        root / inventory / "host.yaml",
+        "  edge: {}\n",
+        "  edge: {}\n  status:\n    placement: {tier: apps}\n",
+    )

@@ -218,13 +218,16 @@ def test_swarm_ports_listening_are_declared_on_a_swarm_node_only() -> None:
     assert firewall.listener_exposures(lines, node)[1] == []
 
 
-def container(status: str, task: bool) -> dict[str, object]:
-    labels = {"com.docker.compose.project": "plausible", "com.docker.compose.service": "db"}
+def container(
+    status: str, task: bool, project: str = "plausible", service: str = "db"
+) -> dict[str, object]:
+    """A container as the audit reads it (a Swarm task's with ``task``)."""
+    labels = {"com.docker.compose.project": project, "com.docker.compose.service": service}
     if task:
         labels["com.docker.swarm.task.id"] = "t"
     health = {"Status": "healthy" if status == "running" else "unhealthy"}
     return {
-        "name": f"plausible_db.1.{status}",
+        "name": f"{project}_{service}.1.{status}",
         "labels": labels,
         "state": {"Status": status, "Health": health},
         "restarts": 0,

@@ -1,6 +1,7 @@
-"""Several boxes (host.yaml's `nodes`): what validates, where each stack may run, and that
-nothing reaches a node while plan/apply of a cluster are not built. The invalid cases (one
-rule each) are in the invalid-input corpus, tests/invalid/cases/360 to 377."""
+"""Several boxes (host.yaml's `nodes`): what validates, where each stack may run, and what
+each node holds of the studio (a stack placed by labels: tests/test_cluster_labels.py). The
+invalid cases (one rule each) are in the invalid-input corpus, tests/invalid/cases/360 to
+377."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from tests import helpers
 from tests.helpers import run_cli
 from vpsctl.core import cluster
 from vpsctl.core.plan import Plan, StackChange, plan_hash
@@ -34,22 +36,7 @@ def studio(tmp_path: Path) -> Path:
 
 
 def place_status(studio: Path, mem_limit: str) -> None:
-    """A stateless stack ``status``, placed on the label both app nodes carry."""
-    (studio / "stacks" / "status.yaml").write_text(
-        "description: a stateless status page\n"
-        "services:\n"
-        "  web:\n"
-        "    image: caddy:2.11.2-alpine\n"
-        "    expose: [8080]\n"
-        "    healthcheck:\n"
-        "      test: [CMD, wget, -q, -O, /dev/null, http://127.0.0.1:8080/]\n"
-        f"    mem_limit: {mem_limit}\n"
-    )
-    host = studio / CLUSTER / "host.yaml"
-    text = host.read_text().replace(
-        "  edge: {}\n", "  edge: {}\n  status:\n    placement: {tier: apps}\n"
-    )
-    host.write_text(text)
+    helpers.place_status(studio, CLUSTER, mem_limit)
 
 
 def test_the_example_cluster_is_valid_and_places_every_stack(studio: Path) -> None:
@@ -122,13 +109,6 @@ def test_each_node_holds_the_files_of_its_own_stacks_only(studio: Path) -> None:
             assert f.stack in share.stacks or f.path in share.host_files, (node, f.path)
     every = [p for share in shares.values() for p in share.files if p not in share.host_files]
     assert sorted(every) == sorted(desired.files)  # each stack file on exactly one node
-
-
-def test_plan_and_apply_of_a_stack_placed_by_labels_are_refused_by_name(studio: Path) -> None:
-    place_status(studio, "64m")
-    spec = load_spec(studio / CLUSTER)
-    with pytest.raises(cluster.NotPlannable, match=r"stacks\.status\.placement: .*media, stats"):
-        cluster.node_view(spec, render_spec(spec, offline=True), "media")
 
 
 def test_a_sandbox_node_takes_its_address_from_its_record_not_from_host_yaml(

@@ -37,6 +37,7 @@ from tests.helpers import (
     assert_no_secrets,
     copy_studio,
     pin_stack,
+    place_status,
     run_cli,
     secret_values,
 )
@@ -505,7 +506,7 @@ def test_two_stacks_move_with_their_data_and_no_record_is_lost(cluster: Cluster)
     assert again.code == 0 and "No changes. The 3 nodes match the spec." in again.out, again.out
 
 
-# ── the whole cluster lost and rebuilt (it replaces every box: the module's LAST test) ───
+# ── the whole cluster lost and rebuilt (it replaces every box) ─────────────────────────────
 
 
 def placed_now(cluster: Cluster) -> dict[str, str]:
@@ -589,3 +590,54 @@ def test_the_whole_cluster_lost_is_rebuilt_on_fresh_boxes_with_its_data_back(
     assert result.code == 0, [c for c in audit["checks"] if c["status"] == "FAIL"]
     plan = run_cli(cluster.root, "plan", "-i", INVENTORY)
     assert plan.code == 0 and "No changes." in plan.out, plan.out[-4000:]
+
+
+# ── a stateless stack placed by labels ───────────────────────────────────────────────────
+
+
+def test_a_stack_placed_by_labels_is_held_by_both_its_nodes_and_gated_where_it_runs(
+    cluster: Cluster,
+) -> None:
+    front, media, stats = (cluster.boxes[n] for n in NODES)
+    place_status(cluster.root, INVENTORY)  # `status`, placed by {tier: apps}: media, stats
+    plan = run_cli(cluster.root, "plan", "-i", INVENTORY)
+    assert plan.code == 2, plan.out[-4000:]
+    assert "status is placed by labels {tier: apps}: Swarm runs it on one of media, stats; " in (
+        plan.out
+    )
+    assert plan.out.count("+ status: start") == 1  # one deploy, from stats
+    # stats, the node that deploys it, is paused: Swarm must put its task on media, and
+    # the health gate must read it there
+    host = on_box(stats, "hostname").strip()
+    on_box(front, f"docker node update --availability pause {host}")
+    try:
+        applied = run_cli(cluster.root, "apply", "-i", INVENTORY, "-y")
+    finally:
+        on_box(front, f"docker node update --availability active {host}")
+    # every node applied; the apply's closing audit failed only the pause (undone above)
+    assert applied.err.count("apply: ok in ") == 3, applied.err[-6000:]
+    assert "status: start → applied" in applied.err
+    fails = [
+        line.split("FAIL", 1)[1].strip().split("  ")[0]
+        for line in applied.err.splitlines()
+        if "  FAIL  " in line
+    ]
+    assert applied.code == 1 and fails == ["node stats availability"], applied.err[-3000:]
+    assert "status: 2 file(s) held here" in applied.err
+    assert "status" in stacks_on(media) and "status" not in stacks_on(stats) | stacks_on(front)
+    # it serves the page from media's own copy of its config file
+    page = on_box(
+        media,
+        "docker exec $(docker ps -q --filter label=com.docker.compose.project=status) "
+        "wget -qO- http://127.0.0.1:8080/",
+    )
+    assert page == "status: ok"
+    caddyfile = "cat /opt/vpsctl/stacks/status/config/site/Caddyfile"
+    assert on_box(media, caddyfile) == on_box(stats, caddyfile)
+    assert on_box(front, "test ! -e /opt/vpsctl/stacks/status && echo gone").strip() == "gone"
+    result, report = audited(cluster)
+    assert result.code == 0, [c for c in report["checks"] if c["status"] == "FAIL"]
+    placed = {c["name"]: c for c in report["checks"]}["stack status on its labels' nodes"]
+    assert placed["value"] == "1 task on media"
+    again = run_cli(cluster.root, "plan", "-i", INVENTORY)
+    assert again.code == 0 and "No changes. The 3 nodes match the spec." in again.out, again.out

@@ -264,17 +264,20 @@ def _cluster_plan(args: argparse.Namespace, spec: Spec) -> int:
         f"node {n}: its swarm could not be read: {f.error}" for n, f in facts.items() if f.error
     ]
 
+    # a stack placed by labels is planned by its deploying node, wherever its task runs
+    placed = cluster.placed_facts(spec, {n: f.host for n, f in facts.items()})
     plans = {
         node: make_plan(
             f"{spec.host.name}/{node}",
             views_[node],
-            facts[node].host,
+            placed[node],
             destroy_data=args.destroy_data,
             inventory=display_path(spec.inventory),
         )
         for node in nodes
     }
     plans = cluster.mark_moves(spec, plans)
+    notes += cluster.placement_notes(spec)
     notes += cluster.move_notes(spec, plans)
     notes.append(cluster.visibility_note(spec))
     plan = cluster.ClusterPlan(spec.host.name, plans, swarm_lines, overlay_kind(encrypted), notes)

@@ -9,13 +9,14 @@ is a member, the overlay) comes on top. Pure: no I/O.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from vpsctl.core.facts import Container, HostFacts
 from vpsctl.core.plan import Plan, StackChange, plan_hash
 from vpsctl.core.render import Desired
 from vpsctl.core.rotation import file_secret_vars
-from vpsctl.errors import VpsctlError
 from vpsctl.spec.models import (
     ClickhouseBackup,
     MysqlBackup,
@@ -28,10 +29,6 @@ from vpsctl.spec.models import (
 from vpsctl.spec.studio import Spec
 
 
-class NotPlannable(VpsctlError):
-    """A valid cluster spec that plan and apply cannot take yet."""
-
-
 def node_names(spec: Spec) -> list[str]:
     """The nodes in host.yaml's order, the edge node last (it converges after the others:
     Caddy's first start finds every upstream)."""
@@ -40,38 +37,115 @@ def node_names(spec: Spec) -> list[str]:
     return [n for n in nodes if n != edge] + [n for n in nodes if n == edge]
 
 
+def by_labels(spec: Spec, stack: str) -> bool:
+    """Whether ``stack`` is placed by labels (host.yaml's ``placement:``): Swarm puts its
+    task on any node they match (checks: such a stack keeps no data)."""
+    placed = spec.host.stacks.get(stack)
+    definition = spec.stacks.get(stack)
+    return (
+        spec.host.nodes is not None
+        and placed is not None
+        and placed.placement is not None
+        and definition is not None
+        and definition.role != "edge"
+    )
+
+
+def placement_text(spec: Spec, stack: str) -> str:
+    """The labels placing ``stack``, as host.yaml writes them: ``{tier: apps}``."""
+    placement = spec.host.stacks[stack].placement or {}
+    return "{" + ", ".join(f"{key}: {value}" for key, value in placement.items()) + "}"
+
+
+def candidates(spec: Spec, stack: str) -> list[str]:
+    """The nodes ``stack`` may run on (:meth:`Spec.nodes_of`), in apply order
+    (:func:`node_names`): one for a pinned stack, every node its labels match for one placed
+    by labels."""
+    may = set(spec.nodes_of(stack))
+    return [n for n in node_names(spec) if n in may]
+
+
 def stack_node(spec: Spec, stack: str) -> str:
-    """The one node ``stack`` runs on; refuses a stack placed by labels (Swarm chooses among
-    several nodes: its plan and apply are not built yet)."""
-    placed = spec.host.stacks[stack]
-    if placed.placement is not None and spec.stacks[stack].role != "edge":
-        line, _ = spec.host_doc.locate(("stacks", stack, "placement"))
-        raise NotPlannable(
-            f"{spec.host_doc.file}:{line}: stacks.{stack}.placement: a stack placed by labels "
-            "validates, but plan and apply of one are not built yet: pin it with `node: NAME` "
-            f"(one of {', '.join(spec.nodes_of(stack))}) for now"
-        )
-    nodes = spec.nodes_of(stack)
-    assert len(nodes) == 1, f"checks pin {stack} to one node"
-    return nodes[0]
+    """The node that deploys ``stack`` and keeps its versions and journal: its own node, or
+    for a stack placed by labels the last of its :func:`candidates` in apply order (the
+    others hold its files and images first, so that Swarm may start its task on any of
+    them)."""
+    nodes = candidates(spec, stack)
+    assert nodes, f"checks place {stack} on a node"
+    return nodes[-1]
+
+
+def holders(spec: Spec, stack: str) -> list[str]:
+    """The nodes that hold the files and images of ``stack`` placed by labels for the deploy
+    of :func:`stack_node` (none for a pinned stack)."""
+    return candidates(spec, stack)[:-1] if by_labels(spec, stack) else []
 
 
 def node_view(spec: Spec, desired: Desired, node: str) -> Desired:
-    """What node ``node`` holds of the whole studio's ``desired``: the stacks that run on it,
-    their files and app steps, and its own files (its backup machinery, rendered for its
-    stacks with the studio: :attr:`Desired.node_host_files`)."""
+    """What node ``node`` holds of the whole studio's ``desired``: the stacks it deploys,
+    their files and app steps, the files and images of the stacks placed by labels it may
+    run for another node's deploy (:attr:`Desired.held`), and its own files (its backup
+    machinery, rendered for its stacks with the studio: :attr:`Desired.node_host_files`)."""
     stacks = {name: s for name, s in desired.stacks.items() if stack_node(spec, name) == node}
+    held = {name: s for name, s in desired.stacks.items() if node in holders(spec, name)}
     own = desired.node_host_files.get(node, ())
     files = {f.path: f for f in own}
-    files |= {path: f for path, f in desired.files.items() if f.stack in stacks}
+    files |= {path: f for path, f in desired.files.items() if f.stack in stacks or f.stack in held}
     return replace(
         desired,
         files=files,
         stacks=stacks,
+        held=held,
         host_files=tuple(f.path for f in own),
         node_host_files={},
         app_steps={name: steps for name, steps in desired.app_steps.items() if name in stacks},
     )
+
+
+def placed_facts(spec: Spec, facts: Mapping[str, HostFacts]) -> dict[str, HostFacts]:
+    """Each node's ``facts`` as its plan reads them: the containers of a stack placed by
+    labels, on whichever of its candidates Swarm put them, are its deploying node's
+    (:func:`stack_node`: it plans the stack as one box plans its own); a node it may not run
+    on keeps them (there, they are to remove)."""
+    moved: dict[str, list[Container]] = {}
+    kept: dict[str, list[Container]] = {}
+    for node, found in facts.items():
+        for container in found.containers:
+            name = container.project
+            if name in spec.stacks and by_labels(spec, name) and node in candidates(spec, name):
+                moved.setdefault(stack_node(spec, name), []).append(container)
+            else:
+                kept.setdefault(node, []).append(container)
+    out: dict[str, HostFacts] = {}
+    for node, found in facts.items():
+        containers = kept.get(node, []) + moved.get(node, [])
+        if containers == found.containers:
+            out[node] = found
+        else:
+            out[node] = replace(found, containers=containers)
+    return out
+
+
+def placement_notes(spec: Spec) -> list[str]:
+    """What a cluster's plan says of each stack placed by labels: where Swarm may run it,
+    which node deploys it and which only hold its files and images."""
+    notes: list[str] = []
+    for name in spec.stacks:
+        if not by_labels(spec, name):
+            continue
+        held = holders(spec, name)
+        holding = (
+            f"; {', '.join(held)} hold{'s' if len(held) == 1 else ''} its files and images "
+            "(Swarm may start it there)"
+            if held
+            else ""
+        )
+        notes.append(
+            f"{name} is placed by labels {placement_text(spec, name)}: Swarm runs it on one of "
+            f"{', '.join(candidates(spec, name))}; {stack_node(spec, name)} deploys it and keeps "
+            f"its versions{holding}"
+        )
+    return notes
 
 
 @dataclass

@@ -343,7 +343,7 @@ def _volume_changes(
     removed = {s.stack for s in stacks if s.action == "remove"}
     out: list[VolumeChange] = []
     for v in sorted(facts.volumes, key=lambda v: (v.project, v.name)):
-        if v.project in desired.stacks:
+        if v.project in desired.stacks or v.project in desired.held:
             continue
         if v.project in removed:
             gone = "stack removed in this run"
@@ -594,7 +594,7 @@ def redact(text: str, secrets: list[str]) -> str:
 def _image_changes(desired: Desired, facts: HostFacts) -> list[ImageChange]:
     changes: list[ImageChange] = []
     seen: set[str] = set()
-    for stack in desired.stacks.values():
+    for stack in [*desired.stacks.values(), *desired.held.values()]:
         for image in stack.images:
             if image.ref in facts.images or image.ref in seen:
                 continue
@@ -668,7 +668,8 @@ def _stack_changes(
                     f"{len(running)} running services match",
                 )
             )
-    for name in sorted((set(projects) | set(recorded)) - set(desired.stacks)):
+    # a stack another node deploys, held here (:attr:`Desired.held`), is not removed here
+    for name in sorted((set(projects) | set(recorded)) - set(desired.stacks) - set(desired.held)):
         owned = any(c.labels.get(LABEL_STACK) == name for c in projects.get(name, []))
         if owned or name in recorded:
             out.append(

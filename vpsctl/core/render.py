@@ -129,6 +129,9 @@ class Desired:
     node_host_files: dict[str, tuple[DesiredFile, ...]] = field(default_factory=dict)
     # steps inside the apps after their health gate: first-launch claims, in-app settings
     app_steps: dict[str, tuple[AppStep, ...]] = field(default_factory=dict)
+    # a cluster node's: the stacks placed by labels that another node deploys, whose task
+    # Swarm may put here: this node holds their files (in ``files``) and their images only
+    held: dict[str, DesiredStack] = field(default_factory=dict)
     # inputs an offline render could not read: placeholders stand in for them (never planned)
     unresolved: tuple[Unresolved, ...] = ()
     # every secret of the spec as rotation sees it (its role, dependents, databases)

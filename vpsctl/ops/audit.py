@@ -46,7 +46,7 @@ from enum import StrEnum
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from vpsctl.core import backupfiles, boxscripts, firewall, sections
+from vpsctl.core import backupfiles, boxscripts, cluster, firewall, sections
 from vpsctl.core.appsteps import APPS_ROOT
 from vpsctl.core.facts import HostFacts, facts_script, parse
 from vpsctl.core.layout import HOST_ROOT
@@ -743,11 +743,16 @@ def _containers(spec: Spec, facts: AuditFacts) -> list[Check]:
     (:func:`_service`)."""
     checks: list[Check] = []
     by_service: dict[tuple[str, str], dict[str, Any]] = {}
+    # a cluster's stacks placed by labels: their task runs on ONE of the nodes they match
+    # (the cluster's own checks judge which and its replicas); here, only a container there
+    floating = {name for name in spec.stacks if cluster.by_labels(spec, name)}
     for c in facts.containers:
         labels = c["labels"]
         project = labels.get("com.docker.compose.project", "")
         service = labels.get("com.docker.compose.service", "")
         if project in spec.stacks and service in spec.stacks[project].services:
+            if project in floating and _history(c):
+                continue  # a task Swarm has since run elsewhere (docker keeps its container)
             if not _replaced(c, by_service.get((project, service))):
                 by_service[(project, service)] = c
         else:
@@ -757,17 +762,22 @@ def _containers(spec: Spec, facts: AuditFacts) -> list[Check]:
     for name, stack in spec.stacks.items():
         for service in stack.services:
             found = by_service.get((name, service))
+            if found is None and name in floating:
+                continue  # its task runs on another node its labels match
             checks += _service(spec, name, f"container {name}/{service}", found)
     return checks
+
+
+def _history(c: dict[str, Any]) -> bool:
+    """Whether ``c`` is a stopped Swarm task's container (docker keeps it as history)."""
+    return c["state"].get("Status") != "running" and "com.docker.swarm.task.id" in c["labels"]
 
 
 def _replaced(c: dict[str, Any], kept: dict[str, Any] | None) -> bool:
     """Whether ``c`` is a stopped Swarm task's container while ``kept`` (of the same service)
     runs: Swarm replaced it, and docker keeps the old one (its task history); one box's
     compose has one container per service."""
-    stopped = c["state"].get("Status") != "running"
-    swarm_task = "com.docker.swarm.task.id" in c["labels"]
-    return swarm_task and stopped and kept is not None and kept["state"].get("Status") == "running"
+    return _history(c) and kept is not None and kept["state"].get("Status") == "running"
 
 
 def _service(spec: Spec, name: str, label: str, c: dict[str, Any] | None) -> list[Check]:

@@ -19,7 +19,8 @@ The judging: each node's share (:func:`vpsctl.core.cluster.node_view`) by
 (:func:`vpsctl.ops.apply.cluster.node_settings`); then the cluster's own checks (group
 ``cluster``): each declared node a member of the swarm, ``ready`` and ``active``; each
 service at its desired replicas; each stack's running tasks on the node the spec pins it
-to; a member the spec does not declare (a warning). A node that cannot be read is a failing
+to (a stack placed by labels: on a node they match, its container judged on the node that
+runs it); a member the spec does not declare (a warning). A node that cannot be read is a failing
 check naming it and why, never a crash. Every check carries its node.
 """
 
@@ -50,10 +51,11 @@ SERVICES_UNREAD = "@@swarm-services-unread"
 
 
 def node_share(spec: Spec, node: str) -> Spec:
-    """Node ``node``'s share of ``spec``: the stacks it holds, its own ``memory`` and
-    ``os_reserve`` (what one box's memory budget is judged against)."""
+    """Node ``node``'s share of ``spec``: the stacks that may run on it (a stack placed by
+    labels on each of its candidates: its containers are judged where Swarm put them), its
+    own ``memory`` and ``os_reserve`` (what one box's memory budget is judged against)."""
     box = (spec.host.nodes or {})[node]
-    stacks = {n: s for n, s in spec.stacks.items() if cluster.stack_node(spec, n) == node}
+    stacks = {n: s for n, s in spec.stacks.items() if node in cluster.candidates(spec, n)}
     update: dict[str, Any] = {"memory": box.memory, "os_reserve": spec.host.node_os_reserve(node)}
     if not any(s.backups for s in stacks.values()):
         update["backup"] = None  # a node holding no stack with backups has no backup machinery
@@ -322,31 +324,35 @@ def replica_checks(spec: Spec, services: swarm_core.Services) -> list[Check]:
 def placement_checks(
     spec: Spec, services: swarm_core.Services, hosts: Mapping[str, str]
 ) -> list[Check]:
-    """Each stack's running tasks on the node the spec pins it to (``hosts``: a member's
-    host name → its node's name)."""
+    """Each stack's running tasks on the node the spec pins it to, or for a stack placed by
+    labels on a node they match (``hosts``: a member's host name → its node's name)."""
     checks: list[Check] = []
     for stack, declared in spec.stacks.items():
-        want = cluster.stack_node(spec, stack)
+        want = cluster.candidates(spec, stack)
         names = {swarm_name(stack, service) for service in declared.services}
         running = [t for t in services.tasks if t.service in names and t.running]
-        label, bar = f"stack {stack} on its node", f"on {want}"
+        on = sorted({hosts.get(t.node, t.node) for t in running})
+        node = cluster.stack_node(spec, stack)
+        if cluster.by_labels(spec, stack):
+            label, bar = f"stack {stack} on its labels' nodes", f"on one of {', '.join(want)}"
+            why = f"where its labels {cluster.placement_text(spec, stack)} place it"
+        else:
+            label, bar = f"stack {stack} on its node", f"on {node}"
+            why = f"where the spec pins it (its volumes are on {node})"
         elsewhere = sorted(
             {
                 f"{t.service.removeprefix(stack + '_')} on {hosts.get(t.node, t.node)}"
                 for t in running
-                if hosts.get(t.node, t.node) != want
+                if hosts.get(t.node, t.node) not in want
             }
         )
         if elsewhere:
-            value = (
-                f"runs {', '.join(elsewhere)}, not on {want} where the spec pins it (its "
-                f"volumes are on {want})"
-            )
-            checks.append(Check(CLUSTER, label, FAIL, value, bar, want))
+            value = f"runs {', '.join(elsewhere)}, not on {' or '.join(want)} {why}"
+            checks.append(Check(CLUSTER, label, FAIL, value, bar, node))
         elif not running:
             value = "no task running to place (see its replicas)"
-            checks.append(Check(CLUSTER, label, WARN, value, bar, want))
+            checks.append(Check(CLUSTER, label, WARN, value, bar, node))
         else:
-            value = f"{len(running)} task{'s' if len(running) != 1 else ''} on {want}"
-            checks.append(Check(CLUSTER, label, OK, value, bar, want))
+            value = f"{len(running)} task{'s' if len(running) != 1 else ''} on {', '.join(on)}"
+            checks.append(Check(CLUSTER, label, OK, value, bar, node))
     return checks

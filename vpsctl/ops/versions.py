@@ -278,6 +278,17 @@ def choose_on_nodes(spec: Spec, by_node: ByNode, stacks: list[str]) -> dict[str,
         )
     chosen: dict[str, list[Target]] = {}
     for name in stacks:
+        if cluster.by_labels(spec, name):
+            line, _ = spec.host_doc.locate(("stacks", name, "placement"))
+            deploying = cluster.stack_node(spec, name)
+            raise RollbackError(
+                f"rollback: {spec.host_doc.file}:{line}: stacks.{name}.placement: a stack "
+                f"placed by labels is not rolled back: its previous files would go back on "
+                f"{deploying} only, while Swarm may run it on any of "
+                f"{', '.join(cluster.candidates(spec, name))}; put its previous version in "
+                f"stacks/{name}.yaml and apply, or pin it with `node: {deploying}` (the node "
+                "keeping its versions) and apply, then roll it back"
+            )
         node = cluster.stack_node(spec, name)
         found = by_node.get(node, {})
         elsewhere = sorted(n for n, f in by_node.items() if n != node and name in f)

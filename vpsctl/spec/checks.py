@@ -1156,13 +1156,18 @@ def _check_node_boxes(spec: Spec, nodes: Mapping[str, Node]) -> Iterator[Problem
 
 
 def _keeps_data(stack: Stack) -> str | None:
-    """What data ``stack`` keeps on its node (a named volume, a backup), or ``None``."""
+    """What data ``stack`` keeps on its node (a named volume, a backup, what its app steps
+    set inside it: a first launch claimed once, in-app settings), or ``None``."""
     for service_name, service in stack.services.items():
         for mount in service.volumes:
             if isinstance(mount, VolumeMount):
                 return f"volume {mount.volume} of service {service_name}"
     if stack.backups:
         return "backups"
+    if stack.first_launch is not None:
+        return f"its first launch, claimed once by vpsctl in {stack.first_launch.service}'s data"
+    if stack.listmonk is not None:
+        return f"listmonk settings, set in {stack.listmonk.service}'s data"
     return None
 
 

@@ -8,6 +8,7 @@ from collections.abc import Mapping
 
 from vpsctl.core.render import stack_dir
 from vpsctl.core.stackdoc import LABEL_DEPLOYED
+from vpsctl.core.swarm import NODE_LABEL
 from vpsctl.host.commands import Argv, Script, words
 from vpsctl.host.commands.docker import HEALTH_MARK, project_label
 
@@ -72,6 +73,30 @@ def health_log(name: str, expected: Mapping[str, str]) -> Script:
     SERVICE`` then its JSON)."""
     inspect = 'echo "@@hlog $s"; docker inspect --format \'{{json .State.Health}}\' "$id"'
     return _each_task(name, expected, inspect)
+
+
+def task_nodes(name: str, services: list[str]) -> Script:
+    """Where Swarm wants each of ``services`` of stack ``name`` running (on a manager):
+    ``SERVICE\tNODE`` lines, NODE the spec's name of the swarm node its task is on (its
+    :data:`NODE_LABEL`); a task not placed yet gives no line."""
+    node = shlex.quote(f'{{{{index .Spec.Labels "{NODE_LABEL}"}}}}')
+    return Script(
+        f"for s in {words(services)}; do "
+        "for h in $(docker service ps --filter desired-state=running --format '{{.Node}}' "
+        f'{shlex.quote(name + "_")}"$s" 2>/dev/null); do '
+        f'printf \'%s\\t%s\\n\' "$s" "$(docker node inspect --format {node} "$h")"; '
+        "done; done"
+    )
+
+
+def parse_task_nodes(output: str) -> list[tuple[str, str]]:
+    """:func:`task_nodes`' answer: (service, node) pairs (a line without a node skipped)."""
+    pairs: list[tuple[str, str]] = []
+    for line in output.splitlines():
+        service, _, node = line.partition("\t")
+        if service.strip() and node.strip():
+            pairs.append((service.strip(), node.strip()))
+    return pairs
 
 
 def logs(name: str, tail: int) -> Script:

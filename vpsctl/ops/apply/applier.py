@@ -9,7 +9,7 @@ from typing import IO, Any
 
 from vpsctl.core.facts import FACTS_SCRIPT, HostFacts, parse
 from vpsctl.core.layout import HOST_ROOT
-from vpsctl.core.plan import StackChange, make_plan, redact
+from vpsctl.core.plan import Plan, StackChange, make_plan, redact
 from vpsctl.core.render import Desired, DesiredFile, render
 from vpsctl.errors import VpsctlError, display_path, masked
 from vpsctl.host.commands import files as file_commands
@@ -119,12 +119,17 @@ class Applier:
                         f.path, caddyfile(f.content), f.mode, f.stack, f.kind
                     )
         self.facts = self.read_facts()
-        self.plan = make_plan(
+        self.plan = self.planned(self.facts)
+
+    def planned(self, facts: HostFacts) -> Plan:
+        """This run's plan against ``facts`` (a cluster's apply plans a node again once
+        every node is read: :func:`vpsctl.core.cluster.placed_facts`)."""
+        return make_plan(
             self.label,
             self.desired,
-            self.facts,
-            destroy_data=destroy_data,
-            inventory=display_path(spec.inventory),
+            facts,
+            destroy_data=self.destroy_data,
+            inventory=display_path(self.spec.inventory),
         )
 
     @property
@@ -227,6 +232,7 @@ class Applier:
         self.bootstrap(result, settings_hash(self.settings()))
         self.setup.network()
         self.setup.host_files()
+        self.setup.held_files()
         result.phases["bootstrap"] = time.monotonic() - started
 
     def finish(self, result: ApplyResult, started: float) -> None:

@@ -4,10 +4,13 @@ across the nodes by :class:`ClusterApply`.
 Each node is applied as one box is (its own facts, plan, files, images, health gates,
 rollbacks, manifest and journal), with two differences: its stacks are Swarm services,
 deployed on a manager from the files the node holds (:class:`SwarmRuntime`), and its
-stacks' probes go through the edge node's Caddy. The order across nodes:
+stacks' probes go through the edge node's Caddy. A stack placed by labels is deployed by
+ONE of the nodes it may run on (:func:`vpsctl.core.cluster.stack_node`: planned against its
+containers wherever Swarm put them, gated on the node that runs its task); the others hold
+its files and images. The order across nodes:
 
 1. every node's bootstrap (its firewall letting in the swarm's ports from the other nodes
-   only), its network and its own files;
+   only), its network, its own files and those of the stacks placed by labels it holds;
 2. the swarm formed or converged (:func:`vpsctl.ops.swarm.form_swarm`): members, labels,
    the encrypted overlay;
 3. every node's stacks, the edge node last (Caddy's first start finds every upstream); the
@@ -81,12 +84,16 @@ class NodeApplier(Applier):
         manager: Remote,
         edge_session: Remote,
         peers: tuple[str, ...],
+        sessions: Mapping[str, Remote] | None = None,
         destroy_data: bool = False,
         hooks: Hooks | None = None,
         override: Callable[[Desired], None] | None = None,
     ) -> None:
         self.node = node
         self.manager = manager
+        # every node's session, by name: the health gate of a stack placed by labels reads
+        # its containers on the node Swarm put its task on
+        self.sessions: Mapping[str, Remote] = sessions or {node: session}
         self.peers = peers
         self.is_edge_node = node == spec.host.edge_node
         # whether the edge (on its node) routes as the spec says, before this run changes it
@@ -129,7 +136,7 @@ class NodeApplier(Applier):
         return node_settings(self.spec, self.node, self.peers)
 
     def make_runtime(self) -> ComposeRuntime:
-        return SwarmRuntime(self, self.manager)
+        return SwarmRuntime(self, self.manager, self.sessions)
 
     @property
     def swarm_runtime(self) -> SwarmRuntime:
@@ -145,7 +152,7 @@ class NodeApplier(Applier):
         return (
             name in spec.host.stacks
             and name in spec.stacks
-            and cluster.stack_node(spec, name) != self.node
+            and self.node not in cluster.candidates(spec, name)
         )
 
     def defers_backup_files(self) -> bool:
@@ -249,12 +256,19 @@ class ClusterApply:
                 manager=manager,
                 edge_session=sessions[edge],
                 peers=tuple(a for n, a in addresses.items() if n != name),
+                sessions=sessions,
                 destroy_data=destroy_data,
                 hooks=(hooks or {}).get(name),
                 override=(overrides or {}).get(name),
             )
             for name in self.names
         }
+        # a stack placed by labels is planned by its deploying node, wherever its task runs
+        placed = cluster.placed_facts(spec, {name: a.facts for name, a in self.appliers.items()})
+        for name, applier in self.appliers.items():
+            if placed[name] is not applier.facts:
+                applier.facts = placed[name]
+                applier.plan = applier.planned(placed[name])
         plans = cluster.mark_moves(spec, {name: a.plan for name, a in self.appliers.items()})
         for name, applier in self.appliers.items():
             applier.plan = plans[name]
@@ -281,7 +295,12 @@ class ClusterApply:
             plans,
             swarm_lines,
             overlay_kind(self.encrypted),
-            [*notes, *cluster.move_notes(spec, plans), cluster.visibility_note(spec)],
+            [
+                *notes,
+                *cluster.placement_notes(spec),
+                *cluster.move_notes(spec, plans),
+                cluster.visibility_note(spec),
+            ],
         )
 
     def apply(self) -> dict[str, ApplyResult]:

@@ -7,7 +7,6 @@ import json
 import time
 
 from vpsctl.core import sections
-from vpsctl.host.remote import output_tail
 from vpsctl.ops.apply.phase import Phase
 
 WAIT_TIMEOUT = 300
@@ -62,13 +61,7 @@ class HealthGate(Phase):
         started = time.monotonic()
         told = -self.applier.health_every  # the first wait is said at once
         while True:
-            polled = self.session.run(
-                runtime.health(name, services),
-                60,
-                check=False,  # judged below: an unreadable state is a failed gate
-                purpose=f"the health of {name}",
-            )
-            states = runtime.states(polled.stdout) if polled.ok else {}
+            states, unread = runtime.poll(name, services)
             words = {s: health_words(*states.get(s, ("unknown", "none", 0))) for s in services}
             elapsed = time.monotonic() - started
             if all(w in _PASSING for w in words.values()):
@@ -81,8 +74,8 @@ class HealthGate(Phase):
             failed += [] if failed or elapsed < WAIT_TIMEOUT else list(words)
             listed = ", ".join(f"{s} {w}" for s, w in words.items())
             if failed:
-                if not polled.ok:
-                    listed += f" (docker inspect failed: {output_tail(polled, 2, 200)})"
+                if unread:
+                    listed += f" (docker inspect failed: {unread})"
                 return False, f"after {elapsed:.0f}s: {listed}" + self.health_log(name, failed)
             if elapsed - told >= self.applier.health_every:
                 told = elapsed
@@ -91,14 +84,9 @@ class HealthGate(Phase):
 
     def health_log(self, name: str, services: list[str]) -> str:
         """The last answer of each of ``services``' healthchecks, in words ("" when none)."""
-        result = self.session.run(
-            self.applier.runtime.health_log(name, services),
-            60,
-            check=False,  # shown to help: the gate has already failed
-            purpose=f"the healthcheck log of {name}",
-        )
+        output = self.applier.runtime.read_health_log(name, services)
         said: list[str] = []
-        for section in sections.named(sections.split(result.stdout), "hlog"):
+        for section in sections.named(sections.split(output), "hlog"):
             service = section.args
             try:
                 health = json.loads(section.body)

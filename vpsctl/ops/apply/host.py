@@ -38,6 +38,20 @@ class HostSetup(Phase):
         if not self.applier.defers_backup_files():
             self.backup_files()
 
+    def held_files(self) -> None:
+        """The files of the stacks another node deploys whose task Swarm may start here
+        (:attr:`Desired.held`): upload what changed. Their images come with this node's."""
+        for name, stack in self.desired.held.items():
+            changed = {
+                f.path for f in self.plan.files if f.stack == name and f.action != "unchanged"
+            }
+            files = [self.desired.files[p] for p in stack.files if p in changed]
+            if not files:
+                continue
+            self.session.put_files([(f.path, f.content, f.mode) for f in files])
+            self.say(f"{name}: {len(files)} file(s) held here (Swarm may start it here)")
+            self.record(f"{name}: files held: {', '.join(f.path for f in files)}")
+
     def backup_files(self) -> None:
         """The backup machinery of :meth:`host_files`: upload what changed, then the timers."""
         changed = [
@@ -81,9 +95,8 @@ class HostSetup(Phase):
         """Build here the stand-ins ``refs`` name (docker's cache makes an unchanged one
         quick); a failure names the host.yaml entry to fix."""
         standins_dir = standins_root(self.spec)
-        local = {
-            i.ref: i for s in self.desired.stacks.values() for i in s.images if i.source == "local"
-        }
+        stacks = [*self.desired.stacks.values(), *self.desired.held.values()]
+        local = {i.ref: i for s in stacks for i in s.images if i.source == "local"}
         for ref in refs:
             image = local[ref]
             assert image.standin is not None

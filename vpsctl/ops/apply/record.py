@@ -68,7 +68,8 @@ class Record(Phase):
                 for path in old_stacks[name].get("files", []):
                     if path in old_files:
                         files_record[path] = old_files[path]
-        for path in self.desired.host_files:
+        held = [p for s in self.desired.held.values() for p in s.files]  # uploaded in begin
+        for path in [*self.desired.host_files, *held]:
             f = self.desired.files[path]
             files_record[path] = {"sha256": f.sha256, "mode": f"{f.mode:04o}"}
         return {"files": files_record, "stacks": stacks}

@@ -102,16 +102,10 @@ class Rollback(Phase):
     def show_logs(self, name: str) -> None:
         """Say the last log lines of the failed version (to help; the rollback does not
         depend on them)."""
-        logs = self.session.run(
-            self.applier.runtime.logs(name, 15),
-            60,
-            check=False,  # shown to help; the rollback does not depend on it
-            purpose=f"the logs of {name}",
-        )
-        if logs.ok and logs.output:
+        logs = self.applier.runtime.read_logs(name, 15)
+        if logs:
             self.say(
-                "  last log lines:\n"
-                + "\n".join("    " + line for line in logs.output.splitlines()[-15:])
+                "  last log lines:\n" + "\n".join("    " + line for line in logs.splitlines()[-15:])
             )
 
     def remove_new(self, name: str, reason: str, created: list[str], steps: Steps) -> Verdict:

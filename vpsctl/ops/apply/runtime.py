@@ -8,10 +8,10 @@ from __future__ import annotations
 import base64
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING
 
-from vpsctl.core import backupfiles, sections
+from vpsctl.core import backupfiles, cluster, sections
 from vpsctl.core.render import EDGE_NETWORK, stack_dir
 from vpsctl.core.stackdoc import DocumentError, deploy_document, one_box_compose
 from vpsctl.host.commands import Argv, Script, compose, docker, files
@@ -57,6 +57,40 @@ class ComposeRuntime(Phase):
         """ONE command reading each service's state (see :meth:`states`)."""
         return docker.health(name, services)
 
+    def poll(self, name: str, services: list[str]) -> tuple[dict[str, State], str]:
+        """Each of ``services``' state (:meth:`health`, read where its containers are), and
+        "" or why it could not be read."""
+        polled = self.session.run(
+            self.health(name, services),
+            60,
+            check=False,  # judged by the gate: an unreadable state is a failed gate
+            purpose=f"the health of {name}",
+        )
+        if not polled.ok:
+            return {}, output_tail(polled, 2, 200)
+        return self.states(polled.stdout), ""
+
+    def read_health_log(self, name: str, services: list[str]) -> str:
+        """:meth:`health_log`'s answer, read where the containers are (shown to help: a
+        failed read is an empty answer)."""
+        result = self.session.run(
+            self.health_log(name, services),
+            60,
+            check=False,  # shown to help: the gate has already failed
+            purpose=f"the healthcheck log of {name}",
+        )
+        return result.stdout
+
+    def read_logs(self, name: str, tail: int) -> str:
+        """:meth:`logs`' answer, read where the containers are ("" when not read)."""
+        logs = self.session.run(
+            self.logs(name, tail),
+            60,
+            check=False,  # shown to help; the rollback does not depend on it
+            purpose=f"the logs of {name}",
+        )
+        return logs.output if logs.ok else ""
+
     def states(self, output: str) -> dict[str, State]:
         """service → (state, health, restarts) from :meth:`health`'s output."""
         from vpsctl.ops.apply.health import parse_health  # noqa: PLC0415 - health imports us
@@ -92,9 +126,14 @@ class SwarmRuntime(ComposeRuntime):
     files this node holds, in waves (``depends_on``), each service gated on THIS deploy's
     containers (:data:`vpsctl.core.stackdoc.LABEL_DEPLOYED`)."""
 
-    def __init__(self, applier: Applier, manager: Remote) -> None:
+    def __init__(
+        self, applier: Applier, manager: Remote, sessions: Mapping[str, Remote] | None = None
+    ) -> None:
         super().__init__(applier)
         self.manager = manager
+        # every node's session by name: a stack placed by labels is read on the node Swarm
+        # put its task on (:meth:`where`)
+        self.sessions = dict(sessions or {})
         self.expected: dict[str, dict[str, str]] = {}  # stack → service → deployed hash
         # stacks whose files on this node are one box's compose file: a rollback of a stack
         # that was moving from compose to Swarm here (they run by compose, as before)
@@ -210,6 +249,79 @@ class SwarmRuntime(ComposeRuntime):
             return super().health(name, services)
         expected = self.expected.get(name, {})
         return stackcmd.health(name, {s: expected.get(s, "unknown") for s in services})
+
+    def follows(self, name: str) -> bool:
+        """Whether ``name``'s containers are read where Swarm put its tasks, not here: a
+        stack placed by labels (any of its candidate nodes may run it)."""
+        return cluster.by_labels(self.spec, name) and name not in self.by_compose
+
+    def where(self, name: str, services: list[str]) -> dict[str, list[str]]:
+        """node → the services of ``name`` whose tasks Swarm wants running there, as the
+        manager says (a service it has not placed yet is on none)."""
+        answer = self.manager.run(
+            stackcmd.task_nodes(name, services),
+            60,
+            check=False,  # a question: an unanswered one is "not placed yet" (the gate waits)
+            purpose=f"where Swarm runs {name}",
+        )
+        found: dict[str, list[str]] = {}
+        for service, node in stackcmd.parse_task_nodes(answer.stdout):
+            if service in services and node in self.sessions:
+                found.setdefault(node, []).append(service)
+        return found
+
+    def poll(self, name: str, services: list[str]) -> tuple[dict[str, State], str]:
+        """As one box's; for a stack placed by labels, each service read on the node Swarm
+        put its task on (:meth:`where`): one not placed yet is ``created``."""
+        if not self.follows(name):
+            return super().poll(name, services)
+        states: dict[str, State] = {}
+        for node, here in self.where(name, services).items():
+            polled = self.sessions[node].run(
+                self.health(name, here),
+                60,
+                check=False,  # judged by the gate: an unreadable state is a failed gate
+                purpose=f"the health of {name} on {node}",
+            )
+            if not polled.ok:
+                return {}, f"on {node}: {output_tail(polled, 2, 200)}"
+            for service, state in self.states(polled.stdout).items():
+                if service not in states or states[service][0] == "created":
+                    states[service] = state  # an old task still listed: the new one wins
+        return {s: states.get(s, ("created", "none", 0)) for s in services}, ""
+
+    def read_health_log(self, name: str, services: list[str]) -> str:
+        if not self.follows(name):
+            return super().read_health_log(name, services)
+        said = []
+        for node, here in self.where(name, services).items():
+            result = self.sessions[node].run(
+                self.health_log(name, here),
+                60,
+                check=False,  # shown to help: the gate has already failed
+                purpose=f"the healthcheck log of {name} on {node}",
+            )
+            said.append(result.stdout)
+        return "\n".join(said)
+
+    def read_logs(self, name: str, tail: int) -> str:
+        """As one box's; for a stack placed by labels, from every node that may run it
+        (Swarm may have tried its task on several)."""
+        if not self.follows(name):
+            return super().read_logs(name, tail)
+        said = []
+        for node in cluster.candidates(self.spec, name):
+            if node not in self.sessions:
+                continue
+            logs = self.sessions[node].run(
+                self.logs(name, tail),
+                60,
+                check=False,  # shown to help; the rollback does not depend on it
+                purpose=f"the logs of {name} on {node}",
+            )
+            if logs.ok and logs.output:
+                said.append(f"(on {node})\n{logs.output}")
+        return "\n".join(said)
 
     def states(self, output: str) -> dict[str, State]:
         """As one box's, but a task that exited is Swarm's to replace (it restarts the
