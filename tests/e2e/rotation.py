@@ -60,7 +60,7 @@ LOGINS = {
 }
 
 
-def _values(inventory: Path) -> dict[str, str]:
+def store_values(inventory: Path) -> dict[str, str]:
     text = store.read_text(store.store_of(inventory)) or ""
     found = parse_secrets(text, "secrets.env.age")[0]
     return {k: e.value.reveal() for k, e in found.entries.items() if e.value is not None}
@@ -71,7 +71,7 @@ def _containers(box: SandboxInfo) -> dict[str, str]:
     return {line.split()[1]: line.split()[0] for line in out.splitlines() if line.strip()}
 
 
-def _signs_in(box: SandboxInfo, key: str, password: str) -> bool:
+def signs_in(box: SandboxInfo, key: str, password: str) -> bool:
     """Whether the database of ``key`` takes ``password`` over TCP (it travels on stdin)."""
     stack, service, query = LOGINS[key]
     inner = 'IFS= read -r PW; export MYSQL_PWD="$PW" PGPASSWORD="$PW"; ' + query
@@ -90,10 +90,10 @@ def rotate_and_check(root: Path, box: SandboxInfo, before_snapshot: str) -> None
     snapshot ``before_snapshot`` was taken before the rotation."""
     began = time.monotonic()
     inventory = root / SANDBOX_INV
-    old = _values(inventory)
+    old = store_values(inventory)
     outputs: list[str] = []
     for key in DATABASE_KEYS:
-        assert _signs_in(box, key, old[key]), f"{key}: the database refuses its current value"
+        assert signs_in(box, key, old[key]), f"{key}: the database refuses its current value"
     before = _containers(box)
 
     # refused and unknown keys change nothing, and say why
@@ -102,12 +102,12 @@ def rotate_and_check(root: Path, box: SandboxInfo, before_snapshot: str) -> None
     outputs += [mixed.out, mixed.err]
     assert mixed.code == 1 and "PLAUSIBLE_TOTP_VAULT_KEY: refused" in mixed.err, mixed.err
     assert "NO_SUCH_KEY" in mixed.err
-    assert _values(inventory) == old
+    assert store_values(inventory) == old
 
     rotated = run_cli(root, "secrets", "rotate", "-i", SANDBOX_INV, *ROTATED)
     outputs += [rotated.out, rotated.err]
     assert rotated.code == 0, rotated.err
-    new = _values(inventory)
+    new = store_values(inventory)
     assert all(new[k] != old[k] for k in ROTATED)
     assert all(new[k] == old[k] for k in old if k not in ROTATED)
 
@@ -130,7 +130,7 @@ def rotate_and_check(root: Path, box: SandboxInfo, before_snapshot: str) -> None
             mysql_sql(accounts, new["GHOST_DB_ROOT_PASSWORD"]).encode(),
             60,
         )
-    assert not _signs_in(box, "GHOST_DB_ROOT_PASSWORD", old["GHOST_DB_ROOT_PASSWORD"])
+    assert not signs_in(box, "GHOST_DB_ROOT_PASSWORD", old["GHOST_DB_ROOT_PASSWORD"])
 
     started = time.monotonic()
     applied = run_cli(root, "apply", "-i", SANDBOX_INV, "-y")
@@ -155,8 +155,8 @@ def rotate_and_check(root: Path, box: SandboxInfo, before_snapshot: str) -> None
 
     # the databases take the new passwords and refuse the old ones
     for key in DATABASE_KEYS:
-        assert _signs_in(box, key, new[key]), f"{key}: the new value is refused"
-        assert not _signs_in(box, key, old[key]), f"{key}: the OLD value still signs in"
+        assert signs_in(box, key, new[key]), f"{key}: the new value is refused"
+        assert not signs_in(box, key, old[key]), f"{key}: the OLD value still signs in"
 
     # only the dependents were recreated
     after = _containers(box)
@@ -194,17 +194,17 @@ def rollback_puts_the_old_password_back(root: Path, box: SandboxInfo) -> list[st
     start = original.index("    command: [sh, -c, ")
     end = original.index("\n", start)
     stack.write_text(original[:start] + '    command: [sh, -c, "exit 3"]' + original[end:])
-    before = _values(inventory)["LISTMONK_DB_PASSWORD"]
+    before = store_values(inventory)["LISTMONK_DB_PASSWORD"]
     rotated = run_cli(root, "secrets", "rotate", "-i", SANDBOX_INV, "LISTMONK_DB_PASSWORD")
     assert rotated.code == 0, rotated.err
-    refused = _values(inventory)["LISTMONK_DB_PASSWORD"]
+    refused = store_values(inventory)["LISTMONK_DB_PASSWORD"]
     failed = run_cli(root, "apply", "-i", SANDBOX_INV, "-y")
     assert failed.code == 1, failed.err[-4000:]
     assert "listmonk: rolled back to the previous version" in failed.err, failed.err[-4000:]
     assert "the old value of LISTMONK_DB_PASSWORD is back" in failed.err
-    assert _values(inventory)["LISTMONK_DB_PASSWORD"] == before
-    assert _signs_in(box, "LISTMONK_DB_PASSWORD", before)
-    assert not _signs_in(box, "LISTMONK_DB_PASSWORD", refused)
+    assert store_values(inventory)["LISTMONK_DB_PASSWORD"] == before
+    assert signs_in(box, "LISTMONK_DB_PASSWORD", before)
+    assert not signs_in(box, "LISTMONK_DB_PASSWORD", refused)
     line = json.loads(on_box(box, "tail -n 1 /opt/vpsctl/journal.log"))
     assert [(e["key"], e["result"]) for e in line["rotations"]] == [
         ("LISTMONK_DB_PASSWORD", "rolled back")

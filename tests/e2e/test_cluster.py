@@ -22,6 +22,7 @@ from typing import Any
 import pytest
 
 from tests.e2e.conftest import make_box, on_box
+from tests.e2e.rotation import signs_in, store_values
 from tests.e2e.studio_data import (
     curl,
     ghost_first_post_command,
@@ -298,6 +299,71 @@ def test_history_lists_the_change_and_a_rollback_puts_the_old_version_back_on_it
     stack.write_text(text.replace("PING_GRACE_SECONDS: 180", "PING_GRACE_SECONDS: 120", 1))
     planned = run_cli(cluster.root, "plan", "-i", INVENTORY)
     assert planned.code == 0 and "No changes." in planned.out, planned.out[-3000:]
+
+
+# ── secrets rotated across the nodes ─────────────────────────────────────────────────────
+
+# each database password rotated, and the node its database runs on
+ROTATED_ON = {
+    "GHOST_DB_ROOT_PASSWORD": "media",  # MySQL's root: a Swarm secret file on the node
+    "LISTMONK_DB_PASSWORD": "media",  # Postgres: a Swarm secret file as well
+    "PLAUSIBLE_DB_PASSWORD": "stats",
+}
+
+
+def test_secrets_rotated_on_a_cluster_change_each_database_on_its_node_and_rekey_once(
+    cluster: Cluster,
+) -> None:
+    """Database passwords (held by the nodes as Swarm secrets) and the restic password of
+    the one repository every node backs up into, rotated and applied: each database takes
+    the new password and refuses the old, each node's journal records its share, every node
+    backs up with the new key, and no value is printed."""
+    inventory = cluster.root / INVENTORY
+    keys = [*ROTATED_ON, "RESTIC_PASSWORD"]
+    old = store_values(inventory)
+    outputs: list[str] = []
+    rotated = run_cli(cluster.root, "secrets", "rotate", "-i", INVENTORY, *keys)
+    outputs += [rotated.out, rotated.err]
+    assert rotated.code == 0, rotated.err
+    new = store_values(inventory)
+    assert all(new[k] != old[k] for k in keys)
+    plan = run_cli(cluster.root, "plan", "-i", INVENTORY)
+    outputs += [plan.out, plan.err]
+    assert plan.code == 2, plan.err[-3000:]
+    for key in keys:
+        assert f"~ {key} (" in plan.out, plan.out[-4000:]
+    front = cluster.boxes["front"]
+    products = on_box(front, "docker ps -q --no-trunc | sort")
+    started = time.monotonic()
+    applied = run_cli(cluster.root, "apply", "-i", INVENTORY, "-y")
+    outputs += [applied.out, applied.err]
+    assert applied.code == 0, applied.err[-6000:]
+    print(f"cluster: rotation of {len(keys)} secrets applied in {time.monotonic() - started:.1f}s")
+    for key, node in ROTATED_ON.items():
+        box = cluster.boxes[node]
+        assert signs_in(box, key, new[key]), f"{key}: the new value is refused on {node}"
+        assert not signs_in(box, key, old[key]), f"{key}: the OLD value still signs in"
+    # each node's journal: the restic key (every node holds backed-up stacks) and its databases
+    for node, box in cluster.boxes.items():
+        line = json.loads(on_box(box, "tail -n 1 /opt/vpsctl/journal.log"))
+        outputs.append(json.dumps(line))
+        entries = {e["key"]: e["result"] for e in line["rotations"]}
+        mine = {k for k, n in ROTATED_ON.items() if n == node} | {"RESTIC_PASSWORD"}
+        assert set(entries) == mine, (node, line["rotations"])
+        assert all(result.startswith("ok") for result in entries.values()), (node, entries)
+    # the products' node had no database to change: its containers are the same
+    assert on_box(front, "docker ps -q --no-trunc | sort") == products
+    # every node backs up into the one repository with the new password
+    done = run_cli(cluster.root, "backup", "-i", INVENTORY)
+    outputs += [done.out, done.err]
+    assert done.code == 0, done.err[-3000:]
+    again = run_cli(cluster.root, "plan", "-i", INVENTORY)
+    outputs += [again.out, again.err]
+    assert again.code == 0, again.out[-3000:]
+    for key in keys:
+        for value in (old[key], new[key]):
+            assert not [o for o in outputs if value in o], f"a value of {key} was printed"
+    assert_no_secrets(cluster.root, *outputs)
 
 
 # ── the audit across the nodes ───────────────────────────────────────────────────────────
