@@ -322,6 +322,10 @@ def test_secrets_rotated_on_a_cluster_change_each_database_on_its_node_and_rekey
     keys = [*ROTATED_ON, "RESTIC_PASSWORD"]
     old = store_values(inventory)
     outputs: list[str] = []
+    # the repository exists (with a snapshot under the old key): the rekey is a real one
+    first = run_cli(cluster.root, "backup", "-i", INVENTORY, "--init")
+    outputs += [first.out, first.err]
+    assert first.code == 0, first.err[-3000:]
     rotated = run_cli(cluster.root, "secrets", "rotate", "-i", INVENTORY, *keys)
     outputs += [rotated.out, rotated.err]
     assert rotated.code == 0, rotated.err

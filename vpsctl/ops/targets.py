@@ -27,9 +27,9 @@ class ClusterNotBuilt(VpsctlError):
         super().__init__(
             f"{host_file} declares `nodes:` (a cluster): validate, show, schema, render, plan, "
             "apply, audit, backup (--list and --check too), restore, rebuild (every node on "
-            "fresh boxes, or one lost node with --node), history and rollback take it; drill "
-            "and secrets rotate of several nodes are not built yet, so nothing was sent to "
-            "any node"
+            "fresh boxes, or one lost node with --node), secrets rotate (the next apply "
+            "carries it out on each node), history and rollback take it; a drill of several "
+            "nodes is not built yet, so nothing was sent to any node"
         )
 
 
