@@ -341,14 +341,14 @@ def test_a_drill_audit_passes_a_backup_timer_only_when_masked() -> None:
 
     def judged(value: str) -> str:
         check = audit.Check("host", "timer vpsctl-backup.timer", audit.FAIL, value, "")
-        return recovery._masked_timer(check).status
+        return recovery.masked_timer(check).status
 
     assert judged("masked inactive") == audit.OK
     assert judged("masked active") == audit.FAIL
     assert judged("enabled active") == audit.FAIL
     assert judged("not installed") == audit.FAIL
     disk = audit.Check("host", "disk /", audit.FAIL, "97%", "")
-    assert recovery._masked_timer(disk) is disk
+    assert recovery.masked_timer(disk) is disk
 
 
 # ── data is put back only when the image changed, and never blindly ────────────────────

@@ -349,8 +349,17 @@ class FakeClusterApply:
     running: ClassVar[dict[str, list[str]]] = {}
     made: ClassVar[list[FakeClusterApply]] = []
 
-    def __init__(self, spec: Spec, sessions: dict[str, Any], out: IO[str], *, hooks: Any):
+    def __init__(
+        self,
+        spec: Spec,
+        sessions: dict[str, Any],
+        out: IO[str],
+        *,
+        hooks: Any,
+        backup_timers: bool = True,
+    ):
         self.hooks = dict(hooks)
+        self.backup_timers = backup_timers
         self.applied = False
         self.appliers = {
             n: FakeNodeApplier(spec, n, sessions[n], self.running.get(n, []))

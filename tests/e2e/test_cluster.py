@@ -5,7 +5,9 @@ swarm, deploys every stack on its node with `docker stack deploy`, claims the fi
 launches, and probes every stack through Caddy on the edge node — across nodes, over the
 overlay. A second plan and apply change nothing; the data written through Caddy before an
 update survives it. `vpsctl audit` reads the three nodes in one command and is green; a
-paused node fails it until put back. (Forming the swarm, its firewall and the join token's
+paused node fails it until put back. A worker is destroyed and rebuilt with its data; two
+stacks move with theirs; a drill rebuilds every node from the repository on throwaway
+boxes while the cluster runs on, untouched. (Forming the swarm, its firewall and the join token's
 secrecy are tests/e2e/test_swarm.py's.)"""
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ from tests.helpers import (
     secret_values,
 )
 from vpsctl.local import sandbox
+from vpsctl.local.docker import docker
 from vpsctl.local.sandbox import SandboxInfo
 from vpsctl.spec.loader import load_spec
 
@@ -576,7 +579,7 @@ def test_two_stacks_move_with_their_data_and_no_record_is_lost(cluster: Cluster)
     assert again.code == 0 and "No changes. The 3 nodes match the spec." in again.out, again.out
 
 
-# ── the whole cluster lost and rebuilt (it replaces every box) ─────────────────────────────
+# ── the whole cluster lost, rehearsed by a drill on throwaway boxes ───────────────────────
 
 
 def placed_now(cluster: Cluster) -> dict[str, str]:
@@ -602,15 +605,35 @@ def cluster_data(cluster: Cluster, where: dict[str, str]) -> dict[str, int]:
     }
 
 
-def test_the_whole_cluster_lost_is_rebuilt_on_fresh_boxes_with_its_data_back(
+def snapshot_ids(cluster: Cluster) -> list[str]:
+    """The repository's snapshots, as `vpsctl backup --list --json` gives them."""
+    listed = run_cli(cluster.root, "backup", "-i", INVENTORY, "--list", "--json")
+    assert listed.code == 0, listed.err[-3000:]
+    return sorted(s["id"] for s in json.loads(listed.out))
+
+
+def drill_boxes() -> list[str]:
+    """The drill's sandbox containers on this machine, running or not."""
+    out = docker("ps", "-a", "--filter", "name=vpsctl-sandbox-drill-", "--format", "{{.Names}}")
+    return out.split()
+
+
+def test_a_drill_rebuilds_the_whole_cluster_on_throwaway_boxes_and_leaves_it_untouched(
     cluster: Cluster,
 ) -> None:
+    """The whole cluster lost, rehearsed: `vpsctl drill` rebuilds EVERY node from the
+    repository onto a throwaway box of its own (a swarm of their own; one cluster apply
+    with each node's files before its stacks and databases after health; the cluster's
+    audit through the drill's edge), compares the row counts with the snapshots', and tears
+    the boxes down. It is `vpsctl rebuild -i CLUSTER`'s own code (run_cluster_rebuild), on
+    boxes named for the drill: the real cluster keeps running, unchanged, and the repository
+    gains no snapshot (the drill boxes' backup timers are masked)."""
     front = cluster.boxes["front"]
     post_record(front, "documint", 1)
     on_box(front, " >/dev/null && ".join(plausible_events(3)) + " >/dev/null")
     where = placed_now(cluster)
     auth = put_ghost_auth(cluster.boxes[where["ghost"]])
-    ghost = ghost_post(auth, "Written before the cluster was lost")
+    ghost = ghost_post(auth, "Written before the drill")
     on_node(cluster, where["ghost"], ghost + " >/dev/null")
     on_node(cluster, where["listmonk"], listmonk_subscriber("hamilton") + " >/dev/null")
     before = cluster_data(cluster, where)
@@ -623,39 +646,42 @@ def test_the_whole_cluster_lost_is_rebuilt_on_fresh_boxes_with_its_data_back(
     checked = run_cli(cluster.root, "backup", "-i", INVENTORY, "--check")
     assert_no_secrets(cluster.root, checked.out, checked.err)
     assert checked.code == 0 and "repository check: ok" in checked.err, checked.err[-3000:]
-    # every box is lost; fresh ones stand in for them under the same names
+    # the real rebuild of every node is for fresh boxes: over the live cluster, refused
+    refused = run_cli(cluster.root, "rebuild", "-i", INVENTORY)
+    assert refused.code == 1, refused.err[-3000:]
+    assert "a rebuild without --node is for every node a fresh box" in refused.err
+    snapshots = snapshot_ids(cluster)
+    running = {n: on_box(b, "docker ps -q --no-trunc | sort") for n, b in cluster.boxes.items()}
     started = time.monotonic()
-    for node, box in list(cluster.boxes.items()):
-        sandbox.down(box.name)
-        cluster.boxes[node] = sandbox.up(box.name)
-    took_boxes = time.monotonic() - started
-    started = time.monotonic()
-    rebuilt = run_cli(cluster.root, "rebuild", "-i", INVENTORY, "--json")
-    took_rebuild = time.monotonic() - started
-    print(
-        f"cluster: backup {took_backup:.1f}s, 3 fresh boxes {took_boxes:.1f}s, rebuild of "
-        f"every node {took_rebuild:.1f}s"
-    )
-    assert_no_secrets(cluster.root, rebuilt.out, rebuilt.err)
-    assert rebuilt.code == 0, rebuilt.err[-8000:]
-    report = json.loads(rebuilt.out)
-    assert report["ok"] is True and report["host"] == "lumen-cluster (every node)"
-    assert set(report["nodes"]) == set(NODES) and all(
-        n["snapshot"] and {"restore files", "restore databases"} <= set(n["phases"])
-        for n in report["nodes"].values()
-    ), report["nodes"]
+    drill = run_cli(cluster.root, "drill", "-i", INVENTORY)
+    took_drill = time.monotonic() - started
+    print(f"cluster: backup {took_backup:.1f}s, drill of every node {took_drill:.1f}s")
+    assert_no_secrets(cluster.root, drill.out, drill.err)
+    assert drill.code == 0, drill.err[-8000:] + drill.out[-3000:]
+    boxes = drill.err.split("drill: throwaway boxes ", 1)[1].split(" …", 1)[0].split(", ")
+    assert [b.rsplit("-", 1)[1] for b in boxes] == list(NODES), boxes
+    assert f"drill passed (boxes {', '.join(boxes)} torn down)" in drill.out
+    compared = drill.out.split("row counts: ", 1)[1].split("\n", 1)[0]
+    assert compared.endswith("tables compared with the snapshot, 0 differ"), compared
+    assert int(compared.split()[0]) >= 5, compared  # every node's databases
+    for node in NODES:  # each node's own snapshot, restored on its own drill box
+        assert f"  node {node}: snapshot " in drill.out, drill.out
     for line in (
         "swarm: init the swarm on front",
         "swarm: join media as a worker",
         "swarm: join stats as a worker",
+        "host: timers masked (this box never backs up)",
         "probe ghost/home https://blog.lumen.test/: ok (200",
         "probe plausible/health https://stats.lumen.test/api/health: ok (200",
         "probe documint/health https://documint.lumen.test/healthz: ok (200",
     ):
-        assert line in rebuilt.err, line
+        assert line in drill.err, line
+    assert drill_boxes() == []  # every throwaway box torn down
+    # the real cluster: the same containers, the same data, no snapshot added, audit green
     for node, box in cluster.boxes.items():
-        assert stacks_on(box) == {s for s, n in where.items() if n == node}, node
-    assert cluster_data(cluster, where) == before  # every node's data came back
+        assert on_box(box, "docker ps -q --no-trunc | sort") == running[node], node
+    assert cluster_data(cluster, where) == before
+    assert snapshot_ids(cluster) == snapshots
     result, audit = audited(cluster)
     assert result.code == 0, [c for c in audit["checks"] if c["status"] == "FAIL"]
     plan = run_cli(cluster.root, "plan", "-i", INVENTORY)

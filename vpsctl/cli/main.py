@@ -624,7 +624,8 @@ def cmd_rebuild(args: argparse.Namespace) -> int:
 
 
 def cmd_drill(args: argparse.Namespace) -> int:
-    """Rehearse the rebuild on a throwaway sandbox box; compare row counts; tear down."""
+    """Rehearse the rebuild on a throwaway sandbox box (a cluster: one per node); compare
+    row counts; tear down."""
     from vpsctl.ops import recovery  # noqa: PLC0415 - pyinfra loads only when connecting
 
     spec = load_spec(args.inventory)
@@ -848,9 +849,11 @@ def _recovery_parsers(sub: argparse._SubParsersAction[argparse.ArgumentParser]) 
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.set_defaults(func=cmd_rebuild)
 
-    p = sub.add_parser("drill", help="rehearse the rebuild on a throwaway sandbox box")
+    p = sub.add_parser(
+        "drill", help="rehearse the rebuild on a throwaway sandbox box (a cluster: one per node)"
+    )
     _inventory(p)
-    p.add_argument("--keep", action="store_true", help="leave the drill box up afterwards")
+    p.add_argument("--keep", action="store_true", help="leave the drill's boxes up afterwards")
     p.set_defaults(func=cmd_drill)
 
 

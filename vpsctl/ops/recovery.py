@@ -26,7 +26,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -685,7 +685,7 @@ def run_rebuild(
         mark = time.monotonic()
         rebuild.report = audit.audit(spec, session, applier.desired)
         if not backup_timers:
-            rebuild.report.checks = [_masked_timer(c) for c in rebuild.report.checks]
+            rebuild.report.checks = [masked_timer(c) for c in rebuild.report.checks]
         rebuild.phases["audit"] = time.monotonic() - mark
         rebuild.wall = time.monotonic() - started
     print(redact(views.audit_text(rebuild.report), spec.secret_values()), file=out, end="")
@@ -706,18 +706,16 @@ def covered(spans: list[tuple[float, float]]) -> float:
 DATABASES = frozenset({"postgres", "mysql", "clickhouse"})
 
 
-def _masked_timer(check: audit.Check) -> audit.Check:
+def masked_timer(check: audit.Check) -> audit.Check:
     """On a box that must never back up (a drill's), a backup timer passes only masked."""
     if check.group != "host" or not check.name.startswith("timer "):
         return check
     state = check.value.split()  # `systemctl is-enabled` and `is-active`, as the facts read them
     masked_ok = state[:1] == ["masked"] and "active" not in state[1:]
-    return audit.Check(
-        check.group,
-        check.name,
-        audit.OK if masked_ok else audit.FAIL,
-        check.value,
-        "masked: a drill box never backs up into the real repository",
+    return replace(
+        check,
+        status=audit.OK if masked_ok else audit.FAIL,
+        threshold="masked: a drill box never backs up into the real repository",
     )
 
 
@@ -729,10 +727,11 @@ class DrillReport:
     """A rehearsed rebuild: its recovery times, and the row counts compared."""
 
     rebuild: RebuildReport
-    box: str
+    boxes: list[str]  # the throwaway boxes: one, or one per node of a cluster
     mismatches: list[str] = field(default_factory=list)  # rows that did not come back
     grown: list[str] = field(default_factory=list)  # rows written since the apps started
     compared: int = 0
+    kept: bool = False  # --keep: the boxes are left up
 
     @property
     def ok(self) -> bool:
@@ -746,14 +745,29 @@ class DrillReport:
         )
         lines += [f"  {m}" for m in self.mismatches]
         lines += [f"  written since the apps started (not a loss): {g}" for g in self.grown]
-        lines.append(f"drill {'passed' if self.ok else 'FAILED'} (box {self.box} torn down)")
+        which = f"box{'es' if len(self.boxes) > 1 else ''} {', '.join(self.boxes)}"
+        fate = "kept up (--keep)" if self.kept else "torn down"
+        lines.append(f"drill {'passed' if self.ok else 'FAILED'} ({which} {fate})")
         return "\n".join(lines) + "\n"
 
 
+def drill_boxes(spec: Spec, box: str) -> dict[str | None, str]:
+    """The throwaway boxes a drill named ``box`` brings up: one for one box (key None), or
+    ``BOX-NODE`` for each node of a cluster."""
+    if spec.host.nodes is None:
+        return {None: box}
+    # a box's name has at most 32 characters: a node whose name does not fit is numbered
+    return {
+        node: f"{box}-{node}" if len(box) + 1 + len(node) <= 32 else f"{box}-n{index}"
+        for index, node in enumerate(spec.host.nodes, 1)
+    }
+
+
 @contextmanager
-def throwaway_inventory(spec: Spec, box: str, workdir: Path) -> Iterator[Path]:
-    """A copy of ``spec``'s inventory whose host is the sandbox ``box`` (same stacks,
-    domains, secrets and backup repository)."""
+def throwaway_inventory(spec: Spec, boxes: dict[str | None, str], workdir: Path) -> Iterator[Path]:
+    """A copy of ``spec``'s inventory whose host (or each node of a cluster: ``boxes``, by
+    :func:`drill_boxes`) is a sandbox box (same stacks, domains, secrets, placement and
+    backup repository; ``tls: acme`` becomes the sandbox's ACME CA, Pebble)."""
     from ruamel.yaml import YAML  # noqa: PLC0415
 
     inventory = workdir / "inventory"
@@ -761,9 +775,18 @@ def throwaway_inventory(spec: Spec, box: str, workdir: Path) -> Iterator[Path]:
     yaml = YAML()
     host_file = spec.inventory / "host.yaml"
     data = yaml.load(host_file.read_text(encoding="utf-8"))
-    data.pop("ssh", None)
-    data["sandbox"] = {"name": box}
+    for node, box in boxes.items():
+        # a node's declared address is the real node's: the drill's boxes are reached, and
+        # reach each other, at their own
+        entry = data if node is None else data["nodes"][node]
+        entry.pop("ssh", None)
+        entry.pop("address", None)
+        entry["sandbox"] = {"name": box}
     data["name"] = spec.host.name  # snapshots are found by host name
+    if data.get("tls") == "acme":
+        # Let's Encrypt cannot reach a box on this machine: the sandbox's own ACME CA
+        # issues the drill's certificates, by the same ACME flow
+        data["tls"] = "pebble"
     base = host_file.resolve().parent
     data["stacks_dir"] = str((base / spec.host.stacks_dir).resolve())
     data["standins_dir"] = str(standins_root(spec))
@@ -783,33 +806,57 @@ def throwaway_inventory(spec: Spec, box: str, workdir: Path) -> Iterator[Path]:
 
 
 def run_drill(spec: Spec, out: IO[str], keep: bool = False) -> DrillReport:
-    """``vpsctl drill``: rebuild onto a throwaway sandbox box from the real repository,
-    audit, compare row counts with the snapshot's, tear the box down, report."""
+    """``vpsctl drill``: rebuild onto throwaway sandbox boxes from the real repository (one
+    box, or a cluster's every node on a box of its own, forming a swarm of their own),
+    audit, compare row counts with the snapshots', tear the boxes down, report. The real
+    host or cluster is not touched; the drill's boxes never back up (timers masked)."""
     import tempfile  # noqa: PLC0415
+    from concurrent.futures import ThreadPoolExecutor  # noqa: PLC0415
 
     from vpsctl.local import sandbox  # noqa: PLC0415 - docker helpers only for the drill
 
     if spec.host.backup is None:
         raise BackupError(f"{spec.host_doc.file}: no `backup:` section: nothing to drill")
-    box = f"drill-{uuid.uuid4().hex[:6]}"
-    print(f"drill: a throwaway box {box} …", file=out)
-    sandbox.up(box, progress=lambda m: print(f"  {m}", file=out))
+    boxes = drill_boxes(spec, f"drill-{uuid.uuid4().hex[:6]}")
+    names = list(boxes.values())
+    print(f"drill: throwaway box{'es' if len(names) > 1 else ''} {', '.join(names)} …", file=out)
+    made: list[str] = []
+
+    def up(box: str) -> None:
+        made.append(box)  # torn down even if it fails half-made (down is idempotent)
+        sandbox.up(box, progress=lambda m: print(f"  {box}: {m}", file=out, flush=True))
+
     try:
+        with ThreadPoolExecutor(max_workers=len(names)) as pool:
+            list(pool.map(up, names))  # every box's failure raised here, after all tried
         with (
             tempfile.TemporaryDirectory(prefix="vpsctl-drill-") as tmp,
-            throwaway_inventory(spec, box, Path(tmp)) as inventory,
+            throwaway_inventory(spec, boxes, Path(tmp)) as inventory,
         ):
             drill_spec = load_spec(inventory)
-            # the drill box must never back up into the real repository under the real
-            # host's name: its timers are masked before any unit is linked, never enabled
-            rebuild = run_rebuild(drill_spec, None, out, backup_timers=False)
-            report = DrillReport(rebuild, box)
-            with Session(targets.target(drill_spec)) as session:
-                live = Backups(drill_spec, session).counts(backed_up_stacks(drill_spec))
+            rebuild, live = _drill_rebuild(drill_spec, out)
+            report = DrillReport(rebuild, names, kept=keep)
             report.compared = len(set(rebuild.recorded) | set(live))
             report.mismatches = compare_counts(rebuild.recorded, live)
             report.grown = grown_counts(rebuild.recorded, live)
     finally:
         if not keep:
-            sandbox.down(box, progress=lambda m: print(f"  {m}", file=out))
+            for box in made:
+                sandbox.down(box, progress=lambda m: print(f"  {m}", file=out))
     return report
+
+
+def _drill_rebuild(
+    spec: Spec, out: IO[str]
+) -> tuple[RebuildReport, dict[tuple[str, str, str], int]]:
+    """The drill's rebuild of ``spec`` (the throwaway inventory) and the live row counts on
+    its boxes afterwards. The drill's boxes must never back up into the real repository
+    under the real host's name: their timers are masked before any unit is linked."""
+    if spec.host.nodes is not None:
+        from vpsctl.ops import cluster_recovery  # noqa: PLC0415 - it imports this module
+
+        whole = cluster_recovery.run_cluster_rebuild(spec, [], out, backup_timers=False)
+        return whole, cluster_recovery.live_counts(spec)
+    rebuild = run_rebuild(spec, None, out, backup_timers=False)
+    with Session(targets.target(spec)) as session:
+        return rebuild, Backups(spec, session).counts(backed_up_stacks(spec))

@@ -25,11 +25,10 @@ class ClusterNotBuilt(VpsctlError):
 
     def __init__(self, host_file: str) -> None:
         super().__init__(
-            f"{host_file} declares `nodes:` (a cluster): validate, show, schema, render, plan, "
-            "apply, audit, backup (--list and --check too), restore, rebuild (every node on "
-            "fresh boxes, or one lost node with --node), secrets rotate (the next apply "
-            "carries it out on each node), history and rollback take it; a drill of several "
-            "nodes is not built yet, so nothing was sent to any node"
+            f"{host_file} declares `nodes:` (a cluster): this command talks to one box and "
+            "does not take a cluster (validate, show, schema, render, plan, apply, audit, "
+            "backup, restore, rebuild, drill, secrets rotate, history and rollback do), so "
+            "nothing was sent to any node"
         )
 
 

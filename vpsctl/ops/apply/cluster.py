@@ -88,6 +88,7 @@ class NodeApplier(Applier):
         destroy_data: bool = False,
         hooks: Hooks | None = None,
         override: Callable[[Desired], None] | None = None,
+        backup_timers: bool = True,
     ) -> None:
         self.node = node
         self.manager = manager
@@ -110,7 +111,14 @@ class NodeApplier(Applier):
         # a rebuild's steps on this node (its files before its stacks, each stack's
         # databases once healthy), run with the moves' own (:meth:`restore_arriving`)
         self.rebuild_hooks: Hooks = hooks if hooks is not None else (None, None)
-        super().__init__(spec, session, out, destroy_data=destroy_data, override=override)
+        super().__init__(
+            spec,
+            session,
+            out,
+            destroy_data=destroy_data,
+            override=override,
+            backup_timers=backup_timers,
+        )
         self.edge_session = edge_session
         self.before_stacks = self.restore_arriving
         self.after_healthy = self.restore_arrived
@@ -225,10 +233,13 @@ class ClusterApply:
         destroy_data: bool = False,
         hooks: Mapping[str, Hooks] | None = None,
         overrides: Mapping[str, Callable[[Desired], None]] | None = None,
+        backup_timers: bool = True,
     ) -> None:
         """``hooks``: a node's rebuild steps (its files restored before its stacks start,
         each stack's databases once healthy), by node; ``overrides``: a rollback's previous
-        versions of a node's stacks, put in place of what the spec renders for them."""
+        versions of a node's stacks, put in place of what the spec renders for them;
+        ``backup_timers=False`` (a drill's nodes): every node's backup timers masked, never
+        enabled."""
         self.spec = spec
         self.out = out
         self.names = cluster.node_names(spec)
@@ -260,6 +271,7 @@ class ClusterApply:
                 destroy_data=destroy_data,
                 hooks=(hooks or {}).get(name),
                 override=(overrides or {}).get(name),
+                backup_timers=backup_timers,
             )
             for name in self.names
         }
