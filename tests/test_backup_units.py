@@ -1,7 +1,7 @@
 """The backup machinery's pure parts: what each stack's backup needs, the rendered script
 and units, the masked plan of the box's secret files, restic's failures in words, and the
-row-count comparison of restore and drill. (The real thing runs in tests/e2e/test_backup.py.)
-"""
+row-count comparison of restore and drill. (The real thing runs in tests/e2e/test_backup.py;
+the drill in tests/e2e/test_secrets_store.py.)"""
 
 from __future__ import annotations
 

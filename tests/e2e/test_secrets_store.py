@@ -24,6 +24,8 @@ from tests.e2e.conftest import (
 from tests.e2e.rotation import rotate_and_check
 from tests.helpers import run_cli
 from vpsctl.core.backupfiles import SCRIPT
+from vpsctl.local import pebble, sandbox
+from vpsctl.local.docker import docker
 from vpsctl.local.sandbox import SandboxInfo
 from vpsctl.spec import age
 
@@ -76,9 +78,22 @@ def test_the_studio_applies_backs_up_and_drills_from_secrets_env_age(
     rotate_and_check(root, box, json.loads(done.out)["snapshot"])
     # the drill rebuilds a throwaway box from the encrypted store (its rotated values) and
     # the repository (opened with the new restic password)
+    # (the one-box drill's e2e; a cluster's: tests/e2e/test_cluster.py)
+    orders = pebble.orders()
+    assert orders > 0  # the first apply's
     drill = run_cli(root, "drill", "-i", SANDBOX_INV)
     assert drill.code == 0, drill.err[-3000:] + drill.out[-2000:]
-    assert "drill passed (box drill-" in drill.out
+    assert pebble.orders() == orders  # the drill box served the restored certificates
+    assert "rebuild done: audit green" in drill.out
+    # the drill box never backs up into the real repository: its timers were masked before
+    # any could be linked, and the drill's audit passed them only as masked
+    assert "host: timers masked (this box never backs up)" in drill.err
+    assert "host: timers enabled" not in drill.err
+    assert ", 0 differ" in drill.out and "drill passed (box drill-" in drill.out
+    compared = int(drill.out.split("row counts: ")[1].split(" ")[0])
+    assert compared >= 20, drill.out
+    assert not [p.stem for p in sandbox.state_dir().glob("drill-*.json")]  # torn down
+    assert not docker("ps", "-aq", "--filter", "name=vpsctl-sandbox-drill-").split()
     # another key in the same identity file (the plan cache's key is unchanged, even the
     # VPSCTL_* variables): no plan from the cache, the error a full run gives
     (tmp_path / "me.txt").write_bytes((tmp_path / "stranger.txt").read_bytes())
