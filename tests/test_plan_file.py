@@ -83,17 +83,23 @@ EDITS: dict[str, Callable[[dict[str, Any]], None]] = {
 }
 
 
+def edited(hashed: str, again: str, at: str = "") -> str:
+    """What apply says of plan.json edited after it was saved with hash ``hashed`` (``at``:
+    where in it, a cluster's node)."""
+    return (
+        f"plan.json: {at}the plan file was edited after it was saved: its content no longer "
+        f"matches its plan_hash {hashed[:12]}, so what it shows is not what was planned; "
+        f"{again}\n"
+    )
+
+
 @pytest.mark.parametrize("what", list(EDITS))
 def test_an_edited_plan_file_is_refused(prod: Path, what: str) -> None:
     plan, _, _ = planned(prod)
     data = plan.to_json()
     EDITS[what](data)
     save(prod, data)
-    assert refused(prod) == (
-        "plan.json: the plan file was edited after it was saved: its content no longer "
-        f"matches its plan_hash {data['plan_hash'][:12]}, so what it shows is not what was "
-        f"planned; {AGAIN}\n"
-    )
+    assert refused(prod) == edited(data["plan_hash"], AGAIN)
 
 
 def test_an_edit_that_recomputes_the_hash_is_stale(prod: Path) -> None:
@@ -176,7 +182,8 @@ def test_a_plan_file_of_another_kind(prod: Path, content: str, expect: str | Non
     if expect is None:
         assert err == (
             "plan.json: format: not a vpsctl plan (format 'terraform-plan/4', expected "
-            f"'vpsctl-plan/1'); {AGAIN}\n"
+            "'vpsctl-plan/1' (one box) or 'vpsctl-cluster-plan/1' (a cluster)); "
+            f"{AGAIN}\n"
         )
     else:
         assert err == expect + (

@@ -237,14 +237,28 @@ def test_an_env_change_updates_that_stack_only_and_its_data_stays(cluster: Clust
     assert before >= 1
     stack = cluster.root / "stacks" / "cronping.yaml"
     text = stack.read_text()
-    stack.write_text(text.replace("PING_GRACE_SECONDS: 120", "PING_GRACE_SECONDS: 180", 1))
-    assert stack.read_text() != text
-    others = {
-        n: on_box(b, "docker ps -q --no-trunc | sort")
-        for n, b in cluster.boxes.items()
-        if n != "front"
-    }
-    applied = run_cli(cluster.root, "apply", "-i", INVENTORY, "-y")
+    changed = text.replace("PING_GRACE_SECONDS: 120", "PING_GRACE_SECONDS: 180", 1)
+    assert changed != text
+    ids = {n: on_box(b, "docker ps -q --no-trunc | sort") for n, b in cluster.boxes.items()}
+    others = {n: found for n, found in ids.items() if n != "front"}
+    # a saved plan, the stack edited once more after it: refused as stale, nothing changed
+    stack.write_text(changed)
+    planned = run_cli(cluster.root, "plan", "-i", INVENTORY, "--out", "plan.json")
+    assert planned.code == 2, planned.err[-4000:]
+    stack.write_text(changed.replace("PING_GRACE_SECONDS: 180", "PING_GRACE_SECONDS: 240", 1))
+    refused = run_cli(cluster.root, "apply", "-i", INVENTORY, "plan.json")
+    assert refused.code == 1, refused.err[-4000:]
+    assert (
+        "stale plan: node front: input changed: /opt/vpsctl/stacks/cronping/env/app.env "
+        "renders differently than in the plan; nothing was changed. Run "
+        f"`vpsctl plan -i {INVENTORY} --out plan.json` again" in refused.err
+    ), refused.err[-4000:]
+    assert {n: on_box(b, "docker ps -q --no-trunc | sort") for n, b in cluster.boxes.items()} == ids
+    # the plan saved again, as the edit is meant: applied as saved, without asking
+    stack.write_text(changed)
+    planned = run_cli(cluster.root, "plan", "-i", INVENTORY, "--out", "plan.json")
+    assert planned.code == 2, planned.err[-4000:]
+    applied = run_cli(cluster.root, "apply", "-i", INVENTORY, "plan.json")
     assert applied.code == 0, applied.err[-4000:]
     assert "~ cronping: recreate [app]" in applied.out  # the plan it showed
     assert "cronping: recreate → applied" in applied.err

@@ -306,15 +306,19 @@ def cmd_apply(args: argparse.Namespace) -> int:
     from vpsctl.host.remote import Session  # noqa: PLC0415
     from vpsctl.ops import apply, targets  # noqa: PLC0415 - pyinfra loads only when connecting
 
-    saved = apply.load_plan_file(args.planfile, str(args.inventory)) if args.planfile else None
+    inventory = str(args.inventory)
+    saved = apply.load_plan_file(args.planfile, inventory) if args.planfile else None
     spec = _load(args.inventory)
+    if saved is not None:
+        apply.check_target(saved, args.planfile, spec, inventory)
     if spec.host.cluster:
-        if saved is not None or args.only is not None:
+        if args.only is not None:
             raise VpsctlError(
-                "apply of a cluster takes neither a saved plan nor --only yet: run "
-                f"`vpsctl apply -i {args.inventory}` and review the plan it shows"
+                "apply of a cluster takes no --only (the nodes' bootstraps alone are not "
+                f"built yet): run `vpsctl apply -i {args.inventory}` and review the plan it "
+                "shows; nothing was changed"
             )
-        return _cluster_apply(args, spec)
+        return _cluster_apply(args, spec, saved)
     if args.only == "bootstrap":
         apply.bootstrap(spec, sys.stderr)
         return 0
@@ -322,7 +326,7 @@ def cmd_apply(args: argparse.Namespace) -> int:
         applier = apply.Applier(spec, session, sys.stderr, destroy_data=args.destroy_data)
         plan = applier.plan
         if saved is not None:
-            apply.check_stale(saved, plan, applier.desired, applier.facts)
+            apply.check_stale(saved, plan, applier.desired, applier.facts, args.planfile)
         if not _confirmed(
             views.plan_text(plan), plan.changes, "apply", args.yes or saved is not None
         ):
@@ -360,13 +364,18 @@ def _apply_and_audit(spec: Spec, session: Remote, applier: Applier) -> int:
     return 0 if result.ok and (report is None or report.ok) else 1
 
 
-def _cluster_apply(args: argparse.Namespace, spec: Spec) -> int:
-    """Converge every node of a cluster: its plan shown first, asked (unless -y)."""
+def _cluster_apply(args: argparse.Namespace, spec: Spec, saved: dict[str, Any] | None) -> int:
+    """Converge every node of a cluster: its plan shown first, asked (unless -y); with a
+    ``saved`` plan, exactly that one (not asked), or refused when stale."""
+    from vpsctl.ops.apply import check_cluster_stale  # noqa: PLC0415
     from vpsctl.ops.apply.cluster import ClusterApply  # noqa: PLC0415
 
     with _node_sessions(spec) as sessions:
         run = ClusterApply(spec, dict(sessions), sys.stderr, destroy_data=args.destroy_data)
-        return _run_cluster(spec, sessions, run, "apply", yes=args.yes)
+        if saved is not None:  # before run.apply() takes the locks: nothing changed if stale
+            shares = {name: (a.desired, a.facts) for name, a in run.appliers.items()}
+            check_cluster_stale(saved, run.plan, shares, args.planfile, str(args.inventory))
+        return _run_cluster(spec, sessions, run, "apply", yes=args.yes or saved is not None)
 
 
 def _run_cluster(

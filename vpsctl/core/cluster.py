@@ -28,6 +28,9 @@ from vpsctl.spec.models import (
 )
 from vpsctl.spec.studio import Spec
 
+# what a saved cluster plan says it is (one box's plan says ``vpsctl.core.plan.PLAN_FORMAT``)
+CLUSTER_PLAN_FORMAT = "vpsctl-cluster-plan/1"
+
 
 def node_names(spec: Spec) -> list[str]:
     """The nodes in host.yaml's order, the edge node last (it converges after the others:
@@ -184,6 +187,7 @@ class ClusterPlan:
         """Every node's plan (each with its own hash), the swarm's changes, and a hash over
         the whole."""
         data: dict[str, Any] = {
+            "format": CLUSTER_PLAN_FORMAT,
             "cluster": self.cluster,
             "overlay": self.overlay,
             "summary": self.summary(),
