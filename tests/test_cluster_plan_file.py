@@ -234,10 +234,13 @@ def test_an_unknown_format_names_both_kinds(root: Path) -> None:
     )
 
 
-def test_only_on_a_cluster_stays_refused(root: Path) -> None:
-    result = run_cli(root, "apply", "-i", CLUSTER, "--only", "bootstrap")
+def test_only_bootstrap_of_a_cluster_with_a_saved_plan_is_refused(root: Path) -> None:
+    plan, _ = planned(root, converged(root))
+    path = save(root, plan.to_json())
+    result = run_cli(root, "apply", "-i", CLUSTER, str(path), "--only", "bootstrap")
     assert result.code == 1
-    assert result.err.startswith("apply of a cluster takes no --only")
+    assert result.err.startswith("apply --only bootstrap runs each node's bootstrap, which")
+    assert "nothing was changed" in result.err
 
 
 # ── checked against every node once connected ───────────────────────────────────────────

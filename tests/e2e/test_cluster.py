@@ -174,6 +174,12 @@ def test_a_second_plan_and_apply_change_nothing(cluster: Cluster) -> None:
     assert "No changes. The 3 nodes match the spec." in plan.out
     again = run_cli(cluster.root, "apply", "-i", INVENTORY, "-y")
     assert again.code == 0, again.err[-4000:]
+    # each node's bootstrap alone, in apply order: already in place everywhere
+    booted = run_cli(cluster.root, "apply", "-i", INVENTORY, "--only", "bootstrap")
+    assert booted.code == 0, booted.err[-4000:]
+    said = [line for line in booted.err.splitlines() if line.startswith("bootstrap")]
+    assert said[::2] == [f"bootstrap lumen-cluster/{n} …" for n in ("media", "stats", "front")]
+    assert all(line.startswith("bootstrap: 0 changed, ") for line in said[1::2]), said
     after = {n: on_box(b, "docker ps -q --no-trunc | sort") for n, b in cluster.boxes.items()}
     assert after == ids  # no container restarted anywhere
 

@@ -312,12 +312,16 @@ def cmd_apply(args: argparse.Namespace) -> int:
     if saved is not None:
         apply.check_target(saved, args.planfile, spec, inventory)
     if spec.host.cluster:
-        if args.only is not None:
-            raise VpsctlError(
-                "apply of a cluster takes no --only (the nodes' bootstraps alone are not "
-                f"built yet): run `vpsctl apply -i {args.inventory}` and review the plan it "
-                "shows; nothing was changed"
-            )
+        if args.only == "bootstrap":
+            from vpsctl.ops.apply.cluster import bootstrap_nodes  # noqa: PLC0415
+
+            if saved is not None:
+                raise VpsctlError(
+                    "apply --only bootstrap runs each node's bootstrap, which a saved plan "
+                    "does not hold: give one or the other; nothing was changed"
+                )
+            bootstrap_nodes(spec, sys.stderr)
+            return 0
         return _cluster_apply(args, spec, saved)
     if args.only == "bootstrap":
         apply.bootstrap(spec, sys.stderr)

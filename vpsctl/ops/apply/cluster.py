@@ -38,10 +38,10 @@ from vpsctl.core.plan import StackChange
 from vpsctl.core.render import Desired
 from vpsctl.core.swarm import overlay_kind
 from vpsctl.errors import VpsctlError
-from vpsctl.host.remote import Remote
+from vpsctl.host.remote import DeployReport, Remote, Session
 from vpsctl.ops import swarm, targets
 from vpsctl.ops.apply.applier import LOCK, Applier
-from vpsctl.ops.apply.bootstrap import deploy_module
+from vpsctl.ops.apply.bootstrap import deploy_module, run_bootstrap
 from vpsctl.ops.apply.move import Moves
 from vpsctl.ops.apply.result import ApplyResult, StackOutcome
 from vpsctl.ops.apply.runtime import ComposeRuntime, SwarmRuntime
@@ -361,3 +361,20 @@ class ClusterApply:
             move.stack: next((o for o in results[move.new].outcomes if o.stack == move.stack), None)
             for move in self.moves.found
         }
+
+
+def bootstrap_nodes(spec: Spec, out: IO[str]) -> dict[str, DeployReport]:
+    """``apply --only bootstrap`` of a cluster: each node's bootstrap as a cluster's apply
+    runs it (:func:`node_settings`: the edge node opens host.yaml's ports, every node its
+    SSH port, and the swarm's ports to the other nodes' addresses only), one node after
+    another in apply order; no swarm formed, no stack touched."""
+    names = cluster.node_names(spec)
+    addresses = {name: targets.node_address(spec, name) for name in names}
+    reports: dict[str, DeployReport] = {}
+    for name in names:
+        peers = tuple(a for n, a in addresses.items() if n != name)
+        with Session(targets.node_target(spec, name)) as session:
+            reports[name] = run_bootstrap(
+                session, spec, out, node_settings(spec, name, peers), f"{spec.host.name}/{name}"
+            )
+    return reports
