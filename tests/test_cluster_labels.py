@@ -2,7 +2,8 @@
 run on holds its files and images, ONE node (the last of them in apply order) deploys it and
 plans it against its containers wherever Swarm put them, its health gate reads the node
 Swarm put its task on, the audit accepts it on any of those nodes only, and a rollback of it
-is refused. On real boxes: tests/e2e/test_cluster.py's last test."""
+takes the versions its deploying node keeps (its way back on every node holding it:
+tests/test_cluster_label_rollback.py). On real boxes: tests/e2e/test_cluster.py's last test."""
 
 from __future__ import annotations
 
@@ -18,6 +19,7 @@ from tests import factsim
 from tests.helpers import ROOT, place_status, run_cli
 from tests.scripted import ScriptedSession
 from tests.test_cluster_audit import container
+from tests.test_cluster_versions import kept
 from vpsctl.core import cluster
 from vpsctl.core import swarm as swarm_core
 from vpsctl.core.facts import parse
@@ -29,7 +31,7 @@ from vpsctl.ops.apply.runtime import SwarmRuntime
 from vpsctl.ops.audit import FAIL, OK, AuditFacts
 from vpsctl.ops.cluster_audit import node_share, placement_checks
 from vpsctl.ops.inputs import render_spec
-from vpsctl.ops.versions import RollbackError, choose_on_nodes
+from vpsctl.ops.versions import ByNode, choose_on_nodes
 from vpsctl.spec.loader import load_spec
 from vpsctl.spec.studio import Spec
 
@@ -44,6 +46,11 @@ STATUS_FILES = {
 @pytest.fixture
 def root(tmp_path: Path) -> Path:
     """The example cluster with `status` placed by `{tier: apps}` (media and stats)."""
+    return labelled(tmp_path)
+
+
+def labelled(tmp_path: Path) -> Path:
+    """:func:`root`'s studio, under ``tmp_path``."""
     shutil.copytree(ROOT / "stacks", tmp_path / "stacks")
     shutil.copytree(
         ROOT / CLUSTER, tmp_path / CLUSTER, ignore=shutil.ignore_patterns("secrets.env")
@@ -184,8 +191,10 @@ def test_a_node_holding_it_uploads_its_changed_files_before_its_stacks(spec: Spe
     applier = SimpleNamespace(
         spec=spec, session=session, desired=share, plan=plan, say=said.append, record=said.append
     )
+    applier.previous, applier.held_created = lambda name: f"/opt/vpsctl/previous/{name}", {}
     HostSetup(cast(Any, applier)).held_files()
     assert set(session.written) == STATUS_FILES
+    assert applier.held_created == {"status": sorted(STATUS_FILES)}  # new here: none to keep
     assert said[0] == "status: 2 file(s) held here (Swarm may start it here)"
 
 
@@ -274,18 +283,23 @@ def test_the_swarm_check_accepts_its_task_on_any_matching_node_only(spec: Spec) 
     )
 
 
+# ── its rollback (carried out: tests/test_cluster_label_rollback.py) ─────────────────────
+
+
+def test_a_rollback_of_it_takes_the_versions_its_deploying_node_keeps(spec: Spec) -> None:
+    d = whole(spec)
+    by_node: ByNode = {
+        "stats": {"status": kept(d, "status", "2026-12-03T15:00:00Z", "2026-12-03T16:00:00Z")},
+        "media": {},
+        "front": {},
+    }
+    chosen = choose_on_nodes(spec, by_node, ["status"])  # no longer refused
+    assert {node: [t.stack for t in ts] for node, ts in chosen.items()} == {"stats": ["status"]}
+    (target,) = chosen["stats"]
+    assert target.previous.plan_hash == "01" * 32 and target.current.plan_hash == "02" * 32
+
+
 # ── refusals ─────────────────────────────────────────────────────────────────────────────
-
-
-def test_a_rollback_of_it_is_refused_naming_the_line_and_what_works(root: Path, spec: Spec) -> None:
-    host = root / CLUSTER / "host.yaml"
-    line = host.read_text().splitlines().index("    placement: {tier: apps}") + 1
-    with pytest.raises(RollbackError) as refused:
-        choose_on_nodes(spec, {}, ["status"])
-    message = str(refused.value)
-    assert message.startswith(f"rollback: {host}:{line}: stacks.status.placement: ")
-    assert "put its previous version in stacks/status.yaml and apply" in message
-    assert "pin it with `node: stats` (the node keeping its versions)" in message
 
 
 def test_a_first_launch_claimed_in_it_is_data_it_must_be_pinned(root: Path) -> None:

@@ -757,3 +757,41 @@ def test_a_stack_placed_by_labels_is_held_by_both_its_nodes_and_gated_where_it_r
     assert placed["value"] == "1 task on media"
     again = run_cli(cluster.root, "plan", "-i", INVENTORY)
     assert again.code == 0 and "No changes. The 3 nodes match the spec." in again.out, again.out
+    # its way back, on both nodes: a new page applied; a page Caddy cannot load, whose
+    # failed gate puts the previous files back on both; then `vpsctl rollback` of it
+    site = cluster.root / "stacks" / "files" / "status" / "Caddyfile"
+    first = site.read_text()
+    second = first.replace("status: ok", "status: v2")
+    site.write_text(second)
+    changed = run_cli(cluster.root, "apply", "-i", INVENTORY, "-y")
+    assert changed.code == 0, changed.err[-4000:]
+    assert "status: recreate → applied" in changed.err
+    assert on_box(media, caddyfile) == on_box(stats, caddyfile) == second.strip()
+    site.write_text(':8080 {\n\tno_such_directive "status: broken"\n}\n')
+    broken = run_cli(cluster.root, "apply", "-i", INVENTORY, "-y")
+    assert broken.code == 1 and "status: recreate → rolled back" in broken.err, broken.err[-4000:]
+    assert "status: its previous files are back on lumen-cluster/media" in broken.err
+    assert on_box(media, caddyfile) == on_box(stats, caddyfile) == second.strip()
+    site.write_text(second)  # the spec as the failed apply left the nodes
+    listed = run_cli(cluster.root, "history", "-i", INVENTORY, "--json", "status")
+    versions = json.loads(listed.out)
+    assert [(v["node"], v["current"]) for v in versions][:2] == [("stats", True), ("stats", False)]
+    back = run_cli(cluster.root, "rollback", "-i", INVENTORY, "-y", "status")
+    assert_no_secrets(cluster.root, back.out, back.err)
+    assert back.code == 0, back.err[-4000:]  # gated where it runs, the closing audit green
+    assert f"rollback status on stats: {versions[0]['version']} → {versions[1]['version']}" in (
+        back.err
+    )
+    assert on_box(media, caddyfile) == on_box(stats, caddyfile) == first.strip()
+    (runs_on,) = [box for box in (media, stats) if "status" in stacks_on(box)]
+    page = on_box(
+        runs_on,
+        "docker exec $(docker ps -q --filter label=com.docker.compose.project=status) "
+        "wget -qO- http://127.0.0.1:8080/",
+    )
+    assert page == "status: ok"
+    site.write_text(first)  # the spec as the rollback left the nodes
+    result, report = audited(cluster)
+    assert result.code == 0, [c for c in report["checks"] if c["status"] == "FAIL"]
+    again = run_cli(cluster.root, "plan", "-i", INVENTORY)
+    assert again.code == 0 and "No changes. The 3 nodes match the spec." in again.out, again.out

@@ -142,14 +142,18 @@ def fetch_files(session: Remote, target: Target) -> dict[str, tuple[bytes, int]]
 
 def override(previous: dict[str, Desired]) -> Callable[[Desired], None]:
     """The Applier's hook: each stack of ``previous`` as its previous version has it (its
-    own files replace the ones the spec renders for it)."""
+    own files replace the ones the spec renders for it), whether the host deploys it or, a
+    cluster node, only holds it for another node's deploy (:attr:`Desired.held`)."""
 
     def apply_to(desired: Desired) -> None:
         for name, old in previous.items():
             for path in [p for p, f in desired.files.items() if f.stack == name]:
                 del desired.files[path]
             desired.files.update(old.files)
-            desired.stacks[name] = old.stacks[name]
+            if name in desired.held:
+                desired.held[name] = old.stacks[name]
+            else:
+                desired.stacks[name] = old.stacks[name]
 
     return apply_to
 
@@ -268,8 +272,9 @@ def node_current(spec: Spec, by_node: ByNode) -> set[tuple[str, str]]:
 
 def choose_on_nodes(spec: Spec, by_node: ByNode, stacks: list[str]) -> dict[str, list[Target]]:
     """What a rollback of ``stacks`` puts back on each node (only nodes with something to
-    put back): each stack from the versions ITS node keeps. A cluster's rollback names its
-    stacks: the nodes keep their versions apart, so "the last apply's stacks" is not one
+    put back): each stack from the versions ITS node keeps (a stack placed by labels: its
+    deploying node's, :func:`~vpsctl.core.cluster.stack_node`). A cluster's rollback names
+    its stacks: the nodes keep their versions apart, so "the last apply's stacks" is not one
     box's record."""
     if not stacks:
         raise RollbackError(
@@ -278,17 +283,8 @@ def choose_on_nodes(spec: Spec, by_node: ByNode, stacks: list[str]) -> dict[str,
         )
     chosen: dict[str, list[Target]] = {}
     for name in stacks:
-        if cluster.by_labels(spec, name):
-            line, _ = spec.host_doc.locate(("stacks", name, "placement"))
-            deploying = cluster.stack_node(spec, name)
-            raise RollbackError(
-                f"rollback: {spec.host_doc.file}:{line}: stacks.{name}.placement: a stack "
-                f"placed by labels is not rolled back: its previous files would go back on "
-                f"{deploying} only, while Swarm may run it on any of "
-                f"{', '.join(cluster.candidates(spec, name))}; put its previous version in "
-                f"stacks/{name}.yaml and apply, or pin it with `node: {deploying}` (the node "
-                "keeping its versions) and apply, then roll it back"
-            )
+        # a stack placed by labels: the versions its deploying node keeps (the nodes
+        # holding it get its previous files too: :func:`held_too`)
         node = cluster.stack_node(spec, name)
         found = by_node.get(node, {})
         elsewhere = sorted(n for n, f in by_node.items() if n != node and name in f)
@@ -322,7 +318,7 @@ def cluster_rollback(
     puts back; a :class:`RollbackError` when it cannot, before any change."""
     chosen = choose_on_nodes(spec, read_nodes(sessions), stacks)
     previous = {node: prepare(sessions[node], ts) for node, ts in chosen.items()}
-    overrides = {node: override(p) for node, p in previous.items()}
+    overrides = {node: override(p) for node, p in held_too(spec, previous).items()}
     run = ClusterApply(
         spec,
         dict(sessions),
@@ -346,6 +342,19 @@ def cluster_rollback(
                 f"rollback to {target.previous.version}"
             )
     whole = render(spec, next(iter(run.appliers.values())).inputs)
-    for put_back in overrides.values():
-        put_back(whole)
+    for put_back in previous.values():
+        override(put_back)(whole)
     return ClusterRollback(run, chosen, whole)
+
+
+def held_too(spec: Spec, previous: dict[str, dict[str, Desired]]) -> dict[str, dict[str, Desired]]:
+    """The previous versions each node puts in place, by node then stack: its own stacks',
+    and those of the stacks placed by labels it holds for another node's deploy (their
+    previous files go back there before the deploy: Swarm may start the previous version on
+    any node its labels match)."""
+    out = {node: dict(stacks) for node, stacks in previous.items()}
+    for stacks in previous.values():
+        for name, old in stacks.items():
+            for holder in cluster.holders(spec, name):
+                out.setdefault(holder, {})[name] = old
+    return out

@@ -92,6 +92,12 @@ class Applier:
         self.withheld: frozenset[str] = frozenset()  # stacks the edge does not route to
         # stack → the result its kept version records ("applied" unless set: a rollback)
         self.version_results: dict[str, str] = {}
+        # a cluster node's, for the stacks another node deploys that it holds (placed by
+        # labels): the files this run created among them, by stack, once the previous
+        # version of the others is kept (:meth:`HostSetup.held_files`), until the deploying
+        # node's gate passed or put them back; and the stacks whose held files went back
+        self.held_created: dict[str, list[str]] = {}
+        self.held_put_back: set[str] = set()
         self.lanes: Lanes | None = None  # while stacks converge at once: who says what
         self.feed: ImageFeed | None = None  # the run's images, while they come
         self.setup = HostSetup(self)
@@ -416,17 +422,33 @@ class Applier:
         """Where the previous version of ``name``'s changed files waits during its change."""
         return f"{PREVIOUS}/{name}"
 
+    def holding(self, name: str) -> list[Applier]:
+        """The nodes that hold the files of ``name`` for this run's deploy of it and kept
+        the previous version of those this run replaced there (a cluster's stack placed by
+        labels: :class:`~vpsctl.ops.apply.cluster.NodeApplier`); one box: none."""
+        return []
+
     def discard_previous(self, name: str) -> None:
-        """The change held: its previous files are no longer needed (the next save starts
-        afresh, so a copy left behind does no harm; it is only reported)."""
-        result = self.session.run(
-            file_commands.remove([self.previous(name)], recursive=True),
+        """The change held: its previous files are no longer needed, here and on the nodes
+        holding them (:meth:`holding`)."""
+        self.discard_copy(self, name)
+        for holder in self.holding(name):
+            self.discard_copy(holder, name)
+
+    def discard_copy(self, where: Applier, name: str) -> None:
+        """Remove the previous files of ``name`` kept on ``where`` (this run's host, or a
+        node holding them): the next save starts afresh, so a copy left behind does no
+        harm; it is only reported."""
+        where.held_created.pop(name, None)
+        result = where.session.run(
+            file_commands.remove([where.previous(name)], recursive=True),
             check=False,
             purpose=f"removing the previous files of {name}",
         )
         if not result.ok:
+            on = "" if where is self else f" on {where.label}"
             self.say(
-                f"{name}: note: {self.previous(name)} could not be removed: "
+                f"{name}: note: {where.previous(name)} could not be removed{on}: "
                 f"{output_tail(result, 2, 200)}"
             )
 
@@ -443,11 +465,15 @@ class Applier:
         self.say(f"{name}: {change.action} ({change.reason})")
         caddyfile = next((f for f in files if f.kind == "caddyfile"), None)
         refused = self.prepare(name, change, files, caddyfile)
-        if not refused:
+        if refused:
+            # the nodes holding it have its new files already: theirs go back
+            refused += self.rollbacks.unhold(name)
+        else:
             # a rotated database password: changed in the running database first
             refused = self.rotations.databases(name)
             if refused:
                 undone = self.rotations.undo(name)
+                refused += self.rollbacks.unhold(name)  # before the copies are discarded
                 self.discard_previous(name)
                 self.edge.remove_next(caddyfile)
                 refused += "".join(f"; {u}" for u in undone)

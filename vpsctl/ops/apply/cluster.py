@@ -10,7 +10,9 @@ containers wherever Swarm put them, gated on the node that runs its task); the o
 its files and images. The order across nodes:
 
 1. every node's bootstrap (its firewall letting in the swarm's ports from the other nodes
-   only), its network, its own files and those of the stacks placed by labels it holds;
+   only), its network, its own files and those of the stacks placed by labels it holds
+   (the previous version of those it replaces kept: the deploying node's rollback puts
+   them back there too);
 2. the swarm formed or converged (:func:`vpsctl.ops.swarm.form_swarm`): members, labels,
    the encrypted overlay;
 3. every node's stacks, the edge node last (Caddy's first start finds every upstream); the
@@ -21,7 +23,8 @@ its files and images. The order across nodes:
 Health gates are vpsctl's own (each service's healthcheck on THIS deploy's container, then
 the probes through Caddy), not Swarm's ``update_config.failure_action: rollback``: Swarm
 judges one service's tasks alone, never a stack's probes through the edge nor a database
-restored, and vpsctl's rollback also puts the stack's previous files back on its node.
+restored, and vpsctl's rollback also puts the stack's previous files back on its node (and
+on every node holding them, for a stack placed by labels).
 """
 
 from __future__ import annotations
@@ -95,6 +98,9 @@ class NodeApplier(Applier):
         # every node's session, by name: the health gate of a stack placed by labels reads
         # its containers on the node Swarm put its task on
         self.sessions: Mapping[str, Remote] = sessions or {node: session}
+        # every node's applier, by name (:class:`ClusterApply` sets it): a rollback of a
+        # stack placed by labels puts its previous files back on the nodes holding it too
+        self.nodes: Mapping[str, Applier] = {node: self}
         self.peers = peers
         self.is_edge_node = node == spec.host.edge_node
         # whether the edge (on its node) routes as the spec says, before this run changes it
@@ -154,6 +160,24 @@ class NodeApplier(Applier):
 
     def removals(self) -> list[str]:
         return [name for name in super().removals() if name not in self.kept]
+
+    def holding(self, name: str) -> list[Applier]:
+        """When this node deploys ``name`` (placed by labels): the other nodes it may run
+        on that replaced its files in this run (their begin, before any node's stacks) and
+        keep the previous ones until this node's gate judges it."""
+        held = cluster.holders(self.spec, name)
+        if not held or cluster.stack_node(self.spec, name) != self.node:
+            return []
+        return [
+            self.nodes[n] for n in held if n in self.nodes and name in self.nodes[n].held_created
+        ]
+
+    def finish(self, result: ApplyResult, started: float) -> None:
+        """As one box's; first, the previous files this node kept of a stack it holds whose
+        deploying node did not change it (nothing will put them back) are removed."""
+        for name in list(self.held_created):
+            self.discard_copy(self, name)
+        super().finish(result, started)
 
     def placed_elsewhere(self, name: str) -> bool:
         spec = self.spec
@@ -275,6 +299,8 @@ class ClusterApply:
             )
             for name in self.names
         }
+        for applier in self.appliers.values():
+            applier.nodes = self.appliers
         # a stack placed by labels is planned by its deploying node, wherever its task runs
         placed = cluster.placed_facts(spec, {name: a.facts for name, a in self.appliers.items()})
         for name, applier in self.appliers.items():

@@ -12,6 +12,7 @@ from vpsctl.core import backupfiles
 from vpsctl.core.rotation import RESTIC_PASSWORD_FILE
 from vpsctl.errors import VpsctlError
 from vpsctl.host.commands import compose, systemd
+from vpsctl.host.commands import files as file_commands
 from vpsctl.local import docker as localdocker
 from vpsctl.local import pebble, standins
 from vpsctl.ops.apply.phase import Phase
@@ -40,14 +41,26 @@ class HostSetup(Phase):
 
     def held_files(self) -> None:
         """The files of the stacks another node deploys whose task Swarm may start here
-        (:attr:`Desired.held`): upload what changed. Their images come with this node's."""
+        (:attr:`Desired.held`): upload what changed, the previous version of what it
+        replaces kept first (a failed gate of the deploying node, later in the run, puts it
+        back here too: Swarm may start the previous version here). Their images come with
+        this node's."""
         for name, stack in self.desired.held.items():
-            changed = {
-                f.path for f in self.plan.files if f.stack == name and f.action != "unchanged"
-            }
-            files = [self.desired.files[p] for p in stack.files if p in changed]
+            actions = {f.path: f.action for f in self.plan.files if f.stack == name}
+            files = [
+                self.desired.files[p]
+                for p in stack.files
+                if actions.get(p, "unchanged") != "unchanged"
+            ]
             if not files:
                 continue
+            self.session.run(
+                file_commands.save_previous(self.applier.previous(name), [f.path for f in files]),
+                purpose=f"saving the previous files of {name}",
+            )
+            self.applier.held_created[name] = [
+                f.path for f in files if actions.get(f.path) == "create"
+            ]
             self.session.put_files([(f.path, f.content, f.mode) for f in files])
             self.say(f"{name}: {len(files)} file(s) held here (Swarm may start it here)")
             self.record(f"{name}: files held: {', '.join(f.path for f in files)}")

@@ -10,6 +10,7 @@ from typing import Any
 from vpsctl.core import sections
 from vpsctl.core.facts import MANIFEST
 from vpsctl.core.layout import HOST_ROOT
+from vpsctl.core.render import stack_dir
 from vpsctl.core.versions import VERSIONS, version_record
 from vpsctl.errors import masked_data
 from vpsctl.host.commands import files, versions
@@ -68,10 +69,14 @@ class Record(Phase):
                 for path in old_stacks[name].get("files", []):
                     if path in old_files:
                         files_record[path] = old_files[path]
-        held = [p for s in self.desired.held.values() for p in s.files]  # uploaded in begin
-        for path in [*self.desired.host_files, *held]:
+        put_back = self.applier.held_put_back  # its deploy rolled back: previous files here
+        held = [p for n, s in self.desired.held.items() if n not in put_back for p in s.files]
+        for path in [*self.desired.host_files, *held]:  # uploaded in begin
             f = self.desired.files[path]
             files_record[path] = {"sha256": f.sha256, "mode": f"{f.mode:04o}"}
+        for name in put_back:
+            directory = stack_dir(name) + "/"
+            files_record |= {p: r for p, r in old_files.items() if p.startswith(directory)}
         return {"files": files_record, "stacks": stacks}
 
     def keep_versions(self, result: ApplyResult) -> None:

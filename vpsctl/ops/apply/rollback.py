@@ -12,7 +12,7 @@ from vpsctl.core.render import DesiredFile
 from vpsctl.errors import display_path
 from vpsctl.host import probes
 from vpsctl.host.commands import Argv, Script, backup, docker, files
-from vpsctl.host.remote import RemoteError, output_tail
+from vpsctl.host.remote import Remote, RemoteError, output_tail
 from vpsctl.ops.apply.phase import Phase
 from vpsctl.ops.apply.result import StackResult
 from vpsctl.ops.apply.snapshots import counted_rows, discarded_rows, marked, snapshot_id
@@ -31,10 +31,18 @@ class Steps(Phase):
         super().__init__(applier)
         self.failed: list[str] = []
 
-    def run(self, command: Argv | Script, purpose: str, timeout: int = 600) -> bool:
-        """Run one step; whether it succeeded."""
+    def run(
+        self,
+        command: Argv | Script,
+        purpose: str,
+        timeout: int = 600,
+        *,
+        session: Remote | None = None,
+    ) -> bool:
+        """Run one step (on this run's host, or on ``session``: another node's); whether it
+        succeeded."""
         try:
-            self.session.run(command, timeout, purpose=purpose)
+            (session or self.session).run(command, timeout, purpose=purpose)
         except RemoteError as exc:
             self.failed.append(self.clean(str(exc)))
             return False
@@ -69,20 +77,26 @@ class Rollback(Phase):
         if change.action == "start" and not self.facts.projects().get(name):
             return self.remove_new(name, reason, created, steps)
         previous = self.applier.previous(name)
+        kept: list[str] = []  # where a copy of the previous files stays
         files_back = steps.run(
             files.restore_previous(previous), f"putting the previous files of {name} back"
         )
         if files_back:
-            self.applier.discard_previous(name)
+            self.applier.discard_copy(self.applier, name)
+        else:
+            kept.append(previous)
         if created and not steps.run(files.remove(created), f"removing the new files of {name}"):
             files_back = False
+        # Swarm may start the previous version on any node holding its files: theirs too
+        kept += self.holders_back(name, steps)
+        files_back = files_back and not steps.failed
         snapshot = self.applier.snapshots.taken.get(name)
         data = "" if snapshot is None else "; " + self.restore_snapshot(name, snapshot, steps)
         if not files_back:
             # a mix of old and new files: starting it would run something nobody planned
             steps.failed.append("the previous version was not started: its files are not all back")
-            files_state = (
-                f"the previous files could not all be put back; a copy is kept in {previous}"
+            files_state = "the previous files could not all be put back" + (
+                f"; a copy is kept in {' and '.join(kept)}" if kept else ""
             )
             return self.failed(name, reason, steps.failed, files_state + data, snapshot)
         # a database password changed for the new version: the old one back first, or
@@ -108,11 +122,55 @@ class Rollback(Phase):
                 "  last log lines:\n" + "\n".join("    " + line for line in logs.splitlines()[-15:])
             )
 
+    def holders_back(self, name: str, steps: Steps) -> list[str]:
+        """Put the previous files of ``name`` back on every node holding them for this
+        run's deploy (:meth:`Applier.holding`: a stack placed by labels), and remove the
+        ones this run created there; failures go to ``steps``. Returns where a copy of the
+        previous files stays (the nodes whose files are not all back)."""
+        kept: list[str] = []
+        for holder in self.applier.holding(name):
+            node, previous = holder.label, holder.previous(name)
+            created = holder.held_created.get(name, [])
+            holder.held_put_back.add(name)
+            back = steps.run(
+                files.restore_previous(previous),
+                f"putting the previous files of {name} back on {node}",
+                session=holder.session,
+            )
+            if back and created:
+                back = steps.run(
+                    files.remove(created),
+                    f"removing the new files of {name} on {node}",
+                    session=holder.session,
+                )
+            if back:
+                self.applier.discard_copy(holder, name)
+                self.say(f"{name}: its previous files are back on {node}")
+            else:
+                holder.held_created.pop(name, None)  # settled: a rollback's copy stays
+                kept.append(f"{previous} on {node}")
+        return kept
+
+    def unhold(self, name: str) -> str:
+        """A change of ``name`` refused before it began: the nodes holding its files have
+        the new ones already (uploaded before any stack), so theirs go back. "" when they
+        did (or none holds them), else what failed, in words."""
+        steps = Steps(self.applier)
+        kept = self.holders_back(name, steps)
+        if not steps.failed:
+            return ""
+        return (
+            f"; but its previous files could not all be put back on the nodes holding them "
+            f"({'; '.join(steps.failed)}; a copy is kept in {' and '.join(kept)})"
+        )
+
     def remove_new(self, name: str, reason: str, created: list[str], steps: Steps) -> Verdict:
-        """A stack new in this run failed its first start: take it down, remove its files."""
+        """A stack new in this run failed its first start: take it down, remove its files
+        (on the nodes holding them as well)."""
         steps.act(lambda: self.applier.runtime.down(name))
         if created:
             steps.run(files.remove(created), f"removing the new files of {name}")
+        self.holders_back(name, steps)
         if not steps.failed:
             self.say(f"{name}: rolled back (removed: it was new)")
             return StackResult.ROLLED_BACK, f"{reason}; rolled back: removed (it was new)"
