@@ -261,6 +261,34 @@ def test_a_failed_prune_is_a_problem_of_the_run(prod: Path) -> None:
     assert str(journal_of(session)["result"]).startswith("failed: prune: deleting stale files")
 
 
+@pytest.mark.parametrize("gate_passes", [True, False])
+def test_a_stale_file_of_a_stack_whose_change_did_not_hold_stays(
+    prod: Path, gate_passes: bool
+) -> None:
+    """The new version of documint drops a file; its previous version, put back when the
+    change fails its gate, may need it: the file is deleted only once the change holds
+    (until then it is still on the box, under the stack's directory: the next plan shows
+    it to delete again)."""
+    session = converged_session(prod)
+    assert session.host is not None
+    stale = "/opt/vpsctl/stacks/documint/config/old.conf"
+    session.host.files[stale] = (b"old\n", 0o644, "root:root")
+    spec = change_documint_env(prod)
+    if not gate_passes:
+        session.fail(COMPOSE_UP, "container documint-app-1 is unhealthy", times=1)
+    result, said = run_apply(spec, session)
+    documint = outcome_of(result, "documint")
+    deleted = session.ran(rf"^rm -f -- {stale}$")
+    if gate_passes:
+        assert documint.result == StackResult.APPLIED, session.log()
+        assert deleted and result.ok
+    else:
+        assert documint.result == StackResult.ROLLED_BACK, session.log()
+        assert not deleted
+        assert "documint: its stale files stay (its previous version runs" in said
+        assert not result.problems  # kept on purpose: not a failure of the prune
+
+
 def test_an_error_before_the_stacks_is_journaled_and_raised(prod: Path) -> None:
     session = converged_session(prod)
     spec = change_documint_env(prod)

@@ -9,7 +9,7 @@ from vpsctl.core.render import stack_dir
 from vpsctl.host.commands import docker, files, systemd
 from vpsctl.host.remote import RemoteError
 from vpsctl.ops.apply.phase import Phase
-from vpsctl.ops.apply.result import ApplyResult, StackOutcome, StackResult
+from vpsctl.ops.apply.result import CONVERGED, ApplyResult, StackOutcome, StackResult
 
 
 class Prune(Phase):
@@ -67,13 +67,24 @@ class Prune(Phase):
         problems (the files stay, and the next plan shows them again)."""
         self.delete_volumes(result)  # --destroy-data: the volumes of undeclared stacks
         removed_stacks = {s.stack for s in self.plan.stacks if s.action == "remove"}
+        # a stack whose change did not hold runs its previous version, which may need the
+        # files the new one dropped (put back by its rollback, or never touched); a stack
+        # placed by labels whose deploying node put this node's copy back, likewise
+        kept = {o.stack for o in result.outcomes if o.result not in CONVERGED}
+        kept |= self.applier.held_put_back
         paths = [
             f.path
             for f in self.plan.files
             if f.action == "delete"
             and f.stack not in removed_stacks
+            and f.stack not in kept
             and not (f.stack == "" and self.applier.keeps_stale_backup_files())
         ]
+        for name in sorted({f.stack for f in self.plan.files if f.action == "delete"} & kept):
+            self.say(
+                f"{name}: its stale files stay (its previous version runs; the apply that "
+                "lands its change removes them)"
+            )
         try:
             if any(p.startswith(backupfiles.SYSTEMD_DIR + "/") for p in paths):
                 # the backup is no longer declared: stop its timers before their units go
