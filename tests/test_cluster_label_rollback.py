@@ -116,9 +116,13 @@ class Runtime:
     """The deploying node's runtime: each deploy of `status` is an event; the first
     ``failing`` deploys fail; every service is healthy."""
 
-    def __init__(self, events: list[str], failing: int) -> None:
+    def __init__(self, events: list[str], failing: int, where: dict[str, Any]) -> None:
         self.events = events
         self.failing = failing
+        self.where = where  # the sessions of the nodes Swarm put its task on
+
+    def state_sessions(self, name: str) -> dict[str, Any]:
+        return self.where
 
     def up(self, name: str) -> tuple[bool, str]:
         self.events.append(f"deploy {name}")
@@ -176,7 +180,8 @@ def converge(changing: Changing, failing: int, action: str = "recreate") -> Stac
     whose first ``failing`` deploys fail."""
     made, events = changing
     media, stats = made["media"], made["stats"]
-    stats.runtime = Runtime(events, failing)  # type: ignore[assignment]
+    where = {"media": media.session}  # Swarm runs its task on media
+    stats.runtime = Runtime(events, failing, where)  # type: ignore[assignment]
     media.setup.held_files()
     change = next(s for s in stats.plan.stacks if s.stack == "status")
     assert change.action == action, stats.plan.stacks
@@ -250,6 +255,8 @@ def test_a_holder_that_cannot_put_its_files_back_fails_the_rollback_naming_it(
 ) -> None:
     made, events = changing
     scripted(made["media"]).fail(RESTORE, "cp: cannot create regular file: No space left")
+    ps = r"^docker ps -a --filter label=com.docker.compose.project=status "
+    scripted(made["media"]).answer(ps, stdout="site\trunning\tstatus:1\tUp 2 minutes\n")
     outcome = converge(changing, failing=1)
     assert outcome.result == StackResult.ROLLBACK_FAILED
     assert events.count("deploy status") == 1  # the previous version was NOT started
@@ -260,6 +267,9 @@ def test_a_holder_that_cannot_put_its_files_back_fails_the_rollback_naming_it(
     ), detail
     assert "the previous version was not started: its files are not all back" in detail
     assert f"a copy is kept in {PREVIOUS} on lumen-cluster/media" in detail
+    # what runs now is read where Swarm put its task (media), not on its deploying node
+    assert scripted(made["media"]).ran(ps) and not scripted(made["stats"]).ran(ps)
+    assert "Now: its containers run unchecked (site on media: Up 2 minutes" in detail, detail
     assert not scripted(made["media"]).ran(DISCARD)  # the copy stays
     assert events[:3] == ["deploy status", "stats: previous files back", "stats: new files removed"]
 

@@ -281,16 +281,25 @@ class Rollback(Phase):
         return StackResult.ROLLBACK_FAILED, f"{reason}; {told}"
 
     def stack_state(self, name: str) -> str:
-        """What the box runs of stack ``name`` now, in words (asked, not assumed)."""
-        result = self.session.run(
-            docker.stack_state(name),
-            60,
-            check=False,  # its failure is itself the answer: the state is unknown
-            purpose=f"the containers of {name}",
-        )
-        if not result.ok:
-            return f"its state is unknown (docker ps failed: {output_tail(result, 2, 200)})"
-        rows = [line.split("\t") for line in result.stdout.splitlines() if line.strip()]
+        """What the box runs of stack ``name`` now, in words (asked, not assumed): read
+        where its containers are (a cluster's stack placed by labels: on the nodes Swarm
+        put it on, each service named with its node)."""
+        where = self.applier.runtime.state_sessions(name)
+        rows: list[list[str]] = []
+        for node, session in where.items():
+            on = f" on {node}" if node else ""
+            result = session.run(
+                docker.stack_state(name),
+                60,
+                check=False,  # its failure is itself the answer: the state is unknown
+                purpose=f"the containers of {name}{on}",
+            )
+            if not result.ok:
+                return f"its state is unknown (docker ps failed{on}: {output_tail(result, 2, 200)})"
+            for line in result.stdout.splitlines():
+                if line.strip():
+                    row = line.split("\t")
+                    rows.append([row[0] + on, *row[1:]])
         if not rows:
             return "the stack is DOWN (no containers)"
         rows = [row + [""] * (4 - len(row)) for row in rows]

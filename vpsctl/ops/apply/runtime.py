@@ -57,6 +57,11 @@ class ComposeRuntime(Phase):
         """ONE command reading each service's state (see :meth:`states`)."""
         return docker.health(name, services)
 
+    def state_sessions(self, name: str) -> dict[str, Remote]:
+        """Where ``name``'s containers are, by node ("": this box): what a failed rollback
+        reads to say what runs now."""
+        return {"": self.session}
+
     def poll(self, name: str, services: list[str]) -> tuple[dict[str, State], str]:
         """Each of ``services``' state (:meth:`health`, read where its containers are), and
         "" or why it could not be read."""
@@ -254,6 +259,15 @@ class SwarmRuntime(ComposeRuntime):
         """Whether ``name``'s containers are read where Swarm put its tasks, not here: a
         stack placed by labels (any of its candidate nodes may run it)."""
         return cluster.by_labels(self.spec, name) and name not in self.by_compose
+
+    def state_sessions(self, name: str) -> dict[str, Remote]:
+        """As one box's; for a stack placed by labels, the nodes Swarm wants its tasks on
+        (:meth:`where`), or every node it may run on when none is placed."""
+        if not self.follows(name):
+            return super().state_sessions(name)
+        placed = self.where(name, list(self.applier.desired.stacks[name].services))
+        nodes = list(placed) or cluster.candidates(self.spec, name)
+        return {node: self.sessions[node] for node in nodes if node in self.sessions}
 
     def where(self, name: str, services: list[str]) -> dict[str, list[str]]:
         """node → the services of ``name`` whose tasks Swarm wants running there, as the
