@@ -757,8 +757,9 @@ def drill_boxes(spec: Spec, box: str) -> dict[str | None, str]:
     if spec.host.nodes is None:
         return {None: box}
     # a box's name has at most 32 characters: a node whose name does not fit is numbered
+    # (digits alone: a node's name starts with a letter, so no other node's box is named so)
     return {
-        node: f"{box}-{node}" if len(box) + 1 + len(node) <= 32 else f"{box}-n{index}"
+        node: f"{box}-{node}" if len(box) + 1 + len(node) <= 32 else f"{box}-{index}"
         for index, node in enumerate(spec.host.nodes, 1)
     }
 
