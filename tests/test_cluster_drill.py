@@ -63,11 +63,12 @@ def real_boxes(root: Path) -> Path:
     text = host.read_text()
     for index, node in enumerate(NODES, 10):
         real = (
-            f"ssh: {{address: 203.0.113.{index}, user: root, key: ~/.ssh/id_ed25519}}\n"
+            f"ssh: {{address: 203.0.113.{index}, port: 2222, user: root, key: ~/.ssh/id_ed25519}}\n"
             f"    address: 10.0.0.{index}"
         )
         text = text.replace(f"sandbox: {{name: {node}}}", real, 1)
     text = text.replace("tls: pebble", "tls: acme\nacme_email: ops@lumen.test", 1)
+    text = text.replace("open_ports: [22, 80, 443]", "open_ports: [2222, 80, 443]", 1)
     host.write_text(text)
     return root / CLUSTER
 
@@ -104,6 +105,8 @@ def test_the_drill_s_inventory_puts_every_node_on_its_own_throwaway_box(tmp_path
     repository = spec.host.backup.repository.model_copy(update={"key": key})
     assert drill.host.backup == spec.host.backup.model_copy(update={"repository": repository})
     assert drill.host.tls == "pebble"  # Let's Encrypt cannot reach a drill box
+    assert spec.host.open_ports == [2222, 80, 443]  # the real boxes' sshd
+    assert drill.host.open_ports == [2222, 80, 443, 22]  # and the drill boxes'
     assert drill.secret_values() == spec.secret_values()
 
 

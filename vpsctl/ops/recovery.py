@@ -784,6 +784,11 @@ def throwaway_inventory(spec: Spec, boxes: dict[str | None, str], workdir: Path)
         entry.pop("address", None)
         entry["sandbox"] = {"name": box}
     data["name"] = spec.host.name  # snapshots are found by host name
+    ports = data.get("open_ports")
+    if isinstance(ports, list) and 22 not in ports:
+        # a real box's sshd may listen elsewhere; a sandbox box's listens on 22, which its
+        # firewall must let in
+        ports.append(22)
     if data.get("tls") == "acme":
         # Let's Encrypt cannot reach a box on this machine: the sandbox's own ACME CA
         # issues the drill's certificates, by the same ACME flow
